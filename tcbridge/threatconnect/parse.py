@@ -1,0 +1,295 @@
+# -*- test-case-name: tests.test_tc_parse -*-
+"""
+Pure functions turning raw ThreatConnect JSON into L{Indicator} records.
+
+Nothing here raises on bad data: an item that is not an object, or that has
+no usable value, is skipped and counted.  Values are stripped of surrounding
+white space and otherwise passed on as sent; validating them is the feed
+side's job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from .records import Indicator
+
+#: v2 per-type list key ("apiEntity") -> (ThreatConnect type name, value fields)
+TYPED_ENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "file": ("File", ("md5", "sha1", "sha256")),
+    "address": ("Address", ("ip",)),
+    "host": ("Host", ("hostName",)),
+}
+
+_HASH_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256"}
+_HEX = frozenset("0123456789abcdefABCDEF")
+_CANONICAL_TYPES = {"file": "File", "address": "Address", "host": "Host"}
+
+
+def _text(value: Any) -> str | None:
+    """
+    A stripped, non-empty string, or C{None}.
+    """
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def _id(value: Any) -> str:
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return _text(value) or ""
+
+
+def _owner(item: dict[str, Any], default: str) -> str:
+    name = _text(item.get("ownerName"))
+    if name is not None:
+        return name
+    owner = item.get("owner")
+    if isinstance(owner, dict):
+        name = _text(owner.get("name"))
+        if name is not None:
+            return name
+    elif isinstance(owner, str) and owner.strip():
+        return owner.strip()
+    return default
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _rating(value: Any) -> float | None:
+    return _number(value)
+
+
+def _confidence(value: Any) -> int | None:
+    number = _number(value)
+    if number is None:
+        return None
+    return round(number)
+
+
+def parse_date(value: Any) -> int | None:
+    """
+    Seconds since the epoch (UTC) for a ThreatConnect date:
+    C{2017-07-13T17:50:17} (no zone: UTC), C{...Z}, C{...-04:00}, optionally
+    with fractional seconds.  C{None} if absent or unparseable.
+    """
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def _tags(item: dict[str, Any]) -> tuple[str, ...]:
+    raw = item.get("tag")
+    if raw is None:
+        # v3 shape: "tags": {"data": [{"name": ...}]}
+        v3 = item.get("tags")
+        raw = v3.get("data") if isinstance(v3, dict) else v3
+    if not isinstance(raw, list):
+        return ()
+    names = []
+    for tag in raw:
+        name = _text(tag.get("name")) if isinstance(tag, dict) else _text(tag)
+        if name is not None:
+            names.append(name)
+    return tuple(names)
+
+
+def _common(item: dict[str, Any], source: str, owner: str) -> dict[str, Any]:
+    """
+    The fields every indicator item shares, as L{Indicator} keyword arguments.
+    """
+    description = item.get("description")
+    return {
+        "source": source,
+        "owner": _owner(item, owner),
+        "id": _id(item.get("id")),
+        "rating": _rating(item.get("rating")),
+        "confidence": _confidence(item.get("confidence")),
+        "last_modified": parse_date(item.get("lastModified")),
+        "web_link": _text(item.get("webLink")) or "",
+        "description": description.strip() if isinstance(description, str) else None,
+        "tags": _tags(item),
+    }
+
+
+def _items(items: Any) -> tuple[Iterable[Any], int]:
+    """
+    The list to walk, and how many to count as skipped up front (1 for a
+    non-list that is not C{None}).
+    """
+    if items is None:
+        return (), 0
+    if isinstance(items, list):
+        return items, 0
+    return (), 1
+
+
+def parse_typed(entity: str, items: Any, source: str, owner: str) -> tuple[list[Indicator], int]:
+    """
+    Parse one v2 per-type page (C{data.file}, C{data.address}, C{data.host}).
+
+    :param entity: the list key: C{"file"}, C{"address"} or C{"host"}.
+    :param items: the JSON list under that key.
+    :param source: L{Indicator.source} for every record.
+    :param owner: the owner name to use where an item names none.
+    :return: the indicators, and how many items were skipped.
+    :raise ValueError: for an unknown C{entity} (a programming error).
+    """
+    try:
+        type_name, fields = TYPED_ENTITIES[entity]
+    except KeyError:
+        raise ValueError(f"unknown ThreatConnect entity {entity!r}") from None
+    walk, skipped = _items(items)
+    out: list[Indicator] = []
+    for item in walk:
+        if not isinstance(item, dict):
+            skipped += 1
+            continue
+        values = {name: _text(item.get(name)) for name in fields}
+        if all(v is None for v in values.values()):
+            skipped += 1
+            continue
+        common = _common(item, source, owner)
+        if type_name == "File":
+            out.append(
+                Indicator(
+                    type="File",
+                    md5=values["md5"],
+                    sha1=values["sha1"],
+                    sha256=values["sha256"],
+                    **common,
+                )
+            )
+        elif type_name == "Address":
+            out.append(Indicator(type="Address", ip=values["ip"], **common))
+        else:
+            out.append(Indicator(type="Host", host=values["hostName"], **common))
+    return out, skipped
+
+
+def split_file_summary(summary: str) -> dict[str, str]:
+    """
+    Split a File summary (C{"md5 : sha1 : sha256"}, any subset, in that order)
+    into C{{"md5": ..., "sha1": ..., "sha256": ...}}, classifying each part by
+    its length (32, 40 or 64 hex digits).  Parts that are not hashes of one of
+    those lengths are dropped; the first part of each kind wins.
+    """
+    found: dict[str, str] = {}
+    for part in summary.split(":"):
+        part = part.strip()
+        kind = _HASH_BY_LENGTH.get(len(part))
+        if kind is None or kind in found or not set(part) <= _HEX:
+            continue
+        found[kind] = part
+    return found
+
+
+def parse_generic(items: Any, source: str, owner: str) -> tuple[list[Indicator], int]:
+    """
+    Parse one v1/v2 C{/indicators} page (C{data.indicator}): items carry
+    C{type} and C{summary}.
+
+    File summaries give md5/sha1/sha256; Address gives C{ip}; Host gives
+    C{host}.  Other types (URL, EmailAddress, ...) become an L{Indicator} of
+    that type with no values, so the feed side can count them as unsupported.
+
+    :return: the indicators, and how many items were skipped.
+    """
+    walk, skipped = _items(items)
+    out: list[Indicator] = []
+    for item in walk:
+        if not isinstance(item, dict):
+            skipped += 1
+            continue
+        raw_type = _text(item.get("type"))
+        if raw_type is None:
+            skipped += 1
+            continue
+        type_name = _CANONICAL_TYPES.get(raw_type.lower(), raw_type)
+        summary = _text(item.get("summary"))
+        common = _common(item, source, owner)
+        if type_name == "File":
+            hashes = {
+                name: value
+                for name in ("md5", "sha1", "sha256")
+                if (value := _text(item.get(name))) is not None
+            }
+            if not hashes and summary is not None:
+                hashes = split_file_summary(summary)
+            if not hashes:
+                skipped += 1
+                continue
+            out.append(
+                Indicator(
+                    type="File",
+                    md5=hashes.get("md5"),
+                    sha1=hashes.get("sha1"),
+                    sha256=hashes.get("sha256"),
+                    **common,
+                )
+            )
+        elif type_name == "Address":
+            ip = summary or _text(item.get("ip"))
+            if ip is None:
+                skipped += 1
+                continue
+            out.append(Indicator(type="Address", ip=ip, **common))
+        elif type_name == "Host":
+            host = summary or _text(item.get("hostName"))
+            if host is None:
+                skipped += 1
+                continue
+            out.append(Indicator(type="Host", host=host, **common))
+        else:
+            out.append(Indicator(type=type_name, **common))
+    return out, skipped
+
+
+def parse_owners(data: Any) -> list[str]:
+    """
+    Owner names from a C{/v2/owners} answer: the whole document
+    (C{{"status": ..., "data": {"owner": [...]}}}), its C{data} object, or the
+    C{owner} list itself.  Names are stripped; blanks, junk and repeats are
+    dropped; ThreatConnect's order is kept.
+    """
+    if isinstance(data, dict) and "data" in data:
+        data = data["data"]
+    if isinstance(data, dict):
+        data = data.get("owner")
+    if not isinstance(data, list):
+        return []
+    names: list[str] = []
+    seen: set[str] = set()
+    for item in data:
+        name = _text(item.get("name")) if isinstance(item, dict) else None
+        if name is not None and name not in seen:
+            seen.add(name)
+            names.append(name)
+    return names

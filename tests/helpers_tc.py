@@ -1,0 +1,240 @@
+# -*- test-case-name: tests.test_tc_client -*-
+"""
+Test helpers for the ThreatConnect side: a scripted ThreatConnect resource
+that records the raw request target of every request and checks its
+signature, a tiny paging ThreatConnect over in-memory data, and C{result_of}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.signing import authorization
+
+T = TypeVar("T")
+
+API_KEY = "12345678901234567890"
+SECRET = "example-secret-key"
+NOW = 1513703787
+
+
+def result_of(d: Deferred[T]) -> T:
+    """
+    The result of a Deferred that must already have fired successfully (the
+    pytest stand-in for trial's C{successResultOf}).
+    """
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, f"{d!r} has not fired"
+    result = results[0]
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result  # type: ignore[no-any-return]
+
+
+def failure_of(d: Deferred[Any]) -> Failure:
+    """
+    The Failure of a Deferred that must already have failed.
+    """
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, f"{d!r} has not fired"
+    assert isinstance(results[0], Failure), f"{d!r} succeeded with {results[0]!r}"
+    return results[0]
+
+
+@frozen
+class Reply:
+    """
+    One scripted HTTP answer.
+
+    :ivar hang: answer nothing at all (until the request is cancelled).
+    :ivar stall_body: send the headers with a C{Content-Length} bigger than
+        C{body}, write C{body}, then wait forever.
+    :ivar cut_body: like C{stall_body}, but then close the connection.
+    """
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    hang: bool = False
+    stall_body: bool = False
+    cut_body: bool = False
+
+
+def json_reply(doc: Any, status: int = 200) -> Reply:
+    """
+    A JSON answer.
+    """
+    return Reply(status=status, body=orjson.dumps(doc))
+
+
+def success(data: Any) -> Reply:
+    """
+    ThreatConnect's success envelope around C{data}.
+    """
+    return json_reply({"status": "Success", "data": data})
+
+
+@frozen
+class Seen:
+    """
+    A request as the server received it: C{uri} is the raw request target.
+    """
+
+    method: str
+    uri: str
+    headers: dict[str, str]
+
+    def signature_ok(self, secret: str = SECRET, api_key: str = API_KEY) -> bool:
+        """
+        Whether the Authorization header signs exactly C{uri} with the
+        C{Timestamp} header, the way a ThreatConnect server checks it.
+        """
+        stamp = self.headers.get("timestamp", "")
+        if not stamp.isdigit():
+            return False
+        expected = authorization(api_key, secret, self.uri, self.method, int(stamp))
+        return self.headers.get("authorization") == expected["Authorization"]
+
+
+class ScriptedTC(Resource):
+    """
+    A leaf resource that records each request and answers with
+    C{handler(raw_target)}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, handler: Callable[[str], Reply]) -> None:
+        super().__init__()
+        self.handler = handler
+        self.seen: list[Seen] = []
+        self.pending: list[Request] = []
+
+    def render(self, request: Request) -> bytes | int:  # type: ignore[override]
+        assert request.uri is not None and request.method is not None
+        uri = request.uri.decode("ascii")
+        headers = {
+            k.decode("ascii").lower(): v[-1].decode("latin-1")
+            for k, v in request.requestHeaders.getAllRawHeaders()
+        }
+        self.seen.append(Seen(request.method.decode("ascii"), uri, headers))
+        reply = self.handler(uri)
+        if reply.hang:
+            self.pending.append(request)
+            return NOT_DONE_YET
+        request.setResponseCode(reply.status)
+        if reply.content_type:
+            request.setHeader(b"content-type", reply.content_type.encode("ascii"))
+        if reply.stall_body or reply.cut_body:
+            request.setHeader(b"content-length", str(len(reply.body) + 100).encode())
+            request.write(reply.body)
+            self.pending.append(request)
+            if reply.cut_body:
+                assert request.channel is not None
+                request.channel.transport.loseConnection()  # type: ignore[union-attr]
+            return NOT_DONE_YET
+        return reply.body
+
+
+def always(reply: Reply) -> Callable[[str], Reply]:
+    """
+    A handler that gives the same answer to everything.
+    """
+    return lambda uri: reply
+
+
+def in_order(*replies: Reply) -> Callable[[str], Reply]:
+    """
+    A handler that gives C{replies} one after the other.
+    """
+    queue = list(replies)
+
+    def handler(uri: str) -> Reply:
+        assert queue, f"unexpected extra request {uri}"
+        return queue.pop(0)
+
+    return handler
+
+
+def query_of(uri: str) -> dict[str, str]:
+    """
+    The decoded query parameters of a raw target (last value wins).
+    """
+    return dict(parse_qsl(uri.partition("?")[2], keep_blank_values=True))
+
+
+@define
+class PagingTC:
+    """
+    A minimal ThreatConnect over in-memory data that pages like v2:
+    C{resultCount} only on the first page, C{data.<entity>} lists.
+
+    :ivar owners: owner name -> entity (C{"file"}, C{"address"},
+        C{"host"}) -> items.
+    :ivar generic: raw path (before C{?}) -> items for C{/indicators} pages.
+    """
+
+    owners: dict[str, dict[str, list[Any]]] = field(factory=dict)
+    generic: dict[str, list[Any]] = field(factory=dict)
+    prefix: str = "/api"
+
+    def __call__(self, uri: str) -> Reply:
+        path, _, _ = uri.partition("?")
+        assert path.startswith(self.prefix), uri
+        path = path[len(self.prefix) :]
+        query = query_of(uri)
+        start = int(query.get("resultStart", "0"))
+        limit = int(query.get("resultLimit", "100"))
+        if path == "/v2/owners":
+            key = "owner"
+            items: list[Any] = [{"id": i, "name": n} for i, n in enumerate(self.owners, 1)]
+        elif path.startswith("/v2/indicators/"):
+            branch = path.rsplit("/", 1)[1]
+            key = {"files": "file", "addresses": "address", "hosts": "host"}[branch]
+            owner = query.get("owner", "")
+            if owner not in self.owners:
+                return json_reply(
+                    {"status": "Failure", "message": "The requested owner was not found"}, 403
+                )
+            items = self.owners[owner].get(key, [])
+        else:
+            key = "indicator"
+            items = self.generic[unquote(path)]
+        data: dict[str, Any] = {key: items[start : start + limit]}
+        if start == 0:
+            data["resultCount"] = len(items)
+        return success(data)
+
+
+def make_client(
+    handler: Callable[[str], Reply],
+    base_url: str = "https://app.threatconnect.com/api",
+    timeout: float = 30.0,
+    now: float = NOW,
+) -> tuple[ThreatConnectClient, ScriptedTC, Clock, Any]:
+    """
+    A client over C{StubTreq} over a L{ScriptedTC}, with a L{Clock} at C{now}.
+
+    :return: the client, the resource, the clock and the StubTreq.
+    """
+    from treq.testing import StubTreq
+
+    resource = ScriptedTC(handler)
+    stub = StubTreq(resource)
+    clock = Clock()
+    clock.advance(now)
+    client = ThreatConnectClient(stub, clock, base_url, API_KEY, SECRET, timeout=timeout)
+    return client, resource, clock, stub
