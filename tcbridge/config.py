@@ -1,0 +1,627 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Configuration: an INI file (2015 bridge layout or v2 connector layout) read into
+a frozen L{Config}.  Every bad value is reported as one L{ConfigError} line
+naming the file, section, key and what is expected.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Literal
+from urllib.parse import urlsplit
+
+from attrs import field, frozen
+
+SourceKind = Literal["owner", "all", "path"]
+
+
+@frozen
+class Source:
+    """
+    One configured place to pull indicators from.
+
+    :ivar name: the label used in reports and diagnostics: the owner name for
+        C{kind="owner"}, C{"*"} for C{kind="all"}, the [sources] tag for
+        C{kind="path"}.
+    :ivar kind: C{"owner"}: one owner, pulled through the per-type v2
+        endpoints; C{"all"}: every owner listed by C{/v2/owners}; C{"path"}: a
+        2015-style API path (C{/v1/indicators/?owner=Common%20Community}),
+        pulled as written with paging parameters appended.
+    :ivar value: the owner name, C{"*"}, or the API path exactly as written.
+    """
+
+    name: str
+    kind: SourceKind
+    value: str
+
+
+Grouping = Literal["Expanded", "Condensed", "MaxCondensed"]
+ScoreSource = Literal["rating", "confidence"]
+
+#: ThreatConnect indicator types tcbridge turns into Carbon Black IOCs.
+KNOWN_TYPES = ("File", "Address", "Host")
+
+DEFAULT_LISTENER_ADDRESS = "127.0.0.1"
+DEFAULT_LISTENER_PORT = 6100
+DEFAULT_RETRIEVAL_MINUTES = 60.0
+DEFAULT_WEB_URL = "https://app.threatconnect.com/auth"
+DEFAULT_API_URL = "https://api.threatconnect.com"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Options a later version implements: accepted, and reported as not yet active.
+_NOT_YET_ACTIVE = {
+    "carbonblack_server_url": "Carbon Black server sync is not active yet; add the feed "
+    "URL in the Carbon Black console",
+    "carbonblack_server_token": "Carbon Black server sync is not active yet; add the feed "
+    "URL in the Carbon Black console",
+    "carbonblack_server_sslverify": "Carbon Black server sync is not active yet",
+    "skip_cb_sync": "Carbon Black server sync is not active yet, so nothing is pushed to it "
+    "either way",
+    "https_proxy": "proxy support is not active yet: requests go directly to ThreatConnect",
+    "ssl_verify_api_requests": "TLS options are not active yet: certificates are always verified",
+    "secret_key_encrypted": "encrypted secret keys are not supported yet: set secret_key",
+    "default_org": "default_org is not used: name owners in sources",
+    "host_address": "host_address is only used by Carbon Black server sync, which is not "
+    "active yet",
+    "log_file_size": "log rotation by size is not active yet; twistd rotates its log daily "
+    "and at 1 MB",
+}
+
+# Options of the old connectors that tcbridge does not need: accepted, explained.
+_NOT_NEEDED = {
+    "multi_core": "not needed: tcbridge pulls pages one at a time in one process",
+    "feed_save_mode": "not needed: tcbridge always builds the whole feed, then publishes "
+    "it atomically",
+    "listener_api_token": "listener authentication is not active yet",
+}
+
+
+class ConfigError(Exception):
+    """
+    A configuration problem, as one line: file, section, key and what is
+    expected.  Never includes a secret value.
+    """
+
+    def __init__(self, path: str, section: str | None, key: str | None, problem: str) -> None:
+        self.path = path
+        self.section = section
+        self.key = key
+        self.problem = problem
+        where = path
+        if section is not None:
+            where += f": [{section}]"
+            if key is not None:
+                where += f" {key}"
+        super().__init__(f"{where}: {problem}")
+
+
+@frozen
+class Config:
+    """
+    Everything tcbridge needs to run, validated.
+
+    :ivar path: the file it came from (for messages).
+    :ivar layout: C{"2015"} for the 2015 bridge layout ([auth], [sources]),
+        C{"v2"} for the v2 connector layout ([threatconnect]).
+    :ivar api_url: ThreatConnect API base URL, no trailing slash; it keeps an
+        C{/api} prefix if the user wrote one.
+    :ivar secret_key: never shown anywhere.
+    :ivar min_score: IOCs scored below this are left out (0-100).
+    :ivar exclusions: exclusion file name for each of C{"hashes"}, C{"ips"},
+        C{"hosts"} that is configured, with the values read from it.
+    :ivar notices: human sentences about options that are accepted but not
+        active, not needed, or unknown; shown at start and on the page.
+    """
+
+    path: str
+    layout: Literal["2015", "v2", "demo"]
+    api_url: str
+    web_url: str
+    api_key: str
+    secret_key: str = field(repr=False)
+    sources: tuple[Source, ...]
+    types: frozenset[str] = frozenset(KNOWN_TYPES)
+    score_source: ScoreSource = "rating"
+    min_score: int = 20
+    grouping: Grouping = "Condensed"
+    max_reports: int | None = None
+    exclusions: Mapping[str, tuple[str, tuple[str, ...]]] = field(factory=dict)
+    listener_address: str = DEFAULT_LISTENER_ADDRESS
+    listener_port: int = DEFAULT_LISTENER_PORT
+    feed_retrieval_minutes: float = DEFAULT_RETRIEVAL_MINUTES
+    cache_folder: str | None = None
+    log_level: str = "INFO"
+    pretty_print_json: bool = False
+    request_timeout: float = 30.0
+    page_size: int = 10000
+    notices: tuple[str, ...] = ()
+
+    def display(self) -> list[tuple[str, str]]:
+        """
+        The settings as (name, value) rows for the diagnostics page, with the
+        secret masked.
+        """
+        rows = [
+            ("config file", self.path),
+            ("layout", self.layout),
+            ("ThreatConnect API url", self.api_url),
+            ("ThreatConnect web url", self.web_url),
+            ("api_key", self.api_key),
+            ("secret_key", mask(self.secret_key)),
+            ("sources", ", ".join(f"{s.name} ({s.kind}: {s.value})" for s in self.sources)),
+            ("indicator types", ", ".join(t for t in KNOWN_TYPES if t in self.types)),
+            ("score from", "rating x 20" if self.score_source == "rating" else "confidence"),
+            ("minimum score", str(self.min_score)),
+            ("grouping", self.grouping),
+            ("max_reports", "no limit" if self.max_reports is None else str(self.max_reports)),
+        ]
+        for kind, (filename, values) in sorted(self.exclusions.items()):
+            rows.append((f"excluded {kind}", f"{filename} ({len(values)} values)"))
+        rows += [
+            ("listener", f"{self.listener_address}:{self.listener_port}"),
+            ("feed_retrieval_minutes", f"{self.feed_retrieval_minutes:g}"),
+            ("cache_folder", self.cache_folder or "(none: the feed is kept in memory only)"),
+            ("log_level", self.log_level),
+            ("request timeout (s)", f"{self.request_timeout:g}"),
+        ]
+        return rows
+
+
+def mask(secret: str) -> str:
+    """
+    Show that a secret is set without showing any of it.
+    """
+    return "(set, hidden)" if secret else "(not set)"
+
+
+def load_config(path: str) -> Config:
+    """
+    Read and validate a configuration file in either supported layout.
+
+    :raises ConfigError: for the first problem found, as one line.
+    """
+    parser = configparser.RawConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment, method-assign]
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, source=path)
+    except FileNotFoundError:
+        raise ConfigError(path, None, None, "file not found") from None
+    except PermissionError:
+        raise ConfigError(path, None, None, "not readable (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, None, "not UTF-8 text") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(
+            path, None, None, f"line {e.lineno}: expected a [section] header first"
+        ) from None
+    except configparser.Error as e:
+        raise ConfigError(path, None, None, _first_line(str(e))) from None
+    return _Reader(path, parser).read()
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+class _Reader:
+    """
+    Reads one parsed file into a L{Config}, remembering which keys it used so
+    that unknown keys can be reported.
+    """
+
+    def __init__(self, path: str, parser: configparser.RawConfigParser) -> None:
+        self.path = path
+        self.parser = parser
+        self.used: set[tuple[str, str]] = set()
+        self.notices: list[str] = []
+
+    def error(self, section: str, key: str | None, problem: str) -> ConfigError:
+        return ConfigError(self.path, section, key, problem)
+
+    def get(self, section: str, key: str) -> str | None:
+        """
+        The stripped value of C{key} (matched without regard to case), or
+        C{None} when the section or key is absent.
+        """
+        if not self.parser.has_section(section):
+            return None
+        for option in self.parser.options(section):
+            if option.lower() == key:
+                self.used.add((section, option))
+                return self.parser.get(section, option).strip()
+        return None
+
+    def text(self, section: str, key: str, default: str) -> str:
+        value = self.get(section, key)
+        return default if value is None or value == "" else value
+
+    def required(self, section: str, key: str, expected: str) -> str:
+        value = self.get(section, key)
+        if value is None:
+            raise self.error(section, key, f"missing; expected {expected}")
+        if value == "":
+            raise self.error(section, key, f"is empty; expected {expected}")
+        return value
+
+    def boolean(self, section: str, key: str, default: bool) -> bool:
+        value = self.get(section, key)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise self.error(section, key, f"{value!r} is not a yes/no value; expected true or false")
+
+    def number(
+        self,
+        section: str,
+        key: str,
+        default: float,
+        low: float,
+        high: float | None,
+        convert: Callable[[str], float] = float,
+        expected: str = "a number",
+    ) -> float:
+        value = self.get(section, key)
+        if value is None or value == "":
+            return default
+        try:
+            result = convert(value)
+        except ValueError:
+            raise self.error(section, key, f"{value!r} is not {expected}") from None
+        if result < low or (high is not None and result > high):
+            bound = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+            raise self.error(section, key, f"{value!r} is out of range; expected {bound}")
+        return result
+
+    def integer(self, section: str, key: str, default: int, low: int, high: int | None) -> int:
+        return int(self.number(section, key, default, low, high, int, "a whole number"))
+
+    def read(self) -> Config:
+        if self.parser.has_section("threatconnect"):
+            config = self.read_v2()
+        elif self.parser.has_section("auth"):
+            config = self.read_2015()
+        else:
+            raise ConfigError(
+                self.path,
+                None,
+                None,
+                "no [threatconnect] section (v2 layout) or [auth] section (2015 layout)",
+            )
+        return config
+
+    # --- the two layouts -------------------------------------------------
+
+    def read_v2(self) -> Config:
+        s = "threatconnect"
+        api_url = self.url(s, "url", DEFAULT_API_URL)
+        web_url = self.url(s, "web_url", DEFAULT_WEB_URL)
+        api_key = self.required(s, "api_key", "your ThreatConnect API access ID")
+        secret_key = self.required(s, "secret_key", "your ThreatConnect API secret key")
+        sources = list(self.owner_sources(s))
+        sources += self.path_sources()
+        if not sources:
+            raise self.error(s, "sources", "no sources; expected * or owner names")
+        types = self.ioc_types(s)
+        min_rating = self.number(s, "ioc_min_rating", 1, 0, 5, expected="a rating from 0 to 5")
+        grouping = self.grouping(s)
+        max_reports = self.max_reports(s)
+        exclusions = self.exclusion_files(
+            s, {"hashes": "filtered_hashes", "ips": "filtered_ips", "hosts": "filtered_hosts"}
+        )
+        return self.finish(
+            layout="v2",
+            api_url=api_url,
+            web_url=web_url,
+            api_key=api_key,
+            secret_key=secret_key,
+            sources=tuple(sources),
+            types=types,
+            score_source="rating",
+            min_score=round(min_rating * 20),
+            grouping=grouping,
+            max_reports=max_reports,
+            exclusions=exclusions,
+        )
+
+    def read_2015(self) -> Config:
+        api_url = self.url("auth", "url", DEFAULT_API_URL)
+        api_key = self.required("auth", "api_key", "your ThreatConnect API access ID")
+        secret_key = self.get("auth", "secret_key") or ""
+        if not secret_key:
+            if self.get("auth", "secret_key_encrypted"):
+                raise self.error(
+                    "auth",
+                    "secret_key_encrypted",
+                    "encrypted secret keys are not supported yet; set secret_key instead",
+                )
+            raise self.error(
+                "auth", "secret_key", "missing; expected your ThreatConnect API secret key"
+            )
+        sources = self.path_sources()
+        if not sources:
+            raise self.error(
+                "sources",
+                None,
+                "no sources; expected lines like "
+                "CommonCommunity = /v1/indicators/?owner=Common%20Community",
+            )
+        types = set(KNOWN_TYPES)
+        for key, type_name in (
+            ("disable_ioc_md5", "File"),
+            ("disable_ioc_ip", "Address"),
+            ("disable_ioc_host", "Host"),
+        ):
+            if self.boolean("bridge", key, False):
+                types.discard(type_name)
+        if not types:
+            raise self.error(
+                "bridge",
+                "disable_ioc_host",
+                "every IOC type is disabled; the feed would always be empty",
+            )
+        min_score = self.integer("bridge", "ioc_min_score", 1, 0, 100)
+        exclusions = self.exclusion_files(
+            "exclusions", {"hashes": "md5", "ips": "ip", "hosts": "host"}
+        )
+        return self.finish(
+            layout="2015",
+            api_url=api_url,
+            web_url=self.url("bridge", "web_url", DEFAULT_WEB_URL),
+            api_key=api_key,
+            secret_key=secret_key,
+            sources=tuple(sources),
+            types=frozenset(types),
+            score_source="confidence",
+            min_score=min_score,
+            grouping=self.grouping("bridge") if self.get("bridge", "ioc_grouping") else "Expanded",
+            max_reports=self.max_reports("bridge"),
+            exclusions=exclusions,
+        )
+
+    def finish(self, **kwargs: object) -> Config:
+        """
+        Read the [bridge] settings both layouts share, then report every key
+        that was not used.
+        """
+        b = "bridge"
+        address = self.text(b, "listener_address", DEFAULT_LISTENER_ADDRESS)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise self.error(
+                b,
+                "listener_address",
+                f"{address!r} is not an IP address; expected e.g. 127.0.0.1 or 0.0.0.0",
+            ) from None
+        port = self.integer(b, "listener_port", DEFAULT_LISTENER_PORT, 0, 65535)
+        minutes = self.number(b, "feed_retrieval_minutes", DEFAULT_RETRIEVAL_MINUTES, 1, 10080)
+        debug = self.boolean(b, "debug", False)
+        log_level = self.text(b, "log_level", "DEBUG" if debug else "INFO").upper()
+        if log_level not in LOG_LEVELS:
+            raise self.error(
+                b,
+                "log_level",
+                f"{log_level!r} is not a log level; expected one of " + ", ".join(LOG_LEVELS),
+            )
+        cache_folder = self.get(b, "cache_folder")
+        if cache_folder is None:
+            cache_folder = os.path.join(os.path.dirname(os.path.abspath(self.path)), "cache")
+        elif cache_folder == "" or cache_folder.lower() == "none":
+            cache_folder = None
+        pretty = self.boolean(b, "pretty_print_json", False)
+        timeout = self.number(b, "request_timeout_seconds", 30, 1, 3600)
+        page_size = self.integer(b, "page_size", 10000, 1, 10000)
+        self.report_leftovers()
+        return Config(
+            path=self.path,
+            listener_address=address,
+            listener_port=port,
+            feed_retrieval_minutes=minutes,
+            cache_folder=cache_folder,
+            log_level=log_level,
+            pretty_print_json=pretty,
+            request_timeout=timeout,
+            page_size=page_size,
+            notices=tuple(self.notices),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def report_leftovers(self) -> None:
+        for section in self.parser.sections():
+            if section == "sources":
+                continue
+            for key in self.parser.options(section):
+                if (section, key) in self.used:
+                    continue
+                value = self.parser.get(section, key).strip()
+                key = key.lower()
+                if key in _NOT_YET_ACTIVE:
+                    if value and not (key == "skip_cb_sync" and value.lower() in _FALSE):
+                        self.notices.append(f"[{section}] {key}: {_NOT_YET_ACTIVE[key]}")
+                elif key in _NOT_NEEDED:
+                    self.notices.append(f"[{section}] {key}: {_NOT_NEEDED[key]}")
+                else:
+                    self.notices.append(
+                        f"[{section}] {key}: not a tcbridge option; ignored (check the "
+                        "spelling against etc/tcbridge.conf.example)"
+                    )
+
+    # --- single values ---------------------------------------------------
+
+    def url(self, section: str, key: str, default: str) -> str:
+        value = self.text(section, key, default)
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.error(
+                section, key, f"{value!r} is not a URL; expected https://host or https://host/api"
+            )
+        if parts.query or parts.fragment:
+            raise self.error(
+                section,
+                key,
+                f"{value!r} has a query or fragment; expected just scheme, host and path",
+            )
+        return value.rstrip("/")
+
+    def owner_sources(self, section: str) -> Iterable[Source]:
+        raw = self.get(section, "sources")
+        if raw is None or raw == "":
+            return []
+        names = [name.strip() for name in raw.split(",")]
+        if any(not name for name in names):
+            raise self.error(
+                section,
+                "sources",
+                f"{raw!r} has an empty name; expected * or owner names separated by commas",
+            )
+        if "*" in names:
+            if len(names) > 1:
+                raise self.error(
+                    section,
+                    "sources",
+                    "* already means every owner; expected * alone or a list of owner names",
+                )
+            return [Source(name="*", kind="all", value="*")]
+        seen: set[str] = set()
+        result = []
+        for name in names:
+            if name in seen:
+                raise self.error(section, "sources", f"owner {name!r} is listed twice")
+            seen.add(name)
+            result.append(Source(name=name, kind="owner", value=name))
+        return result
+
+    def path_sources(self) -> list[Source]:
+        if not self.parser.has_section("sources"):
+            return []
+        result = []
+        for tag in self.parser.options("sources"):
+            path = self.parser.get("sources", tag).strip()
+            self.used.add(("sources", tag))
+            if not path:
+                raise self.error(
+                    "sources",
+                    tag,
+                    "is empty; expected an API path such as "
+                    "/v1/indicators/?owner=Common%20Community",
+                )
+            if "%%" in path:
+                raise self.error(
+                    "sources",
+                    tag,
+                    f"{path!r} contains '%%', which breaks the request signature "
+                    "(ThreatConnect answers 'Signature data did not match expected result'); "
+                    f"write a single %, e.g. {path.replace('%%', '%')!r}",
+                )
+            if not path.startswith("/"):
+                raise self.error(
+                    "sources",
+                    tag,
+                    f"{path!r} is not an API path; expected it to "
+                    "start with /, e.g. /v2/indicators?owner=Common%20Community",
+                )
+            if re.search(r"\s", path):
+                raise self.error(
+                    "sources",
+                    tag,
+                    f"{path!r} contains white space; write a space in an owner name as %20",
+                )
+            if _PERCENT_ESCAPE.search(path):
+                raise self.error(
+                    "sources",
+                    tag,
+                    f"{path!r} has a % not followed by two hex "
+                    "digits; expected escapes such as %20",
+                )
+            result.append(Source(name=tag, kind="path", value=path))
+        return result
+
+    def ioc_types(self, section: str) -> frozenset[str]:
+        raw = self.get(section, "ioc_types")
+        if raw is None or raw == "":
+            return frozenset(KNOWN_TYPES)
+        by_lower = {t.lower(): t for t in KNOWN_TYPES}
+        types = set()
+        for part in raw.split(","):
+            name = part.strip().lower()
+            if name not in by_lower:
+                raise self.error(
+                    section,
+                    "ioc_types",
+                    f"{part.strip()!r} is not a supported type;"
+                    " expected a comma-separated list of File, Address, Host",
+                )
+            types.add(by_lower[name])
+        return frozenset(types)
+
+    def grouping(self, section: str) -> Grouping:
+        raw = self.text(section, "ioc_grouping", "Condensed")
+        known: dict[str, Grouping] = {
+            "expanded": "Expanded",
+            "condensed": "Condensed",
+            "maxcondensed": "MaxCondensed",
+            "maxconsensed": "MaxCondensed",  # the v2 example file's spelling
+        }
+        try:
+            return known[raw.lower()]
+        except KeyError:
+            raise self.error(
+                section,
+                "ioc_grouping",
+                f"{raw!r} is not a grouping; expected Expanded, Condensed or MaxCondensed",
+            ) from None
+
+    def max_reports(self, section: str) -> int | None:
+        value = self.get(section, "max_reports")
+        if value is None or value == "" or value == "0":
+            return None
+        return self.integer(section, "max_reports", 0, 1, None)
+
+    def exclusion_files(
+        self, section: str, keys: Mapping[str, str]
+    ) -> dict[str, tuple[str, tuple[str, ...]]]:
+        result = {}
+        for kind, key in keys.items():
+            filename = self.get(section, key)
+            if not filename:
+                continue
+            result[kind] = (filename, self.read_list(section, key, filename))
+        return result
+
+    def read_list(self, section: str, key: str, filename: str) -> tuple[str, ...]:
+        try:
+            with open(filename, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            raise self.error(
+                section,
+                key,
+                f"{filename!r} does not exist; expected a text file with one value per line",
+            ) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise self.error(
+                section,
+                key,
+                f"{filename!r} cannot be read ({e.__class__.__name__})"
+                "; expected a readable UTF-8 text file",
+            ) from None
+        values = []
+        for line in lines:
+            text = line.split("#", 1)[0].strip()
+            if text:
+                values.append(text)
+        return tuple(values)

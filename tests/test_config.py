@@ -1,0 +1,277 @@
+"""
+Tests for L{tcbridge.config}: both legacy layouts load unchanged, and every
+bad value gets one line naming the file, section, key and what is expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tcbridge.config import ConfigError, Source, load_config
+from tests.conftest import DATA
+
+WriteFile = Callable[[str, str], str]
+
+
+def _filled(name: str) -> str:
+    """
+    A reference config with its empty api_key and secret_key filled in, as a
+    user would.
+    """
+    text = (DATA / name).read_text()
+    return text.replace("api_key=\n", "api_key=12345678901234567890\n").replace(
+        "secret_key=\n", "secret_key=s3cr3t-value\n"
+    )
+
+
+V2_MINIMAL = """\
+[threatconnect]
+url=https://api.threatconnect.com
+api_key=1234
+secret_key=s3cr3t-value
+sources=*
+[bridge]
+cache_folder=
+"""
+
+
+def _v2(extra_tc: str = "", extra_bridge: str = "") -> str:
+    return V2_MINIMAL.replace("sources=*\n", "sources=*\n" + extra_tc).replace(
+        "[bridge]\n", "[bridge]\n" + extra_bridge
+    )
+
+
+def test_2015_reference_file_loads(write_file: WriteFile) -> None:
+    """
+    The 2015 bridge's config file loads unchanged once the keys are filled in:
+    its [sources] path is pulled as written, disable_ioc_ip drops addresses,
+    ioc_min_score scores by confidence, and the defaults are 127.0.0.1:6100
+    every 60 minutes.
+    """
+    config = load_config(write_file("cb.conf", _filled("bridge-2015.conf")))
+    assert config.layout == "2015"
+    assert config.api_url == "https://api.threatconnect.com"
+    assert config.sources == (
+        Source("CommonCommunity", "path", "/v1/indicators/?owner=Common%20Community"),
+    )
+    assert config.types == frozenset({"File", "Host"})
+    assert config.score_source == "confidence"
+    assert config.min_score == 1
+    assert (config.listener_address, config.listener_port) == ("127.0.0.1", 6100)
+    assert config.feed_retrieval_minutes == 60
+    assert config.secret_key == "s3cr3t-value"
+
+
+def test_v2_reference_file_loads(write_file: WriteFile) -> None:
+    """
+    The v2 connector's example file loads unchanged once the keys are filled
+    in: all owners, every type, rating x 20 scoring with minimum rating 1,
+    Condensed grouping and max_reports 10000.
+    """
+    config = load_config(write_file("connector.conf", _filled("connector-v2.conf")))
+    assert config.layout == "v2"
+    assert config.sources == (Source(name="*", kind="all", value="*"),)
+    assert config.types == frozenset({"File", "Address", "Host"})
+    assert (config.score_source, config.min_score) == ("rating", 20)
+    assert config.grouping == "Condensed"
+    assert config.max_reports == 10000
+    assert config.web_url == "https://app.threatconnect.com/auth"
+    assert config.cache_folder == "/usr/share/cb/integrations/cb-threatconnect-connector/cache"
+
+
+@pytest.mark.parametrize("name", ["bridge-2015.conf", "connector-v2.conf"])
+def test_reference_files_need_keys(write_file: WriteFile, name: str) -> None:
+    """
+    The shipped example files have empty keys; loading one says which key is
+    missing and in which section.
+    """
+    path = write_file(name, (DATA / name).read_text())
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(path + ": [")
+    assert "api_key: is empty; expected your ThreatConnect API access ID" in str(e.value)
+
+
+def test_interpolation_is_off(write_file: WriteFile) -> None:
+    """
+    A single % in a source path is literal (no ConfigParser interpolation),
+    so %20 reaches ThreatConnect as written.
+    """
+    text = _filled("bridge-2015.conf").replace(
+        "#Subscribers=/v1/indicators/?owner=Subscriber%20Community",
+        "Subscribers=/v2/indicators?owner=Subscriber%20Community&filters=rating%3E3",
+    )
+    config = load_config(write_file("cb.conf", text))
+    assert config.sources[1] == Source(
+        name="Subscribers",
+        kind="path",
+        value="/v2/indicators?owner=Subscriber%20Community&filters=rating%3E3",
+    )
+
+
+def test_double_percent_rejected_with_hint(write_file: WriteFile) -> None:
+    """
+    A source path containing %% (the seed's 'Common Issues' example) is
+    rejected up front with the corrected path, instead of failing later with
+    'Signature data did not match expected result'.
+    """
+    text = _filled("bridge-2015.conf").replace("Common%20Community", "Common%%20Community")
+    path = write_file("cb.conf", text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: [sources] CommonCommunity: ")
+    assert "Signature data did not match expected result" in message
+    assert "'/v1/indicators/?owner=Common%20Community'" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("extra_tc", "extra_bridge", "where", "expected"),
+    [
+        ("ioc_min_rating=6\n", "", "[threatconnect] ioc_min_rating", "expected from 0 to 5"),
+        ("ioc_min_rating=high\n", "", "[threatconnect] ioc_min_rating", "is not a rating"),
+        ("ioc_types=File,Url\n", "", "[threatconnect] ioc_types", "'Url' is not a supported"),
+        ("ioc_grouping=Grouped\n", "", "[threatconnect] ioc_grouping", "expected Expanded, "),
+        ("max_reports=-3\n", "", "[threatconnect] max_reports", "out of range"),
+        ("max_reports=ten\n", "", "[threatconnect] max_reports", "not a whole number"),
+        ("", "listener_port=70000\n", "[bridge] listener_port", "expected from 0 to 65535"),
+        ("", "listener_port=http\n", "[bridge] listener_port", "not a whole number"),
+        ("", "listener_address=localhost\n", "[bridge] listener_address", "not an IP address"),
+        ("", "feed_retrieval_minutes=0\n", "[bridge] feed_retrieval_minutes", "from 1 to"),
+        ("", "feed_retrieval_minutes=soon\n", "[bridge] feed_retrieval_minutes", "not a number"),
+        ("", "log_level=LOUD\n", "[bridge] log_level", "not a log level"),
+        ("", "pretty_print_json=maybe\n", "[bridge] pretty_print_json", "not a yes/no"),
+        ("filtered_ips=/nonexistent/ips.txt\n", "", "[threatconnect] filtered_ips", "exist"),
+    ],
+)
+def test_bad_values(
+    write_file: WriteFile, extra_tc: str, extra_bridge: str, where: str, expected: str
+) -> None:
+    """
+    Each bad value is one line naming the file, section and key and what is
+    expected.
+    """
+    path = write_file("bad.conf", _v2(extra_tc, extra_bridge))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: {where}")
+    assert expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "no [threatconnect] section (v2 layout) or [auth] section (2015 layout)"),
+        ("url=x\n", "expected a [section] header first"),
+        ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=*\nurl=ftp://x\n", "not a URL"),
+        ("[threatconnect]\napi_key=1\nsecret_key=2\n", "[threatconnect] sources: no sources"),
+        ("[threatconnect]\napi_key=1\nsecret_key=\nsources=*\n", "secret_key: is empty"),
+        ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=*,Acme\n", "* already means every"),
+        ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=A,,B\n", "has an empty name"),
+        ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=A,A\n", "listed twice"),
+        ("[auth]\napi_key=1\nsecret_key=2\n", "[sources]: no sources"),
+        ("[auth]\napi_key=1\n[sources]\na=/v1/x\n", "[auth] secret_key: missing"),
+        ("[auth]\napi_key=1\nsecret_key=2\n[sources]\na=v1/indicators\n", "start with /"),
+        ("[auth]\napi_key=1\nsecret_key=2\n[sources]\na=/v1/x?owner=A B\n", "white space"),
+        ("[auth]\napi_key=1\nsecret_key=2\n[sources]\na=/v1/x?owner=A%2\n", "two hex digits"),
+        (
+            "[auth]\napi_key=1\nsecret_key=2\n[sources]\na=/v1/x\n[bridge]\n"
+            "disable_ioc_md5=1\ndisable_ioc_ip=1\ndisable_ioc_host=1\n",
+            "every IOC type is disabled",
+        ),
+        (
+            "[auth]\napi_key=1\nsecret_key_encrypted=abc\n[sources]\na=/v1/x\n",
+            "encrypted secret keys are not supported yet",
+        ),
+    ],
+)
+def test_bad_files(write_file: WriteFile, text: str, expected: str) -> None:
+    """
+    Structural problems are reported as one line with the file name.
+    """
+    path = write_file("bad.conf", text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(path + ":")
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """
+    A config path that does not exist says so.
+    """
+    path = str(tmp_path / "nope.conf")
+    with pytest.raises(ConfigError, match=r"nope\.conf: file not found"):
+        load_config(path)
+
+
+def test_secret_never_in_errors_or_repr(write_file: WriteFile) -> None:
+    """
+    The secret key appears neither in the config's repr nor on the page rows.
+    """
+    config = load_config(write_file("ok.conf", V2_MINIMAL))
+    assert "s3cr3t-value" not in repr(config)
+    assert "s3cr3t-value" not in str(config.display())
+    assert ("secret_key", "(set, hidden)") in config.display()
+
+
+def test_not_yet_active_options_are_reported(write_file: WriteFile) -> None:
+    """
+    Options a later version implements are accepted and reported as not yet
+    active; unknown keys are reported, never silently ignored.
+    """
+    text = _v2(
+        "default_org=Acme\n",
+        "https_proxy=http://u:p@proxy:3128\ncarbonblack_server_token=abc\nmulti_core=True\n"
+        "listner_port=6200\n",
+    )
+    config = load_config(write_file("ok.conf", text))
+    notices = "\n".join(config.notices)
+    assert "[bridge] https_proxy: proxy support is not active yet" in notices
+    assert "[bridge] carbonblack_server_token: Carbon Black server sync is not active" in notices
+    assert "[bridge] multi_core: not needed" in notices
+    assert "[threatconnect] default_org: default_org is not used" in notices
+    assert "[bridge] listner_port: not a tcbridge option" in notices
+    assert "u:p" not in notices
+
+
+def test_owner_list_and_options(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    sources may name owners; the v2 file's 'MaxConsensed' spelling is
+    accepted; exclusion files are read with comments and blank lines dropped.
+    """
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("# safe hosts\nexample.com\n\n  intranet.local  # ours\n")
+    text = _v2(
+        f"ioc_grouping=MaxConsensed\nioc_types=host, file\nfiltered_hosts={hosts}\n"
+        "ioc_min_rating=2.5\n",
+        "listener_port=6200\nfeed_retrieval_minutes=15\nlog_level=debug\n",
+    ).replace("sources=*", "sources=Common Community, Acme Corp")
+    config = load_config(write_file("ok.conf", text))
+    assert config.sources == (
+        Source("Common Community", "owner", "Common Community"),
+        Source("Acme Corp", "owner", "Acme Corp"),
+    )
+    assert config.grouping == "MaxCondensed"
+    assert config.types == frozenset({"Host", "File"})
+    assert config.min_score == 50
+    assert config.exclusions == {"hosts": (str(hosts), ("example.com", "intranet.local"))}
+    assert (config.listener_port, config.feed_retrieval_minutes) == (6200, 15)
+    assert config.log_level == "DEBUG"
+    assert config.cache_folder is None
+
+
+def test_default_cache_folder_beside_config(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    Without cache_folder the feed is cached in a 'cache' folder beside the
+    config file, so a restart serves the last good feed.
+    """
+    config = load_config(write_file("etc/ok.conf", V2_MINIMAL.replace("cache_folder=\n", "")))
+    assert config.cache_folder == str(tmp_path / "etc" / "cache")
