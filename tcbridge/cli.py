@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{tcbridge} console command, with honest exit statuses:
+
+    tcbridge --config FILE write OUT    sync once, write the feed to OUT
+    tcbridge --demo write OUT           the same against the built-in simulator
+
+Exit status 0 on success, 1 if the sync or the write failed (OUT is then
+untouched and the reason, in ThreatConnect's words where it gave some, is
+printed), 2 for a bad command line or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from twisted.internet import defer, task
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.python.failure import Failure
+
+from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.logs import set_log_level
+from tcbridge.sync import describe_failure, write_feed
+from tcbridge.wiring import build_bridge, start_demo
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tcbridge",
+        description="ThreatConnect to Carbon Black EDR bridge: one-shot commands. "
+        "Run the service with: twistd -n tcbridge --config FILE",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", help="configuration file (2015 or v2 layout)")
+    source.add_argument(
+        "--demo", action="store_true", help="use the built-in ThreatConnect simulator"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress to stderr, not only errors"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    write = commands.add_parser("write", help="sync once and write the feed to FILE")
+    write.add_argument("file", help="where to write the feed (replaced atomically)")
+    return parser
+
+
+def _start_logging(stream: TextIO, verbose: bool) -> None:
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info if verbose else LogLevel.warn)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(stream), [predicate])],
+        redirectStandardIO=False,
+    )
+
+
+async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO) -> int:
+    """
+    Sync once against C{config} (or the demo simulator when C{None}) and
+    write the feed to C{path}; return the exit status.
+    """
+    listening = None
+    if config is None:
+        demo = start_demo(reactor)
+        config, listening = demo.config, demo.port
+    set_log_level(config.log_level)
+    bridge = build_bridge(config, reactor, use_cache=False)
+    try:
+        snapshot = await write_feed(bridge.cycle, path, bridge.run_heavy)
+    except Exception as e:
+        reason = str(e) if isinstance(e, OSError) else describe_failure(Failure())
+        out.write(f"tcbridge: sync failed, {path} was not written: {reason}\n")
+        return EXIT_FAILED
+    finally:
+        await bridge.pool.closeCachedConnections()
+        if listening is not None:
+            await defer.maybeDeferred(listening.stopListening)
+    out.write(f"tcbridge: wrote {snapshot.reports} reports with {snapshot.iocs} IOCs to {path}\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    Entry point of the console script; exits with the command's status.
+    """
+    args = _parser().parse_args(argv)
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            sys.stderr.write(f"tcbridge: {e}\n")
+            raise SystemExit(EXIT_USAGE) from None
+    _start_logging(sys.stderr, args.verbose)
+
+    def run(reactor: Any) -> defer.Deferred[None]:
+        d = defer.ensureDeferred(run_write(reactor, config, args.file, sys.stderr))
+
+        def exit_with(code: int) -> None:
+            if code:
+                raise SystemExit(code)
+
+        return d.addCallback(exit_with)
+
+    task.react(run)

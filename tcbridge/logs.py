@@ -1,0 +1,36 @@
+# -*- test-case-name: tests.test_logs -*-
+"""
+The bridge's log level.  Every tcbridge logger publishes through
+L{bridge_observer}, which drops events below the configured C{log_level}
+before they reach twistd's (or the console command's) log observers.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
+
+_predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+
+#: Give this as C{observer=} to every tcbridge L{twisted.logger.Logger}.
+bridge_observer = FilteringLogObserver(globalLogPublisher, [_predicate])
+
+
+def set_log_level(name: str) -> None:
+    """
+    Show tcbridge events of level C{name} (C{DEBUG}, C{INFO}, C{WARNING},
+    C{ERROR}, C{CRITICAL}) and above.
+    """
+    level = {
+        "DEBUG": LogLevel.debug,
+        "INFO": LogLevel.info,
+        "WARNING": LogLevel.warn,
+        "WARN": LogLevel.warn,
+        "ERROR": LogLevel.error,
+        "CRITICAL": LogLevel.critical,
+    }[name.upper()]
+    _predicate.setLogLevelForNamespace("", level)

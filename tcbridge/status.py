@@ -1,0 +1,97 @@
+# -*- test-case-name: tests.test_sync -*-
+"""
+What the bridge knows about its own syncs, for the diagnostics page and the
+log: the last attempt, the last success, the last error in ThreatConnect's own
+words, and the counts of the last successful cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import define, field, frozen
+
+
+@frozen
+class SourceRow:
+    """
+    Counts for one label of the last successful cycle: a configured source,
+    or one owner of a C{*} source.
+
+    :ivar indicators: ThreatConnect indicators read.
+    :ivar iocs: IOC values that made it into the feed.
+    """
+
+    name: str
+    indicators: int
+    iocs: int
+
+
+@frozen
+class PullRow:
+    """
+    Figures of one configured source in the last successful cycle.
+
+    :ivar unreadable: records ThreatConnect sent that were not indicators.
+    """
+
+    source: str
+    owners: tuple[str, ...]
+    pages: int
+    indicators: int
+    unreadable: int
+
+
+@define
+class SyncStatus:
+    """
+    Mutable record of sync outcomes; written by the sync cycle, read by the
+    web pages.  All times are seconds since the epoch from the injected clock.
+    """
+
+    started_at: float
+    notices: tuple[str, ...] = ()
+    running: bool = False
+    last_attempt: float | None = None
+    last_attempt_finished: float | None = None
+    last_success: float | None = None
+    last_duration: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    sources: tuple[SourceRow, ...] = ()
+    pulls: tuple[PullRow, ...] = ()
+    iocs_by_kind: Mapping[str, int] = field(factory=dict)
+    skipped: Mapping[str, int] = field(factory=dict)
+    reports: int = 0
+    truncated_reports: int = 0
+    requests: int = 0
+    cycles_ok: int = 0
+    cycles_failed: int = 0
+
+    def begin(self, now: float) -> None:
+        """
+        A cycle starts.
+        """
+        self.running = True
+        self.last_attempt = now
+
+    def failed(self, now: float, message: str) -> None:
+        """
+        A cycle ended without publishing; C{message} says why, in one line.
+        """
+        self.running = False
+        self.last_attempt_finished = now
+        self.last_error = message
+        self.last_error_at = now
+        self.cycles_failed += 1
+
+    def succeeded(self, now: float) -> None:
+        """
+        A cycle published a feed.  The counts were set by the caller.
+        """
+        self.running = False
+        self.last_attempt_finished = now
+        self.last_success = now
+        if self.last_attempt is not None:
+            self.last_duration = now - self.last_attempt
+        self.cycles_ok += 1

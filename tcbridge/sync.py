@@ -1,0 +1,297 @@
+# -*- test-case-name: tests.test_sync -*-
+"""
+One sync cycle (every source -> feed -> validation -> publish), and the timer
+service that runs it every C{feed_retrieval_minutes}.
+
+A cycle is all or nothing: if any source fails, or the feed does not
+validate, nothing is published and the previous feed stays in place.  The
+timer survives every failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from attrs import define, field
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcbridge.config import Config
+from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
+from tcbridge.feed.filters import Exclusions
+from tcbridge.feed.serialize import dumps_pretty
+from tcbridge.feed.validator import validate_document
+from tcbridge.logs import bridge_observer
+from tcbridge.status import PullRow, SourceRow, SyncStatus
+from tcbridge.store import FeedStore, Snapshot, write_atomic
+from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.errors import ThreatConnectError
+from tcbridge.threatconnect.pull import pull_source
+from tcbridge.threatconnect.records import SourcePull
+
+T = TypeVar("T")
+
+#: Runs a blocking function somewhere that does not stall the reactor (a
+#: thread in production; inline in unit tests) and returns a Deferred.
+RunHeavy = Callable[..., "defer.Deferred[Any]"]
+
+
+def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+    """
+    A L{RunHeavy} that runs C{f} at once in the caller's thread: for tests and
+    for small feeds.
+    """
+    return defer.maybeDeferred(f, *args)
+
+
+class FeedInvalidError(Exception):
+    """
+    The built feed broke a Carbon Black feed rule; it is not published.
+    """
+
+
+def feed_settings(config: Config) -> FeedSettings:
+    """
+    The feed builder's settings for a configuration.
+    """
+    exclusions = Exclusions.from_lines(
+        hashes=config.exclusions.get("hashes", ("", ()))[1],
+        ips=config.exclusions.get("ips", ("", ()))[1],
+        hosts=config.exclusions.get("hosts", ("", ()))[1],
+    )
+    return FeedSettings(
+        grouping=config.grouping,
+        types=config.types,
+        score_source=config.score_source,
+        min_score=config.min_score,
+        exclusions=exclusions,
+        max_reports=config.max_reports,
+        web_url=config.web_url,
+    )
+
+
+def describe_failure(failure: Failure) -> str:
+    """
+    One line for the page and the log: ThreatConnect's own words for an API
+    failure, otherwise the exception's type and text.
+    """
+    error = failure.value
+    if isinstance(error, ThreatConnectError | FeedInvalidError):
+        return str(error)
+    if isinstance(error, defer.CancelledError):
+        return "the sync was cancelled (the bridge is stopping)"
+    text = str(error) or repr(error)
+    return f"{type(error).__name__}: {text}"
+
+
+@define
+class SyncCycle:
+    """
+    Pulls every configured source, builds and validates the feed, and
+    publishes it into the store.
+
+    :param run_heavy: where CPU-heavy steps (build, validate, serialise) and
+        disk writes run; see L{RunHeavy}.
+    """
+
+    log = Logger(observer=bridge_observer)
+
+    _config: Config
+    _client: ThreatConnectClient
+    _store: FeedStore
+    _status: SyncStatus
+    _clock: IReactorTime
+    _run_heavy: RunHeavy = field(default=run_inline)
+    _settings: FeedSettings = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._settings = feed_settings(self._config)
+
+    async def run(self) -> Snapshot:
+        """
+        Run one cycle and publish its feed.
+
+        :raises Exception: whatever stopped the cycle; the status and the
+            store are updated either way (the store only on success).
+        """
+        status = self._status
+        start = self._clock.seconds()
+        status.begin(start)
+        requests_before = self._client.requests
+        self.log.info("Sync started: {sources} sources", sources=len(self._config.sources))
+        try:
+            builder = FeedBuilder(self._settings)
+            pulls: list[SourcePull] = []
+            for source in self._config.sources:
+                pull = await pull_source(
+                    self._client,
+                    source,
+                    self._config.types,
+                    builder.add,
+                    page_size=self._config.page_size,
+                )
+                self.log.info(
+                    "Pulled {source}: {indicators} indicators in {pages} pages",
+                    source=source.name,
+                    indicators=pull.indicators,
+                    pages=pull.pages,
+                )
+                pulls.append(pull)
+            body = await self._run_heavy(self._finish, builder)
+            stats = builder.stats
+            snapshot = Snapshot.of(
+                body, stats.reports, sum(stats.iocs_by_kind.values()), self._clock.seconds()
+            )
+            await self._run_heavy(self._store.write_cache, body)
+        except BaseException:
+            failure = Failure()
+            message = describe_failure(failure)
+            status.failed(self._clock.seconds(), message)
+            if isinstance(failure.value, ThreatConnectError | FeedInvalidError):
+                self.log.error(
+                    "Sync failed, the previous feed stays published: {error}", error=message
+                )
+            else:
+                self.log.failure("Sync failed, the previous feed stays published", failure)
+            raise
+        self._store.swap(snapshot)
+        self._record(builder, pulls, self._client.requests - requests_before)
+        status.succeeded(self._clock.seconds())
+        self.log.info(
+            "Sync published {reports} reports with {iocs} IOCs in {seconds:.1f} s",
+            reports=snapshot.reports,
+            iocs=snapshot.iocs,
+            seconds=status.last_duration or 0.0,
+        )
+        return snapshot
+
+    def _finish(self, builder: FeedBuilder) -> bytes:
+        """
+        Build, validate and serialise the feed (blocking; run in a thread).
+        Reports are checked one by one as they are serialised, so the whole
+        feed is never held as Python objects.
+        """
+        try:
+            if not self._config.pretty_print_json:
+                return builder.build_bytes(validate=True)
+            doc = builder.build()
+            problems = validate_document(doc)
+            if problems:
+                raise FeedValidationError(problems)
+            return dumps_pretty(doc)
+        except FeedValidationError as e:
+            raise FeedInvalidError(
+                f"the built feed failed validation with {len(e.problems)} problems "
+                f"and was not published; first: {e.problems[0]}"
+            ) from None
+
+    def _record(self, builder: FeedBuilder, pulls: list[SourcePull], requests: int) -> None:
+        stats = builder.stats
+        status = self._status
+        status.sources = tuple(
+            SourceRow(name=name, indicators=counts.indicators, iocs=counts.iocs)
+            for name, counts in sorted(stats.per_source.items())
+        )
+        status.pulls = tuple(
+            PullRow(
+                source=p.source,
+                owners=p.owners,
+                pages=p.pages,
+                indicators=p.indicators,
+                unreadable=p.skipped,
+            )
+            for p in pulls
+        )
+        status.iocs_by_kind = dict(stats.iocs_by_kind)
+        status.skipped = dict(stats.skipped)
+        status.reports = stats.reports
+        status.truncated_reports = stats.truncated_reports
+        status.requests = requests
+
+    def run_logged(self) -> defer.Deferred[None]:
+        """
+        Run one cycle for the timer: never fails, so the timer never stops.
+        """
+        return defer.ensureDeferred(self._run_quietly())
+
+    async def _run_quietly(self) -> None:
+        try:
+            await self.run()
+        except Exception:  # noqa: S110 (run() has logged and recorded it)
+            pass
+
+
+def sync_timer(cycle: SyncCycle, minutes: float, clock: IReactorTime) -> TimerService:
+    """
+    A timer service that runs C{cycle} at start and then every C{minutes};
+    a cycle still running delays the next one rather than overlapping it.
+    """
+    timer = TimerService(minutes * 60.0, cycle.run_logged)
+    timer.clock = clock
+    return timer
+
+
+class WriteOnceService(MultiService):
+    """
+    Write mode under twistd: sync once, write the feed to a file, stop the
+    reactor.  twistd cannot exit non-zero, so a failure is logged as critical
+    (the C{tcbridge write} console command gives an honest exit status).
+    """
+
+    log = Logger(observer=bridge_observer)
+
+    def __init__(
+        self,
+        cycle: SyncCycle,
+        path: str,
+        run_heavy: RunHeavy,
+        stop: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self._cycle = cycle
+        self._path = path
+        self._run_heavy = run_heavy
+        self._stop = stop
+        self.done: defer.Deferred[bool] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.done = defer.ensureDeferred(self._write())
+
+    async def _write(self) -> bool:
+        try:
+            await write_feed(self._cycle, self._path, self._run_heavy)
+            return True
+        except BaseException as e:
+            message = describe_failure(Failure()) if not isinstance(e, OSError) else str(e)
+            self.log.critical(
+                "Write mode failed, {path} was not written: {error}",
+                path=self._path,
+                error=message,
+            )
+            return False
+        finally:
+            self._stop()
+
+
+async def write_feed(cycle: SyncCycle, path: str, run_heavy: RunHeavy) -> Snapshot:
+    """
+    Sync once and write the feed to C{path} atomically.
+
+    :raises Exception: if the sync fails (C{path} is then untouched) or the
+        file cannot be written.
+    """
+    snapshot = await cycle.run()
+    await run_heavy(write_atomic, path, snapshot.body)
+    cycle.log.info(
+        "Wrote {reports} reports with {iocs} IOCs to {path}",
+        reports=snapshot.reports,
+        iocs=snapshot.iocs,
+        path=path,
+    )
+    return snapshot

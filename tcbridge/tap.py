@@ -1,0 +1,205 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The twistd plugin's options and service tree: C{twistd -n tcbridge --config
+FILE} serves the feed; C{... write FILE} syncs once, writes the feed and stops;
+C{--demo} runs against the built-in ThreatConnect simulator.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from attrs import evolve
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.logs import bridge_observer, set_log_level
+from tcbridge.sync import WriteOnceService, sync_timer
+from tcbridge.web.app import FeedApp
+from tcbridge.wiring import Bridge, build_bridge, images, start_demo
+
+log = Logger(observer=bridge_observer)
+
+
+class WriteOptions(usage.Options):
+    """
+    C{write FILE}: sync once, write the feed to FILE, stop.
+    """
+
+    synopsis = "FILE"
+
+    def parseArgs(self, path: str) -> None:  # type: ignore[override]
+        """
+        Take the one argument, the file to write.
+        """
+        self["path"] = path
+
+
+class Options(usage.Options):
+    """
+    Command line of C{twistd tcbridge}.
+    """
+
+    synopsis = "[--config FILE | --demo] [--port PORT] [write FILE]"
+    longdesc = (
+        "Pull indicators from ThreatConnect and serve them as a Carbon Black EDR feed "
+        "at http://<listener_address>:<listener_port>/threatconnect/json, with a "
+        "diagnostics page at /."
+    )
+    optParameters = [
+        ["config", "c", None, "Configuration file (2015 bridge or v2 connector layout)."],
+        ["port", "p", None, "Listen on this port instead of the configured listener_port."],
+    ]
+    optFlags = [
+        ["demo", None, "Run against the built-in ThreatConnect simulator (no account needed)."],
+    ]
+    subCommands = [
+        ["write", None, WriteOptions, "Sync once, write the feed to FILE and stop."],
+    ]
+
+    def postOptions(self) -> None:
+        """
+        Check the choice of config and demo, and load the config file; a bad
+        file is one line on stderr and exit status 2, never a traceback.
+        """
+        if self["demo"] and self["config"]:
+            raise usage.UsageError("--demo and --config exclude each other")
+        if not self["demo"] and not self["config"]:
+            raise usage.UsageError(
+                "give --config FILE, or --demo to try the built-in ThreatConnect simulator"
+            )
+        if self["port"] is not None:
+            try:
+                port = int(self["port"])
+            except ValueError:
+                raise usage.UsageError(f"--port {self['port']!r} is not a port number") from None
+            if not 0 <= port <= 65535:
+                raise usage.UsageError(f"--port {port} is out of range 0-65535")
+            self["port"] = port
+        self["loaded"] = None
+        if self["config"]:
+            try:
+                self["loaded"] = load_config(self["config"])
+            except ConfigError as e:
+                sys.stderr.write(f"tcbridge: {e}\n")
+                raise SystemExit(2) from None
+
+
+class _Cleanup(Service):
+    """
+    Closes what the bridge opened (the HTTP connection pool, the demo
+    simulator's port) when the service tree stops.
+    """
+
+    def __init__(self, bridge: Bridge, listening: IListeningPort | None) -> None:
+        self._bridge = bridge
+        self._listening = listening
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        waits = [defer.ensureDeferred(_closed(self._bridge))]
+        if self._listening is not None:
+            stopped = self._listening.stopListening()
+            if stopped is not None:
+                waits.append(stopped)
+        return defer.gatherResults(waits)
+
+
+async def _closed(bridge: Bridge) -> None:
+    await bridge.pool.closeCachedConnections()
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the service tree on the global reactor (twistd's entry point).
+    """
+    from twisted.internet import reactor
+
+    return build_service(options, reactor)
+
+
+def build_service(options: Options, reactor: Any) -> MultiService:
+    """
+    Build the service tree: the sync timer and the web listener, or the
+    one-shot writer in write mode.
+    """
+    write = options.subCommand == "write"
+    listening = None
+    config: Config
+    if options["demo"]:
+        demo = start_demo(reactor, listener_port=6100)
+        config, listening = demo.config, demo.port
+    else:
+        config = options["loaded"]
+    if options["port"] is not None:
+        config = evolve(config, listener_port=options["port"])
+    set_log_level(config.log_level)
+    bridge = build_bridge(config, reactor, use_cache=not write)
+    top = MultiService()
+    _Cleanup(bridge, listening).setServiceParent(top)
+    for notice in config.notices:
+        log.warn("Configuration: {notice}", notice=notice)
+    if write:
+        path = options.subOptions["path"]
+        WriteOnceService(bridge.cycle, path, bridge.run_heavy, reactor.stop).setServiceParent(top)
+        return top
+    sync_timer(bridge.cycle, config.feed_retrieval_minutes, reactor).setServiceParent(top)
+    web = FeedApp(
+        bridge.store,
+        bridge.status,
+        reactor,
+        config.display(),
+        bridge.feedinfo,
+        images(),
+        bridge.run_heavy,
+    )
+    if ":" in config.listener_address:
+        endpoint: Any = TCP6ServerEndpoint(
+            reactor, config.listener_port, interface=config.listener_address
+        )
+    else:
+        endpoint = TCP4ServerEndpoint(
+            reactor, config.listener_port, interface=config.listener_address
+        )
+    _Listener(endpoint, Site(web.resource()), config).setServiceParent(top)
+    return top
+
+
+class _Listener(StreamServerEndpointService):
+    """
+    The web listener; it logs the feed's URL once the port is open (the
+    configured port may be 0) and fails twistd at once if it cannot listen.
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, endpoint: Any, factory: Site, config: Config) -> None:
+        super().__init__(endpoint, factory)
+        self._config = config
+
+    def startService(self) -> None:
+        super().startService()
+        if self._waitingForPort is not None:
+            self._waitingForPort.addCallback(_log_port, self._config)
+
+
+def _log_port(port: IListeningPort, config: Config) -> IListeningPort:
+    host = config.listener_address
+    if ":" in host:
+        host = f"[{host}]"
+    number = port.getHost().port  # type: ignore[attr-defined]
+    log.info(
+        "Serving the Carbon Black feed at http://{host}:{port}/threatconnect/json "
+        "and diagnostics at http://{host}:{port}/",
+        host=host,
+        port=number,
+    )
+    return port

@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Builds the bridge's objects from a L{Config} and a reactor: the one place
+that chooses real collaborators (a pooled treq client, a thread pool for heavy
+steps).  Both the twistd plugin and the console command use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from attrs import frozen
+from treq.client import HTTPClient
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.threads import deferToThreadPool
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from tcbridge.config import Config, Source
+from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
+from tcbridge.feed.serialize import dumps
+from tcbridge.feed.validator import validate_document
+from tcbridge.simulator import Simulator, generate
+from tcbridge.simulator.app import QuietSite, new_credentials
+from tcbridge.status import SyncStatus
+from tcbridge.store import FeedStore
+from tcbridge.sync import RunHeavy, SyncCycle
+from tcbridge.threatconnect.client import ThreatConnectClient
+
+DEMO_INDICATORS = 2000
+
+
+@frozen
+class Bridge:
+    """
+    The parts of a running bridge, wired together.
+    """
+
+    config: Config
+    cycle: SyncCycle
+    store: FeedStore
+    status: SyncStatus
+    run_heavy: RunHeavy
+    feedinfo: dict[str, Any]
+    pool: HTTPConnectionPool
+
+
+def thread_runner(reactor: Any) -> RunHeavy:
+    """
+    A L{RunHeavy} that runs blocking work in the reactor's thread pool.
+    """
+
+    def run(f: Any, *args: Any) -> Any:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    return run
+
+
+def read_cached_feed(body: bytes) -> list[dict[str, Any]]:
+    """
+    Parse and validate a cached feed file; return its reports.
+
+    :raises ValueError: naming the first problem, if it is not a valid feed.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e})") from None
+    problems = validate_document(doc)
+    if problems:
+        raise ValueError(f"{len(problems)} problems; first: {problems[0]}")
+    reports: list[dict[str, Any]] = doc["reports"]
+    return reports
+
+
+def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge:
+    """
+    Wire a bridge for C{config} on C{reactor}.
+
+    :param use_cache: load and keep the disk cache (the service); write mode
+        leaves it alone.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=config.request_timeout))
+    client = ThreatConnectClient(
+        http,
+        reactor,
+        config.api_url,
+        config.api_key,
+        config.secret_key,
+        timeout=config.request_timeout,
+    )
+    info = FeedInfo()
+    store = FeedStore(
+        empty_body=dumps(empty_document(info)),
+        cache_dir=config.cache_folder if use_cache else None,
+    )
+    status = SyncStatus(started_at=reactor.seconds(), notices=config.notices)
+    run_heavy = thread_runner(reactor)
+    cycle = SyncCycle(config, client, store, status, reactor, run_heavy)
+    if use_cache:
+        store.load_cache(read_cached_feed)
+    return Bridge(
+        config=config,
+        cycle=cycle,
+        store=store,
+        status=status,
+        run_heavy=run_heavy,
+        feedinfo=feedinfo_dict(info),
+        pool=pool,
+    )
+
+
+def images() -> dict[str, bytes]:
+    """
+    The logos the pages show, by file name.
+    """
+    return {name: get_icon_bytes(name) for name in ("threatconnect.png", "carbonblack.png")}
+
+
+@frozen
+class Demo:
+    """
+    The built-in ThreatConnect simulator, listening on a loopback port, and a
+    configuration that points the bridge at it.
+    """
+
+    config: Config
+    port: IListeningPort
+    simulator: Simulator
+
+
+def start_demo(
+    reactor: Any,
+    listener_port: int = 6100,
+    count: int = DEMO_INDICATORS,
+    cache_folder: str | None = None,
+) -> Demo:
+    """
+    Start the simulator on 127.0.0.1 (a free port) with fresh credentials and
+    generated data, and make a configuration for it: every owner, Condensed
+    grouping, the default filters.
+    """
+    api_key, secret_key = new_credentials()
+    dataset = generate(count)
+    simulator = Simulator(dataset, reactor, {api_key: secret_key}, prefix="/api")
+    port = reactor.listenTCP(0, QuietSite(simulator.resource()), interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}/api"
+    config = Config(
+        path="(built-in demo: the ThreatConnect simulator)",
+        layout="demo",
+        api_url=base,
+        web_url="https://app.threatconnect.com/auth",
+        api_key=api_key,
+        secret_key=secret_key,
+        sources=(Source(name="*", kind="all", value="*"),),
+        listener_port=listener_port,
+        cache_folder=cache_folder,
+        notices=(
+            f"Demo mode: indicators come from the built-in ThreatConnect simulator at {base} "
+            f"({count} generated indicators in {len(dataset.owners)} owners), not from "
+            "ThreatConnect. Run with --config FILE for real use.",
+        ),
+    )
+    return Demo(config=config, port=port, simulator=simulator)

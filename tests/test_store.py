@@ -1,0 +1,131 @@
+"""
+Tests for L{tcbridge.store}: atomic writes and the feed served after a
+restart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tcbridge.store import CACHE_FILE_NAME, FeedStore, Snapshot, count_iocs, write_atomic
+
+EMPTY = b'{"feedinfo":{},"reports":[]}'
+
+
+def _report(rid: str, md5s: list[str]) -> dict[str, Any]:
+    return {"id": rid, "link": "", "title": "", "timestamp": 1, "score": 50, "iocs": {"md5": md5s}}
+
+
+def _read(body: bytes) -> list[dict[str, Any]]:
+    doc = orjson.loads(body)
+    if "reports" not in doc:
+        raise ValueError("no reports")
+    reports: list[dict[str, Any]] = doc["reports"]
+    return reports
+
+
+def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
+    """
+    The file holds exactly the new bytes and no temporary file is left over.
+    """
+    path = tmp_path / "feed.json"
+    path.write_bytes(b"old")
+    write_atomic(str(path), b"new content")
+    assert path.read_bytes() == b"new content"
+    assert os.listdir(tmp_path) == ["feed.json"]
+
+
+def test_write_atomic_failure_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    If the new content cannot be written (here: the disk fails at fsync),
+    the old file is untouched, no temporary file is left, and the error is
+    raised; a missing folder is an error too.
+    """
+    with pytest.raises(OSError):
+        write_atomic(str(tmp_path / "no-such-dir" / "feed.json"), b"x")
+    path = tmp_path / "feed.json"
+    path.write_bytes(b"old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(str(path), b"new")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["feed.json"]
+
+
+def test_empty_body_before_publish() -> None:
+    """
+    Before anything is published the store serves the empty document.
+    """
+    store = FeedStore(empty_body=EMPTY)
+    assert store.body() == EMPTY
+    assert store.current is None
+
+
+def test_snapshot_counts_and_etag() -> None:
+    """
+    IOCs are counted over every report, and a snapshot's ETag depends on
+    its bytes only.
+    """
+    reports = [_report("a", ["0" * 32, "1" * 32]), _report("b", ["2" * 32])]
+    assert count_iocs(reports) == 3
+    one = Snapshot.of(b"body", 2, 3, 10.0)
+    two = Snapshot.of(b"body", 2, 3, 20.0)
+    assert one.etag == two.etag
+    assert one.etag != Snapshot.of(b"other", 2, 3, 10.0).etag
+
+
+def test_cache_round_trip(tmp_path: Path) -> None:
+    """
+    A feed written to the cache folder is served by a new store at start,
+    marked as loaded from the cache.
+    """
+    body = orjson.dumps({"feedinfo": {}, "reports": [_report("a", ["0" * 32])]})
+    first = FeedStore(empty_body=EMPTY, cache_dir=str(tmp_path / "cache"))
+    first.write_cache(body)
+    assert (tmp_path / "cache" / CACHE_FILE_NAME).read_bytes() == body
+    second = FeedStore(empty_body=EMPTY, cache_dir=str(tmp_path / "cache"))
+    snapshot = second.load_cache(_read)
+    assert snapshot is not None and snapshot.from_cache
+    assert second.body() == body
+    assert snapshot.iocs == 1
+
+
+def test_damaged_cache_not_served(tmp_path: Path) -> None:
+    """
+    A cache file that does not read as a feed is not served: the store keeps
+    serving the empty document.
+    """
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / CACHE_FILE_NAME).write_bytes(b'{"feedinfo": {}, "repo')
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+
+    def read(body: bytes) -> list[dict[str, Any]]:
+        try:
+            return _read(body)
+        except orjson.JSONDecodeError as e:
+            raise ValueError(str(e)) from None
+
+    assert store.load_cache(read) is None
+    assert store.body() == EMPTY
+
+
+def test_no_cache_folder(tmp_path: Path) -> None:
+    """
+    Without a cache folder nothing is written or read.
+    """
+    store = FeedStore(empty_body=EMPTY)
+    store.write_cache(b"x")
+    assert store.load_cache(_read) is None
+    assert store.cache_path is None

@@ -1,0 +1,347 @@
+"""
+Tests for L{tcbridge.sync}: one cycle against the ThreatConnect simulator
+(in memory, through StubTreq, on a task.Clock), all-or-nothing publishing, the
+timer, the disk cache and write mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from attrs import evolve
+from treq.testing import StubTreq
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+
+from tcbridge.config import Config, Source
+from tcbridge.feed import builder as builder_module
+from tcbridge.feed.document import FeedInfo, empty_document
+from tcbridge.feed.serialize import dumps
+from tcbridge.feed.validator import validate_bytes
+from tcbridge.simulator import Simulator, generate
+from tcbridge.status import SyncStatus
+from tcbridge.store import CACHE_FILE_NAME, FeedStore, count_iocs
+from tcbridge.sync import (
+    FeedInvalidError,
+    SyncCycle,
+    WriteOnceService,
+    run_inline,
+    sync_timer,
+    write_feed,
+)
+from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.errors import AuthError
+from tcbridge.wiring import read_cached_feed
+from tests.conftest import failure_of, result_of
+
+KEY = "12345678901234567890"
+SECRET = "simulated-secret"
+START = 1_800_000_000.0
+OWNERS = ("Common Community", "Example Organization", "Subscriber Community")
+
+
+class FailAfter(Resource):
+    """
+    Passes the first C{after} requests to C{inner}, then answers 500 with
+    an HTML page, like a proxy in trouble.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Any, after: int) -> None:
+        super().__init__()
+        self._inner = inner
+        self._left = after
+
+    def render(self, request: Any) -> Any:
+        if self._left > 0:
+            self._left -= 1
+            return self._inner.render(request)
+        request.setResponseCode(500)
+        return b"<html><body><h1>Internal Server Error</h1></body></html>"
+
+
+class Harness:
+    """
+    A bridge wired to the simulator in memory, on a fake clock.
+    """
+
+    def __init__(self, count: int = 300, cache_dir: str | None = None, **config: Any) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.simulator = Simulator(generate(count), self.clock, {KEY: SECRET}, prefix="/api")
+        self.stub = StubTreq(self.simulator.resource())
+        self.client = ThreatConnectClient(
+            self.stub, self.clock, "https://tc.example/api", KEY, SECRET, timeout=30
+        )
+        defaults: dict[str, Any] = {
+            "path": "test.conf",
+            "layout": "v2",
+            "api_url": "https://tc.example/api",
+            "web_url": "https://tc.example/auth",
+            "api_key": KEY,
+            "secret_key": SECRET,
+            "sources": (Source("*", "all", "*"),),
+            "cache_folder": cache_dir,
+        }
+        defaults.update(config)
+        self.config = Config(**defaults)
+        self.store = FeedStore(
+            empty_body=dumps(empty_document(FeedInfo())), cache_dir=self.config.cache_folder
+        )
+        self.status = SyncStatus(started_at=START)
+        self.cycle = SyncCycle(self.config, self.client, self.store, self.status, self.clock)
+
+    def settle(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+        """
+        Let the in-memory HTTP exchanges run until C{d} has fired.
+        """
+        fired: list[Any] = []
+        d.addBoth(lambda r: (fired.append(True), r)[1])
+        for _ in range(10_000):
+            if fired:
+                break
+            self.stub.flush()
+        return d
+
+    def run(self) -> defer.Deferred[Any]:
+        return self.settle(defer.ensureDeferred(self.cycle.run()))
+
+
+def test_cycle_publishes_valid_feed_from_every_owner() -> None:
+    """
+    A cycle pulls every owner through signed requests, publishes a feed that
+    passes the Carbon Black validator, and records counts per owner.
+    """
+    h = Harness()
+    snapshot = result_of(h.run())
+    assert h.store.current is snapshot
+    assert validate_bytes(snapshot.body) == []
+    doc = orjson.loads(snapshot.body)
+    assert doc["feedinfo"]["name"] == "threatconnectintegration"
+    assert len(doc["reports"]) > 0 and snapshot.iocs > 0
+    assert {row.name for row in h.status.sources} == set(OWNERS)
+    assert h.status.last_success == START and h.status.last_error is None
+    assert h.status.requests == len(h.simulator.requests)
+    assert sum(h.status.iocs_by_kind.values()) == snapshot.iocs
+    assert count_iocs(doc["reports"]) == snapshot.iocs
+    assert len(doc["reports"]) == snapshot.reports
+    assert h.status.skipped, "the simulator's invalid values are counted as skipped"
+    assert all(r.status == 200 for r in h.simulator.requests)
+    assert {r.target.split("?")[0] for r in h.simulator.requests} == {
+        "/api/v2/owners",
+        "/api/v2/indicators/files",
+        "/api/v2/indicators/addresses",
+        "/api/v2/indicators/hosts",
+    }
+
+
+def test_same_data_gives_same_bytes() -> None:
+    """
+    Two cycles over the same ThreatConnect data publish byte-identical feeds.
+    """
+    h = Harness()
+    first = result_of(h.run())
+    h.clock.advance(3600)
+    second = result_of(h.run())
+    assert first.body == second.body and first.etag == second.etag
+
+
+@pytest.mark.parametrize("grouping", ["Expanded", "Condensed", "MaxCondensed"])
+def test_each_grouping_publishes_valid_feed(grouping: str) -> None:
+    """
+    Every grouping mode gives a valid feed holding the same IOCs.
+    """
+    h = Harness(grouping=grouping)
+    snapshot = result_of(h.run())
+    assert validate_bytes(snapshot.body) == []
+    reference = result_of(Harness(grouping="Condensed").run())
+    assert snapshot.iocs == reference.iocs
+
+
+def test_failing_source_keeps_previous_feed() -> None:
+    """
+    If a page fails in the middle of a cycle, nothing is published: the
+    previous feed stays, and the error is recorded for the page.
+    """
+    h = Harness(page_size=50)
+    good = result_of(h.run())
+    pages = len(h.simulator.requests)
+    h.stub = StubTreq(FailAfter(h.simulator.resource(), pages // 2))
+    h.client = ThreatConnectClient(h.stub, h.clock, "https://tc.example/api", KEY, SECRET)
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+    h.clock.advance(3600)
+    failure_of(h.run())
+    assert len(h.simulator.requests) == pages + pages // 2
+    assert h.store.current is good
+    assert h.status.last_success == START
+    assert h.status.last_error is not None
+    assert "HTTP 500" in h.status.last_error
+    assert h.status.cycles_failed == 1
+
+
+def test_clock_skew_reports_threatconnect_message() -> None:
+    """
+    ThreatConnect's 'Timestamp out of acceptable time range' reaches the
+    status in its own words, and nothing is published.
+    """
+    h = Harness()
+    h.simulator.clock_skew = 900
+    failure = failure_of(h.run())
+    assert failure.check(AuthError)
+    assert h.store.current is None
+    assert h.status.last_error is not None
+    assert "Timestamp out of acceptable time range" in h.status.last_error
+
+
+def test_wrong_secret_reports_signature_message() -> None:
+    """
+    A wrong secret key gives ThreatConnect's signature message, and the
+    secret itself appears nowhere in it.
+    """
+    h = Harness()
+    h.client = ThreatConnectClient(
+        h.stub, h.clock, "https://tc.example/api", KEY, "wrong-secret", timeout=30
+    )
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+    failure_of(h.run())
+    assert h.status.last_error is not None
+    assert "Signature data did not match expected result" in h.status.last_error
+    assert "wrong-secret" not in h.status.last_error
+
+
+def test_invalid_feed_is_not_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    If the built feed fails validation, the cycle fails and nothing is
+    published.
+    """
+    h = Harness()
+    monkeypatch.setattr(
+        builder_module, "validate_report", lambda report, index: [f"report {index}: bad"]
+    )
+    failure = failure_of(h.run())
+    assert failure.check(FeedInvalidError)
+    assert h.store.current is None
+    assert "failed validation" in (h.status.last_error or "")
+
+
+def test_timer_runs_at_start_and_every_interval_and_survives_failures() -> None:
+    """
+    The timer syncs at start and every feed_retrieval_minutes; a failed
+    cycle does not stop it.
+    """
+    h = Harness(feed_retrieval_minutes=30)
+    timer = sync_timer(h.cycle, 30, h.clock)
+    timer.startService()
+    h.settle(defer.succeed(None))
+    for _ in range(50):
+        h.stub.flush()
+    assert h.status.cycles_ok == 1
+    h.simulator.clock_skew = 900
+    h.clock.advance(30 * 60)
+    for _ in range(50):
+        h.stub.flush()
+    assert h.status.cycles_failed == 1
+    h.simulator.clock_skew = 0
+    h.clock.advance(30 * 60)
+    for _ in range(50):
+        h.stub.flush()
+    assert h.status.cycles_ok == 2
+    assert timer.running
+    timer.stopService()
+    assert h.clock.getDelayedCalls() == []
+
+
+def test_published_feed_is_cached_and_served_after_restart(tmp_path: Path) -> None:
+    """
+    The published feed is written to the cache folder, and a restarted
+    bridge serves it at once.
+    """
+    cache = str(tmp_path / "cache")
+    h = Harness(cache_dir=cache)
+    snapshot = result_of(h.run())
+    assert (tmp_path / "cache" / CACHE_FILE_NAME).read_bytes() == snapshot.body
+    restarted = FeedStore(empty_body=b"{}", cache_dir=cache)
+    loaded = restarted.load_cache(read_cached_feed)
+    assert loaded is not None and loaded.from_cache
+    assert restarted.body() == snapshot.body
+    assert loaded.iocs == snapshot.iocs
+
+
+def test_write_feed_writes_file(tmp_path: Path) -> None:
+    """
+    Write mode writes the complete, valid feed to the file.
+    """
+    h = Harness()
+    out = tmp_path / "feed.json"
+    snapshot = result_of(h.settle(defer.ensureDeferred(write_feed(h.cycle, str(out), run_inline))))
+    assert out.read_bytes() == snapshot.body
+    assert validate_bytes(out.read_bytes()) == []
+
+
+def test_write_feed_failure_leaves_file_untouched(tmp_path: Path) -> None:
+    """
+    When the sync fails, write mode leaves the existing file as it was.
+    """
+    h = Harness()
+    h.simulator.clock_skew = -1000
+    out = tmp_path / "feed.json"
+    out.write_bytes(b"previous")
+    failure = failure_of(h.settle(defer.ensureDeferred(write_feed(h.cycle, str(out), run_inline))))
+    assert failure.check(AuthError)
+    assert out.read_bytes() == b"previous"
+
+
+@pytest.mark.parametrize("skew", [0, 1000])
+def test_write_once_service_stops_reactor(tmp_path: Path, skew: int) -> None:
+    """
+    The twistd write mode stops the reactor after one cycle, whether it
+    succeeded (file written) or failed (file absent, failure reported).
+    """
+    h = Harness()
+    h.simulator.clock_skew = skew
+    stops: list[bool] = []
+    out = tmp_path / "feed.json"
+    service = WriteOnceService(h.cycle, str(out), run_inline, lambda: stops.append(True))
+    service.startService()
+    assert service.done is not None
+    ok = result_of(h.settle(service.done))
+    assert stops == [True]
+    assert ok is (skew == 0)
+    assert out.exists() is (skew == 0)
+
+
+def test_owner_sources_and_2015_paths() -> None:
+    """
+    Named owners and 2015-style API paths are pulled as configured, and
+    each appears in the per-source counts.
+    """
+    h = Harness(
+        sources=(
+            Source("Common Community", "owner", "Common Community"),
+            Source("Subs", "path", "/v1/indicators/?owner=Subscriber%20Community"),
+        ),
+        layout="2015",
+        score_source="confidence",
+        min_score=1,
+        grouping="Expanded",
+    )
+    snapshot = result_of(h.run())
+    assert validate_bytes(snapshot.body) == []
+    names = {row.name for row in h.status.sources}
+    assert names == {"Common Community", "Subs"}
+    targets = [r.target for r in h.simulator.requests]
+    assert any(t.startswith("/api/v1/indicators/?owner=Subscriber%20Community&") for t in targets)
+
+
+def test_config_evolve_keeps_secret_hidden() -> None:
+    """
+    The secret key never shows in the repr of the wired objects.
+    """
+    h = Harness()
+    assert SECRET not in repr(h.client)
+    assert SECRET not in repr(evolve(h.config, listener_port=1))

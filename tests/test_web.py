@@ -1,0 +1,258 @@
+"""
+Tests for L{tcbridge.web}: the routes, driven through the real twisted.web
+Site with StubTreq, as Carbon Black and a browser would see them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+
+from tcbridge.status import PullRow, SourceRow, SyncStatus
+from tcbridge.store import FeedStore, Snapshot, count_iocs
+from tcbridge.web.app import FeedApp
+from tests.conftest import result_of
+
+EMPTY = orjson.dumps({"feedinfo": {"name": "threatconnectintegration"}, "reports": []})
+HOSTILE = '<script>alert("x")</script> & <b>bold</b>'
+PNG = b"\x89PNG\r\n\x1a\nfake"
+
+
+def _report(i: int, **extra: Any) -> dict[str, Any]:
+    report = {
+        "id": f"r{i:06d}",
+        "link": f"https://app.threatconnect.com/auth/indicators/{i}",
+        "title": f"Report {i}",
+        "timestamp": 1700000000 + i,
+        "score": 80,
+        "iocs": {"md5": [f"{i:032x}"]},
+    }
+    report.update(extra)
+    return report
+
+
+def _app(
+    reports: list[dict[str, Any]] | None = None, status: SyncStatus | None = None
+) -> tuple[StubTreq, FeedStore, SyncStatus, Clock]:
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    store = FeedStore(empty_body=EMPTY)
+    if reports is not None:
+        body = orjson.dumps({"feedinfo": {"name": "threatconnectintegration"}, "reports": reports})
+        store.swap(Snapshot.of(body, len(reports), count_iocs(reports), clock.seconds()))
+    status = status or SyncStatus(started_at=clock.seconds())
+    app = FeedApp(
+        store,
+        status,
+        clock,
+        [("api_key", "1234"), ("secret_key", "(set, hidden)")],
+        {"name": "threatconnectintegration", "display_name": "ThreatConnect", "icon": "AAAA"},
+        {"threatconnect.png": PNG, "carbonblack.png": PNG},
+    )
+    return StubTreq(app.resource()), store, status, clock
+
+
+def _get(
+    stub: StubTreq, path: str, method: str = "GET"
+) -> tuple[int, dict[bytes, list[bytes]], bytes]:
+    d = stub.request(method, "http://127.0.0.1:6100" + path)
+    stub.flush()
+    response = result_of(d)
+    content = response.content()
+    stub.flush()
+    body = result_of(content)
+    return response.code, dict(response.headers.getAllRawHeaders()), body
+
+
+def test_feed_before_first_sync_is_valid_and_empty() -> None:
+    """
+    Before the first successful sync, the feed route serves valid feedinfo
+    with no reports, as JSON.
+    """
+    stub, _, _, _ = _app()
+    code, headers, body = _get(stub, "/threatconnect/json")
+    assert code == 200
+    assert headers[b"Content-Type"] == [b"application/json"]
+    assert orjson.loads(body) == {"feedinfo": {"name": "threatconnectintegration"}, "reports": []}
+
+
+def test_feed_serves_published_bytes() -> None:
+    """
+    The feed route serves the published bytes exactly, with their length and
+    ETag.
+    """
+    stub, store, _, _ = _app([_report(1)])
+    code, headers, body = _get(stub, "/threatconnect/json")
+    assert code == 200
+    assert store.current is not None
+    assert body == store.current.body
+    response = result_of(stub.get("http://127.0.0.1:6100/threatconnect/json"))
+    assert response.length == len(body)  # the client moves Content-Length here
+    assert headers[b"ETag"] == [store.current.etag.encode()]
+
+
+def test_head_on_feed_has_no_body() -> None:
+    """
+    HEAD on the feed answers with the headers only.
+    """
+    stub, _, _, _ = _app([_report(1)])
+    code, headers, body = _get(stub, "/threatconnect/json", "HEAD")
+    assert (code, body) == (200, b"")
+    assert headers[b"Content-Type"] == [b"application/json"]
+
+
+def test_post_is_refused() -> None:
+    """
+    Methods other than GET and HEAD get 405.
+    """
+    stub, _, _, _ = _app()
+    code, _, _ = _get(stub, "/threatconnect/json", "POST")
+    assert code == 405
+
+
+def test_unknown_path_404() -> None:
+    """
+    An unknown path is a 404 page, not a traceback.
+    """
+    stub, _, _, _ = _app()
+    code, _, body = _get(stub, "/nothing/here")
+    assert code == 404
+    assert b"Traceback" not in body
+
+
+def test_index_before_any_sync() -> None:
+    """
+    The diagnostics page says no sync was performed yet and links to both
+    views of the feed.
+    """
+    stub, _, _, _ = _app()
+    code, headers, body = _get(stub, "/")
+    text = body.decode()
+    assert code == 200
+    assert headers[b"Content-Type"] == [b"text/html; charset=utf-8"]
+    assert "No sync performed" in text
+    assert 'href="/threatconnect/json"' in text and 'href="/feed.html"' in text
+    assert "(set, hidden)" in text
+
+
+def test_index_shows_thread_connect_error_and_counts() -> None:
+    """
+    After a failed sync following a good one, the page shows the failing
+    state, ThreatConnect's own message, and the counts of the last success.
+    """
+    clock_start = 1_800_000_000
+    status = SyncStatus(started_at=clock_start, notices=("[bridge] https_proxy: not active",))
+    status.begin(clock_start)
+    status.sources = (SourceRow("Common Community", 120, 150),)
+    status.pulls = (PullRow("*", ("Common Community",), 3, 120, 2),)
+    status.iocs_by_kind = {"md5": 100, "dns": 50}
+    status.skipped = {"invalid md5": 4}
+    status.succeeded(clock_start + 5)
+    status.begin(clock_start + 3600)
+    status.failed(
+        clock_start + 3601,
+        "ThreatConnect refused GET /api/v2/owners: HTTP 401: "
+        "Timestamp out of acceptable time range",
+    )
+    stub, _, _, _ = _app([_report(1)], status)
+    _, _, body = _get(stub, "/")
+    text = body.decode()
+    assert "Failing" in text
+    assert "Timestamp out of acceptable time range" in text
+    assert "Common Community" in text and "invalid md5" in text
+    assert "https_proxy: not active" in text
+
+
+def test_hostile_text_is_escaped() -> None:
+    """
+    Descriptions and titles from ThreatConnect are escaped on every page, and
+    a javascript: link is never made clickable.
+    """
+    reports = [_report(1, title=HOSTILE, description=HOSTILE, link="javascript:alert(1)")]
+    status = SyncStatus(started_at=0)
+    status.failed(1, HOSTILE)
+    stub, _, _, _ = _app(reports, status)
+    for path in ("/", "/feed.html", "/feed.html?report=r000001"):
+        _, _, body = _get(stub, path)
+        text = body.decode()
+        assert "<script>" not in text, path
+        assert "&lt;script&gt;" in text, path
+        assert 'href="javascript:' not in text, path
+
+
+def test_feed_html_paginates() -> None:
+    """
+    A 100,000-report feed renders one page of 100 reports, with every IOC
+    type shown and links to the next page.
+    """
+    reports = [_report(i) for i in range(100_000)]
+    reports[0]["iocs"] = {
+        "md5": ["a" * 32],
+        "sha256": ["b" * 64],
+        "ipv4": ["10.1.2.3"],
+        "ipv6": ["2001:db8::1"],
+        "dns": ["evil.example"],
+    }
+    stub, _, _, _ = _app(reports)
+    code, _, body = _get(stub, "/feed.html")
+    text = body.decode()
+    assert code == 200
+    assert text.count("<tr") == 101
+    assert "Page 1 of 1000" in text
+    for value in ("a" * 32, "b" * 64, "10.1.2.3", "2001:db8::1", "evil.example"):
+        assert value in text
+    _, _, last = _get(stub, "/feed.html?page=1000")
+    assert "r099999" in last.decode() and "Page 1000 of 1000" in last.decode()
+
+
+def test_big_report_cell_is_cut_with_link() -> None:
+    """
+    A Condensed report with many IOCs shows the first ones and links to the
+    report's own page, which lists them 1000 at a time.
+    """
+    report = _report(7, iocs={"dns": [f"h{i:05d}.example" for i in range(2500)]})
+    stub, _, _, _ = _app([report])
+    _, _, body = _get(stub, "/feed.html")
+    text = body.decode()
+    assert "h00024.example" in text and "h00025.example" not in text
+    assert "2475 more" in text and "/feed.html?report=r000007" in text
+    _, _, page3 = _get(stub, "/feed.html?report=r000007&page=3")
+    assert "h02499.example" in page3.decode() and "h01999.example" not in page3.decode()
+
+
+@pytest.mark.parametrize("query", ["page=abc", "page=0", "page=-2"])
+def test_bad_page_is_400(query: str) -> None:
+    """
+    A page parameter that is not a positive whole number gets 400 with a
+    message, not a traceback.
+    """
+    stub, _, _, _ = _app([_report(1)])
+    code, _, body = _get(stub, "/feed.html?" + query)
+    assert code == 400
+    assert b"whole number" in body
+
+
+def test_unknown_report_404() -> None:
+    """
+    Asking for a report that is not in the feed is a 404 page.
+    """
+    stub, _, _, _ = _app([_report(1)])
+    code, _, body = _get(stub, "/feed.html?report=nope")
+    assert code == 404
+    assert b"no report" in body
+
+
+def test_images() -> None:
+    """
+    The two logos are served as PNG; other image names are 404.
+    """
+    stub, _, _, _ = _app()
+    code, headers, body = _get(stub, "/threatconnect.png")
+    assert (code, body) == (200, PNG)
+    assert headers[b"Content-Type"] == [b"image/png"]
+    assert _get(stub, "/carbonblack.png")[0] == 200
+    assert _get(stub, "/other.png")[0] == 404
