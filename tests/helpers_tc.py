@@ -13,9 +13,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -27,31 +25,6 @@ T = TypeVar("T")
 API_KEY = "12345678901234567890"
 SECRET = "example-secret-key"
 NOW = 1513703787
-
-
-def result_of(d: Deferred[T]) -> T:
-    """
-    The result of a Deferred that must already have fired successfully (the
-    pytest stand-in for trial's C{successResultOf}).
-    """
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, f"{d!r} has not fired"
-    result = results[0]
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result  # type: ignore[no-any-return]
-
-
-def failure_of(d: Deferred[Any]) -> Failure:
-    """
-    The Failure of a Deferred that must already have failed.
-    """
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, f"{d!r} has not fired"
-    assert isinstance(results[0], Failure), f"{d!r} succeeded with {results[0]!r}"
-    return results[0]
 
 
 @frozen

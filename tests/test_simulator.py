@@ -20,7 +20,6 @@ from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
@@ -29,6 +28,7 @@ from tcbridge.simulator.__main__ import parse_args
 from tcbridge.simulator.app import MSG_PAGING, RecordedRequest
 from tcbridge.simulator.data import PERIOD
 from tcbridge.threatconnect.signing import authorization
+from tests.helpers import result_of
 
 API_KEY = "12345678901234567890"
 SECRET = "example-secret-key"
@@ -87,19 +87,6 @@ class Harness:
         self.stub.flush()
         result: Reply = result_of(d)
         return result
-
-
-def result_of(d: Deferred[Any]) -> Any:
-    """
-    Return the result of a Deferred that has already fired (the pytest
-    stand-in for C{successResultOf}).
-    """
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def sign(

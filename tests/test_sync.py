@@ -36,7 +36,7 @@ from tcbridge.sync import (
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import AuthError
 from tcbridge.wiring import read_cached_feed
-from tests.conftest import failure_of, result_of
+from tests.helpers import failure_of, result_of
 
 KEY = "12345678901234567890"
 SECRET = "simulated-secret"

@@ -30,37 +30,19 @@ from tcbridge.threatconnect.errors import (
     ResponseError,
     ThreatConnectError,
 )
-
-try:
-    from tests.helpers_tc import (
-        API_KEY,
-        NOW,
-        SECRET,
-        Reply,
-        ScriptedTC,
-        always,
-        failure_of,
-        in_order,
-        json_reply,
-        make_client,
-        result_of,
-        success,
-    )
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from helpers_tc import (  # type: ignore[no-redef]
-        API_KEY,
-        NOW,
-        SECRET,
-        Reply,
-        ScriptedTC,
-        always,
-        failure_of,
-        in_order,
-        json_reply,
-        make_client,
-        result_of,
-        success,
-    )
+from tests.helpers import failure_of, result_of
+from tests.helpers_tc import (
+    API_KEY,
+    NOW,
+    SECRET,
+    Reply,
+    ScriptedTC,
+    always,
+    in_order,
+    json_reply,
+    make_client,
+    success,
+)
 
 OWNERS = {"owner": [{"id": 1, "name": "Common Community"}]}
 

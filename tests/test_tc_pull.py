@@ -15,29 +15,15 @@ from tcbridge.config import Source
 from tcbridge.threatconnect.errors import AuthError, ResponseError
 from tcbridge.threatconnect.pull import list_owners, paged_target, pull_source
 from tcbridge.threatconnect.records import Indicator, SourcePull
-
-try:
-    from tests.helpers_tc import (
-        PagingTC,
-        ScriptedTC,
-        failure_of,
-        in_order,
-        json_reply,
-        make_client,
-        result_of,
-        success,
-    )
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from helpers_tc import (  # type: ignore[no-redef]
-        PagingTC,
-        ScriptedTC,
-        failure_of,
-        in_order,
-        json_reply,
-        make_client,
-        result_of,
-        success,
-    )
+from tests.helpers import failure_of, result_of
+from tests.helpers_tc import (
+    PagingTC,
+    ScriptedTC,
+    in_order,
+    json_reply,
+    make_client,
+    success,
+)
 
 ALL_TYPES = frozenset({"File", "Address", "Host"})
 CC = "Common Community"

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from tcbridge.status import PullRow, SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot, count_iocs
 from tcbridge.web.app import FeedApp
-from tests.conftest import result_of
+from tests.helpers import result_of
 
 EMPTY = orjson.dumps({"feedinfo": {"name": "threatconnectintegration"}, "reports": []})
 HOSTILE = '<script>alert("x")</script> & <b>bold</b>'

@@ -1,0 +1,3 @@
+"""
+tcbridge's tests.
+"""

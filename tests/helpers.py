@@ -1,0 +1,38 @@
+"""
+Small helpers shared by the tests: read the outcome of a Deferred that has
+already fired (pytest's stand-in for trial's C{successResultOf} and
+C{failureResultOf}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+T = TypeVar("T")
+
+
+def result_of(d: Deferred[T]) -> T:
+    """
+    The result of a Deferred that has already fired; fails the test if it
+    has not fired, and re-raises if it failed.
+    """
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, f"{d!r} has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]  # type: ignore[no-any-return]
+
+
+def failure_of(d: Deferred[Any]) -> Failure:
+    """
+    The Failure of a Deferred that has already failed.
+    """
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, f"{d!r} has not fired"
+    assert isinstance(results[0], Failure), f"{d!r} succeeded with {results[0]!r}"
+    return results[0]
