@@ -275,3 +275,48 @@ def test_default_cache_folder_beside_config(write_file: WriteFile, tmp_path: Pat
     """
     config = load_config(write_file("etc/ok.conf", V2_MINIMAL.replace("cache_folder=\n", "")))
     assert config.cache_folder == str(tmp_path / "etc" / "cache")
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "etc" / "tcbridge.conf.example"
+
+
+def _uncommented(lines: list[str]) -> str:
+    """
+    The example's lines with every commented-out option switched on.
+    """
+    out = []
+    for line in lines:
+        stripped = line.lstrip("# ")
+        if line.startswith("#") and "=" in stripped and stripped.split("=")[0].isidentifier():
+            line = stripped
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    etc/tcbridge.conf.example loads with every option switched on, and none
+    of its keys is unknown to tcbridge, in both of the layouts it documents.
+    """
+    for name in ("hashes", "ips", "hosts"):
+        (tmp_path / f"{name}.txt").write_text("# none\n")
+    text = EXAMPLE.read_text().replace("/etc/tcbridge/exclude-", str(tmp_path) + "/")
+    v2_part, _, legacy_part = text.partition("# The 2015 bridge layout")
+    v2_text = _uncommented(v2_part.splitlines()).replace("api_key=\n", "api_key=1\n")
+    v2_text = v2_text.replace("secret_key=\n", "secret_key=2\n")
+    config = load_config(write_file("v2.conf", v2_text))
+    assert not [n for n in config.notices if "not a tcbridge option" in n], config.notices
+    assert config.sources == (Source("*", "all", "*"),)
+
+    legacy = _uncommented(
+        [line[2:] if line.startswith("# ") else line for line in legacy_part.splitlines()[2:]]
+    )
+    legacy = legacy.replace("api_key=...", "api_key=1").replace("secret_key=...", "secret_key=2")
+    legacy = legacy.replace("/home/username/ipv4.txt", str(tmp_path / "ips.txt"))
+    legacy = legacy.replace("/home/username/md5.txt", str(tmp_path / "hashes.txt"))
+    legacy = legacy.replace("/home/username/host.txt", str(tmp_path / "hosts.txt"))
+    legacy = legacy.replace("disable_ioc_host=1", "disable_ioc_host=0")
+    config = load_config(write_file("legacy.conf", legacy))
+    assert config.layout == "2015"
+    assert not [n for n in config.notices if "not a tcbridge option" in n], config.notices
+    assert config.types == frozenset({"Host"})
