@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
-SourceKind = Literal["owner", "all", "path"]
+SourceKind = Literal["owner", "all", "path", "tql"]
 
 
 @frozen
@@ -32,7 +32,10 @@ class Source:
         endpoints; C{"all"}: every owner listed by C{/v2/owners}; C{"path"}: a
         2015-style API path (C{/v1/indicators/?owner=Common%20Community}),
         pulled as written with paging parameters appended.
-    :ivar value: the owner name, C{"*"}, or the API path exactly as written.
+        C{"tql"}: a v3 TQL query (a [sources] entry C{tag = tql:<query>}),
+        pulled through C{/v3/indicators} as written.
+    :ivar value: the owner name, C{"*"}, the API path exactly as written, or
+        the TQL query.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Source:
 
 Grouping = Literal["Expanded", "Condensed", "MaxCondensed"]
 ScoreSource = Literal["rating", "confidence"]
+ApiVersion = Literal["v2", "v3"]
 
 #: ThreatConnect indicator types tcbridge turns into Carbon Black IOCs.
 KNOWN_TYPES = ("File", "Address", "Host")
@@ -62,8 +66,6 @@ _NOT_YET_ACTIVE = {
     "carbonblack_server_sslverify": "Carbon Black server sync is not active yet",
     "skip_cb_sync": "Carbon Black server sync is not active yet, so nothing is pushed to it "
     "either way",
-    "https_proxy": "proxy support is not active yet: requests go directly to ThreatConnect",
-    "ssl_verify_api_requests": "TLS options are not active yet: certificates are always verified",
     "secret_key_encrypted": "encrypted secret keys are not supported yet: set secret_key",
     "default_org": "default_org is not used: name owners in sources",
     "host_address": "host_address is only used by Carbon Black server sync, which is not "
@@ -114,6 +116,15 @@ class Config:
     :ivar min_score: IOCs scored below this are left out (0-100).
     :ivar exclusions: exclusion file name for each of C{"hashes"}, C{"ips"},
         C{"hosts"} that is configured, with the values read from it.
+    :ivar api_version: C{"v2"} (per-type endpoints; the default, served by
+        every ThreatConnect in use) or C{"v3"} (C{/v3/indicators} with TQL).
+    :ivar https_proxy: proxy URL, possibly with a password; shown only
+        through L{mask_url}.
+    :ivar ca_file: PEM bundle to verify ThreatConnect's certificate against
+        instead of the system's trust store.
+    :ivar verify_tls: C{False} only when the user turned verification off.
+    :ivar max_attempts: tries per request, including the first.
+    :ivar sync_deadline_minutes: a whole sync cycle fails after this long.
     :ivar notices: human sentences about options that are accepted but not
         active, not needed, or unknown; shown at start and on the page.
     """
@@ -139,6 +150,12 @@ class Config:
     pretty_print_json: bool = False
     request_timeout: float = 30.0
     page_size: int = 10000
+    api_version: ApiVersion = "v2"
+    https_proxy: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    verify_tls: bool = True
+    max_attempts: int = 5
+    sync_deadline_minutes: float = 30.0
     notices: tuple[str, ...] = ()
 
     def display(self) -> list[tuple[str, str]]:
@@ -163,6 +180,18 @@ class Config:
         for kind, (filename, values) in sorted(self.exclusions.items()):
             rows.append((f"excluded {kind}", f"{filename} ({len(values)} values)"))
         rows += [
+            ("API version", self.api_version),
+            ("https_proxy", mask_url(self.https_proxy) if self.https_proxy else "(none)"),
+            ("ca_file", self.ca_file or "(the system's trust store)"),
+            (
+                "TLS verification",
+                "on"
+                if self.verify_tls
+                else "OFF: ThreatConnect's certificate is not checked "
+                "(ssl_verify_api_requests = false)",
+            ),
+            ("attempts per request", str(self.max_attempts)),
+            ("sync deadline (minutes)", f"{self.sync_deadline_minutes:g}"),
             ("listener", f"{self.listener_address}:{self.listener_port}"),
             ("feed_retrieval_minutes", f"{self.feed_retrieval_minutes:g}"),
             ("cache_folder", self.cache_folder or "(none: the feed is kept in memory only)"),
@@ -177,6 +206,18 @@ def mask(secret: str) -> str:
     Show that a secret is set without showing any of it.
     """
     return "(set, hidden)" if secret else "(not set)"
+
+
+def mask_url(url: str) -> str:
+    """
+    A URL with any password replaced by C{***}, for pages and logs.
+    """
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
 
 
 def load_config(path: str) -> Config:
@@ -323,6 +364,7 @@ class _Reader:
             s, {"hashes": "filtered_hashes", "ips": "filtered_ips", "hosts": "filtered_hosts"}
         )
         return self.finish(
+            **self.network(s),
             layout="v2",
             api_url=api_url,
             web_url=web_url,
@@ -378,6 +420,7 @@ class _Reader:
             "exclusions", {"hashes": "md5", "ips": "ip", "hosts": "host"}
         )
         return self.finish(
+            **self.network("auth"),
             layout="2015",
             api_url=api_url,
             web_url=self.url("bridge", "web_url", DEFAULT_WEB_URL),
@@ -391,6 +434,79 @@ class _Reader:
             max_reports=self.max_reports("bridge"),
             exclusions=exclusions,
         )
+
+    def network(self, api: str) -> dict[str, object]:
+        """
+        How to reach ThreatConnect: API version, proxy, TLS, retries and
+        deadline.  Each key may sit in the API section (C{api}) or [bridge].
+        """
+
+        def where(key: str) -> str:
+            return api if self.get(api, key) is not None else "bridge"
+
+        section = where("api_version")
+        version = self.text(section, "api_version", "v2").lower()
+        if version not in ("v2", "v3"):
+            raise self.error(
+                section, "api_version", f"{version!r} is not an API version; expected v2 or v3"
+            )
+        section = where("https_proxy")
+        proxy = self.get(section, "https_proxy") or None
+        if proxy is not None:
+            parts = urlsplit(proxy)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise self.error(
+                    section,
+                    "https_proxy",
+                    f"{mask_url(proxy)!r} is not a proxy "
+                    "URL; expected http://[user:password@]host:port",
+                )
+            try:
+                parts.port  # noqa: B018 (raises ValueError for a bad port)
+            except ValueError:
+                raise self.error(
+                    section,
+                    "https_proxy",
+                    f"{mask_url(proxy)!r} has a bad port; "
+                    "expected http://[user:password@]host:port",
+                ) from None
+        section = where("ca_file")
+        ca_file = self.get(section, "ca_file") or None
+        if ca_file is not None:
+            try:
+                with open(ca_file, encoding="ascii", errors="replace") as f:
+                    pem = f.read()
+            except OSError as e:
+                raise self.error(
+                    section,
+                    "ca_file",
+                    f"{ca_file!r} cannot be read "
+                    f"({e.strerror}); expected a PEM file of CA certificates",
+                ) from None
+            if "-----BEGIN CERTIFICATE-----" not in pem:
+                raise self.error(
+                    section,
+                    "ca_file",
+                    f"{ca_file!r} holds no PEM certificate; "
+                    "expected -----BEGIN CERTIFICATE----- blocks",
+                )
+        verify = self.boolean(where("ssl_verify_api_requests"), "ssl_verify_api_requests", True)
+        if not verify:
+            self.notices.append(
+                "TLS verification of ThreatConnect is OFF (ssl_verify_api_requests = false): "
+                "anyone between this host and ThreatConnect can read the API traffic and "
+                "forge indicators. Use ca_file for a private CA instead."
+            )
+        attempts = self.integer(where("max_attempts"), "max_attempts", 5, 1, 20)
+        deadline = self.number(where("sync_deadline_minutes"), "sync_deadline_minutes", 30, 1, 1440)
+        return {
+            "api_version": version,
+            "https_proxy": proxy,
+            "ca_file": ca_file,
+            "verify_tls": verify,
+            "max_attempts": attempts,
+            "sync_deadline_minutes": deadline,
+        }
 
     def finish(self, **kwargs: object) -> Config:
         """
@@ -519,6 +635,17 @@ class _Reader:
                     "is empty; expected an API path such as "
                     "/v1/indicators/?owner=Common%20Community",
                 )
+            if path.lower().startswith("tql:"):
+                query = path[4:].strip()
+                if not query:
+                    raise self.error(
+                        "sources",
+                        tag,
+                        "has an empty TQL query; expected e.g. "
+                        'tql:ownerName EQ "Common Community" AND rating >= 3',
+                    )
+                result.append(Source(name=tag, kind="tql", value=query))
+                continue
             if "%%" in path:
                 raise self.error(
                     "sources",

@@ -234,12 +234,12 @@ def test_not_yet_active_options_are_reported(write_file: WriteFile) -> None:
     )
     config = load_config(write_file("ok.conf", text))
     notices = "\n".join(config.notices)
-    assert "[bridge] https_proxy: proxy support is not active yet" in notices
     assert "[bridge] carbonblack_server_token: Carbon Black server sync is not active" in notices
     assert "[bridge] multi_core: not needed" in notices
     assert "[threatconnect] default_org: default_org is not used" in notices
     assert "[bridge] listner_port: not a tcbridge option" in notices
     assert "u:p" not in notices
+    assert "https_proxy" not in notices  # implemented: no notice
 
 
 def test_owner_list_and_options(write_file: WriteFile, tmp_path: Path) -> None:
@@ -300,7 +300,9 @@ def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -
     """
     for name in ("hashes", "ips", "hosts"):
         (tmp_path / f"{name}.txt").write_text("# none\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
     text = EXAMPLE.read_text().replace("/etc/tcbridge/exclude-", str(tmp_path) + "/")
+    text = text.replace("/etc/tcbridge/threatconnect-ca.pem", str(tmp_path / "ca.pem"))
     v2_part, _, legacy_part = text.partition("# The 2015 bridge layout")
     v2_text = _uncommented(v2_part.splitlines()).replace("api_key=\n", "api_key=1\n")
     v2_text = v2_text.replace("secret_key=\n", "secret_key=2\n")
@@ -320,3 +322,83 @@ def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -
     assert config.layout == "2015"
     assert not [n for n in config.notices if "not a tcbridge option" in n], config.notices
     assert config.types == frozenset({"Host"})
+    assert config.sources[-1].kind == "tql"
+
+
+def test_network_options(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    api_version, a proxy with a password, a CA file, retries and the sync
+    deadline load; the proxy password is masked wherever the config is
+    shown.
+    """
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    text = _v2(
+        f"api_version=V3\nca_file={ca}\n",
+        "https_proxy=http://proxyuser:pr0xy-pass@proxy.example:3128\nmax_attempts=3\n"
+        "sync_deadline_minutes=12\n",
+    )
+    config = load_config(write_file("ok.conf", text))
+    assert config.api_version == "v3"
+    assert config.https_proxy == "http://proxyuser:pr0xy-pass@proxy.example:3128"
+    assert (config.ca_file, config.verify_tls) == (str(ca), True)
+    assert (config.max_attempts, config.sync_deadline_minutes) == (3, 12)
+    shown = str(config.display()) + repr(config)
+    assert "pr0xy-pass" not in shown
+    assert "http://proxyuser:***@proxy.example:3128" in shown
+
+
+def test_tls_verification_off_is_warned(write_file: WriteFile) -> None:
+    """
+    ssl_verify_api_requests = false is honoured and produces a warning
+    notice for the page and the log.
+    """
+    config = load_config(write_file("ok.conf", _v2("", "ssl_verify_api_requests=false\n")))
+    assert config.verify_tls is False
+    assert any("TLS verification of ThreatConnect is OFF" in n for n in config.notices)
+
+
+@pytest.mark.parametrize(
+    ("extra_tc", "extra_bridge", "where", "expected"),
+    [
+        ("api_version=v4\n", "", "[threatconnect] api_version", "expected v2 or v3"),
+        ("", "https_proxy=socks5://u:secretpw@h:1\n", "[bridge] https_proxy", "not a proxy URL"),
+        ("", "https_proxy=http://u:secretpw@h:port\n", "[bridge] https_proxy", "bad port"),
+        ("ca_file=/nonexistent/ca.pem\n", "", "[threatconnect] ca_file", "cannot be read"),
+        ("", "max_attempts=0\n", "[bridge] max_attempts", "from 1 to 20"),
+        ("", "sync_deadline_minutes=x\n", "[bridge] sync_deadline_minutes", "not a number"),
+    ],
+)
+def test_bad_network_values(
+    write_file: WriteFile, extra_tc: str, extra_bridge: str, where: str, expected: str
+) -> None:
+    """
+    Bad network options are one line each, and never show a proxy password.
+    """
+    path = write_file("bad.conf", _v2(extra_tc, extra_bridge))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: {where}")
+    assert expected in str(e.value)
+    assert "secretpw" not in str(e.value)
+
+
+def test_ca_file_without_certificates(write_file: WriteFile) -> None:
+    """
+    A ca_file that holds no PEM certificate is refused up front.
+    """
+    ca = write_file("ca.pem", "not a certificate\n")
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        load_config(write_file("bad.conf", _v2(f"ca_file={ca}\n")))
+
+
+def test_tql_source(write_file: WriteFile) -> None:
+    """
+    A [sources] entry 'tag = tql:<query>' is a TQL source pulled as written;
+    an empty query is refused.
+    """
+    text = V2_MINIMAL + '[sources]\nHot=tql:typeName in ("Host") AND rating >= 4\n'
+    config = load_config(write_file("ok.conf", text))
+    assert config.sources[-1] == Source("Hot", "tql", 'typeName in ("Host") AND rating >= 4')
+    with pytest.raises(ConfigError, match="empty TQL query"):
+        load_config(write_file("bad.conf", V2_MINIMAL + "[sources]\nHot=tql:  \n"))
