@@ -49,6 +49,13 @@ def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
     return defer.maybeDeferred(f, *args)
 
 
+class SyncDeadlineError(Exception):
+    """
+    A sync ran longer than C{sync_deadline_minutes}; it was stopped and
+    nothing was published.
+    """
+
+
 class FeedInvalidError(Exception):
     """
     The built feed broke a Carbon Black feed rule; it is not published.
@@ -81,7 +88,7 @@ def describe_failure(failure: Failure) -> str:
     failure, otherwise the exception's type and text.
     """
     error = failure.value
-    if isinstance(error, ThreatConnectError | FeedInvalidError):
+    if isinstance(error, ThreatConnectError | FeedInvalidError | SyncDeadlineError):
         return str(error)
     if isinstance(error, defer.CancelledError):
         return "the sync was cancelled (the bridge is stopping)"
@@ -116,49 +123,46 @@ class SyncCycle:
         """
         Run one cycle and publish its feed.
 
-        :raises Exception: whatever stopped the cycle; the status and the
-            store are updated either way (the store only on success).
+        :raises Exception: whatever stopped the cycle (L{SyncDeadlineError}
+            if it ran past C{sync_deadline_minutes}); the status and the store
+            are updated either way (the store only on success).
         """
         status = self._status
-        start = self._clock.seconds()
-        status.begin(start)
+        status.begin(self._clock.seconds())
         requests_before = self._client.requests
         self.log.info("Sync started: {sources} sources", sources=len(self._config.sources))
+        work = defer.ensureDeferred(self._pull_and_build())
+        deadline = self._config.sync_deadline_minutes
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            work.cancel()
+
+        timer = self._clock.callLater(deadline * 60.0, expire)
         try:
-            builder = FeedBuilder(self._settings)
-            pulls: list[SourcePull] = []
-            for source in self._config.sources:
-                pull = await pull_source(
-                    self._client,
-                    source,
-                    self._config.types,
-                    builder.add,
-                    page_size=self._config.page_size,
-                )
-                self.log.info(
-                    "Pulled {source}: {indicators} indicators in {pages} pages",
-                    source=source.name,
-                    indicators=pull.indicators,
-                    pages=pull.pages,
-                )
-                pulls.append(pull)
-            body = await self._run_heavy(self._finish, builder)
-            stats = builder.stats
-            snapshot = Snapshot.of(
-                body, stats.reports, sum(stats.iocs_by_kind.values()), self._clock.seconds()
-            )
-            await self._run_heavy(self._store.write_cache, body)
+            snapshot, builder, pulls = await work
         except BaseException:
             failure = Failure()
+            if expired and failure.check(defer.CancelledError):
+                failure = Failure(
+                    SyncDeadlineError(
+                        f"the sync did not finish within {deadline:g} minutes "
+                        "(sync_deadline_minutes) and was stopped"
+                    )
+                )
             message = describe_failure(failure)
             status.failed(self._clock.seconds(), message)
-            if isinstance(failure.value, ThreatConnectError | FeedInvalidError):
+            if isinstance(failure.value, ThreatConnectError | FeedInvalidError | SyncDeadlineError):
                 self.log.error(
                     "Sync failed, the previous feed stays published: {error}", error=message
                 )
             else:
                 self.log.failure("Sync failed, the previous feed stays published", failure)
-            raise
+            failure.raiseException()
+        finally:
+            if timer.active():
+                timer.cancel()
         self._store.swap(snapshot)
         self._record(builder, pulls, self._client.requests - requests_before)
         status.succeeded(self._clock.seconds())
@@ -169,6 +173,36 @@ class SyncCycle:
             seconds=status.last_duration or 0.0,
         )
         return snapshot
+
+    async def _pull_and_build(self) -> tuple[Snapshot, FeedBuilder, list[SourcePull]]:
+        """
+        Pull every source into a new builder, build and validate the feed,
+        write it to the cache; publish nothing.
+        """
+        builder = FeedBuilder(self._settings)
+        pulls: list[SourcePull] = []
+        for source in self._config.sources:
+            pull = await pull_source(
+                self._client,
+                source,
+                self._config.types,
+                builder.add,
+                page_size=self._config.page_size,
+            )
+            self.log.info(
+                "Pulled {source}: {indicators} indicators in {pages} pages",
+                source=source.name,
+                indicators=pull.indicators,
+                pages=pull.pages,
+            )
+            pulls.append(pull)
+        body = await self._run_heavy(self._finish, builder)
+        stats = builder.stats
+        snapshot = Snapshot.of(
+            body, stats.reports, sum(stats.iocs_by_kind.values()), self._clock.seconds()
+        )
+        await self._run_heavy(self._store.write_cache, body)
+        return snapshot, builder, pulls
 
     def _finish(self, builder: FeedBuilder) -> bytes:
         """

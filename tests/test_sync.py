@@ -16,6 +16,7 @@ from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from tcbridge.config import Config, Source
 from tcbridge.feed import builder as builder_module
@@ -28,6 +29,7 @@ from tcbridge.store import CACHE_FILE_NAME, FeedStore, count_iocs
 from tcbridge.sync import (
     FeedInvalidError,
     SyncCycle,
+    SyncDeadlineError,
     WriteOnceService,
     run_inline,
     sync_timer,
@@ -345,3 +347,37 @@ def test_config_evolve_keeps_secret_hidden() -> None:
     h = Harness()
     assert SECRET not in repr(h.client)
     assert SECRET not in repr(evolve(h.config, listener_port=1))
+
+
+class Hang(Resource):
+    """
+    Never answers, like a ThreatConnect that has stopped responding.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        return NOT_DONE_YET
+
+
+def test_sync_deadline_stops_a_hung_cycle() -> None:
+    """
+    A cycle that runs past sync_deadline_minutes is stopped, nothing is
+    published, and the page says why.
+    """
+    h = Harness(sync_deadline_minutes=2, request_timeout=3600)
+    h.stub = StubTreq(Hang())
+    h.client = ThreatConnectClient(h.stub, h.clock, "https://tc.example/api", KEY, SECRET, 3600)
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+    d = defer.ensureDeferred(h.cycle.run())
+    h.stub.flush()
+    h.clock.advance(119)
+    assert not d.called
+    h.clock.advance(1)
+    failure = failure_of(d)
+    assert failure.check(SyncDeadlineError)
+    assert h.store.current is None
+    assert h.status.last_error == (
+        "the sync did not finish within 2 minutes (sync_deadline_minutes) and was stopped"
+    )
+    assert h.clock.getDelayedCalls() == []

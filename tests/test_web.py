@@ -162,9 +162,24 @@ def test_index_shows_thread_connect_error_and_counts() -> None:
     _, _, body = _get(stub, "/")
     text = body.decode()
     assert "Failing" in text
-    assert "Timestamp out of acceptable time range" in text
+    assert "failed (ThreatConnect refused GET /api/v2/owners: HTTP 401: Timestamp" in text
     assert "Common Community" in text and "invalid md5" in text
     assert "https_proxy: not active" in text
+
+
+def test_first_sync_failure_in_last_sync_row() -> None:
+    """
+    When no sync has succeeded yet, the last-sync row says 'No sync
+    performed' with ThreatConnect's message, as the 2015 page did.
+    """
+    status = SyncStatus(started_at=1_800_000_000)
+    status.begin(1_800_000_000)
+    status.failed(
+        1_800_000_001, "ThreatConnect refused GET /api/v2/owners: HTTP 401: Access Denied"
+    )
+    stub, _, _, _ = _app(None, status)
+    text = _get(stub, "/")[2].decode()
+    assert "No sync performed (ThreatConnect refused GET /api/v2/owners: HTTP 401: Access" in text
 
 
 def test_hostile_text_is_escaped() -> None:

@@ -107,6 +107,14 @@ def index_page(
     last_sync: Any = when(status.last_attempt, now, "No sync performed")
     if status.running:
         last_sync = f"{last_sync} (running now)"
+    elif status.last_error is not None and (status.last_error_at or 0) >= (
+        status.last_attempt or 0
+    ):
+        # As the 2015 page did: the error right in the last-sync row.
+        if status.last_success is None:
+            last_sync = tags.span(f"No sync performed ({status.last_error})", class_="bad")
+        else:
+            last_sync = tags.span(f"{last_sync}: failed ({status.last_error})", class_="bad")
     error_row: Any = "None"
     if status.last_error is not None:
         error_row = tags.div(
