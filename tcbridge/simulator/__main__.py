@@ -5,7 +5,9 @@ Run the ThreatConnect API simulator on its own::
     python -m tcbridge.simulator --port 8443 --count 100000 --seed 1 [--prefix /api]
 
 It prints C{base_url=...}, C{api_key=...} and C{secret_key=...}, one per line,
-then serves until interrupted.  With C{--prefetch} it builds the next page of
+then serves until interrupted.  C{--fault KIND[:N]} (repeatable) queues N
+(default 1) faults of that kind with default options (see
+L{tcbridge.simulator.faults}) before serving.  With C{--prefetch} it builds the next page of
 a listing in a thread ahead of the request, which hides the simulator's own
 work behind a slow client's (but favours slow clients in a benchmark).
 """
@@ -18,6 +20,8 @@ from collections.abc import Sequence
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorCore, IReactorTCP
+
+from tcbridge.simulator.faults import FAULT_KINDS
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -40,10 +44,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="build the next page of a listing in a thread ahead of the request",
     )
+    parser.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="KIND[:N]",
+        help=f"inject N (default 1) faults of KIND, one of {', '.join(FAULT_KINDS)}",
+    )
     args = parser.parse_args(argv)
     if args.count < 0:
         parser.error("--count must not be negative")
     return args
+
+
+def _fault(text: str) -> tuple[str, int]:
+    """
+    Parse C{KIND[:N]}.
+    """
+    kind, sep, times = text.partition(":")
+    if kind not in FAULT_KINDS or (sep and not times.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected KIND[:N] with KIND one of {FAULT_KINDS}")
+    return kind, int(times) if sep else 1
 
 
 async def _serve(reactor: IReactorTCP, args: argparse.Namespace) -> None:
@@ -62,6 +84,8 @@ async def _serve(reactor: IReactorTCP, args: argparse.Namespace) -> None:
         interface=args.interface,
         prefetch=args.prefetch,
     )
+    for kind, times in args.fault:
+        demo.simulator.fault_next(kind, times)
     sys.stdout.write(
         f"base_url={demo.base_url}\napi_key={demo.api_key}\nsecret_key={demo.secret_key}\n"
     )

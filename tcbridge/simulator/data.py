@@ -20,12 +20,27 @@ sometimes strings, three date forms, missing ratings and confidences, a few
 invalid values (C{"zzzz..."} MD5s, C{999.x.y.z} addresses, C{bad_host..!}
 host names), upper-case hashes, hostile descriptions, IPv6 addresses, and a
 few values shared between owners.
+
+About 2% of the indicators are I{inactive} (C{"active": false}): whether an
+item is active depends only on its slot (its index modulo L{PERIOD}), so the
+number of active items is exact and cheap to compute (L{Dataset.active_count},
+L{Dataset.active_total}); L{Dataset.count} and L{Dataset.total} count every
+item, active or not.  ThreatConnect hides inactive indicators by default, and
+so does the simulator.
+
+Selections (L{Run}, made by L{Dataset.run}) pick the items of one owner and
+type that satisfy per-slot conditions (active, rating, dates, tags...) and an
+optional per-item condition (the summary), as a slice of ranks mapped to
+indexes arithmetically: no per-item work unless the per-item condition is
+used.  A L{Front} describes items inserted at, or deleted from, the front of
+a listing (the simulator's "changing data" fault).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from hashlib import blake2b
 from typing import Any, Final
 from urllib.parse import quote, quote_plus
@@ -43,6 +58,7 @@ TYPED_TYPES: Final = ("File", "Address", "Host")
 DEFAULT_OWNERS: Final = ("Common Community", "Example Organization", "Subscriber Community")
 
 _WEB: Final = "https://app.threatconnect.com/auth"
+_V3_WEB: Final = "https://app.threatconnect.com/#/details/indicators/"
 
 # 2014-01-01T00:00:00Z, and about nine years after it.
 _BASE_EPOCH: Final = 1388534400
@@ -199,6 +215,12 @@ def _owner_type(name: str) -> str:
 #: needed, which makes serving a page several times faster.
 PERIOD: Final = 1024
 
+#: A slot is inactive when a byte of its digest is below this: 5/256, ~2%.
+_INACTIVE_BELOW: Final = 5
+
+#: Masks cached per listing, at most.
+_MAX_MASKS: Final = 256
+
 
 @frozen
 class Dataset:
@@ -257,6 +279,146 @@ class Dataset:
         :raises KeyError: for an unknown owner.
         """
         return sum(self._counts[self._owner_index[owner]])
+
+    def active_count(self, owner: str, type: str) -> int:
+        """
+        Return how many of C{owner}'s C{type} indicators are active: the
+        length of its v2 per-type listing, and of the v3 listing for that
+        owner and type, when nothing is filtered and no fault has changed the
+        data.  The inactive ones are C{count(owner, type) - active_count(owner,
+        type)}.
+
+        :raises KeyError: for an unknown owner or type.
+        """
+        o = self._owner_index[owner]
+        code = _TYPE_CODE[type]
+        listing = self._listing(o, code)
+        return listing.rank(listing.active_mask(True), self._counts[o][code])
+
+    def active_total(self, owner: str) -> int:
+        """
+        Return how many of C{owner}'s indicators of all types are active: the
+        length of its generic (C{/v2/indicators}) listing, or of its v3
+        listing without a type condition.
+
+        :raises KeyError: for an unknown owner.
+        """
+        return sum(self.active_count(owner, type) for type in TYPES)
+
+    def is_active(self, owner: str, type: str, index: int) -> bool:
+        """
+        Say whether indicator number C{index} of C{owner}'s C{type}
+        indicators is active.
+
+        :raises KeyError: for an unknown owner or type.
+        """
+        listing = self._listing(self._owner_index[owner], _TYPE_CODE[type])
+        return index % PERIOD in listing.active_set()
+
+    def active_indexes(self, owner: str, type: str) -> list[int]:
+        """
+        Return the indexes of C{owner}'s active C{type} indicators, in order
+        (what an unfiltered listing serves, before any fault).
+
+        :raises KeyError: for an unknown owner or type.
+        """
+        o = self._owner_index[owner]
+        code = _TYPE_CODE[type]
+        listing = self._listing(o, code)
+        mask = listing.active_mask(True)
+        return list(listing.indexes(mask, 0, listing.rank(mask, self._counts[o][code])))
+
+    def v3_item(
+        self, owner: str, type: str, index: int, tags: bool = False, assess: bool = False
+    ) -> dict[str, Any]:
+        """
+        Return indicator number C{index} of C{owner}'s C{type} indicators as
+        C{/v3/indicators} serves it.  Indexes past L{count} are allowed: they
+        are the items a "changing" fault inserts.
+
+        :param tags: add C{tags} (C{fields=tags}).
+        :param assess: add the threat assessment (C{fields=threatAssess}).
+        :raises KeyError: for an unknown owner or type.
+        """
+        listing = self._listing(self._owner_index[owner], _TYPE_CODE[type])
+        item: dict[str, Any] = orjson.loads(b"[" + listing.v3([index], tags, assess) + b"]")[0]
+        return item
+
+    def run(
+        self,
+        owner: str,
+        type: str,
+        key: object,
+        slot_test: Callable[[Slot], bool],
+        item_test: Callable[[str], bool] | None = None,
+        front: Front | None = None,
+        item_key: object = None,
+    ) -> Run:
+        """
+        Select C{owner}'s C{type} items whose slot passes C{slot_test} (and,
+        if given, whose summary passes C{item_test}), with C{front} applied.
+
+        :param key: a hashable name for C{slot_test}; masks are cached by it.
+        :param item_key: a hashable name for C{item_test}; the items that
+            pass it are cached by it (a scan of the whole listing otherwise).
+        :raises KeyError: for an unknown owner or type.
+        """
+        o = self._owner_index[owner]
+        code = _TYPE_CODE[type]
+        n = self._counts[o][code]
+        listing = self._listing(o, code)
+        mask = listing.mask(key, slot_test)
+        front = front or Front()
+        head: list[int] = []
+        if front.added:
+            mask_set = frozenset(mask)
+            for index in reversed(listing.new_items(n, front.added)):
+                if index % PERIOD in mask_set and (
+                    item_test is None or item_test(listing.summary(index))
+                ):
+                    head.append(index)
+        lo = listing.rank(mask, min(front.cut, n))
+        hi = listing.rank(mask, n)
+        explicit: list[int] | None = None
+        if item_test is not None:
+            cache_key = (key, item_key, lo, hi)
+            explicit = listing.explicit.get(cache_key) if item_key is not None else None
+            if explicit is None:
+                explicit = [
+                    i for i in listing.indexes(mask, lo, hi) if item_test(listing.summary(i))
+                ]
+                if item_key is not None:
+                    if len(listing.explicit) >= 16:
+                        listing.explicit.clear()
+                    listing.explicit[cache_key] = explicit
+        return Run(owner, type, listing, head, mask, lo, hi, explicit)
+
+    def shift_front(self, owner: str, type: str, front: Front, shift: int) -> Front:
+        """
+        Return C{front} after C{shift} items appear at (positive) or disappear
+        from (negative) the front of C{owner}'s active C{type} listing.
+
+        New items are the active items past the end of the generated data,
+        the newest first; deletions take the newest new items first, then the
+        first active items of the data (and any inactive ones before them).
+
+        :raises KeyError: for an unknown owner or type.
+        """
+        if shift >= 0:
+            return Front(front.added + shift, front.cut)
+        o = self._owner_index[owner]
+        code = _TYPE_CODE[type]
+        n = self._counts[o][code]
+        listing = self._listing(o, code)
+        gone = -shift
+        take = min(front.added, gone)
+        added, gone = front.added - take, gone - take
+        cut = front.cut
+        if gone:
+            mask = listing.active_mask(True)
+            target = listing.rank(mask, min(cut, n)) + gone - 1
+            cut = n if target >= listing.rank(mask, n) else listing.index(mask, target) + 1
+        return Front(added, cut)
 
     def typed_item(self, owner: str, type: str, index: int) -> dict[str, Any]:
         """
@@ -358,7 +520,7 @@ class Dataset:
 
 
 @frozen
-class _Slot:
+class Slot:
     """
     The incidental attributes shared by the items of one owner and type
     whose index is the same modulo L{PERIOD}, as JSON fragments.
@@ -380,6 +542,17 @@ class _Slot:
     :ivar tld: top-level domain for host names.
     :ivar word2: C{"adjective.noun"} for e-mail addresses and URL paths.
     :ivar byte: a small number that varies between slots.
+    :ivar active: the items are active (about 98% of slots).
+    :ivar added: C{dateAdded}, epoch seconds.
+    :ivar modified: C{lastModified}, epoch seconds.
+    :ivar rating: the rating, or C{None} when unset.
+    :ivar confidence: the confidence, or C{None} when unset.
+    :ivar tag_names: the tags' names.
+    :ivar v3_head: v3 form, from C{,"ownerId"} to C{"type"}'s value.
+    :ivar v3_mid: v3 form, from C{,"rating"} to C{"activeLocked"}.
+    :ivar v3_tags: v3 C{,"tags":{...}} (C{fields=tags}), or C{""}.
+    :ivar v3_assess: v3 threat assessment fields (C{fields=threatAssess}).
+    :ivar v3_variant: v3 host C{dnsActive}/C{whoisActive} (booleans).
     """
 
     id_text: str
@@ -396,6 +569,17 @@ class _Slot:
     tld: str
     word2: str
     byte: int
+    active: bool
+    added: int
+    modified: int
+    rating: float | None
+    confidence: int | None
+    tag_names: tuple[str, ...]
+    v3_head: str
+    v3_mid: str
+    v3_tags: str
+    v3_assess: str
+    v3_variant: str
 
 
 class _Listing:
@@ -428,9 +612,92 @@ class _Listing:
         self._v6_heads = tuple(
             f"2a02:{vo + 1:x}{ds.seed % 4096:03x}:" for vo in range(len(ds.owners))
         )
-        self._slots: list[_Slot | None] = [None] * PERIOD
+        self._slots: list[Slot | None] = [None] * PERIOD
+        self._active: dict[bool, tuple[int, ...]] = {}
+        self._masks: dict[object, tuple[int, ...]] = {}
+        self.explicit: dict[object, list[int]] = {}
 
-    def _slot(self, j: int) -> _Slot:
+    def active_mask(self, active: bool) -> tuple[int, ...]:
+        """
+        Return the slots whose items are active (C{active}) or inactive, in
+        order.  Only the digests are computed, not the slots.
+        """
+        mask = self._active.get(active)
+        if mask is None:
+            flags = [
+                blake2b(self._prefix + b"#%d" % j, digest_size=32).digest()[21] >= _INACTIVE_BELOW
+                for j in range(PERIOD)
+            ]
+            self._active[True] = tuple(j for j in range(PERIOD) if flags[j])
+            self._active[False] = tuple(j for j in range(PERIOD) if not flags[j])
+            mask = self._active[active]
+        return mask
+
+    def active_set(self) -> frozenset[int]:
+        """
+        Return the active slots as a set.
+        """
+        return frozenset(self.active_mask(True))
+
+    def mask(self, key: object, test: Callable[[Slot], bool]) -> tuple[int, ...]:
+        """
+        Return the slots that pass C{test}, in order, cached under C{key}.
+        """
+        mask = self._masks.get(key)
+        if mask is None:
+            if len(self._masks) >= _MAX_MASKS:
+                self._masks.clear()
+            mask = self._masks[key] = tuple(j for j in range(PERIOD) if test(self._slot(j)))
+        return mask
+
+    @staticmethod
+    def rank(mask: Sequence[int], index: int) -> int:
+        """
+        Return how many indexes below C{index} have their slot in C{mask}.
+        """
+        full, rest = divmod(index, PERIOD)
+        return full * len(mask) + bisect_left(mask, rest)
+
+    @staticmethod
+    def index(mask: Sequence[int], rank: int) -> int:
+        """
+        Return the index of rank C{rank} among the indexes whose slot is in
+        C{mask} (which must not be empty).
+        """
+        full, rest = divmod(rank, len(mask))
+        return full * PERIOD + mask[rest]
+
+    @staticmethod
+    def indexes(mask: Sequence[int], lo: int, hi: int) -> Sequence[int]:
+        """
+        Return the indexes of ranks C{lo} to C{hi} (exclusive) among those
+        whose slot is in C{mask}.
+        """
+        k = len(mask)
+        if k == PERIOD:
+            return range(lo, hi)
+        if hi <= lo:
+            return []
+        return [(r // k) * PERIOD + mask[r % k] for r in range(lo, hi)]
+
+    def new_items(self, n: int, added: int) -> list[int]:
+        """
+        Return the indexes of the first C{added} active items past C{n}: the
+        items a "changing" fault inserts, oldest first.
+        """
+        mask = self.active_mask(True)
+        if not mask or added <= 0:
+            return []
+        first = self.rank(mask, n)
+        return [self.index(mask, first + k) for k in range(added)]
+
+    def summary(self, index: int) -> str:
+        """
+        Return the summary (generic form's value) of item C{index}.
+        """
+        return self._value(index, self._slot(index % PERIOD))[2]
+
+    def _slot(self, j: int) -> Slot:
         """
         Return slot C{j}, computing it the first time.
         """
@@ -439,7 +706,7 @@ class _Listing:
             slot = self._slots[j] = self._make_slot(j)
         return slot
 
-    def _make_slot(self, j: int) -> _Slot:
+    def _make_slot(self, j: int) -> Slot:
         """
         Compute slot C{j} from a digest of C{(seed, owner, type, j)}, and the
         owner-independent parts of values from one of C{(seed, type, j)}.
@@ -450,10 +717,17 @@ class _Listing:
         modified = added + int.from_bytes(d[7:10], "big") % _MODIFIED_SPAN
         form = d[2] % 3
         common = f',"dateAdded":"{_stamp(added, form)}","lastModified":"{_stamp(modified, form)}"'
+        rating: float | None = None
+        confidence: int | None = None
+        mid = ""
         if d[10] >= 13:
-            common += f',"rating":{orjson.dumps(_RATINGS[d[11] % 11]).decode()}'
+            rating = _RATINGS[d[11] % 11]
+            common += f',"rating":{orjson.dumps(rating).decode()}'
         if d[12] >= 13:
-            common += f',"confidence":{d[13] % 101}'
+            confidence = d[13] % 101
+            common += f',"confidence":{confidence}'
+        mid = common[common.index('"lastModified"') :].partition(",")[2]
+        mid = f",{mid}" if mid else ""
         common += f',"webLink":"{self._link_base}'
         tail = ""
         if d[14] < 4:
@@ -462,6 +736,8 @@ class _Listing:
             text = _DESCRIPTIONS[d[15] % len(_DESCRIPTIONS)]
             tail = f',"description":{orjson.dumps(text).decode()}'
         tags = ""
+        chosen: list[int] = []
+        v3_tags = ""
         if d[24] < 64:
             first = d[25] % len(_TAGS)
             chosen = [first]
@@ -469,6 +745,22 @@ class _Listing:
                 chosen.append((first + 1 + d[26] % (len(_TAGS) - 1)) % len(_TAGS))
             tag_list = [{"name": _TAGS[t], "webLink": self._tag_links[t]} for t in chosen]
             tags = f',"tag":{orjson.dumps(tag_list).decode()}'
+            v3_list = [{"id": t + 11, "name": _TAGS[t]} for t in chosen]
+            v3_tags = f',"tags":{{"data":{orjson.dumps(v3_list).decode()}}}'
+        active = d[21] >= _INACTIVE_BELOW
+        assess_rating = round(d[22] * 5 / 255, 2)
+        v3_assess = (
+            f',"threatAssessRating":{orjson.dumps(assess_rating).decode()}'
+            f',"threatAssessConfidence":{d[23] % 101}'
+            f',"threatAssessScore":{int.from_bytes(d[27:29], "big") % 1001}'
+            f',"threatAssessScoreObserved":{d[28] % 101}'
+            f',"threatAssessScoreFalsePositive":0'
+        )
+        v3_mid = (
+            f'{mid}{tail},"privateFlag":false,"active":{"true" if active else "false"}'
+            ',"activeLocked":false'
+        )
+        v3_variant = ""
         variant: int | str = 0
         if self._code == 0:
             pick = d[16] % 100
@@ -481,7 +773,8 @@ class _Listing:
             dns = "true" if d[16] < 230 else "false"
             whois = "true" if d[17] < 150 else "false"
             variant = f',"dnsActive":"{dns}","whoisActive":"{whois}"'
-        return _Slot(
+            v3_variant = f',"dnsActive":{dns},"whoisActive":{whois}'
+        return Slot(
             id_text='"{}"' if d[1] < 26 else "{}",
             head=f',"ownerName":{self._owner_json}{common}',
             generic_head=f',"ownerName":{self._owner_json},"type":{self._type_json}{common}',
@@ -496,9 +789,24 @@ class _Listing:
             tld=_TLDS[v[2] % len(_TLDS)],
             word2=f"{_WORDS_A[v[3] % 32]}.{_WORDS_B[v[4] % 32]}",
             byte=v[5],
+            active=active,
+            added=added,
+            modified=modified,
+            rating=rating,
+            confidence=confidence,
+            tag_names=tuple(_TAGS[t] for t in chosen),
+            v3_head=(
+                f',"ownerId":{self._o + 1},"ownerName":{self._owner_json}'
+                f',"dateAdded":"{_stamp(added, 1)}","lastModified":"{_stamp(modified, 1)}"'
+                f',"type":{self._type_json}'
+            ),
+            v3_mid=v3_mid,
+            v3_tags=v3_tags,
+            v3_assess=v3_assess,
+            v3_variant=v3_variant,
         )
 
-    def _value(self, index: int, slot: _Slot) -> tuple[str, str, str]:
+    def _value(self, index: int, slot: Slot) -> tuple[str, str, str]:
         """
         Return C{(link value, type-specific fields, summary)} of item C{index}.
         """
@@ -557,13 +865,20 @@ class _Listing:
         Return items C{start} to C{stop} (exclusive) as comma-separated JSON
         objects in UTF-8, per-type form.
         """
+        return self.typed_at(range(start, stop), tags)
+
+    def typed_at(self, indexes: Sequence[int], tags: bool) -> bytes:
+        """
+        Return items C{indexes} as comma-separated JSON objects in UTF-8,
+        per-type form.
+        """
         slots = self._slots
         slot_of = self._slot
         value_of = self._value
         id_base = self._id_base
         link_owner = self._link_owner
         out = []
-        for index in range(start, stop):
+        for index in indexes:
             slot = slots[index % PERIOD] or slot_of(index % PERIOD)
             link, fields, _ = value_of(index, slot)
             ident = slot.id_text.format(id_base + index)
@@ -576,13 +891,20 @@ class _Listing:
         Return items C{start} to C{stop} (exclusive) as comma-separated JSON
         objects in UTF-8, generic form (C{type} and C{summary}).
         """
+        return self.generic_at(range(start, stop))
+
+    def generic_at(self, indexes: Sequence[int]) -> bytes:
+        """
+        Return items C{indexes} as comma-separated JSON objects in UTF-8,
+        generic form.
+        """
         slots = self._slots
         slot_of = self._slot
         value_of = self._value
         id_base = self._id_base
         link_owner = self._link_owner
         out = []
-        for index in range(start, stop):
+        for index in indexes:
             slot = slots[index % PERIOD] or slot_of(index % PERIOD)
             link, _, summary = value_of(index, slot)
             ident = slot.id_text.format(id_base + index)
@@ -591,6 +913,131 @@ class _Listing:
                 f',"summary":"{summary}"}}'.encode()
             )
         return b",".join(out)
+
+    def v3(self, indexes: Sequence[int], tags: bool, assess: bool) -> bytes:
+        """
+        Return items C{indexes} as comma-separated JSON objects in UTF-8, in
+        the v3 form: integer C{id}, C{ownerId}, dates with C{Z}, C{type},
+        C{summary}, C{active}, boolean host flags, C{webLink} to the v3 UI
+        and C{legacyLink}; C{tags} and the threat assessment when asked.
+        """
+        slots = self._slots
+        slot_of = self._slot
+        value_of = self._value
+        id_base = self._id_base
+        link_base = self._link_base
+        link_owner = self._link_owner
+        host = self._code == 2
+        out = []
+        for index in indexes:
+            slot = slots[index % PERIOD] or slot_of(index % PERIOD)
+            link, fields, summary = value_of(index, slot)
+            if host:
+                fields = f',"hostName":"{link}"{slot.v3_variant}'
+            ident = id_base + index
+            extra = (slot.v3_tags if tags else "") + (slot.v3_assess if assess else "")
+            out.append(
+                f'{{"id":{ident}{slot.v3_head},"summary":"{summary}"{slot.v3_mid}{fields}'
+                f',"webLink":"{_V3_WEB}{ident}/overview"'
+                f',"legacyLink":"{link_base}{link}{link_owner}"{extra}}}'.encode()
+            )
+        return b",".join(out)
+
+
+@frozen
+class Front:
+    """
+    How the front of one owner and type's listing has changed (see
+    L{Dataset.shift_front}).
+
+    :ivar added: how many new items precede the generated ones, the newest
+        first.
+    :ivar cut: generated items with a lower index are deleted.
+    """
+
+    added: int = 0
+    cut: int = 0
+
+
+@frozen
+class Run:
+    """
+    The selected items of one owner and type, in listing order: first the
+    inserted items (C{head}), then the generated items of ranks C{lo} to
+    C{hi} among those whose slot is in C{mask} (or C{explicit}, when a
+    per-item condition applies).
+    """
+
+    owner: str
+    type: str
+    listing: _Listing = field(repr=False, eq=False)
+    head: list[int] = field(repr=False)
+    mask: tuple[int, ...] = field(repr=False)
+    lo: int
+    hi: int
+    explicit: list[int] | None = field(repr=False)
+
+    def __len__(self) -> int:
+        """
+        Return how many items the run selects.
+        """
+        body = self.hi - self.lo if self.explicit is None else len(self.explicit)
+        return len(self.head) + body
+
+    def indexes(self, start: int, stop: int) -> Sequence[int]:
+        """
+        Return the item indexes at positions C{start} to C{stop} (exclusive)
+        of the run.
+        """
+        h = len(self.head)
+        out: list[int] = self.head[start:stop] if start < h else []
+        a, b = max(start - h, 0), max(stop - h, 0)
+        if a >= b:
+            return out
+        if self.explicit is not None:
+            rest: Sequence[int] = self.explicit[a:b]
+        else:
+            rest = self.listing.indexes(self.mask, self.lo + a, min(self.lo + b, self.hi))
+        if not out:
+            return rest
+        out.extend(rest)
+        return out
+
+    def typed(self, start: int, stop: int, tags: bool) -> bytes:
+        """
+        Return positions C{start} to C{stop} in the v2 per-type form.
+        """
+        return self.listing.typed_at(self.indexes(start, stop), tags)
+
+    def generic(self, start: int, stop: int) -> bytes:
+        """
+        Return positions C{start} to C{stop} in the v2 generic form.
+        """
+        return self.listing.generic_at(self.indexes(start, stop))
+
+    def v3(self, start: int, stop: int, tags: bool, assess: bool) -> bytes:
+        """
+        Return positions C{start} to C{stop} in the v3 form.
+        """
+        return self.listing.v3(self.indexes(start, stop), tags, assess)
+
+
+def page_runs(runs: Sequence[Run], start: int, stop: int) -> list[tuple[Run, int, int]]:
+    """
+    Return C{(run, from, to)} for the parts of the concatenation of C{runs}
+    at positions C{start} to C{stop}.
+    """
+    parts = []
+    offset = 0
+    for run in runs:
+        n = len(run)
+        lo, hi = max(start - offset, 0), min(stop - offset, n)
+        if lo < hi:
+            parts.append((run, lo, hi))
+        offset += n
+        if offset >= stop:
+            break
+    return parts
 
 
 _LINK_PAGES: Final = (
