@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_tc_client -*-
 """
 Test helpers for the ThreatConnect side: a scripted ThreatConnect resource
-that records the raw request target of every request and checks its
-signature, a tiny paging ThreatConnect over in-memory data, and C{result_of}.
+that records the raw request target (and headers) of every request, answers
+with scripted statuses, headers, hangs, stalled or cut bodies, and checks
+signatures; a tiny paging ThreatConnect over in-memory data; and
+L{make_client}, a client over all that on a L{Clock}.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.retry import RetryPolicy
 from tcbridge.threatconnect.signing import authorization
 
 T = TypeVar("T")
@@ -25,6 +28,9 @@ T = TypeVar("T")
 API_KEY = "12345678901234567890"
 SECRET = "example-secret-key"
 NOW = 1513703787
+
+#: A policy that never retries, for tests of a single exchange.
+NO_RETRY = RetryPolicy(attempts=1)
 
 
 @frozen
@@ -36,6 +42,12 @@ class Reply:
     :ivar stall_body: send the headers with a C{Content-Length} bigger than
         C{body}, write C{body}, then wait forever.
     :ivar cut_body: like C{stall_body}, but then close the connection.
+    :ivar headers: extra response headers, e.g. C{("Retry-After", "30")};
+        a value of C{None} removes the header (C{("Date", None)} removes the
+        C{Date} twisted.web adds).
+    :ivar close_delimited: answer in raw HTTP/1.1 with neither
+        C{Content-Length} nor chunking, write C{body} and close: the client
+        cannot tell a complete body from a cut one.
     """
 
     status: int = 200
@@ -44,6 +56,8 @@ class Reply:
     hang: bool = False
     stall_body: bool = False
     cut_body: bool = False
+    headers: tuple[tuple[str, str | None], ...] = ()
+    close_delimited: bool = False
 
 
 def json_reply(doc: Any, status: int = 200) -> Reply:
@@ -108,9 +122,25 @@ class ScriptedTC(Resource):
         if reply.hang:
             self.pending.append(request)
             return NOT_DONE_YET
+        if reply.close_delimited:
+            assert request.channel is not None
+            transport = request.channel.transport
+            assert transport is not None
+            transport.write(
+                b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\n\r\n" % reply.status
+                + reply.body
+            )
+            transport.loseConnection()
+            self.pending.append(request)
+            return NOT_DONE_YET
         request.setResponseCode(reply.status)
         if reply.content_type:
             request.setHeader(b"content-type", reply.content_type.encode("ascii"))
+        for name, value in reply.headers:
+            if value is None:
+                request.responseHeaders.removeHeader(name.encode("ascii"))
+            else:
+                request.setHeader(name.encode("ascii"), value.encode("latin-1"))
         if reply.stall_body or reply.cut_body:
             request.setHeader(b"content-length", str(len(reply.body) + 100).encode())
             request.write(reply.body)
@@ -197,10 +227,15 @@ def make_client(
     base_url: str = "https://app.threatconnect.com/api",
     timeout: float = 30.0,
     now: float = NOW,
+    retry: RetryPolicy | None = None,
+    random: Callable[[], float] = lambda: 0.5,
 ) -> tuple[ThreatConnectClient, ScriptedTC, Clock, Any]:
     """
     A client over C{StubTreq} over a L{ScriptedTC}, with a L{Clock} at C{now}.
 
+    :param retry: the client's retry policy (default: L{RetryPolicy}()).
+    :param random: the jitter source (default: always 0.5, so the backoff
+        waits are 0.5, 1, 2, 4 ... seconds).
     :return: the client, the resource, the clock and the StubTreq.
     """
     from treq.testing import StubTreq
@@ -209,5 +244,14 @@ def make_client(
     stub = StubTreq(resource)
     clock = Clock()
     clock.advance(now)
-    client = ThreatConnectClient(stub, clock, base_url, API_KEY, SECRET, timeout=timeout)
+    client = ThreatConnectClient(
+        stub,
+        clock,
+        base_url,
+        API_KEY,
+        SECRET,
+        timeout=timeout,
+        retry=retry if retry is not None else RetryPolicy(),
+        random=random,
+    )
     return client, resource, clock, stub

@@ -3,7 +3,9 @@
 Tests for L{tcbridge.threatconnect.client}: signing what is sent, error
 mapping, timeouts on the injected clock, and secrets kept out of errors and
 logs.  Everything runs over C{StubTreq} and a L{Clock}, except two loopback
-tests that prove the same on a real socket.
+tests that prove the same on a real socket.  Most tests here look at a
+single exchange (L{NO_RETRY}); retries are tested in L{tests.test_tc_retry}
+and hints in L{tests.test_tc_diagnosis}.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from tcbridge.threatconnect.errors import (
     RequestTimeout,
     ResponseError,
     ThreatConnectError,
+    TruncatedResponseError,
 )
 from tests.helpers import failure_of, result_of
 from tests.helpers_tc import (
     API_KEY,
+    NO_RETRY,
     NOW,
     SECRET,
     Reply,
@@ -165,7 +169,7 @@ def test_requests_counted() -> None:
     The client counts every request it sends, failed ones included.
     """
     client, _, _, _ = make_client(
-        in_order(success(OWNERS), json_reply({"status": "Failure", "message": "x"}, 500))
+        in_order(success(OWNERS), json_reply({"status": "Failure", "message": "x"}, 404))
     )
     assert client.requests == 0
     result_of(get(client, "/v2/owners"))
@@ -193,8 +197,10 @@ def test_401_v2_message() -> None:
     """
     client, _, _, _ = make_client(
         always(
-            json_reply(
-                {"status": "Failure", "message": "Timestamp out of acceptable time range"}, 401
+            Reply(
+                401,
+                b'{"status":"Failure","message":"Timestamp out of acceptable time range"}',
+                headers=(("Date", "Tue, 19 Dec 2017 17:31:39 GMT"),),  # NOW + 912
             )
         )
     )
@@ -204,7 +210,9 @@ def test_401_v2_message() -> None:
     assert err.message == "Timestamp out of acceptable time range"
     assert err.target == "/api/v2/owners"
     assert str(err) == (
-        "ThreatConnect refused GET /api/v2/owners: HTTP 401: Timestamp out of acceptable time range"
+        "ThreatConnect refused GET /api/v2/owners: HTTP 401: Timestamp out of acceptable "
+        "time range. This host's clock is 912 seconds behind ThreatConnect; set the system "
+        "clock (NTP)."
     )
 
 
@@ -262,7 +270,8 @@ def test_500_v2_message() -> None:
     A 5xx with a JSON error body is an ApiError with ThreatConnect's text.
     """
     client, _, _, _ = make_client(
-        always(json_reply({"status": "Failure", "message": "Internal error"}, 500))
+        always(json_reply({"status": "Failure", "message": "Internal error"}, 500)),
+        retry=NO_RETRY,
     )
     err = error_of(client)
     assert type(err) is ApiError
@@ -289,13 +298,14 @@ def test_html_502() -> None:
         b"\n\n<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
         b"<body><center><h1>502 Bad Gateway</h1></center><hr>nginx</body></html>"
     )
-    client, _, _, _ = make_client(always(Reply(502, body, "text/html")))
+    client, _, _, _ = make_client(always(Reply(502, body, "text/html")), retry=NO_RETRY)
     err = error_of(client)
     assert isinstance(err, ApiError)
     assert err.status == 502
     assert err.message == "HTTP 502 Bad Gateway: 502 Bad Gateway"
     assert str(err) == (
-        "ThreatConnect refused GET /api/v2/owners: HTTP 502 Bad Gateway: 502 Bad Gateway"
+        "ThreatConnect refused GET /api/v2/owners: HTTP 502 Bad Gateway: 502 Bad Gateway. "
+        "ThreatConnect or a proxy in between is failing."
     )
 
 
@@ -303,7 +313,9 @@ def test_long_text_body_cut() -> None:
     """
     A long plain-text error body is cut to 200 characters on one line.
     """
-    client, _, _, _ = make_client(always(Reply(500, b"x" * 1000 + b"\nsecond", "text/plain")))
+    client, _, _, _ = make_client(
+        always(Reply(500, b"x" * 1000 + b"\nsecond", "text/plain")), retry=NO_RETRY
+    )
     err = error_of(client)
     line = err.message.split(": ", 1)[1]
     assert len(line) == 200
@@ -314,7 +326,7 @@ def test_empty_body_error() -> None:
     """
     An error status with an empty body says so.
     """
-    client, _, _, _ = make_client(always(Reply(503, b"", "")))
+    client, _, _, _ = make_client(always(Reply(503, b"", "")), retry=NO_RETRY)
     err = error_of(client)
     assert isinstance(err, ApiError)
     assert err.message == "HTTP 503 Service Unavailable: empty response body"
@@ -393,15 +405,20 @@ def test_html_success_first_line() -> None:
 def test_body_cut_mid_way() -> None:
     """
     A connection that closes before the announced body length arrives gives
-    a ResponseError saying the body was truncated.
+    a ResponseError saying how much of the body arrived.
     """
-    client, _, _, stub = make_client(always(Reply(200, b'{"status":', cut_body=True)))
+    client, _, _, stub = make_client(
+        always(Reply(200, b'{"status":', cut_body=True)), retry=NO_RETRY
+    )
     d = get(client, "/v2/owners")
     stub.flush()
     err = failure_of(d).value
-    assert isinstance(err, ResponseError)
-    assert "truncated" in err.message
-    assert "10 bytes" in err.message
+    assert isinstance(err, TruncatedResponseError)
+    assert err.message == "the response was cut off after 10 of 110 bytes"
+    assert str(err).startswith(
+        "ThreatConnect sent an unreadable response to GET /api/v2/owners: HTTP 200, but "
+        "the response was cut off after 10 of 110 bytes ("
+    )
 
 
 @pytest.mark.parametrize(
@@ -427,7 +444,7 @@ def test_connection_failures(exc: Exception, words: str) -> None:
             return fail(exc)
 
     client = ThreatConnectClient(
-        FailingHTTP(), Clock(), "https://tc.example:8443/api", API_KEY, SECRET
+        FailingHTTP(), Clock(), "https://tc.example:8443/api", API_KEY, SECRET, retry=NO_RETRY
     )
     err = error_of(client)
     assert isinstance(err, ConnectionFailed)
@@ -445,7 +462,9 @@ def test_timeout_on_clock() -> None:
     When ThreatConnect does not answer, the request fails with RequestTimeout
     once the injected clock passes the timeout, and leaves no timer behind.
     """
-    client, resource, clock, stub = make_client(always(Reply(hang=True)), timeout=30)
+    client, resource, clock, stub = make_client(
+        always(Reply(hang=True)), timeout=30, retry=NO_RETRY
+    )
     d = get(client, "/v2/owners")
     stub.flush()
     clock.advance(29.9)
@@ -467,7 +486,7 @@ def test_timeout_while_body_stalls() -> None:
     covers the whole request, not just the headers.
     """
     client, _, clock, stub = make_client(
-        always(Reply(200, b'{"status":', stall_body=True)), timeout=10
+        always(Reply(200, b'{"status":', stall_body=True)), timeout=10, retry=NO_RETRY
     )
     d = get(client, "/v2/owners")
     stub.flush()
@@ -519,7 +538,8 @@ def test_secret_never_shown() -> None:
                 json_reply({"status": "Failure", "message": "Access Denied"}, 401),
                 Reply(200, b"not json"),
                 Reply(hang=True),
-            )
+            ),
+            retry=NO_RETRY,
         )
         errors: list[str] = []
         result_of(get(client, "/v2/owners"))

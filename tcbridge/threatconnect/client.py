@@ -9,12 +9,19 @@ L{twisted.web.client.Agent} takes it, so the server sees precisely the bytes
 that were signed (C{%20}, C{+}, C{%2C}, C{(}, C{'} and even a stray C{%%} are
 left alone; a raw space or non-ASCII character is percent-encoded first and
 the encoded form is signed).
+
+Transient failures are retried on the injected clock (see
+L{tcbridge.threatconnect.retry} for the table and the backoff), each try
+signed afresh; the final error carries a hint from
+L{tcbridge.threatconnect.diagnosis} where tcbridge can tell what is wrong.
 """
 
 from __future__ import annotations
 
 import html
+import random
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -26,6 +33,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import URI, ResponseDone
@@ -33,6 +41,7 @@ from twisted.web.http import PotentialDataLoss
 
 from tcbridge.logs import bridge_observer
 
+from .diagnosis import EMPTY_ERROR_MESSAGE, diagnose
 from .errors import (
     ApiError,
     AuthError,
@@ -40,16 +49,17 @@ from .errors import (
     RequestTimeout,
     ResponseError,
     ThreatConnectError,
+    TLSVerificationError,
+    TruncatedResponseError,
 )
+from .retry import RETRY_AFTER_STATUSES, RetryPolicy, backoff, retry_after_seconds, retry_reason
 from .signing import authorization
 
 log = Logger(observer=bridge_observer)
 
 _MAX_LINE = 200
 _TAG = re.compile(r"<[^>]*>")
-_EMPTY_ERROR_MESSAGE = (
-    "ThreatConnect gave an empty error message (usually a wrong API key or secret key)"
-)
+_EMPTY_ERROR_MESSAGE = EMPTY_ERROR_MESSAGE
 
 
 class HTTPGetter(Protocol):
@@ -93,27 +103,82 @@ def _first_line(body: bytes) -> str:
     return ""
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """
+    The underlying exceptions of C{exc}: itself, or (for Twisted's wrappers
+    such as C{ResponseNeverReceived} and C{ResponseFailed}) the exceptions in
+    its C{reasons}, recursively.
+    """
+    reasons = getattr(exc, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        found: list[BaseException] = []
+        for reason in reasons:
+            value = reason.value if isinstance(reason, Failure) else reason
+            if isinstance(value, BaseException):
+                found += _leaves(value)
+        if found:
+            return found
+    return [exc]
+
+
+def _openssl_text(exc: BaseException) -> str | None:
+    """
+    The reason strings of an C{OpenSSL.SSL.Error} (a list of
+    C{(library, function, reason)} tuples), joined; C{None} for anything
+    else.
+    """
+    if not type(exc).__module__.startswith("OpenSSL"):
+        return None
+    parts: list[str] = []
+    for arg in exc.args:
+        if isinstance(arg, list):
+            for item in arg:
+                if isinstance(item, tuple) and item:
+                    parts.append(str(item[-1]))
+                else:
+                    parts.append(str(item))
+        elif arg:
+            parts.append(str(arg))
+    text = "; ".join(p for p in parts if p)
+    return text or None
+
+
 def _reason_text(exc: BaseException) -> str:
     """
     A short, single-line description of a transport error, unwrapping
     Twisted's wrapper exceptions (C{ResponseNeverReceived} and friends).
     """
-    reasons = getattr(exc, "reasons", None)
-    if isinstance(reasons, list) and reasons:
-        parts = []
-        for reason in reasons:
-            value = reason.value if isinstance(reason, Failure) else reason
-            if isinstance(value, BaseException):
-                parts.append(_reason_text(value))
-        if parts:
-            return "; ".join(parts)
-    text = " ".join(str(exc).split())
-    name = type(exc).__name__
-    if not text:
-        return name
+    parts = []
+    for leaf in _leaves(exc):
+        text = _openssl_text(leaf) or " ".join(str(leaf).split()) or type(leaf).__name__
+        if text not in parts:
+            parts.append(text)
+    text = "; ".join(parts)
     if len(text) > _MAX_LINE:
         text = text[: _MAX_LINE - 3] + "..."
     return text
+
+
+def _tls_verification_failure(exc: BaseException) -> str | None:
+    """
+    If C{exc} is, or wraps, a failure to verify the server's TLS certificate,
+    the verification error in a few words; otherwise C{None}.
+
+    OpenSSL reports an untrusted chain (self-signed, unknown issuer,
+    expired) as C{OpenSSL.SSL.Error} with the reason C{"certificate verify
+    failed"} (a verify callback may add the detail, e.g. C{"certificate
+    verify failed: self-signed certificate"}); Twisted's host name check
+    fails with C{service_identity}'s C{VerificationError}.
+    """
+    for leaf in _leaves(exc):
+        text = _openssl_text(leaf)
+        if text is not None and "certificate verify failed" in text.lower():
+            return text
+        module = type(leaf).__module__
+        if module.startswith("service_identity") and "Error" in type(leaf).__name__:
+            detail = " ".join(str(leaf).split())
+            return f"certificate does not match the host name ({detail:.150})"
+    return None
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -121,26 +186,40 @@ def _is_cancellation(exc: BaseException) -> bool:
     Whether C{exc} is, or wraps, a cancellation (which is how treq's timeout
     shows up).
     """
-    if isinstance(exc, CancelledError | ierror.ConnectingCancelledError):
-        return True
-    reasons = getattr(exc, "reasons", None)
-    if isinstance(reasons, list):
-        for reason in reasons:
-            value = reason.value if isinstance(reason, Failure) else reason
-            if isinstance(value, BaseException) and _is_cancellation(value):
-                return True
-    return False
+    return any(
+        isinstance(leaf, CancelledError | ierror.ConnectingCancelledError) for leaf in _leaves(exc)
+    )
+
+
+def _header(response: Any, name: bytes) -> str | None:
+    """
+    The last value of header C{name} in C{response}, or C{None}.
+    """
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    values = headers.getRawHeaders(name)
+    if not values:
+        return None
+    value = values[-1]
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 class _BodyReader(TwistedProtocol):
     """
     Collect a response body into a L{Deferred}; cancelling the Deferred stops
     the transport, so a stalled body does not keep a connection forever.
+
+    :ivar received: bytes read so far.
+    :ivar close_delimited: the body ended when the connection closed and had
+        no length to check it against (Twisted's C{PotentialDataLoss}), so
+        it may be incomplete.
     """
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self.received = 0
+        self.close_delimited = False
         self.finished: Deferred[bytes] = Deferred(self._cancel)
 
     def _cancel(self, d: Deferred[bytes]) -> None:
@@ -156,24 +235,48 @@ class _BodyReader(TwistedProtocol):
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
+            self.close_delimited = reason.check(PotentialDataLoss) is not None
             self.finished.callback(b"".join(self._chunks))
         else:
             self.finished.errback(reason)
 
 
 @define
+class _Exchange:
+    """
+    What one try learnt, for the hint on the final error.
+
+    :ivar sent: the C{Timestamp} it was signed with.
+    :ivar date: the response's C{Date} header, if a response arrived.
+    """
+
+    sent: int | None = None
+    date: str | None = None
+
+
+@define
 class ThreatConnectClient:
     """
-    Signed GETs against one ThreatConnect API base URL.
+    Signed GETs against one ThreatConnect API base URL, retried on transient
+    failures.
 
     :ivar http: an L{HTTPGetter} (treq C{HTTPClient} or C{StubTreq}).
-    :ivar clock: the L{IReactorTime} for timestamps and timeouts.
+    :ivar clock: the L{IReactorTime} for timestamps, timeouts and the waits
+        between tries.
     :ivar base_url: e.g. C{https://app.threatconnect.com/api} (any trailing
         C{/} removed); its path prefix is part of every signed target.
     :ivar api_key: the Access ID.
     :ivar secret_key: the secret key; never shown in C{repr}, logs or errors.
-    :ivar timeout: seconds allowed for a whole request, headers and body.
-    :ivar requests: how many requests this client has sent.
+    :ivar timeout: seconds allowed for each try, headers and body.
+    :ivar retry: how many tries and how long to wait between them
+        (keyword-only).
+    :ivar random: a function returning a float in [0, 1) for the backoff's
+        jitter (keyword-only; injected so tests are deterministic).
+    :ivar requests: how many HTTP requests this client has sent (each try
+        counts).
+    :ivar status_counts: how each request ended: the HTTP status code when a
+        response arrived, C{"timeout"} or C{"connection"} when none did,
+        C{"cancelled"} when the caller cancelled it first.
     """
 
     # An HTTPGetter: treq's HTTPClient or StubTreq.  Typed Any because
@@ -184,7 +287,10 @@ class ThreatConnectClient:
     api_key: str
     secret_key: str = field(repr=False)
     timeout: float = 30.0
+    retry: RetryPolicy = field(factory=RetryPolicy, kw_only=True)
+    _random: Callable[[], float] = field(default=random.random, kw_only=True, repr=False)
     requests: int = field(default=0, init=False)
+    status_counts: dict[int | str, int] = field(factory=dict, init=False)
 
     def url_for(self, target: str) -> str:
         """
@@ -214,21 +320,74 @@ class ThreatConnectClient:
         uri = URI.fromBytes(url.encode("ascii"))
         return f"{uri.host.decode('ascii', 'replace')}:{uri.port}"
 
+    def _count(self, outcome: int | str) -> None:
+        self.status_counts[outcome] = self.status_counts.get(outcome, 0) + 1
+
     async def get_json(self, target: str) -> Any:
         """
         GET C{target}, signed, and return the parsed JSON document.
+
+        Transient failures (see L{tcbridge.threatconnect.retry.retry_reason})
+        are tried again up to C{retry.attempts} tries in all, after a wait on
+        the clock: the C{Retry-After} ThreatConnect asked for on a 429 or
+        503, otherwise L{backoff}.  Each try is signed with a fresh
+        C{Timestamp}.  Cancelling the returned coroutine's Deferred during a
+        wait stops at once; no further request is sent.
 
         :param target: path and query relative to C{base_url}, starting with
             C{/}, already percent-encoded (e.g.
             C{/v2/indicators/hosts?owner=Common%20Community&resultStart=0}).
         :return: the parsed JSON (a dict whose C{status} is C{"Success"}).
-        :raise ThreatConnectError: one of its subclasses, for every failure.
+        :raise ThreatConnectError: one of its subclasses, for every failure:
+            the first final one, or the last transient one with
+            C{"(gave up after N attempts)"} added to its message.
         """
         url = self.url_for(target)
         wire = self._wire_target(url)
+        policy = self.retry
+        attempt = 1
+        while True:
+            exchange = _Exchange()
+            try:
+                return await self._attempt(url, wire, exchange)
+            except ThreatConnectError as e:
+                error = e
+            reason = retry_reason(error)
+            if reason is None or attempt >= policy.attempts:
+                error.gave_up(attempt)
+                if error.hint is None:
+                    error.set_hint(
+                        diagnose(error, sent=exchange.sent, date=exchange.date, retries=attempt - 1)
+                    )
+                raise error
+            if error.retry_after is not None:
+                wait = error.retry_after
+            else:
+                wait = backoff(policy, attempt, self._random())
+            attempt += 1
+            log.warn(
+                "GET {target} failed ({reason}); try {attempt} of {attempts} "
+                "in {wait:.2f} seconds: {error}",
+                target=wire,
+                reason=reason,
+                attempt=attempt,
+                attempts=policy.attempts,
+                wait=wait,
+                status=error.status,
+                error=str(error),
+            )
+            await deferLater(self._clock, wait, lambda: None)
+
+    async def _attempt(self, url: str, wire: str, exchange: _Exchange) -> Any:
+        """
+        One signed try: send, read, interpret.
+
+        :param exchange: filled in with what the hint may need.
+        """
         clock = self._clock
         start = clock.seconds()
-        headers = authorization(self.api_key, self.secret_key, wire, "GET", int(start))
+        exchange.sent = int(start)
+        headers = authorization(self.api_key, self.secret_key, wire, "GET", exchange.sent)
         headers["Accept"] = "application/json"
         self.requests += 1
         try:
@@ -244,6 +403,10 @@ class ThreatConnectClient:
             raise
         except Exception as e:
             mapped = self._transport_error(e, url, wire, start)
+            if mapped is None:
+                self._count("cancelled")
+            else:
+                self._count("timeout" if isinstance(mapped, RequestTimeout) else "connection")
             log.debug(
                 "GET {target} failed after {elapsed:.3f}s: {error}",
                 target=wire,
@@ -257,31 +420,50 @@ class ThreatConnectClient:
             raise mapped from e
 
         status = int(response.code)
+        self._count(status)
+        exchange.date = _header(response, b"date")
         phrase = response.phrase
         reason = phrase.decode("latin-1") if isinstance(phrase, bytes) else str(phrase or "")
-        body = await self._read_body(response, url, wire, start, status)
-        elapsed = clock.seconds() - start
-        log.debug(
-            "GET {target} -> HTTP {status} ({size} bytes) in {elapsed:.3f}s",
-            target=wire,
-            status=status,
-            size=len(body),
-            elapsed=elapsed,
-        )
-        return self._interpret(wire, status, reason, body)
+        try:
+            body, close_delimited = await self._read_body(response, wire, start, status)
+            elapsed = clock.seconds() - start
+            log.debug(
+                "GET {target} -> HTTP {status} ({size} bytes) in {elapsed:.3f}s",
+                target=wire,
+                status=status,
+                size=len(body),
+                elapsed=elapsed,
+            )
+            return self._interpret(wire, status, reason, body, close_delimited)
+        except ThreatConnectError as e:
+            if status in RETRY_AFTER_STATUSES:
+                e.retry_after = retry_after_seconds(
+                    _header(response, b"retry-after"),
+                    clock.seconds(),
+                    exchange.date,
+                    self.retry.retry_after_cap,
+                )
+            raise
 
     async def _read_body(
-        self, response: Any, url: str, wire: str, start: float, status: int
-    ) -> bytes:
+        self, response: Any, wire: str, start: float, status: int
+    ) -> tuple[bytes, bool]:
         """
         Read the whole body within what is left of the timeout.
+
+        :return: the body, and whether it was close-delimited (no length to
+            check it against, so possibly cut short).
+        :raise TruncatedResponseError: if the connection closed before the
+            announced length arrived.
         """
         reader = _BodyReader()
         response.deliverBody(reader)
         remaining = max(self.timeout - (self._clock.seconds() - start), 0.0)
         reader.finished.addTimeout(remaining, self._clock)
+        length = getattr(response, "length", None)
+        expected = length if isinstance(length, int) else None
         try:
-            return await reader.finished
+            body = await reader.finished
         except (CancelledError, DeferredTimeoutError) as e:
             if isinstance(e, DeferredTimeoutError):
                 raise RequestTimeout(
@@ -295,12 +477,22 @@ class ThreatConnectClient:
                 ) from e
             raise
         except Exception as e:
-            raise ResponseError(
-                f"response body truncated: the connection closed after "
-                f"{reader.received} bytes ({_reason_text(e)})",
-                status=status,
-                target=wire,
-            ) from e
+            raise self._cut_off(wire, status, reader.received, expected, _reason_text(e)) from e
+        if expected is not None and len(body) < expected:
+            raise self._cut_off(wire, status, len(body), expected, None)
+        return body, reader.close_delimited
+
+    @staticmethod
+    def _cut_off(
+        wire: str, status: int, received: int, expected: int | None, why: str | None
+    ) -> TruncatedResponseError:
+        """
+        The error for a body that ended early.
+        """
+        of = f" of {expected}" if expected is not None else ""
+        message = f"the response was cut off after {received}{of} bytes"
+        detail = f"HTTP {status}, but {message}" + (f" ({why})" if why else "")
+        return TruncatedResponseError(message, status=status, target=wire, detail=detail)
 
     def _transport_error(
         self, exc: BaseException, url: str, wire: str, start: float
@@ -318,14 +510,22 @@ class ThreatConnectClient:
         if _is_cancellation(exc):
             return None
         host = self._host(url)
+        tls = _tls_verification_failure(exc)
+        if tls is not None:
+            return TLSVerificationError(f"connection to {host} failed: TLS {tls}", target=wire)
         return ConnectionFailed(
             f"connection to {host} failed: {_reason_text(exc)}",
             target=wire,
         )
 
-    def _interpret(self, wire: str, status: int, reason: str, body: bytes) -> Any:
+    def _interpret(
+        self, wire: str, status: int, reason: str, body: bytes, close_delimited: bool = False
+    ) -> Any:
         """
         Turn a complete HTTP response into parsed JSON or a typed error.
+
+        :param close_delimited: the body ended with the connection and had no
+            length: if it is not valid JSON it was probably cut short.
         """
         ok = 200 <= status < 300
         parsed: Any = None
@@ -348,6 +548,8 @@ class ThreatConnectClient:
             raise error_class(message, status=status, target=wire)
 
         if parse_error is not None:
+            if close_delimited and body.strip():
+                raise self._cut_off(wire, status, len(body), None, "the connection closed mid-JSON")
             if not body.strip():
                 message = f"{head} with an empty body, expected JSON"
             elif parse_error.pos >= len(body.rstrip()):
