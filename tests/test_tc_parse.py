@@ -11,10 +11,15 @@ from typing import Any
 import pytest
 
 from tcbridge.threatconnect.parse import (
+    ParsedPage,
+    indicator_key,
+    is_inactive,
     parse_date,
     parse_generic,
+    parse_generic_page,
     parse_owners,
     parse_typed,
+    parse_typed_page,
     split_file_summary,
 )
 from tcbridge.threatconnect.records import Indicator
@@ -315,3 +320,187 @@ def test_owners() -> None:
     assert parse_owners(data["owner"]) == expected
     assert parse_owners(None) == []
     assert parse_owners({"data": {}}) == []
+
+
+def test_v3_item_shape() -> None:
+    """
+    A v3 item (type, summary, the per-type field, tags.data, Z dates,
+    decimal rating) gives the same record as its v2 form would.
+    """
+    item = {
+        "id": 27,
+        "ownerId": 1,
+        "ownerName": "Demo Organization",
+        "dateAdded": "2023-01-27T16:18:18Z",
+        "lastModified": "2023-01-27T16:19:33Z",
+        "type": "File",
+        "summary": "9D67E81C18101FC266057CD7851604B8",
+        "rating": 3.00,
+        "confidence": 74,
+        "description": "d",
+        "privateFlag": False,
+        "active": True,
+        "activeLocked": False,
+        "md5": "9D67E81C18101FC266057CD7851604B8",
+        "webLink": "https://app.threatconnect.com/#/details/indicators/27/overview",
+        "tags": {"data": [{"id": 11, "name": "Targeted Attack"}, {"id": 12, "name": "X"}]},
+    }
+    page = parse_generic_page([item], "tag", "")
+    assert page == ParsedPage(
+        [
+            Indicator(
+                source="tag",
+                owner="Demo Organization",
+                type="File",
+                id="27",
+                md5="9D67E81C18101FC266057CD7851604B8",
+                rating=3.0,
+                confidence=74,
+                last_modified=1674836373,
+                web_link="https://app.threatconnect.com/#/details/indicators/27/overview",
+                description="d",
+                tags=("Targeted Attack", "X"),
+            )
+        ]
+    )
+
+
+def test_v3_per_type_fields() -> None:
+    """
+    v3 Address and Host items give ip and host (from the summary, or the
+    per-type field when there is no summary); boolean dnsActive is ignored.
+    """
+    items = [
+        {"type": "Address", "summary": "10.0.0.1", "ip": "10.0.0.1"},
+        {"type": "Address", "ip": "2001:db8::1"},
+        {"type": "Host", "hostName": "h.example", "dnsActive": True, "whoisActive": False},
+        {"type": "File", "sha1": SHA1, "sha256": SHA256, "summary": f"{SHA1} : {SHA256}"},
+    ]
+    page = parse_generic_page(items, "s", "o")
+    a1, a2, h, f = page.indicators
+    assert (a1.ip, a2.ip, h.host) == ("10.0.0.1", "2001:db8::1", "h.example")
+    assert (f.md5, f.sha1, f.sha256) == (None, SHA1, SHA256)
+    assert (page.skipped, page.inactive) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("summary", "hashes"),
+    [
+        (MD5, (MD5, None, None)),
+        (SHA1, (None, SHA1, None)),
+        (SHA256, (None, None, SHA256)),
+        (f"{MD5} : {SHA1}", (MD5, SHA1, None)),
+        (f"{MD5} : {SHA256}", (MD5, None, SHA256)),
+        (f"{SHA1} : {SHA256}", (None, SHA1, SHA256)),
+        (f"{MD5} : {SHA1} : {SHA256}", (MD5, SHA1, SHA256)),
+    ],
+)
+def test_generic_file_every_hash_subset(summary: str, hashes: tuple[Any, ...]) -> None:
+    """
+    A generic File summary with any subset of md5, sha1, sha256 gives
+    exactly those hashes.
+    """
+    [ind], _ = parse_generic([{"type": "File", "summary": summary}], "s", "o")
+    assert (ind.md5, ind.sha1, ind.sha256) == hashes
+
+
+def test_single_item_owner_object_generic() -> None:
+    """
+    A single-item answer names its owner as owner:{id,name,type} instead of
+    ownerName, in the generic and v3 shapes too.
+    """
+    item = {
+        "id": "54321",
+        "type": "Host",
+        "summary": "a.example",
+        "owner": {"id": 2, "name": "Common Community", "type": "Community"},
+    }
+    [ind] = parse_generic_page([item], "s", "fallback").indicators
+    assert (ind.owner, ind.id) == ("Common Community", "54321")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2014-08-11T23:12:36",
+        "2014-08-11T23:12:36Z",
+        "2014-08-11T19:12:36-04:00",
+        "2014-08-12T01:12:36+02:00",
+    ],
+)
+def test_dates_every_zone_form_generic(value: str) -> None:
+    """
+    No zone (read as UTC), Z and offsets all give the same instant in the
+    generic and v3 shapes.
+    """
+    [ind] = parse_generic_page(
+        [{"type": "Host", "summary": "h", "lastModified": value}], "s", "o"
+    ).indicators
+    assert ind.last_modified == 1407798756
+
+
+def test_rating_confidence_missing_generic() -> None:
+    """
+    Items without rating or confidence give None for them, never 0.
+    """
+    [ind] = parse_generic_page([{"type": "Host", "summary": "h"}], "s", "o").indicators
+    assert (ind.rating, ind.confidence) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("flag", "inactive"),
+    [
+        (False, True),
+        ("false", True),
+        (" FALSE ", True),
+        (True, False),
+        ("true", False),
+        (None, False),
+    ],
+)
+def test_is_inactive(flag: Any, inactive: bool) -> None:
+    """
+    Only an explicit false (boolean or string) marks an item inactive.
+    """
+    item = {} if flag is None else {"active": flag}
+    assert is_inactive(item) is inactive
+
+
+def test_inactive_left_out_and_counted() -> None:
+    """
+    Inactive items are left out and counted as inactive, not as skipped, in
+    the per-type, generic and v3 shapes; with active_only=False they are kept.
+    """
+    typed = [{"hostName": "a", "active": False}, {"hostName": "b"}, "junk"]
+    page = parse_typed_page("host", typed, "s", "o")
+    assert ([i.host for i in page.indicators], page.skipped, page.inactive) == (["b"], 1, 1)
+    assert parse_typed("host", typed, "s", "o")[1] == 1
+    generic = [
+        {"type": "Host", "summary": "a", "active": False},
+        {"type": "Host", "summary": "b", "active": True},
+        {"type": "Host"},
+    ]
+    page = parse_generic_page(generic, "s", "o")
+    assert ([i.host for i in page.indicators], page.skipped, page.inactive) == (["b"], 1, 1)
+    page = parse_generic_page(generic, "s", "o", active_only=False)
+    assert ([i.host for i in page.indicators], page.inactive) == (["a", "b"], 0)
+
+
+def test_indicator_key() -> None:
+    """
+    Indicators are identified by owner, type and value (a File by its
+    tuple of hashes; other types by id), not by the source label or rating.
+    """
+    a = Indicator(source="s1", owner="O", type="Host", host="h", rating=1.0)
+    b = Indicator(source="s2", owner="O", type="Host", host="h", rating=5.0, id="9")
+    assert indicator_key(a) == indicator_key(b)
+    assert indicator_key(a) != indicator_key(
+        Indicator(source="s", owner="P", type="Host", host="h")
+    )
+    f1 = Indicator(source="s", owner="O", type="File", md5=MD5)
+    f2 = Indicator(source="s", owner="O", type="File", md5=MD5, sha256=SHA256)
+    assert indicator_key(f1) != indicator_key(f2)
+    url = Indicator(source="s", owner="O", type="URL", id="4")
+    assert indicator_key(url) is not None
+    assert indicator_key(Indicator(source="s", owner="O", type="URL")) is None
+    assert len(indicator_key(a) or b"") == 16

@@ -10,10 +10,17 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.logger import LogLevel, capturedLogs
 
 from tcbridge.config import Source
-from tcbridge.threatconnect.errors import AuthError, ResponseError
-from tcbridge.threatconnect.pull import list_owners, paged_target, pull_source
+from tcbridge.threatconnect.errors import ApiError, AuthError, ResponseError
+from tcbridge.threatconnect.pull import (
+    MAX_RESTARTS,
+    PullOptions,
+    list_owners,
+    paged_target,
+    pull_source,
+)
 from tcbridge.threatconnect.records import Indicator, SourcePull
 from tests.helpers import failure_of, result_of
 from tests.helpers_tc import (
@@ -24,6 +31,7 @@ from tests.helpers_tc import (
     make_client,
     success,
 )
+from tests.helpers_v3 import V3TC, changing
 
 ALL_TYPES = frozenset({"File", "Address", "Host"})
 CC = "Common Community"
@@ -244,7 +252,7 @@ def test_result_count_not_relied_on() -> None:
     client, resource, _, _ = make_client(
         in_order(
             success({"resultCount": 1, "host": hosts(2)}),
-            success({"host": hosts(1)}),
+            success({"host": [{"hostName": "h2.example"}]}),
         )
     )
     pages: list[list[Indicator]] = []
@@ -291,12 +299,14 @@ def test_bad_envelope(doc: dict[str, Any], words: str) -> None:
 def test_error_propagates_after_pages() -> None:
     """
     An error part-way through fails the whole pull (the caller keeps the old
-    feed); pages already handed on were delivered once each.
+    feed); pages already handed on were delivered once each.  A 403 for an
+    owner the API user can see keeps ThreatConnect's own message.
     """
     client, _, _, _ = make_client(
         in_order(
             success({"file": files(1)}),
             json_reply({"status": "Failure", "message": "Access Denied"}, 403),
+            success({"owner": [{"name": CC}]}),
         )
     )
     pages: list[list[Indicator]] = []
@@ -305,6 +315,7 @@ def test_error_propagates_after_pages() -> None:
     )
     err = failure_of(d).value
     assert isinstance(err, AuthError)
+    assert err.message == "Access Denied"
     assert err.target.startswith("/api/v2/indicators/addresses?")
     assert [len(p) for p in pages] == [1]
 
@@ -317,3 +328,468 @@ def test_skipped_counted() -> None:
     result, pages, _ = pull(tc, Source(CC, "owner", CC), frozenset({"Host"}), page_size=10)
     assert (result.indicators, result.skipped) == (1, 2)
     assert [i.host for i in pages[0]] == ["ok"]
+
+
+def pull_with(
+    handler: Any, source: Source, options: PullOptions
+) -> tuple[SourcePull, list[list[Indicator]], ScriptedTC]:
+    """
+    Pull C{source} with L{PullOptions} (the new call form).
+    """
+    client, resource, _, _ = make_client(handler)
+    pages: list[list[Indicator]] = []
+    d = defer.ensureDeferred(pull_source(client, source, options, pages.append))
+    return result_of(d), pages, resource
+
+
+def test_pull_options_defaults_and_checks() -> None:
+    """
+    PullOptions defaults to v2, 10000 a page, File/Address/Host, active
+    only, an overlap of 100; nonsense values are refused.
+    """
+    options = PullOptions()
+    assert (options.api_version, options.page_size, options.types) == (
+        "v2",
+        10000,
+        frozenset({"File", "Address", "Host"}),
+    )
+    assert (options.min_rating, options.active_only, options.overlap) == (None, True, 100)
+    assert options.effective_overlap == 100
+    assert PullOptions(page_size=40).effective_overlap == 10
+    assert PullOptions(types=["Host"]).types == frozenset({"Host"})
+    for bad in (
+        {"api_version": "v4"},
+        {"page_size": 0},
+        {"overlap": -1},
+        {"min_rating": float("nan")},
+    ):
+        with pytest.raises(ValueError):
+            PullOptions(**bad)
+    with pytest.raises(TypeError):
+        PullOptions(types="Host")
+
+
+def test_options_form_same_as_old_form() -> None:
+    """
+    pull_source(client, source, PullOptions(...), on_page) sends the same
+    requests as the older pull_source(client, source, types, on_page,
+    page_size); giving page_size beside PullOptions is refused.
+    """
+    tc = PagingTC(owners={CC: {"file": files(5)}})
+    old, old_pages, old_seen = pull(tc, Source(CC, "owner", CC), frozenset({"File"}), 2)
+    new, new_pages, new_seen = pull_with(
+        tc, Source(CC, "owner", CC), PullOptions(types=frozenset({"File"}), page_size=2)
+    )
+    assert old == new
+    assert old_pages == new_pages
+    assert [s.uri for s in old_seen.seen] == [s.uri for s in new_seen.seen]
+    client, _, _, _ = make_client(tc)
+    d = defer.ensureDeferred(
+        pull_source(client, Source(CC, "owner", CC), PullOptions(), lambda p: None, 5)
+    )
+    assert failure_of(d).check(TypeError)
+
+
+def test_v2_inactive_skipped_and_counted() -> None:
+    """
+    v2 items marked "active": false (boolean or string) are left out and
+    counted as inactive, not as unreadable; items without the flag are kept.
+    """
+    items = [
+        {"hostName": "a.example", "active": True},
+        {"hostName": "b.example", "active": False},
+        {"hostName": "c.example", "active": "false"},
+        {"hostName": "d.example"},
+        {"id": 9},
+    ]
+    tc = PagingTC(owners={CC: {"host": items}})
+    result, pages, _ = pull(tc, Source(CC, "owner", CC), frozenset({"Host"}), page_size=10)
+    assert [i.host for i in pages[0]] == ["a.example", "d.example"]
+    assert (result.indicators, result.skipped, result.inactive) == (2, 1, 2)
+    result, pages, _ = pull_with(
+        tc,
+        Source(CC, "owner", CC),
+        PullOptions(types=frozenset({"Host"}), page_size=10, active_only=False),
+    )
+    assert (result.indicators, result.inactive) == (4, 0)
+
+
+# -- offset paging over data that changes between pages -----------------------
+
+OVERLAP = PullOptions(types=frozenset({"Host"}), page_size=8, overlap=2)
+
+
+def host_items(numbers: Any) -> list[dict[str, Any]]:
+    """
+    v2 Host items C{h<n>.example} for each C{n}.
+    """
+    return [{"id": n, "hostName": f"h{n}.example"} for n in numbers]
+
+
+def delivered(pages: list[list[Indicator]]) -> list[str]:
+    """
+    Every host handed on, in order.
+    """
+    return [i.host or "" for p in pages for i in p]
+
+
+def test_v2_overlap_targets() -> None:
+    """
+    With an overlap of 2 and pages of 8, each page after a full one starts 2
+    items before its end (0, 6, 12, 18); unchanged data is delivered once,
+    in order, and the overlap is not counted as duplicates.
+    """
+    tc = PagingTC(owners={CC: {"host": host_items(range(20))}})
+    result, pages, resource = pull_with(tc, Source(CC, "owner", CC), OVERLAP)
+    starts = [s.uri.split("resultStart=")[1].split("&")[0] for s in resource.seen]
+    assert starts == ["0", "6", "12", "18"]
+    assert delivered(pages) == [f"h{n}.example" for n in range(20)]
+    assert (result.indicators, result.duplicates, result.restarts, result.pages) == (20, 0, 0, 4)
+
+
+def test_v2_insertions_at_front_not_duplicated() -> None:
+    """
+    Indicators added in front between pages (fewer than the overlap, or
+    more) push already-read ones onto the next page: none reaches the feed
+    twice.
+    """
+    for inserted in (1, 5):
+        data = host_items(range(20))
+        tc = PagingTC(owners={CC: {"host": data}})
+
+        def change(n: int, data: list[Any] = data, inserted: int = inserted) -> None:
+            if n == 1:
+                data[0:0] = host_items(range(100, 100 + inserted))
+
+        result, pages, _ = pull_with(changing(tc, change), Source(CC, "owner", CC), OVERLAP)
+        hosts_out = delivered(pages)
+        assert len(hosts_out) == len(set(hosts_out))
+        assert set(hosts_out) >= {f"h{n}.example" for n in range(20)}
+        assert result.restarts == 0
+        assert result.indicators == len(hosts_out)
+
+
+def test_v2_deletions_within_overlap_lose_nothing() -> None:
+    """
+    Up to the overlap's worth of indicators deleted in front between pages
+    loses none of the others, and nothing is read twice.  Fewer than the
+    overlap is seen to be safe from the overlap itself; exactly the overlap
+    cannot be told apart from more, so that listing is read again.
+    """
+    for deleted in (1, 2):
+        data = host_items(range(20))
+        tc = PagingTC(owners={CC: {"host": data}})
+
+        def change(n: int, data: list[Any] = data, deleted: int = deleted) -> None:
+            if n == 1:
+                del data[0:deleted]
+
+        result, pages, _ = pull_with(changing(tc, change), Source(CC, "owner", CC), OVERLAP)
+        hosts_out = delivered(pages)
+        assert sorted(hosts_out) == sorted(f"h{n}.example" for n in range(20))
+        assert len(hosts_out) == len(set(hosts_out))
+        assert result.restarts == (0 if deleted < 2 else 1)
+
+
+def test_v2_deletions_beyond_overlap_restart() -> None:
+    """
+    When more indicators vanish in front than the overlap covers, the
+    listing is read again from the start (once here, with a warning), and
+    every indicator still there is delivered exactly once.
+    """
+    data = host_items(range(20))
+    tc = PagingTC(owners={CC: {"host": data}})
+
+    def change(n: int) -> None:
+        if n == 1:
+            del data[0:3]
+
+    with capturedLogs() as events:
+        result, pages, resource = pull_with(changing(tc, change), Source(CC, "owner", CC), OVERLAP)
+    hosts_out = delivered(pages)
+    assert len(hosts_out) == len(set(hosts_out))
+    assert set(hosts_out) == {f"h{n}.example" for n in range(20)}
+    assert result.restarts == 1
+    [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert (warning["listing"], warning["restart"]) == ("Common Community Host", 1)
+    assert result.duplicates == 0
+    starts = [s.uri.split("resultStart=")[1].split("&")[0] for s in resource.seen]
+    assert starts[:3] == ["0", "6", "0"]
+
+
+def test_v2_changing_too_much_fails() -> None:
+    """
+    If the listing keeps losing more than the overlap between pages, it is
+    read again at most twice, then the pull fails saying which listing
+    changed.
+    """
+    data = host_items(range(1000))
+    tc = PagingTC(owners={CC: {"host": data}})
+
+    def change(n: int) -> None:
+        del data[0:5]
+
+    client, resource, _, _ = make_client(changing(tc, change))
+    pages: list[list[Indicator]] = []
+    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), OVERLAP, pages.append))
+    err = failure_of(d).value
+    assert isinstance(err, ResponseError)
+    assert err.message == (
+        "the indicators of Common Community Host changed too much while being read; try again"
+    )
+    assert err.target.startswith("/api/v2/indicators/hosts?")
+    assert len(resource.seen) == 2 * (MAX_RESTARTS + 1)
+    out = delivered(pages)
+    assert len(out) == len(set(out))
+
+
+def test_v2_empty_page_after_full_page_restarts() -> None:
+    """
+    A page asked for with an overlap that comes back empty means at least
+    the overlap vanished: the listing is read again rather than trusted.
+    """
+    data = host_items(range(8))
+    tc = PagingTC(owners={CC: {"host": data}})
+
+    def change(n: int) -> None:
+        if n == 1:
+            del data[0:4]
+
+    result, pages, _ = pull_with(changing(tc, change), Source(CC, "owner", CC), OVERLAP)
+    assert result.restarts == 1
+    assert sorted(delivered(pages)) == sorted(f"h{n}.example" for n in range(8))
+
+
+def test_v3_overlap_rewrites_next_link() -> None:
+    """
+    v3 follows ThreatConnect's next link with every parameter kept and only
+    resultStart moved back by the overlap; deletions within the overlap lose
+    nothing, insertions duplicate nothing.
+    """
+    tql = 'ownerName EQ "Common Community" AND typeName IN ("Host") AND indicatorActive EQ true'
+    data = [_v3_host(n) for n in range(20)]
+    tc = V3TC(by_tql={tql: data})
+
+    def change(n: int) -> None:
+        if n == 1:
+            del data[0:1]
+        if n == 2:
+            data[0:0] = [_v3_host(n) for n in range(100, 103)]
+
+    options = PullOptions(api_version="v3", types=frozenset({"Host"}), page_size=8, overlap=2)
+    result, pages, resource = pull_with(changing(tc, change), Source(CC, "owner", CC), options)
+    out = delivered(pages)
+    assert len(out) == len(set(out))
+    assert set(out) >= {f"h{n}.example" for n in range(20)}
+    second = resource.seen[1].uri
+    first = resource.seen[0].uri
+    assert second == first.replace("resultStart=0", "resultStart=6")
+    assert result.restarts == 0
+
+
+def _v3_host(n: int, owner: str = CC, **extra: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": n,
+        "ownerName": owner,
+        "type": "Host",
+        "summary": f"h{n}.example",
+        "hostName": f"h{n}.example",
+        "active": True,
+    }
+    item.update(extra)
+    return item
+
+
+# -- v3 sources ------------------------------------------------------------------
+
+
+def test_v3_owner_source() -> None:
+    """
+    A v3 owner source is one TQL query over the wanted types, with the
+    minimum rating pushed into it, fields=tags, and the owner as the label;
+    inactive items that come anyway are left out and counted.
+    """
+    tql = (
+        'ownerName EQ "Common Community" AND typeName IN ("File","Host") '
+        "AND rating >= 2.5 AND indicatorActive EQ true"
+    )
+    items = [
+        _v3_host(1, tags={"data": [{"id": 11, "name": "Targeted Attack"}]}),
+        _v3_host(2, active=False),
+        {"id": "3", "ownerName": CC, "type": "File", "summary": "9D67E81C18101FC266057CD7851604B8"},
+    ]
+    tc = V3TC(by_tql={tql: items})
+    options = PullOptions(
+        api_version="v3", types=frozenset({"Host", "File"}), page_size=10, min_rating=2.5
+    )
+    result, pages, resource = pull_with(tc, Source(CC, "owner", CC), options)
+    [uri] = [s.uri for s in resource.seen]
+    assert uri.startswith("/api/v3/indicators?tql=ownerName%20EQ%20%22Common%20Community%22")
+    assert uri.endswith("&fields=tags&resultStart=0&resultLimit=10")
+    [[host, file]] = pages
+    assert (host.host, host.tags, host.source) == ("h1.example", ("Targeted Attack",), CC)
+    assert (file.md5, file.id) == ("9D67E81C18101FC266057CD7851604B8", "3")
+    assert result == SourcePull(CC, (CC,), 2, 0, 1, inactive=1)
+
+
+def test_v3_all_owners() -> None:
+    """
+    A v3 C{*} source lists owners through /v3/security/owners (following
+    its next links) and pulls each with its own TQL.
+    """
+    by_tql = {
+        f'ownerName EQ "{o}" AND typeName IN ("Host") AND indicatorActive EQ true': [
+            _v3_host(i, o) for i in range(n)
+        ]
+        for o, n in (("Org A", 3), ("Org B", 1))
+    }
+    tc = V3TC(by_tql=by_tql, owners=["Org A", "Org B", "Org C"])
+    options = PullOptions(api_version="v3", types=frozenset({"Host"}), page_size=2, overlap=0)
+    result, pages, resource = pull_with(tc, Source("*", "all", "*"), options)
+    uris = [s.uri for s in resource.seen]
+    assert uris[:2] == [
+        "/api/v3/security/owners?resultStart=0&resultLimit=2",
+        "/api/v3/security/owners?resultStart=2&resultLimit=2",
+    ]
+    assert result.owners == ("Org A", "Org B", "Org C")
+    assert result.indicators == 4
+    assert [[i.source for i in p] for p in pages] == [
+        ["Org A", "Org A"],
+        ["Org A"],
+        ["Org B"],
+        [],
+    ]
+    assert all(s.signature_ok() for s in resource.seen)
+
+
+def test_tql_source_as_written() -> None:
+    """
+    A tql: source is sent exactly as written (percent-encoded), with
+    fields=tags and paging; every type comes through, labelled with the tag.
+    """
+    query = 'typeName IN ("URL","Host") AND summary CONTAINS "a\\"b"'
+    items = [
+        {"id": 1, "type": "URL", "summary": "http://x.example/", "ownerName": "Org A"},
+        _v3_host(2, "Org B"),
+    ]
+    tc = V3TC(by_tql={query: items})
+    result, pages, resource = pull_with(
+        tc, Source("mytag", "tql", query), PullOptions(api_version="v2", page_size=5)
+    )
+    [seen] = resource.seen
+    assert seen.uri == (
+        "/api/v3/indicators?tql=typeName%20IN%20%28%22URL%22%2C%22Host%22%29%20AND%20summary"
+        "%20CONTAINS%20%22a%5C%22b%22&fields=tags&resultStart=0&resultLimit=5"
+    )
+    assert seen.signature_ok()
+    assert [(i.type, i.source, i.owner) for i in pages[0]] == [
+        ("URL", "mytag", "Org A"),
+        ("Host", "mytag", "Org B"),
+    ]
+    assert (result.source, result.owners, result.indicators) == ("mytag", (), 2)
+
+
+# -- unknown owners -------------------------------------------------------------
+
+
+def test_v2_unknown_owner_names_visible_owners() -> None:
+    """
+    When ThreatConnect refuses an owner (403) the API user cannot see, the
+    error says so and lists the owners it can see.
+    """
+    tc = PagingTC(owners={"Org A": {}, "Org B": {}})
+    client, resource, _, _ = make_client(tc)
+    d = defer.ensureDeferred(
+        pull_source(client, Source("Nope", "owner", "Nope"), OVERLAP, lambda p: None)
+    )
+    err = failure_of(d).value
+    assert isinstance(err, AuthError)
+    assert err.status == 403
+    assert err.message == ("owner 'Nope' is not visible to this API user; it can see: Org A, Org B")
+    assert err.target.startswith("/api/v2/indicators/hosts?owner=Nope&")
+    assert "The requested owner was not found" in str(err)
+    assert resource.seen[-1].uri.startswith("/api/v2/owners?")
+
+
+def test_v3_unknown_owner_names_visible_owners() -> None:
+    """
+    On v3 a 404 for an owner's indicators is explained from
+    /v3/security/owners.
+    """
+    tc = V3TC(owners=["Org A", "Common Community"], forbidden=404)
+    client, resource, _, _ = make_client(tc)
+    options = PullOptions(api_version="v3")
+    d = defer.ensureDeferred(
+        pull_source(client, Source("Org Z", "owner", "Org Z"), options, lambda p: None)
+    )
+    err = failure_of(d).value
+    assert isinstance(err, ApiError)
+    assert err.status == 404
+    assert err.message == (
+        "owner 'Org Z' is not visible to this API user; it can see: Org A, Common Community"
+    )
+    assert resource.seen[-1].uri.startswith("/api/v3/security/owners?")
+
+
+def test_unknown_owner_keeps_error_when_owner_list_fails() -> None:
+    """
+    If listing owners fails too, the original refusal is reported as is.
+    """
+    denied = json_reply({"status": "Failure", "message": "Access Denied"}, 403)
+    client, _, _, _ = make_client(in_order(denied, denied))
+    d = defer.ensureDeferred(
+        pull_source(client, Source("X", "owner", "X"), OVERLAP, lambda p: None)
+    )
+    err = failure_of(d).value
+    assert isinstance(err, AuthError)
+    assert err.message == "Access Denied"
+    assert err.target.startswith("/api/v2/indicators/hosts?owner=X&")
+
+
+def test_unknown_owner_other_status_untouched() -> None:
+    """
+    Errors other than 403/404 are not explained with the owner list.
+    """
+    client, resource, _, _ = make_client(
+        in_order(json_reply({"status": "Failure", "message": "bad"}, 400))
+    )
+    d = defer.ensureDeferred(
+        pull_source(client, Source("X", "owner", "X"), OVERLAP, lambda p: None)
+    )
+    err = failure_of(d).value
+    assert isinstance(err, ApiError)
+    assert err.message == "bad"
+    assert len(resource.seen) == 1
+
+
+def test_v3_owner_hidden_by_empty_answer() -> None:
+    """
+    On v3 a TQL naming an owner the API user cannot see just matches
+    nothing; an owner source that gets nothing at all checks the owners
+    and fails with the same message instead of publishing nothing.
+    """
+    tc = V3TC(owners=["Org A"])
+    options = PullOptions(api_version="v3")
+    client, resource, _, _ = make_client(tc)
+    d = defer.ensureDeferred(
+        pull_source(client, Source("Org Z", "owner", "Org Z"), options, lambda p: None)
+    )
+    err = failure_of(d).value
+    assert isinstance(err, AuthError)
+    assert err.message == "owner 'Org Z' is not visible to this API user; it can see: Org A"
+    assert err.target == resource.seen[0].uri
+
+
+def test_v3_empty_visible_owner_is_fine() -> None:
+    """
+    A visible owner with no indicators is an empty pull, not an error.
+    """
+    tc = V3TC(owners=["Org A"])
+    result, pages, resource = pull_with(
+        tc, Source("Org A", "owner", "Org A"), PullOptions(api_version="v3")
+    )
+    assert (result.indicators, pages) == (0, [[]])
+    assert [s.uri.split("?")[0] for s in resource.seen] == [
+        "/api/v3/indicators",
+        "/api/v3/security/owners",
+    ]

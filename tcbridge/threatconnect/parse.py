@@ -3,19 +3,45 @@
 Pure functions turning raw ThreatConnect JSON into L{Indicator} records.
 
 Nothing here raises on bad data: an item that is not an object, or that has
-no usable value, is skipped and counted.  Values are stripped of surrounding
-white space and otherwise passed on as sent; validating them is the feed
-side's job.
+no usable value, is skipped and counted.  An item ThreatConnect marks
+inactive (C{"active": false}) is left out and counted apart, as inactive.
+Values are stripped of surrounding white space and otherwise passed on as
+sent; validating them is the feed side's job.
+
+Shapes read: v2 per-type items (C{ip}, C{hostName}, C{md5}/C{sha1}/C{sha256}),
+v1/v2 generic items (C{type} + C{summary}, multi-hash File summaries in any
+subset), v3 items (both, with C{tags.data}), C{ownerName} or
+C{owner: {id, name, type}}, ids as numbers or strings, dates with no zone
+(UTC), C{Z} or an offset, rating and confidence possibly absent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from attrs import frozen
+
 from .records import Indicator
+
+
+@frozen
+class ParsedPage:
+    """
+    What one page of items gave.
+
+    :ivar indicators: the indicators read, in ThreatConnect's order.
+    :ivar skipped: items that could not be read as indicators.
+    :ivar inactive: items left out because ThreatConnect marks them inactive.
+    """
+
+    indicators: list[Indicator]
+    skipped: int = 0
+    inactive: int = 0
+
 
 #: v2 per-type list key ("apiEntity") -> (ThreatConnect type name, value fields)
 TYPED_ENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -105,6 +131,17 @@ def parse_date(value: Any) -> int | None:
     return int(when.timestamp())
 
 
+def is_inactive(item: dict[str, Any]) -> bool:
+    """
+    Whether an item says it is inactive: C{"active": false} (or the string
+    C{"false"}, as v2 sends some flags).  An item without C{active} is active.
+    """
+    active = item.get("active")
+    if active is False:
+        return True
+    return isinstance(active, str) and active.strip().lower() == "false"
+
+
 def _tags(item: dict[str, Any]) -> tuple[str, ...]:
     raw = item.get("tag")
     if raw is None:
@@ -153,13 +190,24 @@ def _items(items: Any) -> tuple[Iterable[Any], int]:
 
 def parse_typed(entity: str, items: Any, source: str, owner: str) -> tuple[list[Indicator], int]:
     """
+    L{parse_typed_page} as C{(indicators, skipped)}; inactive items are left
+    out and not counted.
+    """
+    page = parse_typed_page(entity, items, source, owner)
+    return page.indicators, page.skipped
+
+
+def parse_typed_page(
+    entity: str, items: Any, source: str, owner: str, *, active_only: bool = True
+) -> ParsedPage:
+    """
     Parse one v2 per-type page (C{data.file}, C{data.address}, C{data.host}).
 
     :param entity: the list key: C{"file"}, C{"address"} or C{"host"}.
     :param items: the JSON list under that key.
     :param source: L{Indicator.source} for every record.
     :param owner: the owner name to use where an item names none.
-    :return: the indicators, and how many items were skipped.
+    :param active_only: leave out (and count) items marked inactive.
     :raise ValueError: for an unknown C{entity} (a programming error).
     """
     try:
@@ -167,10 +215,14 @@ def parse_typed(entity: str, items: Any, source: str, owner: str) -> tuple[list[
     except KeyError:
         raise ValueError(f"unknown ThreatConnect entity {entity!r}") from None
     walk, skipped = _items(items)
+    inactive = 0
     out: list[Indicator] = []
     for item in walk:
         if not isinstance(item, dict):
             skipped += 1
+            continue
+        if active_only and is_inactive(item):
+            inactive += 1
             continue
         values = {name: _text(item.get(name)) for name in fields}
         if all(v is None for v in values.values()):
@@ -191,7 +243,7 @@ def parse_typed(entity: str, items: Any, source: str, owner: str) -> tuple[list[
             out.append(Indicator(type="Address", ip=values["ip"], **common))
         else:
             out.append(Indicator(type="Host", host=values["hostName"], **common))
-    return out, skipped
+    return ParsedPage(out, skipped, inactive)
 
 
 def split_file_summary(summary: str) -> dict[str, str]:
@@ -213,20 +265,40 @@ def split_file_summary(summary: str) -> dict[str, str]:
 
 def parse_generic(items: Any, source: str, owner: str) -> tuple[list[Indicator], int]:
     """
-    Parse one v1/v2 C{/indicators} page (C{data.indicator}): items carry
-    C{type} and C{summary}.
+    L{parse_generic_page} as C{(indicators, skipped)}; inactive items are
+    left out and not counted.
+    """
+    page = parse_generic_page(items, source, owner)
+    return page.indicators, page.skipped
 
-    File summaries give md5/sha1/sha256; Address gives C{ip}; Host gives
-    C{host}.  Other types (URL, EmailAddress, ...) become an L{Indicator} of
-    that type with no values, so the feed side can count them as unsupported.
 
-    :return: the indicators, and how many items were skipped.
+def parse_generic_page(
+    items: Any, source: str, owner: str, *, active_only: bool = True
+) -> ParsedPage:
+    """
+    Parse one page of items that carry C{type}: a v1/v2 C{/indicators} page
+    (C{data.indicator}, C{type} and C{summary}) or a v3 C{/v3/indicators}
+    page (C{data}, C{type}, C{summary}, the per-type fields and
+    C{tags.data}).
+
+    File hashes come from C{md5}/C{sha1}/C{sha256} if any is there, else from
+    the summary (any subset of C{"md5 : sha1 : sha256"}); Address gives
+    C{ip} (summary, else C{ip}); Host gives C{host} (summary, else
+    C{hostName}).  Other types (URL, EmailAddress, ...) become an
+    L{Indicator} of that type with no values, so the feed side can count
+    them as unsupported.
+
+    :param active_only: leave out (and count) items marked inactive.
     """
     walk, skipped = _items(items)
+    inactive = 0
     out: list[Indicator] = []
     for item in walk:
         if not isinstance(item, dict):
             skipped += 1
+            continue
+        if active_only and is_inactive(item):
+            inactive += 1
             continue
         raw_type = _text(item.get("type"))
         if raw_type is None:
@@ -269,14 +341,36 @@ def parse_generic(items: Any, source: str, owner: str) -> tuple[list[Indicator],
             out.append(Indicator(type="Host", host=host, **common))
         else:
             out.append(Indicator(type=type_name, **common))
-    return out, skipped
+    return ParsedPage(out, skipped, inactive)
+
+
+def indicator_key(indicator: Indicator) -> bytes | None:
+    """
+    A small digest of (owner, type, value) that identifies an indicator
+    within one listing: the value is the tuple of hashes for a File, the
+    address or host name otherwise, and the id for other types.  C{None}
+    when there is nothing to identify it by (another type with no id).
+    """
+    if indicator.type == "File":
+        value = [indicator.md5 or "", indicator.sha1 or "", indicator.sha256 or ""]
+    elif indicator.type == "Address":
+        value = [indicator.ip or ""]
+    elif indicator.type == "Host":
+        value = [indicator.host or ""]
+    elif indicator.id:
+        value = ["#", indicator.id]
+    else:
+        return None
+    text = "\x1f".join([indicator.owner, indicator.type, *value])
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def parse_owners(data: Any) -> list[str]:
     """
     Owner names from a C{/v2/owners} answer: the whole document
     (C{{"status": ..., "data": {"owner": [...]}}}), its C{data} object, or the
-    C{owner} list itself.  Names are stripped; blanks, junk and repeats are
+    C{owner} list itself; or from a C{/v3/security/owners} answer (the whole
+    document, or its C{data} list).  Names are stripped; blanks, junk and repeats are
     dropped; ThreatConnect's order is kept.
     """
     if isinstance(data, dict) and "data" in data:

@@ -63,6 +63,12 @@ class SourcePull:
     :ivar skipped: records that could not be read as indicators (no value,
         unknown shape); they never reach the feed.
     :ivar pages: pages fetched.
+    :ivar inactive: items left out because ThreatConnect marks them inactive.
+    :ivar duplicates: indicators ThreatConnect sent twice within one listing
+        beyond the deliberate page overlap (the listing changed while it was
+        read); dropped, they reach the feed once.
+    :ivar restarts: listings read again from the start because more
+        indicators vanished between two pages than the overlap covers.
     """
 
     source: str
@@ -70,3 +76,6 @@ class SourcePull:
     indicators: int
     skipped: int
     pages: int
+    inactive: int = 0
+    duplicates: int = 0
+    restarts: int = 0
