@@ -33,6 +33,10 @@ class PullRow:
     Figures of one configured source in the last successful cycle.
 
     :ivar unreadable: records ThreatConnect sent that were not indicators.
+    :ivar inactive: inactive indicators left out.
+    :ivar duplicates: indicators ThreatConnect sent twice in one listing.
+    :ivar restarts: listings read again because they changed too much
+        between pages.
     """
 
     source: str
@@ -40,6 +44,9 @@ class PullRow:
     pages: int
     indicators: int
     unreadable: int
+    inactive: int = 0
+    duplicates: int = 0
+    restarts: int = 0
 
 
 @define

@@ -31,7 +31,7 @@ from tcbridge.status import PullRow, SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot, write_atomic
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
-from tcbridge.threatconnect.pull import pull_source
+from tcbridge.threatconnect.pull import PullOptions, pull_source
 from tcbridge.threatconnect.records import SourcePull
 
 T = TypeVar("T")
@@ -82,6 +82,21 @@ def feed_settings(config: Config) -> FeedSettings:
     )
 
 
+def pull_options(config: Config) -> PullOptions:
+    """
+    How to page through ThreatConnect for a configuration.  On v3 the
+    minimum rating goes into the TQL query (filtering on ThreatConnect's
+    side); the feed builder applies it again either way.
+    """
+    min_rating = config.min_score / 20 if config.score_source == "rating" else None
+    return PullOptions(
+        api_version=config.api_version,
+        page_size=config.page_size,
+        types=config.types,
+        min_rating=min_rating if min_rating else None,
+    )
+
+
 def describe_failure(failure: Failure) -> str:
     """
     One line for the page and the log: ThreatConnect's own words for an API
@@ -115,9 +130,11 @@ class SyncCycle:
     _clock: IReactorTime
     _run_heavy: RunHeavy = field(default=run_inline)
     _settings: FeedSettings = field(init=False)
+    _pull_options: PullOptions = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._settings = feed_settings(self._config)
+        self._pull_options = pull_options(self._config)
 
     async def run(self) -> Snapshot:
         """
@@ -182,13 +199,7 @@ class SyncCycle:
         builder = FeedBuilder(self._settings)
         pulls: list[SourcePull] = []
         for source in self._config.sources:
-            pull = await pull_source(
-                self._client,
-                source,
-                self._config.types,
-                builder.add,
-                page_size=self._config.page_size,
-            )
+            pull = await pull_source(self._client, source, self._pull_options, builder.add)
             self.log.info(
                 "Pulled {source}: {indicators} indicators in {pages} pages",
                 source=source.name,
@@ -238,6 +249,9 @@ class SyncCycle:
                 pages=p.pages,
                 indicators=p.indicators,
                 unreadable=p.skipped,
+                inactive=p.inactive,
+                duplicates=p.duplicates,
+                restarts=p.restarts,
             )
             for p in pulls
         )

@@ -26,6 +26,7 @@ from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync import RunHeavy, SyncCycle
 from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.retry import RetryPolicy
 
 DEMO_INDICATORS = 2000
 
@@ -89,6 +90,7 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         config.api_key,
         config.secret_key,
         timeout=config.request_timeout,
+        retry=RetryPolicy(attempts=config.max_attempts),
     )
     info = FeedInfo()
     store = FeedStore(

@@ -203,7 +203,7 @@ async def test_twistd_serves_feed_and_cache_survives_restart(
     server = await start_demo(reactor, count=500)
     port = _free_port()
     cache = tmp_path / "cache"
-    config = write_file("tc.conf", _config(server, port, str(cache)))
+    config = write_file("tc.conf", _config(server, port, str(cache), "max_attempts=1\n"))
     base = f"http://127.0.0.1:{port}"
     argv = [str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "tcbridge", "--config", config]
     first = _Process()

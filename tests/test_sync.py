@@ -78,7 +78,7 @@ class Harness:
         self.simulator = Simulator(generate(count), self.clock, {KEY: SECRET}, prefix="/api")
         self.stub = StubTreq(self.simulator.resource())
         self.client = ThreatConnectClient(
-            self.stub, self.clock, "https://tc.example/api", KEY, SECRET, timeout=30
+            self.stub, self.clock, "https://tc.example/api", KEY, SECRET, 30, random=lambda: 0.5
         )
         defaults: dict[str, Any] = {
             "path": "test.conf",
@@ -105,9 +105,10 @@ class Harness:
         fired: list[Any] = []
         d.addBoth(lambda r: (fired.append(True), r)[1])
         for _ in range(10_000):
+            self.stub.flush()
             if fired:
                 break
-            self.stub.flush()
+            self.clock.advance(1)  # retry back-off waits
         return d
 
     def run(self) -> defer.Deferred[Any]:
@@ -183,6 +184,7 @@ def test_failing_source_keeps_previous_feed() -> None:
     assert h.status.last_success == START
     assert h.status.last_error is not None
     assert "HTTP 500" in h.status.last_error
+    assert "gave up after 5 attempts" in h.status.last_error
     assert h.status.cycles_failed == 1
 
 
@@ -381,3 +383,101 @@ def test_sync_deadline_stops_a_hung_cycle() -> None:
         "the sync did not finish within 2 minutes (sync_deadline_minutes) and was stopped"
     )
     assert h.clock.getDelayedCalls() == []
+
+
+def _ioc_values(body: bytes) -> set[tuple[str, str]]:
+    doc = orjson.loads(body)
+    return {(kind, v) for r in doc["reports"] for kind, vs in r["iocs"].items() for v in vs}
+
+
+def test_v3_gives_the_same_iocs_as_v2() -> None:
+    """
+    api_version = v3 pulls /v3/indicators with a TQL query and next links,
+    and publishes the same IOCs as v2 over the same data.
+    """
+    v2 = Harness()
+    v3 = Harness(api_version="v3")
+    body2 = result_of(v2.run()).body
+    body3 = result_of(v3.run()).body
+    assert validate_bytes(body3) == []
+    assert _ioc_values(body3) == _ioc_values(body2)
+    paths = {r.target.split("?")[0] for r in v3.simulator.requests}
+    assert paths == {"/api/v3/security/owners", "/api/v3/indicators"}
+    assert any("tql=" in r.target for r in v3.simulator.requests)
+
+
+def test_tql_source_pulled_as_written() -> None:
+    """
+    A [sources] tag = tql:<query> entry is pulled through v3 as written, and
+    its IOCs are grouped under the tag.
+    """
+    h = Harness(sources=(Source("HostsOnly", "tql", 'typeName in ("Host")'),))
+    snapshot = result_of(h.run())
+    kinds = {kind for kind, _ in _ioc_values(snapshot.body)}
+    assert kinds == {"dns"}
+    assert {row.name for row in h.status.sources} == {"HostsOnly"}
+
+
+@pytest.mark.parametrize("api_version", ["v2", "v3"])
+@pytest.mark.parametrize("shift", [7, -7])
+def test_data_changing_between_pages_loses_and_duplicates_nothing(
+    api_version: str, shift: int
+) -> None:
+    """
+    When indicators appear or disappear at the front of a listing while it
+    is being paged, the feed still holds every indicator that was there when
+    the sync started, each once.
+    """
+    steady = Harness(count=3000, page_size=200, api_version=api_version)
+    expected = _ioc_values(result_of(steady.run()).body)
+    h = Harness(count=3000, page_size=200, api_version=api_version)
+    h.simulator.fault_next("changing", times=3, shift=shift)
+    snapshot = result_of(h.run())
+    assert _ioc_values(snapshot.body) == expected
+    # Each indicator reached the feed builder exactly once.
+    delivered = {row.name: row.indicators for row in h.status.sources}
+    assert delivered == {row.name: row.indicators for row in steady.status.sources}
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("500", {}),
+        ("502", {"body": b""}),
+        ("503", {"retry_after": 7}),
+        ("504", {}),
+        ("429", {"retry_after": 3}),
+        ("slow", {"delay": 45}),
+        ("truncated", {}),
+        ("reset", {}),
+    ],
+)
+def test_transient_faults_are_retried(kind: str, options: dict[str, Any]) -> None:
+    """
+    Each transient fault (server errors, rate limiting, a slow answer past
+    the request timeout, a cut-off body, a reset connection) is retried,
+    re-signed, and the sync publishes the complete feed.
+    """
+    expected = result_of(Harness().run()).body
+    h = Harness()
+    h.simulator.fault_next(kind, **options)
+    snapshot = result_of(h.run())
+    assert snapshot.body == expected
+    assert h.status.requests == len(h.simulator.requests)
+    first, second = h.simulator.requests[0], h.simulator.requests[1]
+    assert first.target == second.target
+    assert first.fault is not None and second.fault is None
+
+
+def test_html_page_instead_of_json_fails_the_cycle() -> None:
+    """
+    A 200 answer that is an HTML page (a captive proxy's login) is not
+    retried: the cycle fails with the page's first line, and the previous
+    feed stays.
+    """
+    h = Harness()
+    good = result_of(h.run())
+    h.simulator.fault_next("html")
+    failure_of(h.run())
+    assert h.store.current is good
+    assert h.status.last_error is not None and "HTTP 200" in h.status.last_error

@@ -182,12 +182,30 @@ def index_page(
     if status.sources or status.pulls:
         body.append(
             table(
-                ["Source", "Owners", "Pages", "Indicators read", "Unreadable records"],
                 [
-                    (p.source, ", ".join(p.owners), p.pages, p.indicators, p.unreadable)
+                    "Source",
+                    "Owners",
+                    "Pages",
+                    "Indicators read",
+                    "Unreadable records",
+                    "Inactive (left out)",
+                    "Sent twice",
+                    "Re-read (data changed)",
+                ],
+                [
+                    (
+                        p.source,
+                        ", ".join(p.owners),
+                        p.pages,
+                        p.indicators,
+                        p.unreadable,
+                        p.inactive,
+                        p.duplicates,
+                        p.restarts,
+                    )
                     for p in status.pulls
                 ],
-                numeric=(2, 3, 4),
+                numeric=(2, 3, 4, 5, 6, 7),
             )
         )
         body.append(
