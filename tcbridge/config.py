@@ -208,16 +208,50 @@ def mask(secret: str) -> str:
     return "(set, hidden)" if secret else "(not set)"
 
 
+def _split_userinfo(rest: str) -> tuple[str, str] | None:
+    """
+    Split the part of a URL after C{scheme://} into user information and the
+    rest, erring on the side of treating text as a secret.
+
+    A password with an unencoded C{/}, C{?} or C{#} ends the authority early
+    in a strict parse (C{http://u:pa/ss@host}); when the authority then looks
+    like C{name:not-a-port} and an C{@} follows, everything up to the last
+    C{@} is taken as user information.
+    """
+    end = len(rest)
+    for sep in "/?#":
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    at = rest.rfind("@", 0, end)
+    if at >= 0:
+        return rest[:at], rest[at + 1 :]
+    authority = rest[:end]
+    _, colon, after = authority.partition(":")
+    if colon and not after.isdigit() and "@" in rest[end:]:
+        at = rest.rfind("@")
+        return rest[:at], rest[at + 1 :]
+    return None
+
+
 def mask_url(url: str) -> str:
     """
-    A URL with any password replaced by C{***}, for pages and logs.
+    C{url} with any password replaced by C{***}, for pages and logs:
+    C{http://user:***@proxy.example:3128}.  A URL without a password is
+    returned unchanged.
+
+    :param url: a URL, possibly malformed.
     """
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
+    sep = url.find("://")
+    start = sep + 3 if sep >= 0 else 0
+    split = _split_userinfo(url[start:])
+    if split is None:
         return url
-    user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+    userinfo, rest = split
+    user, colon, _ = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{url[:start]}{user}:***@{rest}"
 
 
 def load_config(path: str) -> Config:

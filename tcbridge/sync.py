@@ -131,6 +131,7 @@ class SyncCycle:
     _run_heavy: RunHeavy = field(default=run_inline)
     _settings: FeedSettings = field(init=False)
     _pull_options: PullOptions = field(init=False)
+    _running: defer.Deferred[None] | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._settings = feed_settings(self._config)
@@ -159,7 +160,7 @@ class SyncCycle:
         timer = self._clock.callLater(deadline * 60.0, expire)
         try:
             snapshot, builder, pulls = await work
-        except BaseException:
+        except Exception:
             failure = Failure()
             if expired and failure.check(defer.CancelledError):
                 failure = Failure(
@@ -265,7 +266,23 @@ class SyncCycle:
         """
         Run one cycle for the timer: never fails, so the timer never stops.
         """
-        return defer.ensureDeferred(self._run_quietly())
+        running = defer.ensureDeferred(self._run_quietly())
+        self._running = running
+        running.addBoth(self._forget, running)
+        return running
+
+    def _forget(self, result: object, running: defer.Deferred[None]) -> object:
+        if self._running is running:
+            self._running = None
+        return result
+
+    def cancel(self) -> None:
+        """
+        Stop the cycle in progress, if any (the bridge is stopping): nothing
+        is published and the next start syncs again.
+        """
+        if self._running is not None:
+            self._running.cancel()
 
     async def _run_quietly(self) -> None:
         try:
@@ -279,9 +296,24 @@ def sync_timer(cycle: SyncCycle, minutes: float, clock: IReactorTime) -> TimerSe
     A timer service that runs C{cycle} at start and then every C{minutes};
     a cycle still running delays the next one rather than overlapping it.
     """
-    timer = TimerService(minutes * 60.0, cycle.run_logged)
+    timer = _SyncTimer(minutes * 60.0, cycle)
     timer.clock = clock
     return timer
+
+
+class _SyncTimer(TimerService):
+    """
+    The sync timer; stopping it also stops a cycle in progress, so a
+    shutdown never waits for ThreatConnect.
+    """
+
+    def __init__(self, step: float, cycle: SyncCycle) -> None:
+        super().__init__(step, cycle.run_logged)
+        self._cycle = cycle
+
+    def stopService(self) -> defer.Deferred[None]:
+        self._cycle.cancel()
+        return super().stopService()
 
 
 class WriteOnceService(MultiService):
@@ -315,7 +347,7 @@ class WriteOnceService(MultiService):
         try:
             await write_feed(self._cycle, self._path, self._run_heavy)
             return True
-        except BaseException as e:
+        except Exception as e:
             message = describe_failure(Failure()) if not isinstance(e, OSError) else str(e)
             self.log.critical(
                 "Write mode failed, {path} was not written: {error}",

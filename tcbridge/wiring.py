@@ -14,7 +14,7 @@ from attrs import frozen
 from treq.client import HTTPClient
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThreadPool
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import HTTPConnectionPool
 
 from tcbridge.config import Config, Source
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
@@ -27,6 +27,7 @@ from tcbridge.store import FeedStore
 from tcbridge.sync import RunHeavy, SyncCycle
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
+from tcbridge.threatconnect.transport import make_agent
 
 DEMO_INDICATORS = 2000
 
@@ -82,7 +83,15 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         leaves it alone.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
-    http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=config.request_timeout))
+    agent = make_agent(
+        reactor,
+        pool=pool,
+        connect_timeout=config.request_timeout,
+        proxy=config.https_proxy,
+        ca_file=config.ca_file,
+        verify=config.verify_tls,
+    )
+    http = HTTPClient(agent)
     client = ThreatConnectClient(
         http,
         reactor,

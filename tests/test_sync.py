@@ -481,3 +481,24 @@ def test_html_page_instead_of_json_fails_the_cycle() -> None:
     failure_of(h.run())
     assert h.store.current is good
     assert h.status.last_error is not None and "HTTP 200" in h.status.last_error
+
+
+def test_stopping_the_timer_stops_a_hung_cycle() -> None:
+    """
+    Stopping the bridge while ThreatConnect hangs does not wait for it: the
+    cycle in progress is stopped, nothing is published, nothing is left
+    scheduled.
+    """
+    h = Harness(request_timeout=3600)
+    h.stub = StubTreq(Hang())
+    h.client = ThreatConnectClient(h.stub, h.clock, "https://tc.example/api", KEY, SECRET, 3600)
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+    timer = sync_timer(h.cycle, 60, h.clock)
+    timer.startService()
+    h.stub.flush()
+    assert h.status.running
+    stopped = timer.stopService()
+    result_of(stopped)
+    assert not h.status.running
+    assert h.store.current is None
+    assert h.clock.getDelayedCalls() == []

@@ -54,6 +54,7 @@ from .errors import (
 )
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, backoff, retry_after_seconds, retry_reason
 from .signing import authorization
+from .transport import ProxyError
 
 log = Logger(observer=bridge_observer)
 
@@ -502,6 +503,9 @@ class ThreatConnectClient:
         headers to a L{ThreatConnectError}; C{None} for a cancellation that
         was not our timeout (the caller cancelled: pass it through).
         """
+        if isinstance(exc, ProxyError):
+            # Before the timeout check: a proxy timeout names the proxy.
+            return ConnectionFailed(str(exc), target=wire)
         timed_out = self._clock.seconds() - start >= self.timeout
         if isinstance(exc, ierror.TimeoutError | DeferredTimeoutError) or (
             _is_cancellation(exc) and timed_out
