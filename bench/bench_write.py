@@ -48,19 +48,20 @@ def start_simulator(count: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
     return process, facts
 
 
-def timed(argv: list[str]) -> tuple[float, float, int]:
+def timed(argv: list[str]) -> tuple[float, float, int, str]:
     """
-    Run C{argv}; return wall seconds, the child's peak RSS in MB, exit code.
+    Run C{argv}; return wall seconds, the child's peak RSS in MB, exit code
+    and what it wrote to stderr.
     """
     start = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    err = child.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - start
-    if child.stderr is not None:
-        err = child.stderr.read().decode(errors="replace")
-        if status != 0:
-            print(err, file=sys.stderr)
-    return elapsed, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+    if status != 0:
+        print(err, file=sys.stderr)
+    return elapsed, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), err
 
 
 def main() -> None:
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--grouping", default="Condensed")
+    parser.add_argument("--api-version", default="v2", choices=["v2", "v3"])
     parser.add_argument("--bare", action="store_true", help="also time the bare fetch loop")
     args = parser.parse_args()
 
@@ -80,20 +82,27 @@ def main() -> None:
                 f"url={facts['base_url']}\napi_key={facts['api_key']}\n"
                 f"secret_key={facts['secret_key']}\nsources=*\n"
                 f"ioc_grouping={args.grouping}\nmax_reports=0\n"
+                f"api_version={args.api_version}\n"
                 "[bridge]\ncache_folder=\n"
             )
             out = Path(tmp) / "feed.json"
             times, peaks = [], []
-            print(f"write mode, {args.count} indicators, {args.grouping}, {args.runs} runs")
+            print(
+                f"write mode, {args.count} indicators, {args.grouping}, "
+                f"{args.api_version}, {args.runs} runs"
+            )
             for run in range(args.runs):
-                elapsed, peak, code = timed(
+                elapsed, peak, code, err = timed(
                     [str(BIN / "tcbridge"), "--config", str(config), "write", str(out)]
                 )
                 if code != 0:
                     raise SystemExit(f"run {run + 1} failed with exit status {code}")
                 times.append(elapsed)
                 peaks.append(peak)
-                print(f"  run {run + 1}: {elapsed:.2f} s, peak RSS {peak:.0f} MB")
+                requests = err.rsplit("(", 1)[-1].split(" ")[0]
+                print(
+                    f"  run {run + 1}: {elapsed:.2f} s, peak RSS {peak:.0f} MB, {requests} requests"
+                )
             doc = orjson.loads(out.read_bytes())
             iocs = sum(len(v) for r in doc["reports"] for v in r["iocs"].values())
             print(
@@ -105,7 +114,7 @@ def main() -> None:
                 script = Path(__file__).with_name("bare_pull.py")
                 bare = []
                 for _ in range(args.runs):
-                    elapsed, _, code = timed(
+                    elapsed, _, code, _ = timed(
                         [
                             sys.executable,
                             str(script),

@@ -86,7 +86,10 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
         await bridge.pool.closeCachedConnections()
         if listening is not None:
             await defer.maybeDeferred(listening.stopListening)
-    out.write(f"tcbridge: wrote {snapshot.reports} reports with {snapshot.iocs} IOCs to {path}\n")
+    out.write(
+        f"tcbridge: wrote {snapshot.reports} reports with {snapshot.iocs} IOCs to {path} "
+        f"({bridge.status.requests} requests to ThreatConnect)\n"
+    )
     return EXIT_OK
 
 

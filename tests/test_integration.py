@@ -142,6 +142,7 @@ async def test_console_write_failure_clock_skew(write_file: WriteFile, tmp_path:
         await server.stop()
     assert code == 1
     assert b"Timestamp out of acceptable time range" in err
+    assert b"clock is 3600 seconds behind ThreatConnect; set the system clock (NTP)" in err
     assert b"Traceback" not in err
     assert server.secret_key.encode() not in err
     assert out_file.read_bytes() == b"previous feed"
