@@ -4,10 +4,12 @@ The C{tcbridge} console command, with honest exit statuses:
 
     tcbridge --config FILE write OUT    sync once, write the feed to OUT
     tcbridge --demo write OUT           the same against the built-in simulator
+    tcbridge validate FILE...           check feed files against Carbon Black's rules
 
 Exit status 0 on success, 1 if the sync or the write failed (OUT is then
 untouched and the reason, in ThreatConnect's words where it gave some, is
-printed), 2 for a bad command line or configuration.
+printed) or a feed file is not valid, 2 for a bad command line or
+configuration.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+import orjson
 from twisted.internet import defer, task
 from twisted.logger import (
     FilteringLogObserver,
@@ -28,7 +31,9 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.feed.validator import validate_bytes
 from tcbridge.logs import set_log_level
+from tcbridge.store import count_iocs
 from tcbridge.sync import describe_failure, write_feed
 from tcbridge.wiring import build_bridge, start_demo
 
@@ -43,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         description="ThreatConnect to Carbon Black EDR bridge: one-shot commands. "
         "Run the service with: twistd -n tcbridge --config FILE",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("-c", "--config", help="configuration file (2015 or v2 layout)")
     source.add_argument(
         "--demo", action="store_true", help="use the built-in ThreatConnect simulator"
@@ -54,7 +59,40 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     write = commands.add_parser("write", help="sync once and write the feed to FILE")
     write.add_argument("file", help="where to write the feed (replaced atomically)")
+    validate = commands.add_parser(
+        "validate", help="check feed files against the Carbon Black feed rules"
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="feed JSON files")
     return parser
+
+
+def run_validate(paths: Sequence[str], out: TextIO) -> int:
+    """
+    Check each feed file against every Carbon Black feed rule; print each
+    problem (with the report id) and a summary line per file.  Exit status
+    0 if all are valid, 1 otherwise.
+    """
+    status = EXIT_OK
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            out.write(f"{path}: cannot be read: {e.strerror}\n")
+            status = EXIT_FAILED
+            continue
+        problems = validate_bytes(data)
+        for problem in problems:
+            out.write(f"{path}: {problem}\n")
+        if problems:
+            out.write(f"{path}: NOT a valid Carbon Black feed: {len(problems)} problems\n")
+            status = EXIT_FAILED
+            continue
+        reports = orjson.loads(data)["reports"]
+        out.write(
+            f"{path}: valid Carbon Black feed: {len(reports)} reports, {count_iocs(reports)} IOCs\n"
+        )
+    return status
 
 
 def _start_logging(stream: TextIO, verbose: bool) -> None:
@@ -97,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     Entry point of the console script; exits with the command's status.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        raise SystemExit(run_validate(args.files, sys.stdout))
+    if not args.config and not args.demo:
+        parser.error("write needs --config FILE, or --demo for the built-in simulator")
     config = None
     if args.config:
         try:

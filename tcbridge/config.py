@@ -44,7 +44,7 @@ class Source:
 
 
 Grouping = Literal["Expanded", "Condensed", "MaxCondensed"]
-ScoreSource = Literal["rating", "confidence"]
+ScoreSource = Literal["rating", "confidence", "threatAssessScore", "max"]
 ApiVersion = Literal["v2", "v3"]
 
 #: ThreatConnect indicator types tcbridge turns into Carbon Black IOCs.
@@ -103,6 +103,38 @@ class ConfigError(Exception):
 
 
 @frozen
+class ExclusionFile:
+    """
+    One configured exclusion file, read but not interpreted.
+
+    :ivar kind: C{"hashes"}, C{"ips"} or C{"hosts"}.
+    :ivar option: how the user named it, e.g. C{filtered_hosts} or
+        C{[exclusions] host}.
+    :ivar path: the file.
+    :ivar lines: its lines, as written.
+    """
+
+    kind: Literal["hashes", "ips", "hosts"]
+    option: str
+    path: str
+    lines: tuple[str, ...] = field(repr=False)
+
+
+_SCORE_SOURCES: dict[str, ScoreSource] = {
+    "rating": "rating",
+    "confidence": "confidence",
+    "threatassessscore": "threatAssessScore",
+    "max": "max",
+}
+_SCORE_TEXT = {
+    "rating": "rating x 20",
+    "confidence": "confidence",
+    "threatAssessScore": "ThreatAssess score / 10",
+    "max": "the highest of rating x 20, confidence, ThreatAssess score / 10",
+}
+
+
+@frozen
 class Config:
     """
     Everything tcbridge needs to run, validated.
@@ -113,9 +145,13 @@ class Config:
     :ivar api_url: ThreatConnect API base URL, no trailing slash; it keeps an
         C{/api} prefix if the user wrote one.
     :ivar secret_key: never shown anywhere.
+    :ivar score_source: where a report's score comes from: C{rating} (x 20),
+        C{confidence}, C{threatAssessScore} (/ 10) or C{max} of those.
+    :ivar min_rating: indicators rated below this (0-5) are left out;
+        C{None} for no rating filter.
     :ivar min_score: IOCs scored below this are left out (0-100).
-    :ivar exclusions: exclusion file name for each of C{"hashes"}, C{"ips"},
-        C{"hosts"} that is configured, with the values read from it.
+    :ivar exclusions: the configured exclusion files as L{ExclusionFile}s,
+        with their raw lines (the feed side interprets them).
     :ivar api_version: C{"v2"} (per-type endpoints; the default, served by
         every ThreatConnect in use) or C{"v3"} (C{/v3/indicators} with TQL).
     :ivar https_proxy: proxy URL, possibly with a password; shown only
@@ -138,10 +174,11 @@ class Config:
     sources: tuple[Source, ...]
     types: frozenset[str] = frozenset(KNOWN_TYPES)
     score_source: ScoreSource = "rating"
+    min_rating: float | None = None
     min_score: int = 20
     grouping: Grouping = "Condensed"
     max_reports: int | None = None
-    exclusions: Mapping[str, tuple[str, tuple[str, ...]]] = field(factory=dict)
+    exclusions: tuple[ExclusionFile, ...] = ()
     listener_address: str = DEFAULT_LISTENER_ADDRESS
     listener_port: int = DEFAULT_LISTENER_PORT
     feed_retrieval_minutes: float = DEFAULT_RETRIEVAL_MINUTES
@@ -172,13 +209,14 @@ class Config:
             ("secret_key", mask(self.secret_key)),
             ("sources", ", ".join(f"{s.name} ({s.kind}: {s.value})" for s in self.sources)),
             ("indicator types", ", ".join(t for t in KNOWN_TYPES if t in self.types)),
-            ("score from", "rating x 20" if self.score_source == "rating" else "confidence"),
+            ("score from", _SCORE_TEXT[self.score_source]),
+            ("minimum rating", "none" if self.min_rating is None else f"{self.min_rating:g}"),
             ("minimum score", str(self.min_score)),
             ("grouping", self.grouping),
             ("max_reports", "no limit" if self.max_reports is None else str(self.max_reports)),
         ]
-        for kind, (filename, values) in sorted(self.exclusions.items()):
-            rows.append((f"excluded {kind}", f"{filename} ({len(values)} values)"))
+        for excluded in self.exclusions:
+            rows.append((excluded.option, f"{excluded.path} ({len(excluded.lines)} lines)"))
         rows += [
             ("API version", self.api_version),
             ("https_proxy", mask_url(self.https_proxy) if self.https_proxy else "(none)"),
@@ -391,11 +429,13 @@ class _Reader:
         if not sources:
             raise self.error(s, "sources", "no sources; expected * or owner names")
         types = self.ioc_types(s)
-        min_rating = self.number(s, "ioc_min_rating", 1, 0, 5, expected="a rating from 0 to 5")
+        scoring = self.scoring(s, "rating", default_min_rating=1, default_min_score=0)
         grouping = self.grouping(s)
         max_reports = self.max_reports(s)
         exclusions = self.exclusion_files(
-            s, {"hashes": "filtered_hashes", "ips": "filtered_ips", "hosts": "filtered_hosts"}
+            s,
+            {"hashes": "filtered_hashes", "ips": "filtered_ips", "hosts": "filtered_hosts"},
+            named=lambda key: key,
         )
         return self.finish(
             **self.network(s),
@@ -406,8 +446,7 @@ class _Reader:
             secret_key=secret_key,
             sources=tuple(sources),
             types=types,
-            score_source="rating",
-            min_score=round(min_rating * 20),
+            **scoring,
             grouping=grouping,
             max_reports=max_reports,
             exclusions=exclusions,
@@ -449,9 +488,11 @@ class _Reader:
                 "disable_ioc_host",
                 "every IOC type is disabled; the feed would always be empty",
             )
-        min_score = self.integer("bridge", "ioc_min_score", 1, 0, 100)
+        scoring = self.scoring("bridge", "confidence", default_min_rating=0, default_min_score=1)
         exclusions = self.exclusion_files(
-            "exclusions", {"hashes": "md5", "ips": "ip", "hosts": "host"}
+            "exclusions",
+            {"hashes": "md5", "ips": "ip", "hosts": "host"},
+            named=lambda key: f"[exclusions] {key}",
         )
         return self.finish(
             **self.network("auth"),
@@ -462,8 +503,7 @@ class _Reader:
             secret_key=secret_key,
             sources=tuple(sources),
             types=frozenset(types),
-            score_source="confidence",
-            min_score=min_score,
+            **scoring,
             grouping=self.grouping("bridge") if self.get("bridge", "ioc_grouping") else "Expanded",
             max_reports=self.max_reports("bridge"),
             exclusions=exclusions,
@@ -753,20 +793,25 @@ class _Reader:
         return self.integer(section, "max_reports", 0, 1, None)
 
     def exclusion_files(
-        self, section: str, keys: Mapping[str, str]
-    ) -> dict[str, tuple[str, tuple[str, ...]]]:
-        result = {}
+        self, section: str, keys: Mapping[str, str], named: Callable[[str], str]
+    ) -> tuple[ExclusionFile, ...]:
+        """
+        Read each configured exclusion file; what its lines mean is the feed
+        side's business (it reports bad lines with their line numbers).
+        """
+        result = []
         for kind, key in keys.items():
             filename = self.get(section, key)
             if not filename:
                 continue
-            result[kind] = (filename, self.read_list(section, key, filename))
-        return result
+            lines = self.read_lines(section, key, filename)
+            result.append(ExclusionFile(kind, named(key), filename, lines))  # type: ignore[arg-type]
+        return tuple(result)
 
-    def read_list(self, section: str, key: str, filename: str) -> tuple[str, ...]:
+    def read_lines(self, section: str, key: str, filename: str) -> tuple[str, ...]:
         try:
             with open(filename, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+                return tuple(f.read().splitlines())
         except FileNotFoundError:
             raise self.error(
                 section,
@@ -780,9 +825,44 @@ class _Reader:
                 f"{filename!r} cannot be read ({e.__class__.__name__})"
                 "; expected a readable UTF-8 text file",
             ) from None
-        values = []
-        for line in lines:
-            text = line.split("#", 1)[0].strip()
-            if text:
-                values.append(text)
-        return tuple(values)
+
+    def scoring(
+        self,
+        section: str,
+        default_source: ScoreSource,
+        default_min_rating: float,
+        default_min_score: int,
+    ) -> dict[str, object]:
+        """
+        score_source, ioc_min_rating and ioc_min_score; each may sit in the
+        layout's main section or in [bridge].
+        """
+
+        def where(key: str) -> str:
+            return section if self.get(section, key) is not None else "bridge"
+
+        place = where("score_source")
+        raw = self.text(place, "score_source", default_source)
+        try:
+            source = _SCORE_SOURCES[raw.lower()]
+        except KeyError:
+            raise self.error(
+                place,
+                "score_source",
+                f"{raw!r} is not a score source; expected rating, confidence, "
+                "threatAssessScore or max",
+            ) from None
+        min_rating = self.number(
+            where("ioc_min_rating"),
+            "ioc_min_rating",
+            default_min_rating,
+            0,
+            5,
+            expected="a rating from 0 to 5",
+        )
+        min_score = self.integer(where("ioc_min_score"), "ioc_min_score", default_min_score, 0, 100)
+        return {
+            "score_source": source,
+            "min_rating": min_rating or None,
+            "min_score": min_score,
+        }

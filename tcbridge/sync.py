@@ -66,10 +66,17 @@ def feed_settings(config: Config) -> FeedSettings:
     """
     The feed builder's settings for a configuration.
     """
+
+    def lines(kind: str) -> list[str]:
+        return [
+            line.split("#", 1)[0].strip()
+            for excluded in config.exclusions
+            if excluded.kind == kind
+            for line in excluded.lines
+        ]
+
     exclusions = Exclusions.from_lines(
-        hashes=config.exclusions.get("hashes", ("", ()))[1],
-        ips=config.exclusions.get("ips", ("", ()))[1],
-        hosts=config.exclusions.get("hosts", ("", ()))[1],
+        hashes=lines("hashes"), ips=lines("ips"), hosts=lines("hosts")
     )
     return FeedSettings(
         grouping=config.grouping,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tcbridge.config import ConfigError, Source, load_config
+from tcbridge.config import ConfigError, ExclusionFile, Source, load_config
 from tests.conftest import DATA
 
 WriteFile = Callable[[str, str], str]
@@ -58,8 +58,7 @@ def test_2015_reference_file_loads(write_file: WriteFile) -> None:
         Source("CommonCommunity", "path", "/v1/indicators/?owner=Common%20Community"),
     )
     assert config.types == frozenset({"File", "Host"})
-    assert config.score_source == "confidence"
-    assert config.min_score == 1
+    assert (config.score_source, config.min_rating, config.min_score) == ("confidence", None, 1)
     assert (config.listener_address, config.listener_port) == ("127.0.0.1", 6100)
     assert config.feed_retrieval_minutes == 60
     assert config.secret_key == "s3cr3t-value"
@@ -75,7 +74,7 @@ def test_v2_reference_file_loads(write_file: WriteFile) -> None:
     assert config.layout == "v2"
     assert config.sources == (Source(name="*", kind="all", value="*"),)
     assert config.types == frozenset({"File", "Address", "Host"})
-    assert (config.score_source, config.min_score) == ("rating", 20)
+    assert (config.score_source, config.min_rating, config.min_score) == ("rating", 1, 0)
     assert config.grouping == "Condensed"
     assert config.max_reports == 10000
     assert config.web_url == "https://app.threatconnect.com/auth"
@@ -245,7 +244,8 @@ def test_not_yet_active_options_are_reported(write_file: WriteFile) -> None:
 def test_owner_list_and_options(write_file: WriteFile, tmp_path: Path) -> None:
     """
     sources may name owners; the v2 file's 'MaxConsensed' spelling is
-    accepted; exclusion files are read with comments and blank lines dropped.
+    accepted; exclusion files are read as written (the feed side interprets
+    them and reports bad lines).
     """
     hosts = tmp_path / "hosts.txt"
     hosts.write_text("# safe hosts\nexample.com\n\n  intranet.local  # ours\n")
@@ -261,8 +261,15 @@ def test_owner_list_and_options(write_file: WriteFile, tmp_path: Path) -> None:
     )
     assert config.grouping == "MaxCondensed"
     assert config.types == frozenset({"Host", "File"})
-    assert config.min_score == 50
-    assert config.exclusions == {"hosts": (str(hosts), ("example.com", "intranet.local"))}
+    assert (config.min_rating, config.min_score) == (2.5, 0)
+    assert config.exclusions == (
+        ExclusionFile(
+            "hosts",
+            "filtered_hosts",
+            str(hosts),
+            ("# safe hosts", "example.com", "", "  intranet.local  # ours"),
+        ),
+    )
     assert (config.listener_port, config.feed_retrieval_minutes) == (6200, 15)
     assert config.log_level == "DEBUG"
     assert config.cache_folder is None
@@ -402,3 +409,32 @@ def test_tql_source(write_file: WriteFile) -> None:
     assert config.sources[-1] == Source("Hot", "tql", 'typeName in ("Host") AND rating >= 4')
     with pytest.raises(ConfigError, match="empty TQL query"):
         load_config(write_file("bad.conf", V2_MINIMAL + "[sources]\nHot=tql:  \n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (V2_MINIMAL, ("rating", 1, 0)),
+        (_v2("score_source=max\nioc_min_score=40\n"), ("max", 1, 40)),
+        (_v2("score_source=ThreatAssessScore\nioc_min_rating=0\n"), ("threatAssessScore", None, 0)),
+        (_v2("", "score_source=confidence\n"), ("confidence", 1, 0)),
+    ],
+)
+def test_scoring_options(
+    write_file: WriteFile, text: str, expected: tuple[str, float | None, int]
+) -> None:
+    """
+    score_source chooses the score; ioc_min_rating and ioc_min_score are
+    both honoured, in the main section or in [bridge].
+    """
+    config = load_config(write_file("ok.conf", text))
+    assert (config.score_source, config.min_rating, config.min_score) == expected
+
+
+def test_bad_score_source(write_file: WriteFile) -> None:
+    """
+    An unknown score_source is one line naming what is allowed.
+    """
+    path = write_file("bad.conf", _v2("score_source=severity\n"))
+    with pytest.raises(ConfigError, match="expected rating, confidence, threatAssessScore or max"):
+        load_config(path)

@@ -74,9 +74,12 @@ def test_owner_three_pages_short_last() -> None:
     result, pages, resource = pull(tc, Source(CC, "owner", CC), frozenset({"File"}))
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [s.uri for s in resource.seen] == [
-        "/api/v2/indicators/files?owner=Common%20Community&resultStart=0&resultLimit=2",
-        "/api/v2/indicators/files?owner=Common%20Community&resultStart=2&resultLimit=2",
-        "/api/v2/indicators/files?owner=Common%20Community&resultStart=4&resultLimit=2",
+        "/api/v2/indicators/files?owner=Common%20Community&includes=tags"
+        "&resultStart=0&resultLimit=2",
+        "/api/v2/indicators/files?owner=Common%20Community&includes=tags"
+        "&resultStart=2&resultLimit=2",
+        "/api/v2/indicators/files?owner=Common%20Community&includes=tags"
+        "&resultStart=4&resultLimit=2",
     ]
     assert all(s.signature_ok() for s in resource.seen)
     assert result == SourcePull(source=CC, owners=(CC,), indicators=5, skipped=0, pages=3)

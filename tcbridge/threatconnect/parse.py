@@ -173,7 +173,19 @@ def _common(item: dict[str, Any], source: str, owner: str) -> dict[str, Any]:
         "web_link": _text(item.get("webLink")) or "",
         "description": description.strip() if isinstance(description, str) else None,
         "tags": _tags(item),
+        "threat_assess_score": _threat_assess(item.get("threatAssessScore")),
     }
+
+
+def _threat_assess(value: Any) -> int | None:
+    """
+    ThreatConnect's ThreatAssess score (0-1000), or C{None} if absent or out
+    of range.
+    """
+    number = _number(value)
+    if number is None or not 0 <= number <= 1000:
+        return None
+    return round(number)
 
 
 def _items(items: Any) -> tuple[Iterable[Any], int]:

@@ -116,6 +116,8 @@ class PullOptions:
         C{indicatorActive EQ true} in the TQL).
     :ivar overlap: how many items each page re-reads from the previous one;
         capped at C{page_size // 4} (see L{effective_overlap}).
+    :ivar fields: v3 only: the C{fields=} asked for (C{tags}; add
+        C{threatAssess} when scores come from ThreatAssess).
     :ivar sorting: v3 only: a C{sorting=} value such as C{"dateAdded ASC"},
         or C{None} to send none.
     """
@@ -127,6 +129,7 @@ class PullOptions:
     active_only: bool = True
     overlap: int = field(default=100, validator=_at_least(0))
     sorting: str | None = None
+    fields: tuple[str, ...] = ("tags",)
 
     @property
     def effective_overlap(self) -> int:
@@ -556,6 +559,13 @@ async def pull_source(
     active_only = options.active_only
     tally = _Tally()
 
+    # v2 adds tags (and the ThreatAssess fields) only when asked to.
+    v2_includes = "".join(
+        f"&includes={name}"
+        for name, field_name in (("tags", "tags"), ("additional", "threatAssess"))
+        if field_name in options.fields
+    )
+
     async def pull_owner_v2(owner: str) -> None:
         quoted = quote(owner, safe="")
         for type_name, branch, key in TYPED_BRANCHES:
@@ -564,7 +574,8 @@ async def pull_source(
 
             def make_target(start: int, branch: str = branch) -> str:
                 return (
-                    f"/v2/indicators/{branch}?owner={quoted}&resultStart={start}&resultLimit={size}"
+                    f"/v2/indicators/{branch}?owner={quoted}{v2_includes}"
+                    f"&resultStart={start}&resultLimit={size}"
                 )
 
             def parse(items: list[Any], key: str = key) -> ParsedPage:
@@ -584,7 +595,9 @@ async def pull_source(
         def parse(items: list[Any]) -> ParsedPage:
             return parse_generic_page(items, owner, owner, active_only=active_only)
 
-        first = indicators_target(tql, start=0, limit=size, sorting=options.sorting)
+        first = indicators_target(
+            tql, start=0, limit=size, fields=options.fields, sorting=options.sorting
+        )
         listing = _v3_listing(client, f"{owner} {'/'.join(types)}", first, parse, options)
         await _read_listing(client, listing, tally, on_page)
 
@@ -645,7 +658,11 @@ async def pull_source(
             return parse_generic_page(items, source.name, "", active_only=active_only)
 
         first = indicators_target(
-            source.value.strip(), start=0, limit=size, sorting=options.sorting
+            source.value.strip(),
+            start=0,
+            limit=size,
+            fields=options.fields,
+            sorting=options.sorting,
         )
         await _read_listing(
             client, _v3_listing(client, source.name, first, parse_tql, options), tally, on_page
@@ -707,7 +724,9 @@ async def _check_owner_visible(client: JSONGetter, owner: str, options: PullOpti
         min_rating=options.min_rating,
         active_only=options.active_only,
     )
-    first = indicators_target(tql, start=0, limit=options.page_size, sorting=options.sorting)
+    first = indicators_target(
+        tql, start=0, limit=options.page_size, fields=options.fields, sorting=options.sorting
+    )
     message = _not_visible_message(owner, visible)
     raise AuthError(
         message,

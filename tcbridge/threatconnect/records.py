@@ -33,6 +33,8 @@ class Indicator:
     :ivar web_link: ThreatConnect's C{webLink} for the indicator, or C{""}.
     :ivar description: free text, untrusted, or C{None}.
     :ivar tags: tag names, in ThreatConnect's order.
+    :ivar threat_assess_score: ThreatConnect's ThreatAssess score, 0-1000, or
+        C{None} when not sent (v3 sends it with C{fields=threatAssess}).
     """
 
     source: str
@@ -50,6 +52,7 @@ class Indicator:
     web_link: str = ""
     description: str | None = None
     tags: tuple[str, ...] = field(default=())
+    threat_assess_score: int | None = None
 
 
 @frozen

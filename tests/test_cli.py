@@ -1,0 +1,93 @@
+"""
+Tests for the C{tcbridge} console command's in-process parts: C{validate}
+and the command line checks.  (Write mode runs as a real process in
+tests/test_integration.py.)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from tcbridge.cli import main, run_validate
+from tcbridge.feed.document import FeedInfo, empty_document
+
+WriteFile = Callable[[str, str], str]
+
+GOOD_REPORT = {
+    "id": "common_community-1a2b3c4d-md5-80",
+    "timestamp": 1700000000,
+    "link": "https://app.threatconnect.com/auth",
+    "title": "ThreatConnect Common Community: File md5 IOCs, score 80",
+    "score": 80,
+    "iocs": {"md5": ["d41d8cd98f00b204e9800998ecf8427e"]},
+}
+
+
+def _feed(*reports: dict[str, object]) -> str:
+    doc = empty_document(FeedInfo())
+    doc["reports"] = list(reports)
+    return orjson.dumps(doc).decode()
+
+
+def test_validate_good_feed(write_file: WriteFile) -> None:
+    """
+    A valid feed file is reported valid with its counts; exit status 0.
+    """
+    path = write_file("feed.json", _feed(GOOD_REPORT))
+    out = io.StringIO()
+    assert run_validate([path], out) == 0
+    assert out.getvalue() == f"{path}: valid Carbon Black feed: 1 reports, 1 IOCs\n"
+
+
+def test_validate_prints_each_problem_with_report_id(write_file: WriteFile) -> None:
+    """
+    Every problem is printed on its own line naming the report; exit status
+    1.
+    """
+    bad = dict(GOOD_REPORT, id="bad id", score=101, iocs={"ipv4": ["999.1.1.1"]})
+    path = write_file("feed.json", _feed(GOOD_REPORT, bad))
+    out = io.StringIO()
+    assert run_validate([path], out) == 1
+    lines = out.getvalue().splitlines()
+    assert f"{path}: report 'bad id': score 101 is outside 0..100" in lines
+    assert any("report 'bad id'" in line and "999.1.1.1" in line for line in lines)
+    assert lines[-1] == f"{path}: NOT a valid Carbon Black feed: {len(lines) - 1} problems"
+
+
+def test_validate_unreadable_and_not_json(write_file: WriteFile) -> None:
+    """
+    A missing file and a file that is not JSON are reported, not raised.
+    """
+    path = write_file("feed.json", "<html>")
+    out = io.StringIO()
+    assert run_validate(["/nonexistent/feed.json", path], out) == 1
+    text = out.getvalue()
+    assert "/nonexistent/feed.json: cannot be read: No such file or directory" in text
+    assert f"{path}: document: is not valid JSON" in text
+
+
+def test_main_validate_exit_status(
+    write_file: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    'tcbridge validate FILE' exits with the validation's status.
+    """
+    path = write_file("feed.json", _feed(GOOD_REPORT))
+    with pytest.raises(SystemExit) as e:
+        main(["validate", path])
+    assert e.value.code == 0
+    assert "valid Carbon Black feed" in capsys.readouterr().out
+
+
+def test_write_needs_a_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    'tcbridge write FILE' without --config or --demo is a usage error.
+    """
+    with pytest.raises(SystemExit) as e:
+        main(["write", "out.json"])
+    assert e.value.code == 2
+    assert "write needs --config FILE, or --demo" in capsys.readouterr().err
