@@ -74,6 +74,7 @@ class SyncStatus:
     requests: int = 0
     cycles_ok: int = 0
     cycles_failed: int = 0
+    cycle_seconds_total: float = 0.0
 
     def begin(self, now: float) -> None:
         """
@@ -91,6 +92,8 @@ class SyncStatus:
         self.last_error = message
         self.last_error_at = now
         self.cycles_failed += 1
+        if self.last_attempt is not None:
+            self.cycle_seconds_total += now - self.last_attempt
 
     def succeeded(self, now: float) -> None:
         """
@@ -101,4 +104,5 @@ class SyncStatus:
         self.last_success = now
         if self.last_attempt is not None:
             self.last_duration = now - self.last_attempt
+            self.cycle_seconds_total += self.last_duration
         self.cycles_ok += 1

@@ -11,10 +11,12 @@ or the new one.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from email.utils import formatdate
 from typing import Any
 
 from attrs import define, field, frozen
@@ -40,6 +42,10 @@ class Snapshot:
     :ivar reports: the number of reports in the feed.
     :ivar iocs: the number of IOC values in the feed.
     :ivar from_cache: C{True} if this feed was loaded from disk at start.
+    :ivar gzip_body: C{body} gzip-compressed, once per publish, for clients
+        that accept it.
+    :ivar gzip_etag: the ETag of the compressed representation.
+    :ivar last_modified: C{published_at} as an HTTP date.
     """
 
     body: bytes = field(repr=False)
@@ -48,6 +54,9 @@ class Snapshot:
     reports: int
     iocs: int
     from_cache: bool = False
+    gzip_body: bytes = field(default=b"", repr=False)
+    gzip_etag: str = ""
+    last_modified: str = ""
 
     @classmethod
     def of(
@@ -59,15 +68,21 @@ class Snapshot:
         from_cache: bool = False,
     ) -> Snapshot:
         """
-        Make a snapshot of serialised feed bytes.
+        Make a snapshot of serialised feed bytes, compressing them once.
+        Blocking (hashing and gzip of a large feed): call it in a thread.
         """
+        digest = hashlib.sha256(body).hexdigest()[:32]
         return cls(
             body=body,
-            etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+            etag=f'"{digest}"',
             published_at=published_at,
             reports=reports,
             iocs=iocs,
             from_cache=from_cache,
+            # mtime=0: equal feeds compress to equal bytes on every instance.
+            gzip_body=gzip.compress(body, compresslevel=6, mtime=0),
+            gzip_etag=f'"{digest}-gzip"',
+            last_modified=formatdate(published_at, usegmt=True),
         )
 
 

@@ -215,33 +215,32 @@ class SyncCycle:
                 pages=pull.pages,
             )
             pulls.append(pull)
-        body = await self._run_heavy(self._finish, builder)
-        stats = builder.stats
-        snapshot = Snapshot.of(
-            body, stats.reports, sum(stats.iocs_by_kind.values()), self._clock.seconds()
-        )
-        await self._run_heavy(self._store.write_cache, body)
+        snapshot = await self._run_heavy(self._finish, builder, self._clock.seconds())
+        await self._run_heavy(self._store.write_cache, snapshot.body)
         return snapshot, builder, pulls
 
-    def _finish(self, builder: FeedBuilder) -> bytes:
+    def _finish(self, builder: FeedBuilder, now: float) -> Snapshot:
         """
-        Build, validate and serialise the feed (blocking; run in a thread).
-        Reports are checked one by one as they are serialised, so the whole
-        feed is never held as Python objects.
+        Build, validate, serialise and compress the feed (blocking; run in a
+        thread).  Reports are checked one by one as they are serialised, so
+        the whole feed is never held as Python objects.
         """
         try:
             if not self._config.pretty_print_json:
-                return builder.build_bytes(validate=True)
-            doc = builder.build()
-            problems = validate_document(doc)
-            if problems:
-                raise FeedValidationError(problems)
-            return dumps_pretty(doc)
+                body = builder.build_bytes(validate=True)
+            else:
+                doc = builder.build()
+                problems = validate_document(doc)
+                if problems:
+                    raise FeedValidationError(problems)
+                body = dumps_pretty(doc)
         except FeedValidationError as e:
             raise FeedInvalidError(
                 f"the built feed failed validation with {len(e.problems)} problems "
                 f"and was not published; first: {e.problems[0]}"
             ) from None
+        stats = builder.stats
+        return Snapshot.of(body, stats.reports, sum(stats.iocs_by_kind.values()), now)
 
     def _record(self, builder: FeedBuilder, pulls: list[SourcePull], requests: int) -> None:
         stats = builder.stats
