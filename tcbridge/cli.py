@@ -5,6 +5,7 @@ The C{tcbridge} console command, with honest exit statuses:
     tcbridge --config FILE write OUT    sync once, write the feed to OUT
     tcbridge --demo write OUT           the same against the built-in simulator
     tcbridge validate FILE...           check feed files against Carbon Black's rules
+    tcbridge --config FILE accept-shrink  let the next sync publish a much smaller feed
 
 Exit status 0 on success, 1 if the sync or the write failed (OUT is then
 untouched and the reason, in ThreatConnect's words where it gave some, is
@@ -15,6 +16,7 @@ configuration.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -33,8 +35,8 @@ from twisted.python.failure import Failure
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.logs import set_log_level
-from tcbridge.store import count_iocs
-from tcbridge.sync import describe_failure, write_feed
+from tcbridge.store import count_iocs, write_atomic
+from tcbridge.sync import accept_marker, describe_failure, write_feed
 from tcbridge.wiring import build_bridge, start_demo
 
 EXIT_OK = 0
@@ -59,11 +61,35 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     write = commands.add_parser("write", help="sync once and write the feed to FILE")
     write.add_argument("file", help="where to write the feed (replaced atomically)")
+    commands.add_parser(
+        "accept-shrink",
+        help="let the next sync publish its feed even if it shrank more than max_shrink_percent",
+    )
     validate = commands.add_parser(
         "validate", help="check feed files against the Carbon Black feed rules"
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="feed JSON files")
     return parser
+
+
+def run_accept_shrink(config: Config, out: TextIO) -> int:
+    """
+    Leave the marker that lets the running bridge's next sync publish a
+    feed the shrink guard would hold back.
+    """
+    marker = accept_marker(config)
+    if marker is None:
+        out.write(
+            f"tcbridge: {config.path} has no cache_folder, so there is nowhere to leave the "
+            "acceptance; raise max_shrink_percent instead\n"
+        )
+        return EXIT_USAGE
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    write_atomic(marker, b"accepted\n")
+    out.write(
+        f"tcbridge: the next sync will publish its feed however much smaller it is ({marker})\n"
+    )
+    return EXIT_OK
 
 
 def run_validate(paths: Sequence[str], out: TextIO) -> int:
@@ -140,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "validate":
         raise SystemExit(run_validate(args.files, sys.stdout))
     if not args.config and not args.demo:
-        parser.error("write needs --config FILE, or --demo for the built-in simulator")
+        parser.error(f"{args.command} needs --config FILE, or --demo for the built-in simulator")
     config = None
     if args.config:
         try:
@@ -148,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ConfigError as e:
             sys.stderr.write(f"tcbridge: {e}\n")
             raise SystemExit(EXIT_USAGE) from None
+    if args.command == "accept-shrink":
+        if config is None:
+            parser.error("accept-shrink needs --config FILE")
+        raise SystemExit(run_accept_shrink(config, sys.stdout))
     _start_logging(sys.stderr, args.verbose)
 
     def run(reactor: Any) -> defer.Deferred[None]:

@@ -161,6 +161,10 @@ class Config:
     :ivar verify_tls: C{False} only when the user turned verification off.
     :ivar max_attempts: tries per request, including the first.
     :ivar sync_deadline_minutes: a whole sync cycle fails after this long.
+    :ivar max_shrink_percent: a new feed with more than this many percent
+        fewer IOCs than the published one is held back.
+    :ivar stale_after_intervals: /healthz says failing when the feed is
+        older than this many sync intervals.
     :ivar notices: human sentences about options that are accepted but not
         active, not needed, or unknown; shown at start and on the page.
     """
@@ -193,6 +197,8 @@ class Config:
     verify_tls: bool = True
     max_attempts: int = 5
     sync_deadline_minutes: float = 30.0
+    max_shrink_percent: float = 50.0
+    stale_after_intervals: float = 3.0
     notices: tuple[str, ...] = ()
 
     def display(self) -> list[tuple[str, str]]:
@@ -230,6 +236,8 @@ class Config:
             ),
             ("attempts per request", str(self.max_attempts)),
             ("sync deadline (minutes)", f"{self.sync_deadline_minutes:g}"),
+            ("max_shrink_percent", f"{self.max_shrink_percent:g}"),
+            ("stale after (intervals)", f"{self.stale_after_intervals:g}"),
             ("listener", f"{self.listener_address}:{self.listener_port}"),
             ("feed_retrieval_minutes", f"{self.feed_retrieval_minutes:g}"),
             ("cache_folder", self.cache_folder or "(none: the feed is kept in memory only)"),
@@ -613,6 +621,8 @@ class _Reader:
         elif cache_folder == "" or cache_folder.lower() == "none":
             cache_folder = None
         pretty = self.boolean(b, "pretty_print_json", False)
+        shrink = self.number(b, "max_shrink_percent", 50, 0, 100)
+        stale = self.number(b, "stale_after_intervals", 3, 1, 1000)
         timeout = self.number(b, "request_timeout_seconds", 30, 1, 3600)
         page_size = self.integer(b, "page_size", 10000, 1, 10000)
         self.report_leftovers()
@@ -624,6 +634,8 @@ class _Reader:
             cache_folder=cache_folder,
             log_level=log_level,
             pretty_print_json=pretty,
+            max_shrink_percent=shrink,
+            stale_after_intervals=stale,
             request_timeout=timeout,
             page_size=page_size,
             notices=tuple(self.notices),

@@ -54,6 +54,9 @@ class SyncStatus:
     """
     Mutable record of sync outcomes; written by the sync cycle, read by the
     web pages.  All times are seconds since the epoch from the injected clock.
+
+    :ivar held_back: set while the shrink guard holds a new feed back: what
+        happened and how to accept it.
     """
 
     started_at: float
@@ -75,6 +78,7 @@ class SyncStatus:
     cycles_ok: int = 0
     cycles_failed: int = 0
     cycle_seconds_total: float = 0.0
+    held_back: str | None = None
 
     def begin(self, now: float) -> None:
         """

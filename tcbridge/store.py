@@ -140,6 +140,7 @@ class FeedStore:
     :ivar empty_body: the document served before any feed is published: valid
         feedinfo and no reports.
     :ivar cache_dir: folder for the cache file, or C{None} for memory only.
+    :ivar cache_warning: set when a damaged cache file was found at start.
     """
 
     log = Logger(observer=bridge_observer)
@@ -147,6 +148,7 @@ class FeedStore:
     empty_body: bytes = field(repr=False)
     cache_dir: str | None = None
     current: Snapshot | None = None
+    cache_warning: str | None = None
 
     @property
     def cache_path(self) -> str | None:
@@ -186,8 +188,9 @@ class FeedStore:
 
         :param read: parses and checks the bytes, returning the reports;
             raises C{ValueError} with a reason if the file is not a valid
-            feed.  A file that fails is left where it is, not served, and
-            logged.
+            feed.  A file that fails is never served: it is set aside as
+            C{<name>.damaged-<time>} (kept for inspection, out of the way of
+            the next write) and C{cache_warning} says so.
         """
         path = self.cache_path
         if path is None:
@@ -204,11 +207,16 @@ class FeedStore:
         try:
             reports = read(body)
         except ValueError as e:
-            self.log.warn(
-                "The cached feed {path} is not a valid feed and is not served: {error}",
-                path=path,
-                error=str(e),
+            aside = f"{path}.damaged-{int(mtime)}"
+            try:
+                os.replace(path, aside)
+            except OSError as move:
+                aside = f"(could not be moved: {move.strerror})"
+            self.cache_warning = (
+                f"The cached feed {path} was damaged ({e}) and was not served; it was set "
+                f"aside as {aside}. The feed is empty until the first sync succeeds."
             )
+            self.log.warn("{warning}", warning=self.cache_warning)
             return None
         snapshot = Snapshot.of(body, len(reports), count_iocs(reports), mtime, from_cache=True)
         self.swap(snapshot)

@@ -10,6 +10,7 @@ timer survives every failure.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -47,6 +48,25 @@ def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
     for small feeds.
     """
     return defer.maybeDeferred(f, *args)
+
+
+ACCEPT_SHRINK_FILE = "accept-shrink"
+
+
+def accept_marker(config: Config) -> str | None:
+    """
+    The file whose presence accepts the next shrinking feed (written by
+    C{tcbridge accept-shrink}); C{None} without a cache folder.
+    """
+    if config.cache_folder is None:
+        return None
+    return os.path.join(config.cache_folder, ACCEPT_SHRINK_FILE)
+
+
+class FeedHeldBackError(Exception):
+    """
+    The new feed shrank more than allowed and was not published.
+    """
 
 
 class SyncDeadlineError(Exception):
@@ -110,7 +130,9 @@ def describe_failure(failure: Failure) -> str:
     failure, otherwise the exception's type and text.
     """
     error = failure.value
-    if isinstance(error, ThreatConnectError | FeedInvalidError | SyncDeadlineError):
+    if isinstance(
+        error, ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError
+    ):
         return str(error)
     if isinstance(error, defer.CancelledError):
         return "the sync was cancelled (the bridge is stopping)"
@@ -178,7 +200,10 @@ class SyncCycle:
                 )
             message = describe_failure(failure)
             status.failed(self._clock.seconds(), message)
-            if isinstance(failure.value, ThreatConnectError | FeedInvalidError | SyncDeadlineError):
+            if isinstance(
+                failure.value,
+                ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError,
+            ):
                 self.log.error(
                     "Sync failed, the previous feed stays published: {error}", error=message
                 )
@@ -189,6 +214,7 @@ class SyncCycle:
             if timer.active():
                 timer.cancel()
         self._store.swap(snapshot)
+        status.held_back = None
         self._record(builder, pulls, self._client.requests - requests_before)
         status.succeeded(self._clock.seconds())
         self.log.info(
@@ -216,8 +242,53 @@ class SyncCycle:
             )
             pulls.append(pull)
         snapshot = await self._run_heavy(self._finish, builder, self._clock.seconds())
+        held = self._shrink_guard(snapshot)
+        if held is not None:
+            self._status.held_back = held
+            raise FeedHeldBackError(held)
         await self._run_heavy(self._store.write_cache, snapshot.body)
         return snapshot, builder, pulls
+
+    def _shrink_guard(self, new: Snapshot) -> str | None:
+        """
+        Say why C{new} must not replace the published feed, or C{None} if it
+        may: it may not when it has more than C{max_shrink_percent} fewer
+        IOCs, or none at all while the published feed has some, unless the
+        user accepted the shrink (C{tcbridge accept-shrink}).
+        """
+        current = self._store.current
+        if current is None or current.iocs == 0:
+            return None
+        limit = self._config.max_shrink_percent
+        drop = 100.0 * (current.iocs - new.iocs) / current.iocs
+        if new.iocs > 0 and drop <= limit:
+            return None
+        marker = accept_marker(self._config)
+        if marker is not None and os.path.exists(marker):
+            os.unlink(marker)
+            self.log.warn(
+                "Publishing a feed {drop:.0f}% smaller than the last one ({new} IOCs instead "
+                "of {old}): the shrink was accepted with tcbridge accept-shrink",
+                drop=drop,
+                new=new.iocs,
+                old=current.iocs,
+            )
+            return None
+        how = (
+            f"run 'tcbridge --config {self._config.path} accept-shrink' to publish it at the "
+            "next sync"
+            if marker is not None
+            else "set cache_folder so that 'tcbridge accept-shrink' can accept it"
+        )
+        if new.iocs == 0:
+            why = "it has no IOCs at all"
+        else:
+            why = f"it is {drop:.0f}% smaller, more than max_shrink_percent = {limit:g}"
+        return (
+            f"A new feed with {new.iocs} IOCs was held back and the published feed "
+            f"({current.iocs} IOCs) kept: {why}. If ThreatConnect really has fewer "
+            f"indicators now, {how}, or raise max_shrink_percent."
+        )
 
     def _finish(self, builder: FeedBuilder, now: float) -> Snapshot:
         """

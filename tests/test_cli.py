@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
 
-from tcbridge.cli import main, run_validate
+from tcbridge.cli import main, run_accept_shrink, run_validate
+from tcbridge.config import load_config
 from tcbridge.feed.document import FeedInfo, empty_document
 
 WriteFile = Callable[[str, str], str]
@@ -91,3 +93,31 @@ def test_write_needs_a_config(capsys: pytest.CaptureFixture[str]) -> None:
         main(["write", "out.json"])
     assert e.value.code == 2
     assert "write needs --config FILE, or --demo" in capsys.readouterr().err
+
+
+def test_accept_shrink_leaves_marker(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    'tcbridge --config C accept-shrink' leaves the marker the bridge's next
+    sync looks for, in the cache folder.
+    """
+    cache = tmp_path / "cache"
+    config = write_file(
+        "tc.conf",
+        f"[threatconnect]\napi_key=1\nsecret_key=2\nsources=*\n[bridge]\ncache_folder={cache}\n",
+    )
+    with pytest.raises(SystemExit) as e:
+        main(["--config", config, "accept-shrink"])
+    assert e.value.code == 0
+    assert (cache / "accept-shrink").exists()
+
+
+def test_accept_shrink_without_cache_folder(write_file: WriteFile) -> None:
+    """
+    Without a cache folder accept-shrink says what to do instead.
+    """
+    config = write_file(
+        "tc.conf", "[threatconnect]\napi_key=1\nsecret_key=2\nsources=*\n[bridge]\ncache_folder=\n"
+    )
+    out = io.StringIO()
+    assert run_accept_shrink(load_config(config), out) == 2
+    assert "raise max_shrink_percent" in out.getvalue()

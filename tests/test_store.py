@@ -104,7 +104,7 @@ def test_cache_round_trip(tmp_path: Path) -> None:
 def test_damaged_cache_not_served(tmp_path: Path) -> None:
     """
     A cache file that does not read as a feed is not served: the store keeps
-    serving the empty document.
+    serving the empty document, and the file is set aside with a warning.
     """
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -119,6 +119,10 @@ def test_damaged_cache_not_served(tmp_path: Path) -> None:
 
     assert store.load_cache(read) is None
     assert store.body() == EMPTY
+    assert not (cache / CACHE_FILE_NAME).exists()
+    aside = [p.name for p in cache.iterdir()]
+    assert len(aside) == 1 and aside[0].startswith(CACHE_FILE_NAME + ".damaged-")
+    assert store.cache_warning is not None and "set aside" in store.cache_warning
 
 
 def test_no_cache_folder(tmp_path: Path) -> None:

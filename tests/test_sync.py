@@ -27,6 +27,7 @@ from tcbridge.simulator import Simulator, generate
 from tcbridge.status import SyncStatus
 from tcbridge.store import CACHE_FILE_NAME, FeedStore, count_iocs
 from tcbridge.sync import (
+    FeedHeldBackError,
     FeedInvalidError,
     SyncCycle,
     SyncDeadlineError,
@@ -502,3 +503,61 @@ def test_stopping_the_timer_stops_a_hung_cycle() -> None:
     assert not h.status.running
     assert h.store.current is None
     assert h.clock.getDelayedCalls() == []
+
+
+def _serve(h: Harness, count: int) -> None:
+    """
+    Point the harness's bridge at a simulator holding C{count} indicators.
+    """
+    h.simulator = Simulator(generate(count), h.clock, {KEY: SECRET}, prefix="/api")
+    h.stub = StubTreq(h.simulator.resource())
+    h.client = ThreatConnectClient(
+        h.stub, h.clock, "https://tc.example/api", KEY, SECRET, 30, random=lambda: 0.5
+    )
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+
+
+def test_shrink_guard_holds_back_then_accepts(tmp_path: Path) -> None:
+    """
+    A new feed with more than max_shrink_percent fewer IOCs is held back:
+    the published feed stays and the status says how to accept it; after
+    'tcbridge accept-shrink' (its marker file) the next sync publishes it.
+    """
+    h = Harness(count=2000, cache_dir=str(tmp_path / "cache"))
+    big = result_of(h.run())
+    _serve(h, 600)
+    failure = failure_of(h.run())
+    assert failure.check(FeedHeldBackError)
+    assert h.store.current is big
+    assert h.status.held_back is not None
+    assert "held back" in h.status.held_back and "accept-shrink" in h.status.held_back
+    assert h.status.last_error == h.status.held_back
+    (tmp_path / "cache" / "accept-shrink").write_text("")
+    small = result_of(h.run())
+    assert h.store.current is small and small.iocs < big.iocs
+    assert h.status.held_back is None
+    assert not (tmp_path / "cache" / "accept-shrink").exists()
+
+
+def test_small_shrink_is_published() -> None:
+    """
+    A feed that shrinks less than max_shrink_percent is published normally.
+    """
+    h = Harness(count=2000)
+    big = result_of(h.run())
+    _serve(h, 1500)
+    smaller = result_of(h.run())
+    assert h.store.current is smaller and smaller.iocs < big.iocs
+
+
+def test_empty_result_never_replaces_a_feed_silently() -> None:
+    """
+    Even with max_shrink_percent = 100, an empty result does not replace a
+    non-empty feed without being accepted.
+    """
+    h = Harness(count=600, max_shrink_percent=100)
+    good = result_of(h.run())
+    _serve(h, 0)
+    failure_of(h.run())
+    assert h.store.current is good
+    assert h.status.held_back is not None and "no IOCs at all" in h.status.held_back
