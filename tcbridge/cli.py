@@ -6,6 +6,7 @@ The C{tcbridge} console command, with honest exit statuses:
     tcbridge --demo write OUT           the same against the built-in simulator
     tcbridge validate FILE...           check feed files against Carbon Black's rules
     tcbridge --config FILE accept-shrink  let the next sync publish a much smaller feed
+    tcbridge --config FILE check-config   check config, credentials, clock, folders, port
 
 Exit status 0 on success, 1 if the sync or the write failed (OUT is then
 untouched and the reason, in ThreatConnect's words where it gave some, is
@@ -32,6 +33,7 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
+from tcbridge.check import run_check
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.logs import set_log_level
@@ -61,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     write = commands.add_parser("write", help="sync once and write the feed to FILE")
     write.add_argument("file", help="where to write the feed (replaced atomically)")
+    commands.add_parser(
+        "check-config",
+        help="check the config, the credentials, the clock, the cache folder and the port",
+    )
     commands.add_parser(
         "accept-shrink",
         help="let the next sync publish its feed even if it shrank more than max_shrink_percent",
@@ -174,14 +180,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ConfigError as e:
             sys.stderr.write(f"tcbridge: {e}\n")
             raise SystemExit(EXIT_USAGE) from None
+    if args.command in ("accept-shrink", "check-config") and config is None:
+        parser.error(f"{args.command} needs --config FILE")
     if args.command == "accept-shrink":
-        if config is None:
-            parser.error("accept-shrink needs --config FILE")
+        assert config is not None
         raise SystemExit(run_accept_shrink(config, sys.stdout))
     _start_logging(sys.stderr, args.verbose)
 
     def run(reactor: Any) -> defer.Deferred[None]:
-        d = defer.ensureDeferred(run_write(reactor, config, args.file, sys.stderr))
+        if args.command == "check-config":
+            assert config is not None
+            d = defer.ensureDeferred(run_check(reactor, config, sys.stdout))
+        else:
+            d = defer.ensureDeferred(run_write(reactor, config, args.file, sys.stderr))
 
         def exit_with(code: int) -> None:
             if code:

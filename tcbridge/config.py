@@ -55,6 +55,8 @@ DEFAULT_LISTENER_PORT = 6100
 DEFAULT_RETRIEVAL_MINUTES = 60.0
 DEFAULT_WEB_URL = "https://app.threatconnect.com/auth"
 DEFAULT_API_URL = "https://api.threatconnect.com"
+#: ThreatConnect refuses a request whose Timestamp is further off than this.
+CLOCK_LIMIT_SECONDS = 300
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Options a later version implements: accepted, and reported as not yet active.

@@ -45,6 +45,7 @@ class Bridge:
     run_heavy: RunHeavy
     feedinfo: dict[str, Any]
     pool: HTTPConnectionPool
+    client: ThreatConnectClient
 
 
 def thread_runner(reactor: Any) -> RunHeavy:
@@ -119,6 +120,7 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         run_heavy=run_heavy,
         feedinfo=feedinfo_dict(info),
         pool=pool,
+        client=client,
     )
 
 

@@ -275,6 +275,9 @@ class ThreatConnectClient:
         jitter (keyword-only; injected so tests are deterministic).
     :ivar requests: how many HTTP requests this client has sent (each try
         counts).
+    :ivar last_exchange: the C{Timestamp} this host sent and the C{Date}
+        ThreatConnect answered with, for the latest response that had a
+        C{Date}; C{tcbridge check-config} compares them.
     :ivar status_counts: how each request ended: the HTTP status code when a
         response arrived, C{"timeout"} or C{"connection"} when none did,
         C{"cancelled"} when the caller cancelled it first.
@@ -292,6 +295,7 @@ class ThreatConnectClient:
     _random: Callable[[], float] = field(default=random.random, kw_only=True, repr=False)
     requests: int = field(default=0, init=False)
     status_counts: dict[int | str, int] = field(factory=dict, init=False)
+    last_exchange: tuple[int | None, str] | None = field(default=None, init=False)
 
     def url_for(self, target: str) -> str:
         """
@@ -423,6 +427,8 @@ class ThreatConnectClient:
         status = int(response.code)
         self._count(status)
         exchange.date = _header(response, b"date")
+        if exchange.date is not None:
+            self.last_exchange = (exchange.sent, exchange.date)
         phrase = response.phrase
         reason = phrase.decode("latin-1") if isinstance(phrase, bytes) else str(phrase or "")
         try:

@@ -1,0 +1,119 @@
+# -*- test-case-name: tests.test_check -*-
+"""
+C{tcbridge check-config}: everything that can be checked before running the
+bridge, each as one line, with an honest exit status: the config file, the
+credentials (by listing the owners the API user can see), the configured
+owners, this host's clock against ThreatConnect's, the cache folder and the
+listener port.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, TextIO
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
+
+from tcbridge.config import CLOCK_LIMIT_SECONDS, Config
+from tcbridge.threatconnect.errors import ThreatConnectError
+from tcbridge.threatconnect.pull import list_owners
+from tcbridge.threatconnect.retry import http_date
+from tcbridge.wiring import build_bridge
+
+
+def clock_line(sent: int | None, date: str | None) -> tuple[str, bool]:
+    """
+    Describe this host's clock against ThreatConnect's C{Date}; the flag is
+    C{True} if the difference breaks signing (more than 5 minutes).
+    """
+    server = http_date(date) if date else None
+    if sent is None or server is None:
+        return "clock: ThreatConnect sent no Date header, so the clock was not compared", False
+    skew = round(sent - server)
+    if skew == 0:
+        return "clock: OK, this host agrees with ThreatConnect to the second", False
+    way = "ahead of" if skew > 0 else "behind"
+    bad = abs(skew) > CLOCK_LIMIT_SECONDS
+    verdict = "PROBLEM" if bad else "OK"
+    advice = "; set the system clock (NTP)" if bad or abs(skew) > 60 else ""
+    return (
+        f"clock: {verdict}, this host is {abs(skew)} s {way} ThreatConnect "
+        f"(the limit is {CLOCK_LIMIT_SECONDS} s){advice}",
+        bad,
+    )
+
+
+def cache_line(folder: str | None) -> tuple[str, bool]:
+    """
+    Check that the cache folder exists (or can be made) and is writable.
+    """
+    if folder is None:
+        return "cache_folder: none; a restart serves no feed until the first sync", False
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
+            pass
+    except OSError as e:
+        return f"cache_folder: PROBLEM, {folder} is not writable ({e.strerror})", True
+    return f"cache_folder: OK, {folder} is writable", False
+
+
+def listener_line(reactor: Any, config: Config) -> tuple[str, bool]:
+    """
+    Try to listen where the bridge would; a port in use is only a note (the
+    bridge itself may be running).
+    """
+    where = f"{config.listener_address}:{config.listener_port}"
+    try:
+        port = reactor.listenTCP(config.listener_port, Factory(), interface=config.listener_address)
+    except CannotListenError as e:
+        reason = e.socketError.strerror if getattr(e, "socketError", None) else str(e)
+        return (
+            f"listener: note, cannot listen on {where} now ({reason}); is tcbridge running?",
+            False,
+        )
+    port.stopListening()
+    return f"listener: OK, {where} is free", False
+
+
+async def run_check(reactor: Any, config: Config, out: TextIO) -> int:
+    """
+    Run every check, print one line each; return 0 if nothing is wrong, 1
+    otherwise.
+    """
+    problems = 0
+    out.write(f"config: OK, {config.path} ({config.layout} layout)\n")
+    for notice in config.notices:
+        out.write(f"config: note, {notice}\n")
+    bridge = build_bridge(config, reactor, use_cache=False)
+    client = bridge.client
+    owners: list[str] | None = None
+    try:
+        owners = await list_owners(client, api_version=config.api_version)
+    except ThreatConnectError as e:
+        out.write(f"credentials: PROBLEM, {e}\n")
+        problems += 1
+    else:
+        shown = ", ".join(owners[:20]) + (", ..." if len(owners) > 20 else "")
+        out.write(
+            f"credentials: OK, API user {config.api_key} can see {len(owners)} owners: {shown}\n"
+        )
+    if owners is not None:
+        for source in config.sources:
+            if source.kind == "owner" and source.value not in owners:
+                out.write(
+                    f"sources: PROBLEM, owner {source.value!r} is not visible to this API user\n"
+                )
+                problems += 1
+    exchange = client.last_exchange
+    line, bad = clock_line(*(exchange if exchange else (None, None)))
+    out.write(line + "\n")
+    problems += bad
+    for line, bad in (cache_line(config.cache_folder), listener_line(reactor, config)):
+        out.write(line + "\n")
+        problems += bad
+    await bridge.pool.closeCachedConnections()
+    out.write("check-config: " + ("no problems\n" if not problems else f"{problems} problem(s)\n"))
+    return 0 if not problems else 1
