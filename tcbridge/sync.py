@@ -161,8 +161,33 @@ class SyncCycle:
     _settings: FeedSettings = field(init=False)
     _pull_options: PullOptions = field(init=False)
     _running: defer.Deferred[None] | None = field(init=False, default=None)
+    _pending: tuple[Config, ThreatConnectClient] | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
+        self._settings = feed_settings(self._config)
+        self._pull_options = pull_options(self._config)
+
+    @property
+    def config(self) -> Config:
+        """
+        The configuration the next cycle uses.
+        """
+        return self._pending[0] if self._pending is not None else self._config
+
+    def reconfigure(self, config: Config, client: ThreatConnectClient) -> None:
+        """
+        Use C{config} and C{client} from the next cycle on (at once if no
+        cycle is running; a running cycle finishes with what it started with).
+        """
+        self._pending = (config, client)
+        if not self._status.running:
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        if self._pending is None:
+            return
+        self._config, self._client = self._pending
+        self._pending = None
         self._settings = feed_settings(self._config)
         self._pull_options = pull_options(self._config)
 
@@ -174,6 +199,7 @@ class SyncCycle:
             if it ran past C{sync_deadline_minutes}); the status and the store
             are updated either way (the store only on success).
         """
+        self._apply_pending()
         status = self._status
         status.begin(self._clock.seconds())
         requests_before = self._client.requests

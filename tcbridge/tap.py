@@ -22,6 +22,7 @@ from twisted.web.server import Site
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import bridge_observer, set_log_level
+from tcbridge.reload import Reloader, ReloadService
 from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
 from tcbridge.wiring import Bridge, build_bridge, images, start_demo
@@ -151,12 +152,17 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         path = options.subOptions["path"]
         WriteOnceService(bridge.cycle, path, bridge.run_heavy, reactor.stop).setServiceParent(top)
         return top
-    sync_timer(bridge.cycle, config.feed_retrieval_minutes, reactor).setServiceParent(top)
+    timer = sync_timer(bridge.cycle, config.feed_retrieval_minutes, reactor)
+    timer.setServiceParent(top)
+    config_rows = config.display()
+    if options["config"]:
+        reloader = Reloader(options["config"], bridge, reactor, timer, config_rows)
+        ReloadService(reloader, lambda f: reactor.callFromThread(f)).setServiceParent(top)
     web = FeedApp(
         bridge.store,
         bridge.status,
         reactor,
-        config.display(),
+        config_rows,
         bridge.feedinfo,
         images(),
         bridge.run_heavy,

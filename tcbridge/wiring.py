@@ -76,14 +76,11 @@ def read_cached_feed(body: bytes) -> list[dict[str, Any]]:
     return reports
 
 
-def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge:
+def make_client(config: Config, reactor: Any, pool: HTTPConnectionPool) -> ThreatConnectClient:
     """
-    Wire a bridge for C{config} on C{reactor}.
-
-    :param use_cache: load and keep the disk cache (the service); write mode
-        leaves it alone.
+    The signed ThreatConnect client for C{config}: proxy, TLS trust, timeout
+    and retries as configured, connections kept in C{pool}.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
     agent = make_agent(
         reactor,
         pool=pool,
@@ -92,9 +89,8 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         ca_file=config.ca_file,
         verify=config.verify_tls,
     )
-    http = HTTPClient(agent)
-    client = ThreatConnectClient(
-        http,
+    return ThreatConnectClient(
+        HTTPClient(agent),
         reactor,
         config.api_url,
         config.api_key,
@@ -102,6 +98,17 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         timeout=config.request_timeout,
         retry=RetryPolicy(attempts=config.max_attempts),
     )
+
+
+def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge:
+    """
+    Wire a bridge for C{config} on C{reactor}.
+
+    :param use_cache: load and keep the disk cache (the service); write mode
+        leaves it alone.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    client = make_client(config, reactor, pool)
     info = FeedInfo()
     store = FeedStore(
         empty_body=dumps(empty_document(info)),

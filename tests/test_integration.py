@@ -271,3 +271,39 @@ async def test_twistd_demo(unused: None) -> None:
         await process.ended
     assert validate_bytes(orjson.dumps(doc)) == []
     assert b"Serving the Carbon Black feed at" in process.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_reloads_on_sighup(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    SIGHUP makes the running service re-read its config: the page shows the
+    new settings while the same feed keeps being served.
+    """
+    reactor = _reactor()
+    server = await start_demo(reactor, count=300)
+    port = _free_port()
+    config = write_file("tc.conf", _config(server, port))
+    base = f"http://127.0.0.1:{port}"
+    argv = [str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "tcbridge", "--config", config]
+    process = _Process()
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
+    try:
+        before = await _wait_for_feed(base + "/threatconnect/json")
+        write_file("tc.conf", _config(server, port).replace("minutes=60", "minutes=15"))
+        process.transport.signalProcess("HUP")
+        page = ""
+        for _ in range(100):
+            page = (await (await treq.get(base + "/", reactor=reactor)).content()).decode()
+            if "<td>feed_retrieval_minutes</td><td>15</td>" in page:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        after = orjson.loads(
+            await (await treq.get(base + "/threatconnect/json", reactor=reactor)).content()
+        )
+    finally:
+        process.transport.signalProcess("TERM")
+        await process.ended
+        await server.stop()
+    assert "<td>feed_retrieval_minutes</td><td>15</td>" in page
+    assert after == before
+    assert b"Configuration reloaded" in process.output

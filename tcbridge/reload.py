@@ -1,0 +1,106 @@
+# -*- test-case-name: tests.test_reload -*-
+"""
+Reloading the configuration on SIGHUP without dropping the served feed: the
+next sync uses the new settings, the page shows them, and a file with a
+mistake leaves everything as it was (and says why).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from attrs import define, field
+from twisted.application.internet import TimerService
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.logs import bridge_observer, set_log_level
+from tcbridge.wiring import Bridge, make_client
+
+log = Logger(observer=bridge_observer)
+
+#: Settings that only take effect when the listener is opened again.
+_LISTENER_KEYS = ("listener_address", "listener_port")
+
+
+@define
+class Reloader:
+    """
+    Applies a re-read configuration file to a running bridge.
+
+    :param config_rows: the list the diagnostics page shows; replaced in
+        place.
+    """
+
+    _path: str
+    _bridge: Bridge
+    _reactor: Any
+    _timer: TimerService
+    _config_rows: list[tuple[str, str]]
+    _listening: Config = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._listening = self._bridge.cycle.config
+
+    def reload(self) -> bool:
+        """
+        Re-read the file and apply it; return C{False} (and keep the current
+        settings) if it has a problem.
+        """
+        status = self._bridge.status
+        try:
+            config = load_config(self._path)
+        except ConfigError as e:
+            message = f"Reload failed, still running with the previous configuration: {e}"
+            log.error("{message}", message=message)
+            status.notices = (*[n for n in status.notices if not n.startswith("Reload")], message)
+            return False
+        notices = list(config.notices)
+        changed = [k for k in _LISTENER_KEYS if getattr(config, k) != getattr(self._listening, k)]
+        if changed:
+            notices.append(
+                f"Reload: {', '.join(changed)} changed; restart tcbridge to listen there "
+                "(the listener still uses the old setting)"
+            )
+        client = make_client(config, self._reactor, self._bridge.pool)
+        self._bridge.cycle.reconfigure(config, client)
+        self._bridge.store.cache_dir = config.cache_folder
+        seconds = config.feed_retrieval_minutes * 60.0
+        self._timer.step = seconds
+        loop = getattr(self._timer, "_loop", None)  # TimerService keeps its LoopingCall here
+        if loop is not None:
+            loop.interval = seconds
+        set_log_level(config.log_level)
+        status.notices = tuple(notices)
+        self._config_rows[:] = config.display()
+        log.info("Configuration reloaded from {path}", path=self._path)
+        return True
+
+
+class ReloadService(Service):
+    """
+    Calls L{Reloader.reload} on SIGHUP (C{systemctl reload}, C{kill -HUP}),
+    in the reactor thread.
+    """
+
+    def __init__(self, reloader: Reloader, call_from_thread: Callable[..., Any]) -> None:
+        self.reloader = reloader
+        self._call = call_from_thread
+        self._previous: Any = None
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._call(self.reloader.reload)
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._on_hup)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None

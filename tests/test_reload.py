@@ -1,0 +1,112 @@
+"""
+Tests for L{tcbridge.reload}: a re-read config file takes effect without
+dropping the served feed; a bad one changes nothing and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet.testing import MemoryReactorClock
+
+from tcbridge.reload import ReloadService
+from tcbridge.tap import Options, build_service
+
+WriteFile = Callable[[str, str], str]
+
+CONFIG = """\
+[threatconnect]
+url=https://tc.example/api
+api_key=1234
+secret_key=s3cr3t-value
+sources=Common Community
+[bridge]
+listener_port=6200
+cache_folder=
+feed_retrieval_minutes=60
+"""
+
+
+def _service(path: str) -> tuple[MultiService, ReloadService, MemoryReactorClock]:
+    options = Options()
+    options.parseOptions(["--config", path])
+    reactor = MemoryReactorClock()
+    service = build_service(options, reactor)
+    reloaders = [s for s in service if isinstance(s, ReloadService)]
+    assert len(reloaders) == 1
+    return service, reloaders[0], reactor
+
+
+def test_reload_applies_new_settings(write_file: WriteFile) -> None:
+    """
+    After the file changes, a reload makes the next sync use the new
+    sources and interval, and the page shows the new configuration.
+    """
+    path = write_file("tc.conf", CONFIG)
+    service, reload_service, _ = _service(path)
+    write_file(
+        "tc.conf",
+        CONFIG.replace("sources=Common Community", "sources=Acme Corp").replace(
+            "feed_retrieval_minutes=60", "feed_retrieval_minutes=15"
+        ),
+    )
+    assert reload_service.reloader.reload() is True
+    bridge_cycle = reload_service.reloader._bridge.cycle
+    assert [s.value for s in bridge_cycle.config.sources] == ["Acme Corp"]
+    timer = next(s for s in service if isinstance(s, TimerService))
+    assert timer.step == 15 * 60
+    rows = dict(reload_service.reloader._config_rows)
+    assert rows["feed_retrieval_minutes"] == "15"
+    assert "Acme Corp" in rows["sources"]
+
+
+def test_bad_file_keeps_everything(write_file: WriteFile) -> None:
+    """
+    A reload of a file with a mistake keeps the running configuration and
+    puts the one-line error among the page's notices.
+    """
+    path = write_file("tc.conf", CONFIG)
+    _, reload_service, _ = _service(path)
+    write_file("tc.conf", CONFIG.replace("listener_port=6200", "listener_port=x"))
+    assert reload_service.reloader.reload() is False
+    reloader = reload_service.reloader
+    assert [s.value for s in reloader._bridge.cycle.config.sources] == ["Common Community"]
+    notices = reloader._bridge.status.notices
+    assert any(
+        "Reload failed" in n and "listener_port: 'x' is not a whole number" in n for n in notices
+    )
+
+
+def test_listener_change_needs_restart(write_file: WriteFile) -> None:
+    """
+    A changed listener port is reported as needing a restart.
+    """
+    path = write_file("tc.conf", CONFIG)
+    _, reload_service, _ = _service(path)
+    write_file("tc.conf", CONFIG.replace("listener_port=6200", "listener_port=6300"))
+    assert reload_service.reloader.reload() is True
+    notices = reload_service.reloader._bridge.status.notices
+    assert any("listener_port changed; restart tcbridge" in n for n in notices)
+
+
+def test_sighup_triggers_reload(write_file: WriteFile) -> None:
+    """
+    The service answers SIGHUP by reloading in the reactor thread, and puts
+    the previous handler back when it stops.
+    """
+    path = write_file("tc.conf", CONFIG)
+    _, reload_service, _ = _service(path)
+    calls: list[object] = []
+    reload_service._call = calls.append  # type: ignore[method-assign]
+    before = signal.getsignal(signal.SIGHUP)
+    reload_service.startService()
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+    finally:
+        reload_service.stopService()
+    assert calls == [reload_service.reloader.reload]
+    assert signal.getsignal(signal.SIGHUP) == before
