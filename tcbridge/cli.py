@@ -7,6 +7,7 @@ The C{tcbridge} console command, with honest exit statuses:
     tcbridge validate FILE...           check feed files against Carbon Black's rules
     tcbridge --config FILE accept-shrink  let the next sync publish a much smaller feed
     tcbridge --config FILE check-config   check config, credentials, clock, folders, port
+    tcbridge encrypt-secret [--key-file F] encrypt the secret key (read from stdin)
 
 Exit status 0 on success, 1 if the sync or the write failed (OUT is then
 untouched and the reason, in ThreatConnect's words where it gave some, is
@@ -37,6 +38,7 @@ from tcbridge.check import run_check
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.logs import set_log_level
+from tcbridge.secretstore import encrypt_secret_command
 from tcbridge.store import count_iocs, write_atomic
 from tcbridge.sync import accept_marker, describe_failure, write_feed
 from tcbridge.wiring import build_bridge, start_demo
@@ -63,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     write = commands.add_parser("write", help="sync once and write the feed to FILE")
     write.add_argument("file", help="where to write the feed (replaced atomically)")
+    commands.add_parser(
+        "encrypt-secret",
+        help="encrypt the ThreatConnect secret key for secret_key_encrypted "
+        "(encrypt-secret --help for its options)",
+    )
     commands.add_parser(
         "check-config",
         help="check the config, the credentials, the clock, the cache folder and the port",
@@ -167,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     Entry point of the console script; exits with the command's status.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["encrypt-secret"]:
+        raise SystemExit(encrypt_secret_command(argv[1:], sys.stdin, sys.stdout, sys.stderr))
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "validate":

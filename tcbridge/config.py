@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
+from tcbridge.secretstore import KEY_FILE_OPTION, SecretError, resolve_secret
+
 SourceKind = Literal["owner", "all", "path", "tql"]
 
 
@@ -68,7 +70,6 @@ _NOT_YET_ACTIVE = {
     "carbonblack_server_sslverify": "Carbon Black server sync is not active yet",
     "skip_cb_sync": "Carbon Black server sync is not active yet, so nothing is pushed to it "
     "either way",
-    "secret_key_encrypted": "encrypted secret keys are not supported yet: set secret_key",
     "default_org": "default_org is not used: name owners in sources",
     "host_address": "host_address is only used by Carbon Black server sync, which is not "
     "active yet",
@@ -199,6 +200,7 @@ class Config:
     verify_tls: bool = True
     max_attempts: int = 5
     sync_deadline_minutes: float = 30.0
+    secret_source: str = "secret_key in the config file"  # noqa: S105 (a description)
     max_shrink_percent: float = 50.0
     stale_after_intervals: float = 3.0
     notices: tuple[str, ...] = ()
@@ -214,7 +216,7 @@ class Config:
             ("ThreatConnect API url", self.api_url),
             ("ThreatConnect web url", self.web_url),
             ("api_key", self.api_key),
-            ("secret_key", mask(self.secret_key)),
+            ("secret_key", f"{mask(self.secret_key)}, from {self.secret_source}"),
             ("sources", ", ".join(f"{s.name} ({s.kind}: {s.value})" for s in self.sources)),
             ("indicator types", ", ".join(t for t in KNOWN_TYPES if t in self.types)),
             ("score from", _SCORE_TEXT[self.score_source]),
@@ -302,9 +304,13 @@ def mask_url(url: str) -> str:
     return f"{url[:start]}{user}:***@{rest}"
 
 
-def load_config(path: str) -> Config:
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """
     Read and validate a configuration file in either supported layout.
+
+    :param environ: where C{TCBRIDGE_SECRET_KEY} and systemd's
+        C{CREDENTIALS_DIRECTORY} are looked up; the process environment by
+        default.
 
     :raises ConfigError: for the first problem found, as one line.
     """
@@ -325,7 +331,7 @@ def load_config(path: str) -> Config:
         ) from None
     except configparser.Error as e:
         raise ConfigError(path, None, None, _first_line(str(e))) from None
-    return _Reader(path, parser).read()
+    return _Reader(path, parser, os.environ if environ is None else environ).read()
 
 
 def _first_line(text: str) -> str:
@@ -343,8 +349,11 @@ class _Reader:
     that unknown keys can be reported.
     """
 
-    def __init__(self, path: str, parser: configparser.RawConfigParser) -> None:
+    def __init__(
+        self, path: str, parser: configparser.RawConfigParser, environ: Mapping[str, str]
+    ) -> None:
         self.path = path
+        self.environ = environ
         self.parser = parser
         self.used: set[tuple[str, str]] = set()
         self.notices: list[str] = []
@@ -433,7 +442,7 @@ class _Reader:
         api_url = self.url(s, "url", DEFAULT_API_URL)
         web_url = self.url(s, "web_url", DEFAULT_WEB_URL)
         api_key = self.required(s, "api_key", "your ThreatConnect API access ID")
-        secret_key = self.required(s, "secret_key", "your ThreatConnect API secret key")
+        secret_key, secret_source = self.secret(s)
         sources = list(self.owner_sources(s))
         sources += self.path_sources()
         if not sources:
@@ -454,6 +463,7 @@ class _Reader:
             web_url=web_url,
             api_key=api_key,
             secret_key=secret_key,
+            secret_source=secret_source,
             sources=tuple(sources),
             types=types,
             **scoring,
@@ -465,17 +475,7 @@ class _Reader:
     def read_2015(self) -> Config:
         api_url = self.url("auth", "url", DEFAULT_API_URL)
         api_key = self.required("auth", "api_key", "your ThreatConnect API access ID")
-        secret_key = self.get("auth", "secret_key") or ""
-        if not secret_key:
-            if self.get("auth", "secret_key_encrypted"):
-                raise self.error(
-                    "auth",
-                    "secret_key_encrypted",
-                    "encrypted secret keys are not supported yet; set secret_key instead",
-                )
-            raise self.error(
-                "auth", "secret_key", "missing; expected your ThreatConnect API secret key"
-            )
+        secret_key, secret_source = self.secret("auth")
         sources = self.path_sources()
         if not sources:
             raise self.error(
@@ -511,6 +511,7 @@ class _Reader:
             web_url=self.url("bridge", "web_url", DEFAULT_WEB_URL),
             api_key=api_key,
             secret_key=secret_key,
+            secret_source=secret_source,
             sources=tuple(sources),
             types=frozenset(types),
             **scoring,
@@ -518,6 +519,28 @@ class _Reader:
             max_reports=self.max_reports("bridge"),
             exclusions=exclusions,
         )
+
+    def secret(self, section: str) -> tuple[str, str]:
+        """
+        The ThreatConnect secret key from the first place that has it:
+        secret_key_file, secret_key_encrypted, secret_key (all in
+        C{section}), TCBRIDGE_SECRET_KEY, the systemd credential; and where
+        it came from, for the page.
+        """
+        try:
+            secret, source, warnings = resolve_secret(
+                plain=self.get(section, "secret_key"),
+                file=self.get(section, "secret_key_file"),
+                encrypted=self.get(section, "secret_key_encrypted"),
+                key_file=self.get(section, KEY_FILE_OPTION),
+                environ=self.environ,
+            )
+        except SecretError as e:
+            if not e.key.startswith("secret_key"):  # the systemd credential
+                raise ConfigError(self.path, section, None, f"{e.key}: {e.problem}") from None
+            raise self.error(section, e.key, e.problem) from None
+        self.notices.extend(warnings)
+        return secret, source.describe()
 
     def network(self, api: str) -> dict[str, object]:
         """

@@ -121,3 +121,24 @@ def test_accept_shrink_without_cache_folder(write_file: WriteFile) -> None:
     out = io.StringIO()
     assert run_accept_shrink(load_config(config), out) == 2
     assert "raise max_shrink_percent" in out.getvalue()
+
+
+def test_encrypt_secret_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    'tcbridge encrypt-secret --key-file F' reads the secret from standard
+    input and prints the two config lines; the config then decrypts it.
+    """
+    key = tmp_path / "secret.key"
+    monkeypatch.setattr("sys.stdin", io.StringIO("the-real-secret\n"))
+    with pytest.raises(SystemExit) as e:
+        main(["encrypt-secret", "--key-file", str(key)])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "the-real-secret" not in out
+    lines = dict(line.split(" = ", 1) for line in out.splitlines())
+    assert lines["secret_key_encryption_key_file"] == str(key)
+    from tcbridge.secretstore import decrypt_secret
+
+    assert decrypt_secret(lines["secret_key_encrypted"], str(key)) == "the-real-secret"

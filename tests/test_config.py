@@ -170,12 +170,12 @@ def test_bad_values(
         ("url=x\n", "expected a [section] header first"),
         ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=*\nurl=ftp://x\n", "not a URL"),
         ("[threatconnect]\napi_key=1\nsecret_key=2\n", "[threatconnect] sources: no sources"),
-        ("[threatconnect]\napi_key=1\nsecret_key=\nsources=*\n", "secret_key: is empty"),
+        ("[threatconnect]\napi_key=1\nsecret_key=\nsources=*\n", "secret_key: no secret key: set"),
         ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=*,Acme\n", "* already means every"),
         ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=A,,B\n", "has an empty name"),
         ("[threatconnect]\napi_key=1\nsecret_key=2\nsources=A,A\n", "listed twice"),
         ("[auth]\napi_key=1\nsecret_key=2\n", "[sources]: no sources"),
-        ("[auth]\napi_key=1\n[sources]\na=/v1/x\n", "[auth] secret_key: missing"),
+        ("[auth]\napi_key=1\n[sources]\na=/v1/x\n", "[auth] secret_key: no secret key"),
         ("[auth]\napi_key=1\nsecret_key=2\n[sources]\na=v1/indicators\n", "start with /"),
         ("[auth]\napi_key=1\nsecret_key=2\n[sources]\na=/v1/x?owner=A B\n", "white space"),
         ("[auth]\napi_key=1\nsecret_key=2\n[sources]\na=/v1/x?owner=A%2\n", "two hex digits"),
@@ -186,7 +186,7 @@ def test_bad_values(
         ),
         (
             "[auth]\napi_key=1\nsecret_key_encrypted=abc\n[sources]\na=/v1/x\n",
-            "encrypted secret keys are not supported yet",
+            "[auth] secret_key_encrypted: not a tcbridge encrypted value",
         ),
     ],
 )
@@ -218,7 +218,7 @@ def test_secret_never_in_errors_or_repr(write_file: WriteFile) -> None:
     config = load_config(write_file("ok.conf", V2_MINIMAL))
     assert "s3cr3t-value" not in repr(config)
     assert "s3cr3t-value" not in str(config.display())
-    assert ("secret_key", "(set, hidden)") in config.display()
+    assert ("secret_key", "(set, hidden), from secret_key in the config file") in config.display()
 
 
 def test_not_yet_active_options_are_reported(write_file: WriteFile) -> None:
@@ -438,3 +438,43 @@ def test_bad_score_source(write_file: WriteFile) -> None:
     path = write_file("bad.conf", _v2("score_source=severity\n"))
     with pytest.raises(ConfigError, match="expected rating, confidence, threatAssessScore or max"):
         load_config(path)
+
+
+def test_secret_from_environment_and_file(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    The secret key may come from TCBRIDGE_SECRET_KEY or from
+    secret_key_file; the page says where it came from, never what it is.
+    """
+    text = V2_MINIMAL.replace("secret_key=s3cr3t-value\n", "")
+    config = load_config(write_file("env.conf", text), environ={"TCBRIDGE_SECRET_KEY": "from-env"})
+    assert config.secret_key == "from-env"
+    assert "TCBRIDGE_SECRET_KEY" in dict(config.display())["secret_key"]
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("from-file\n")
+    secret_file.chmod(0o600)
+    config = load_config(
+        write_file(
+            "file.conf", text.replace("sources=*", f"sources=*\nsecret_key_file={secret_file}")
+        ),
+        environ={},
+    )
+    assert config.secret_key == "from-file"
+    assert "from-file" not in str(config.display())
+
+
+def test_encrypted_secret(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    secret_key_encrypted made by 'tcbridge encrypt-secret' is decrypted with
+    its key file.
+    """
+    from tcbridge.secretstore import create_key_file, encrypt_secret
+
+    key = tmp_path / "secret.key"
+    create_key_file(str(key))
+    token = encrypt_secret("decrypted-secret", str(key))
+    text = V2_MINIMAL.replace(
+        "secret_key=s3cr3t-value\n",
+        f"secret_key_encrypted={token}\nsecret_key_encryption_key_file={key}\n",
+    )
+    config = load_config(write_file("enc.conf", text), environ={})
+    assert config.secret_key == "decrypted-secret"
