@@ -82,7 +82,6 @@ _NOT_NEEDED = {
     "multi_core": "not needed: tcbridge pulls pages one at a time in one process",
     "feed_save_mode": "not needed: tcbridge always builds the whole feed, then publishes "
     "it atomically",
-    "listener_api_token": "listener authentication is not active yet",
 }
 
 
@@ -164,6 +163,12 @@ class Config:
     :ivar verify_tls: C{False} only when the user turned verification off.
     :ivar max_attempts: tries per request, including the first.
     :ivar sync_deadline_minutes: a whole sync cycle fails after this long.
+    :ivar listener_tls_cert: serve over HTTPS with this PEM certificate
+        chain (and C{listener_tls_key}).
+    :ivar listener_username: with C{listener_password}, HTTP basic auth on
+        every route (Carbon Black can send them when it fetches the feed).
+    :ivar listener_token: a bearer token accepted on every route.
+    :ivar listener_allow: client networks allowed (empty: any).
     :ivar max_shrink_percent: a new feed with more than this many percent
         fewer IOCs than the published one is held back.
     :ivar stale_after_intervals: /healthz says failing when the feed is
@@ -201,6 +206,12 @@ class Config:
     max_attempts: int = 5
     sync_deadline_minutes: float = 30.0
     secret_source: str = "secret_key in the config file"  # noqa: S105 (a description)
+    listener_tls_cert: str | None = None
+    listener_tls_key: str | None = None
+    listener_username: str | None = None
+    listener_password: str | None = field(default=None, repr=False)
+    listener_token: str | None = field(default=None, repr=False)
+    listener_allow: tuple[str, ...] = ()
     max_shrink_percent: float = 50.0
     stale_after_intervals: float = 3.0
     notices: tuple[str, ...] = ()
@@ -242,7 +253,26 @@ class Config:
             ("sync deadline (minutes)", f"{self.sync_deadline_minutes:g}"),
             ("max_shrink_percent", f"{self.max_shrink_percent:g}"),
             ("stale after (intervals)", f"{self.stale_after_intervals:g}"),
-            ("listener", f"{self.listener_address}:{self.listener_port}"),
+            (
+                "listener",
+                f"{'https' if self.listener_tls_cert else 'http'}://"
+                f"{self.listener_address}:{self.listener_port}",
+            ),
+            (
+                "listener authentication",
+                ", ".join(
+                    part
+                    for part in (
+                        f"basic ({self.listener_username}, password hidden)"
+                        if self.listener_username
+                        else "",
+                        "bearer token (hidden)" if self.listener_token else "",
+                    )
+                    if part
+                )
+                or "none",
+            ),
+            ("listener_allow", ", ".join(self.listener_allow) or "any client"),
             ("feed_retrieval_minutes", f"{self.feed_retrieval_minutes:g}"),
             ("cache_folder", self.cache_folder or "(none: the feed is kept in memory only)"),
             ("log_level", self.log_level),
@@ -520,6 +550,70 @@ class _Reader:
             exclusions=exclusions,
         )
 
+    def listener(self, address: str) -> dict[str, object]:
+        """
+        The listener's TLS files, credentials and allow-list, all in [bridge].
+        """
+        b = "bridge"
+        cert = self.get(b, "listener_tls_cert") or None
+        key = self.get(b, "listener_tls_key") or None
+        if (cert is None) != (key is None):
+            missing = "listener_tls_key" if key is None else "listener_tls_cert"
+            raise self.error(
+                b,
+                missing,
+                "missing; set listener_tls_cert and listener_tls_key together, or neither",
+            )
+        for name, path in (("listener_tls_cert", cert), ("listener_tls_key", key)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise self.error(b, name, f"{path!r} cannot be read; expected a PEM file")
+        username = self.get(b, "listener_username") or None
+        password = self.get(b, "listener_password") or None
+        if (username is None) != (password is None):
+            missing = "listener_password" if password is None else "listener_username"
+            raise self.error(
+                b,
+                missing,
+                "missing; set listener_username and listener_password together, or neither",
+            )
+        if username is not None and ":" in username:
+            raise self.error(b, "listener_username", "must not contain ':'")
+        token = self.get(b, "listener_token") or self.get(b, "listener_api_token") or None
+        if token is not None and re.search(r"\s", token):
+            raise self.error(b, "listener_token", "must not contain white space")
+        allow = []
+        for part in (self.get(b, "listener_allow") or "").split(","):
+            if not part.strip():
+                continue
+            try:
+                allow.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise self.error(
+                    b,
+                    "listener_allow",
+                    f"{part.strip()!r} is not an address or "
+                    "network; expected e.g. 10.1.2.3, 10.0.0.0/8, 2001:db8::/32",
+                ) from None
+        if not ipaddress.ip_address(address).is_loopback:
+            if cert is None:
+                self.notices.append(
+                    f"The listener on {address} is not loopback and serves plain HTTP: the feed "
+                    "and any credentials cross the network unencrypted (set listener_tls_cert)."
+                )
+            if username is None and token is None and not allow:
+                self.notices.append(
+                    f"The listener on {address} accepts every client: set listener_allow to the "
+                    "Carbon Black server's address, or listener_username/listener_password."
+                )
+        return {
+            "listener_tls_cert": cert,
+            "listener_tls_key": key,
+            "listener_username": username,
+            "listener_password": password,
+            "listener_token": token,
+            "listener_allow": tuple(allow),
+        }
+
     def secret(self, section: str) -> tuple[str, str]:
         """
         The ThreatConnect secret key from the first place that has it:
@@ -646,6 +740,7 @@ class _Reader:
         elif cache_folder == "" or cache_folder.lower() == "none":
             cache_folder = None
         pretty = self.boolean(b, "pretty_print_json", False)
+        listener = self.listener(address)
         shrink = self.number(b, "max_shrink_percent", 50, 0, 100)
         stale = self.number(b, "stale_after_intervals", 3, 1, 1000)
         timeout = self.number(b, "request_timeout_seconds", 30, 1, 3600)
@@ -664,6 +759,7 @@ class _Reader:
             request_timeout=timeout,
             page_size=page_size,
             notices=tuple(self.notices),
+            **listener,  # type: ignore[arg-type]
             **kwargs,  # type: ignore[arg-type]
         )
 

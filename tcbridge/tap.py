@@ -8,13 +8,13 @@ C{--demo} runs against the built-in ThreatConnect simulator.
 from __future__ import annotations
 
 import sys
+from ipaddress import ip_network
 from typing import Any
 
 from attrs import evolve
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
@@ -25,6 +25,8 @@ from tcbridge.logs import bridge_observer, set_log_level
 from tcbridge.reload import Reloader, ReloadService
 from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
+from tcbridge.web.guard import guard
+from tcbridge.web.listen import listener_endpoint
 from tcbridge.wiring import Bridge, build_bridge, images, start_demo
 
 log = Logger(observer=bridge_observer)
@@ -167,15 +169,26 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         images(),
         bridge.run_heavy,
     )
-    if ":" in config.listener_address:
-        endpoint: Any = TCP6ServerEndpoint(
-            reactor, config.listener_port, interface=config.listener_address
+    try:
+        endpoint = listener_endpoint(
+            reactor,
+            address=config.listener_address,
+            port=config.listener_port,
+            tls_cert=config.listener_tls_cert,
+            tls_key=config.listener_tls_key,
         )
-    else:
-        endpoint = TCP4ServerEndpoint(
-            reactor, config.listener_port, interface=config.listener_address
-        )
-    _Listener(endpoint, Site(web.resource()), config).setServiceParent(top)
+    except ValueError as e:
+        sys.stderr.write(f"tcbridge: {config.path}: [bridge] {e}\n")
+        raise SystemExit(2) from None
+    resource = guard(
+        web.resource(),
+        username=config.listener_username,
+        password=config.listener_password,
+        token=config.listener_token,
+        allow=[ip_network(net) for net in config.listener_allow],
+        clock=reactor,
+    )
+    _Listener(endpoint, Site(resource), config).setServiceParent(top)
     return top
 
 
@@ -198,13 +211,15 @@ class _Listener(StreamServerEndpointService):
 
 
 def _log_port(port: IListeningPort, config: Config) -> IListeningPort:
+    scheme = "https" if config.listener_tls_cert else "http"
     host = config.listener_address
     if ":" in host:
         host = f"[{host}]"
     number = port.getHost().port  # type: ignore[attr-defined]
     log.info(
-        "Serving the Carbon Black feed at http://{host}:{port}/threatconnect/json "
-        "and diagnostics at http://{host}:{port}/",
+        "Serving the Carbon Black feed at {scheme}://{host}:{port}/threatconnect/json "
+        "and diagnostics at {scheme}://{host}:{port}/",
+        scheme=scheme,
         host=host,
         port=number,
     )

@@ -478,3 +478,60 @@ def test_encrypted_secret(write_file: WriteFile, tmp_path: Path) -> None:
     )
     config = load_config(write_file("enc.conf", text), environ={})
     assert config.secret_key == "decrypted-secret"
+
+
+def test_listener_security_options(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    TLS files, basic-auth credentials, a token (also under the 2015 name
+    listener_api_token) and an allow-list load; secrets are hidden on the
+    page.
+    """
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    text = _v2(
+        "",
+        f"listener_tls_cert={cert}\nlistener_tls_key={key}\nlistener_username=cb\n"
+        "listener_password=pw-value\nlistener_api_token=tok-value\n"
+        "listener_allow=10.1.2.3, 192.168.0.0/16,2001:db8::/32\n",
+    )
+    config = load_config(write_file("ok.conf", text))
+    assert (config.listener_tls_cert, config.listener_tls_key) == (str(cert), str(key))
+    assert (config.listener_username, config.listener_password) == ("cb", "pw-value")
+    assert config.listener_token == "tok-value"
+    assert config.listener_allow == ("10.1.2.3/32", "192.168.0.0/16", "2001:db8::/32")
+    shown = str(config.display()) + repr(config)
+    assert "pw-value" not in shown and "tok-value" not in shown
+    assert "https://127.0.0.1:6100" in shown
+
+
+@pytest.mark.parametrize(
+    ("extra", "where", "expected"),
+    [
+        ("listener_tls_cert=/etc/hosts\n", "listener_tls_key", "set listener_tls_cert and"),
+        ("listener_tls_cert=/nope\nlistener_tls_key=/nope\n", "listener_tls_cert", "cannot be"),
+        ("listener_username=cb\n", "listener_password", "together, or neither"),
+        ("listener_password=pw\n", "listener_username", "together, or neither"),
+        ("listener_allow=10.0.0.0/8, cb-server\n", "listener_allow", "'cb-server' is not"),
+        ("listener_token=a b\n", "listener_token", "white space"),
+    ],
+)
+def test_bad_listener_options(write_file: WriteFile, extra: str, where: str, expected: str) -> None:
+    """
+    Listener security mistakes are one line each.
+    """
+    path = write_file("bad.conf", _v2("", extra))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}: [bridge] {where}")
+    assert expected in str(e.value)
+
+
+def test_exposed_listener_is_warned(write_file: WriteFile) -> None:
+    """
+    Listening beyond loopback with plain HTTP and no auth or allow-list is
+    allowed but warned about on the page and in the log.
+    """
+    config = load_config(write_file("ok.conf", _v2("", "listener_address=0.0.0.0\n")))
+    notices = " ".join(config.notices)
+    assert "serves plain HTTP" in notices and "accepts every client" in notices

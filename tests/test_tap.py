@@ -134,3 +134,28 @@ def test_demo_starts_simulator_on_loopback() -> None:
     listening = [(port, interface) for port, _, _, interface in reactor.tcpServers]
     assert listening == [(0, "127.0.0.1"), (6100, "127.0.0.1")]
     service.stopService()
+
+
+def test_listener_guard_is_applied(write_file: WriteFile) -> None:
+    """
+    With listener credentials configured, every route answers 401 without
+    them and serves with them.
+    """
+    from treq.testing import StubTreq
+
+    from tests.helpers import result_of
+
+    reactor = MemoryReactorClock()
+    text = CONFIG + "listener_username=cb\nlistener_password=pw\n"
+    service = build_service(_options("--config", write_file("ok.conf", text)), reactor)
+    service.startService()
+    site = reactor.tcpServers[0][1]
+    stub = StubTreq(site.resource)
+    for path in ("/", "/threatconnect/json", "/feed.html"):
+        d = stub.get("http://127.0.0.1:6200" + path)
+        stub.flush()
+        assert result_of(d).code == 401
+    d = stub.get("http://127.0.0.1:6200/threatconnect/json", auth=("cb", "pw"))
+    stub.flush()
+    assert result_of(d).code == 200
+    service.stopService()
