@@ -63,18 +63,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Options a later version implements: accepted, and reported as not yet active.
 _NOT_YET_ACTIVE = {
-    "carbonblack_server_url": "Carbon Black server sync is not active yet; add the feed "
-    "URL in the Carbon Black console",
-    "carbonblack_server_token": "Carbon Black server sync is not active yet; add the feed "
-    "URL in the Carbon Black console",
-    "carbonblack_server_sslverify": "Carbon Black server sync is not active yet",
-    "skip_cb_sync": "Carbon Black server sync is not active yet, so nothing is pushed to it "
-    "either way",
     "default_org": "default_org is not used: name owners in sources",
-    "host_address": "host_address is only used by Carbon Black server sync, which is not "
-    "active yet",
-    "log_file_size": "log rotation by size is not active yet; twistd rotates its log daily "
-    "and at 1 MB",
 }
 
 # Options of the old connectors that tcbridge does not need: accepted, explained.
@@ -169,6 +158,12 @@ class Config:
         every route (Carbon Black can send them when it fetches the feed).
     :ivar listener_token: a bearer token accepted on every route.
     :ivar listener_allow: client networks allowed (empty: any).
+    :ivar cb_server_url: the Carbon Black EDR server to register and
+        synchronize the feed on after each publish (with C{cb_server_token});
+        C{None} when that is off (also with C{skip_cb_sync}).
+    :ivar host_address: how the Carbon Black server reaches this bridge.
+    :ivar log_file: also log to this file, rotated at C{log_max_bytes},
+        keeping C{log_backups} old files, as C{log_format} lines.
     :ivar max_shrink_percent: a new feed with more than this many percent
         fewer IOCs than the published one is held back.
     :ivar stale_after_intervals: /healthz says failing when the feed is
@@ -212,6 +207,15 @@ class Config:
     listener_password: str | None = field(default=None, repr=False)
     listener_token: str | None = field(default=None, repr=False)
     listener_allow: tuple[str, ...] = ()
+    cb_server_url: str | None = None
+    cb_server_token: str | None = field(default=None, repr=False)
+    cb_verify_tls: bool = True
+    cb_ca_file: str | None = None
+    host_address: str | None = None
+    log_file: str | None = None
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 5
+    log_format: Literal["text", "json"] = "text"
     max_shrink_percent: float = 50.0
     stale_after_intervals: float = 3.0
     notices: tuple[str, ...] = ()
@@ -273,6 +277,20 @@ class Config:
                 or "none",
             ),
             ("listener_allow", ", ".join(self.listener_allow) or "any client"),
+            (
+                "Carbon Black server sync",
+                f"{self.cb_server_url} (token hidden; TLS verification "
+                f"{'on' if self.cb_verify_tls else 'OFF'})"
+                if self.cb_server_url
+                else "off",
+            ),
+            (
+                "log file",
+                f"{self.log_file} ({self.log_format}, rotated at {self.log_max_bytes} bytes, "
+                f"{self.log_backups} kept)"
+                if self.log_file
+                else "(twistd's log only)",
+            ),
             ("feed_retrieval_minutes", f"{self.feed_retrieval_minutes:g}"),
             ("cache_folder", self.cache_folder or "(none: the feed is kept in memory only)"),
             ("log_level", self.log_level),
@@ -550,6 +568,82 @@ class _Reader:
             exclusions=exclusions,
         )
 
+    def cbserver(self) -> dict[str, object]:
+        """
+        Carbon Black server sync, as the 2015 bridge did it: on when
+        carbonblack_server_url and carbonblack_server_token are set and
+        skip_cb_sync is not true.
+        """
+        b = "bridge"
+        url = self.get(b, "carbonblack_server_url") or None
+        token = self.get(b, "carbonblack_server_token") or None
+        skip = self.boolean(b, "skip_cb_sync", False)
+        verify = self.boolean(b, "carbonblack_server_sslverify", True)
+        ca_file = self.get(b, "carbonblack_server_ca_file") or None
+        host = self.get(b, "host_address") or None
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise self.error(
+                    b,
+                    "carbonblack_server_url",
+                    f"{url!r} is not a URL; expected https://<Carbon Black server>",
+                )
+        if ca_file is not None and not os.access(ca_file, os.R_OK):
+            raise self.error(
+                b,
+                "carbonblack_server_ca_file",
+                f"{ca_file!r} cannot be read; expected a PEM file of CA certificates",
+            )
+        if skip:
+            url = None
+        elif token is not None and url is None:
+            self.notices.append(
+                "carbonblack_server_token is set but carbonblack_server_url is not, so the feed "
+                "is not registered on a Carbon Black server; set carbonblack_server_url "
+                "(https://127.0.0.1 when it runs on this host) or skip_cb_sync = true."
+            )
+        elif url is not None and token is None:
+            raise self.error(
+                b,
+                "carbonblack_server_token",
+                "missing; expected the API token of "
+                "a Carbon Black global administrator (or set skip_cb_sync = true)",
+            )
+        if url is not None and not verify:
+            self.notices.append(
+                "TLS verification of the Carbon Black server is OFF "
+                "(carbonblack_server_sslverify = false); use carbonblack_server_ca_file instead."
+            )
+        return {
+            "cb_server_url": url.rstrip("/") if url else None,
+            "cb_server_token": token if url else None,
+            "cb_verify_tls": verify,
+            "cb_ca_file": ca_file,
+            "host_address": host,
+        }
+
+    def logging(self) -> dict[str, object]:
+        """
+        An optional log file of tcbridge's own, with size rotation.
+        """
+        b = "bridge"
+        path = self.get(b, "log_file") or None
+        size = self.integer(b, "log_file_size", 10_000_000, 10_000, None)
+        backups = self.integer(b, "log_backups", 5, 0, 1000)
+        fmt = self.text(b, "log_format", "text").lower()
+        if fmt not in ("text", "json"):
+            raise self.error(b, "log_format", f"{fmt!r} is not a log format; expected text or json")
+        if path is not None:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                raise self.error(
+                    b,
+                    "log_file",
+                    f"{folder!r} is not a writable folder; create it or choose another log_file",
+                )
+        return {"log_file": path, "log_max_bytes": size, "log_backups": backups, "log_format": fmt}
+
     def listener(self, address: str) -> dict[str, object]:
         """
         The listener's TLS files, credentials and allow-list, all in [bridge].
@@ -741,6 +835,7 @@ class _Reader:
             cache_folder = None
         pretty = self.boolean(b, "pretty_print_json", False)
         listener = self.listener(address)
+        extras = {**self.cbserver(), **self.logging()}
         shrink = self.number(b, "max_shrink_percent", 50, 0, 100)
         stale = self.number(b, "stale_after_intervals", 3, 1, 1000)
         timeout = self.number(b, "request_timeout_seconds", 30, 1, 3600)
@@ -760,6 +855,7 @@ class _Reader:
             page_size=page_size,
             notices=tuple(self.notices),
             **listener,  # type: ignore[arg-type]
+            **extras,  # type: ignore[arg-type]
             **kwargs,  # type: ignore[arg-type]
         )
 

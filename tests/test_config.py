@@ -233,7 +233,7 @@ def test_not_yet_active_options_are_reported(write_file: WriteFile) -> None:
     )
     config = load_config(write_file("ok.conf", text))
     notices = "\n".join(config.notices)
-    assert "[bridge] carbonblack_server_token: Carbon Black server sync is not active" in notices
+    assert "carbonblack_server_token is set but carbonblack_server_url is not" in notices
     assert "[bridge] multi_core: not needed" in notices
     assert "[threatconnect] default_org: default_org is not used" in notices
     assert "[bridge] listner_port: not a tcbridge option" in notices
@@ -535,3 +535,66 @@ def test_exposed_listener_is_warned(write_file: WriteFile) -> None:
     config = load_config(write_file("ok.conf", _v2("", "listener_address=0.0.0.0\n")))
     notices = " ".join(config.notices)
     assert "serves plain HTTP" in notices and "accepts every client" in notices
+
+
+def test_carbon_black_sync_options(write_file: WriteFile) -> None:
+    """
+    Carbon Black server sync is on with a URL and a token, off with
+    skip_cb_sync = true; a URL without a token is an error.
+    """
+    on = load_config(
+        write_file(
+            "on.conf",
+            _v2(
+                "",
+                "carbonblack_server_url=https://cb.example/\ncarbonblack_server_token=tk\n"
+                "carbonblack_server_sslverify=false\nhost_address=10.0.0.5\n",
+            ),
+        )
+    )
+    assert (on.cb_server_url, on.cb_server_token, on.cb_verify_tls) == (
+        "https://cb.example",
+        "tk",
+        False,
+    )
+    assert on.host_address == "10.0.0.5"
+    assert any("Carbon Black server is OFF" in n for n in on.notices)
+    assert "tk" not in repr(on)
+    off = load_config(
+        write_file(
+            "off.conf",
+            _v2(
+                "",
+                "carbonblack_server_url=https://cb.example\ncarbonblack_server_token=tk\n"
+                "skip_cb_sync=True\n",
+            ),
+        )
+    )
+    assert off.cb_server_url is None
+    with pytest.raises(ConfigError, match="carbonblack_server_token: missing"):
+        load_config(write_file("bad.conf", _v2("", "carbonblack_server_url=https://cb.example\n")))
+
+
+def test_log_file_options(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    log_file, log_file_size (the v2 key), log_backups and log_format load;
+    a folder that does not exist is refused.
+    """
+    config = load_config(
+        write_file(
+            "ok.conf",
+            _v2(
+                "",
+                f"log_file={tmp_path}/tc.log\nlog_file_size=200000\nlog_backups=2\n"
+                "log_format=JSON\n",
+            ),
+        )
+    )
+    assert (config.log_file, config.log_max_bytes, config.log_backups, config.log_format) == (
+        f"{tmp_path}/tc.log",
+        200000,
+        2,
+        "json",
+    )
+    with pytest.raises(ConfigError, match="is not a writable folder"):
+        load_config(write_file("bad.conf", _v2("", "log_file=/nonexistent/dir/tc.log\n")))
