@@ -40,6 +40,7 @@ from twisted.web.client import URI, ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from tcbridge.logs import bridge_observer
+from tcbridge.neterrors import is_cancellation, reason_text, tls_verification_failure
 
 from .diagnosis import EMPTY_ERROR_MESSAGE, diagnose
 from .errors import (
@@ -102,94 +103,6 @@ def _first_line(body: bytes) -> str:
                 clean = clean[: _MAX_LINE - 3] + "..."
             return clean
     return ""
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """
-    The underlying exceptions of C{exc}: itself, or (for Twisted's wrappers
-    such as C{ResponseNeverReceived} and C{ResponseFailed}) the exceptions in
-    its C{reasons}, recursively.
-    """
-    reasons = getattr(exc, "reasons", None)
-    if isinstance(reasons, list) and reasons:
-        found: list[BaseException] = []
-        for reason in reasons:
-            value = reason.value if isinstance(reason, Failure) else reason
-            if isinstance(value, BaseException):
-                found += _leaves(value)
-        if found:
-            return found
-    return [exc]
-
-
-def _openssl_text(exc: BaseException) -> str | None:
-    """
-    The reason strings of an C{OpenSSL.SSL.Error} (a list of
-    C{(library, function, reason)} tuples), joined; C{None} for anything
-    else.
-    """
-    if not type(exc).__module__.startswith("OpenSSL"):
-        return None
-    parts: list[str] = []
-    for arg in exc.args:
-        if isinstance(arg, list):
-            for item in arg:
-                if isinstance(item, tuple) and item:
-                    parts.append(str(item[-1]))
-                else:
-                    parts.append(str(item))
-        elif arg:
-            parts.append(str(arg))
-    text = "; ".join(p for p in parts if p)
-    return text or None
-
-
-def _reason_text(exc: BaseException) -> str:
-    """
-    A short, single-line description of a transport error, unwrapping
-    Twisted's wrapper exceptions (C{ResponseNeverReceived} and friends).
-    """
-    parts = []
-    for leaf in _leaves(exc):
-        text = _openssl_text(leaf) or " ".join(str(leaf).split()) or type(leaf).__name__
-        if text not in parts:
-            parts.append(text)
-    text = "; ".join(parts)
-    if len(text) > _MAX_LINE:
-        text = text[: _MAX_LINE - 3] + "..."
-    return text
-
-
-def _tls_verification_failure(exc: BaseException) -> str | None:
-    """
-    If C{exc} is, or wraps, a failure to verify the server's TLS certificate,
-    the verification error in a few words; otherwise C{None}.
-
-    OpenSSL reports an untrusted chain (self-signed, unknown issuer,
-    expired) as C{OpenSSL.SSL.Error} with the reason C{"certificate verify
-    failed"} (a verify callback may add the detail, e.g. C{"certificate
-    verify failed: self-signed certificate"}); Twisted's host name check
-    fails with C{service_identity}'s C{VerificationError}.
-    """
-    for leaf in _leaves(exc):
-        text = _openssl_text(leaf)
-        if text is not None and "certificate verify failed" in text.lower():
-            return text
-        module = type(leaf).__module__
-        if module.startswith("service_identity") and "Error" in type(leaf).__name__:
-            detail = " ".join(str(leaf).split())
-            return f"certificate does not match the host name ({detail:.150})"
-    return None
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    """
-    Whether C{exc} is, or wraps, a cancellation (which is how treq's timeout
-    shows up).
-    """
-    return any(
-        isinstance(leaf, CancelledError | ierror.ConnectingCancelledError) for leaf in _leaves(exc)
-    )
 
 
 def _header(response: Any, name: bytes) -> str | None:
@@ -484,7 +397,7 @@ class ThreatConnectClient:
                 ) from e
             raise
         except Exception as e:
-            raise self._cut_off(wire, status, reader.received, expected, _reason_text(e)) from e
+            raise self._cut_off(wire, status, reader.received, expected, reason_text(e)) from e
         if expected is not None and len(body) < expected:
             raise self._cut_off(wire, status, len(body), expected, None)
         return body, reader.close_delimited
@@ -514,17 +427,17 @@ class ThreatConnectClient:
             return ConnectionFailed(str(exc), target=wire)
         timed_out = self._clock.seconds() - start >= self.timeout
         if isinstance(exc, ierror.TimeoutError | DeferredTimeoutError) or (
-            _is_cancellation(exc) and timed_out
+            is_cancellation(exc) and timed_out
         ):
             return RequestTimeout(f"no answer within {self.timeout:g} seconds", target=wire)
-        if _is_cancellation(exc):
+        if is_cancellation(exc):
             return None
         host = self._host(url)
-        tls = _tls_verification_failure(exc)
+        tls = tls_verification_failure(exc)
         if tls is not None:
             return TLSVerificationError(f"connection to {host} failed: TLS {tls}", target=wire)
         return ConnectionFailed(
-            f"connection to {host} failed: {_reason_text(exc)}",
+            f"connection to {host} failed: {reason_text(exc)}",
             target=wire,
         )
 
