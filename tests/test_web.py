@@ -82,17 +82,17 @@ def test_feed_before_first_sync_is_valid_and_empty() -> None:
 
 def test_feed_serves_published_bytes() -> None:
     """
-    The feed route serves the published bytes exactly, with their length and
-    ETag.
+    The feed route serves the published bytes exactly; treq asks for gzip,
+    so it gets the precomputed gzip form with its own ETag and decodes it
+    (tests/test_web_http.py checks the raw exchange).
     """
     stub, store, _, _ = _app([_report(1)])
     code, headers, body = _get(stub, "/threatconnect/json")
     assert code == 200
     assert store.current is not None
     assert body == store.current.body
-    response = result_of(stub.get("http://127.0.0.1:6100/threatconnect/json"))
-    assert response.length == len(body)  # the client moves Content-Length here
-    assert headers[b"ETag"] == [store.current.etag.encode()]
+    assert headers[b"ETag"] == [store.current.gzip_etag.encode()]
+    assert headers[b"Vary"] == [b"Accept-Encoding"]
 
 
 def test_head_on_feed_has_no_body() -> None:
@@ -161,7 +161,7 @@ def test_index_shows_thread_connect_error_and_counts() -> None:
     stub, _, _, _ = _app([_report(1)], status)
     _, _, body = _get(stub, "/")
     text = body.decode()
-    assert "Failing" in text
+    assert "Degraded: the last sync did not publish; the previous feed is still served" in text
     assert "failed (ThreatConnect refused GET /api/v2/owners: HTTP 401: Timestamp" in text
     assert "Common Community" in text and "invalid md5" in text
     assert "https_proxy: not active" in text
@@ -271,3 +271,46 @@ def test_images() -> None:
     assert headers[b"Content-Type"] == [b"image/png"]
     assert _get(stub, "/carbonblack.png")[0] == 200
     assert _get(stub, "/other.png")[0] == 404
+
+
+def test_index_links_health_metrics_and_feed_age() -> None:
+    """
+    The diagnostics page links to /healthz and /metrics, shows the health
+    verdict and the feed's age.
+    """
+    status = SyncStatus(started_at=1_800_000_000)
+    status.begin(1_800_000_000)
+    status.succeeded(1_800_000_000)
+    stub, _, _, clock = _app([_report(1)], status)
+    clock.advance(300)
+    text = _get(stub, "/")[2].decode()
+    assert 'href="/healthz"' in text and 'href="/metrics"' in text
+    assert "Feed age" in text and "5 min ago (stale after 3 h)" in text
+    assert '<span class="ok">ok</span>' in text
+
+
+def test_index_shows_held_back_in_state_row() -> None:
+    """
+    When the shrink guard holds a new feed back, the state row says so with
+    the status's message on how to accept it, and health is degraded.
+    """
+    from tests.test_web_health import HELD, HeldStatus
+
+    status = HeldStatus(started_at=1_800_000_000)
+    status.begin(1_800_000_000)
+    status.succeeded(1_800_000_000)
+    status.held_back = HELD
+    stub, _, _, _ = _app([_report(1)], status)
+    text = _get(stub, "/")[2].decode()
+    state_row = text.split("<td>State</td>")[1].split("</tr>")[0]
+    assert "New feed held back" in state_row and "tcbridge accept-shrink" in state_row
+    assert '<span class="warn">degraded</span>' in text
+
+
+def test_index_before_any_sync_has_no_feed_age() -> None:
+    """
+    Before any feed, the feed-age row says there is none.
+    """
+    stub, _, _, _ = _app()
+    text = _get(stub, "/")[2].decode()
+    assert "no feed published" in text

@@ -1,17 +1,26 @@
 # -*- test-case-name: tests.test_web -*-
 """
-The bridge's HTTP routes: the feed for Carbon Black, the diagnostics page,
-the HTML view of the feed and the two images.
+The bridge's HTTP routes: the feed for Carbon Black (with validators,
+conditional requests and gzip), the diagnostics page, the HTML view of the
+feed, C{/healthz}, C{/metrics} and the two images.
+
+The feed route never compresses or hashes per request: the snapshot carries
+its gzip form and both ETags, computed once per publish; the empty document
+served before the first publish gets the same treatment once.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
 import orjson
-from attrs import define, field
+from attrs import define, field, frozen
 from klein import Klein
+from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -22,8 +31,150 @@ from tcbridge.logs import bridge_observer
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
 from tcbridge.web import pages
+from tcbridge.web.health import (
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_STALE_AFTER_INTERVALS,
+    assess,
+    health_document,
+)
+from tcbridge.web.metrics import (
+    CONTENT_TYPE,
+    BridgeCollector,
+    RequestCounts,
+    exposition,
+    make_registry,
+    no_requests,
+)
 
 HTML = b"text/html; charset=utf-8"
+JSON = b"application/json"
+
+
+@frozen
+class Representation:
+    """
+    The feed document in both encodings, with their validators.
+
+    :ivar last_modified: an HTTP date, or C{None} (the empty document).
+    :ivar modified_at: C{last_modified} as whole seconds since the epoch.
+    """
+
+    body: bytes
+    etag: bytes
+    gzip_body: bytes
+    gzip_etag: bytes
+    last_modified: bytes | None
+    modified_at: int | None
+
+    @classmethod
+    def of_snapshot(cls, snapshot: Snapshot) -> Representation:
+        """
+        The snapshot's own bytes and validators, computed when it was made.
+        """
+        return cls(
+            body=snapshot.body,
+            etag=snapshot.etag.encode("ascii"),
+            gzip_body=snapshot.gzip_body,
+            gzip_etag=snapshot.gzip_etag.encode("ascii"),
+            last_modified=(
+                snapshot.last_modified or formatdate(snapshot.published_at, usegmt=True)
+            ).encode("ascii"),
+            modified_at=int(snapshot.published_at),
+        )
+
+    @classmethod
+    def of_empty(cls, body: bytes) -> Representation:
+        """
+        The document served before the first publish (small: hashed and
+        compressed inline, once).
+        """
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        return cls(
+            body=body,
+            etag=f'"{digest}"'.encode("ascii"),
+            gzip_body=gzip.compress(body, compresslevel=6, mtime=0),
+            gzip_etag=f'"{digest}-gzip"'.encode("ascii"),
+            last_modified=None,
+            modified_at=None,
+        )
+
+
+def _header(request: IRequest, name: bytes) -> bytes | None:
+    values = request.requestHeaders.getRawHeaders(name)
+    if not values:
+        return None
+    return b",".join(values)
+
+
+def accepts_gzip(accept_encoding: bytes | None) -> bool:
+    """
+    Whether a response may be gzip-compressed for this C{Accept-Encoding}
+    (RFC 9110 section 12.5.3): C{gzip} (or C{x-gzip}, or C{*} when gzip is
+    not named) with a q-value above 0, unless C{identity} is named with a
+    higher q-value.  Unparsable q-values count as 0.
+    """
+    if not accept_encoding:
+        return False
+    qualities: dict[str, float] = {}
+    for item in accept_encoding.decode("latin-1").split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        if not coding:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:
+                    q = 0.0
+        qualities[coding] = max(q, qualities.get(coding, 0.0))
+    if "gzip" in qualities or "x-gzip" in qualities:
+        q_gzip = max(qualities.get("gzip", 0.0), qualities.get("x-gzip", 0.0))
+    else:
+        q_gzip = qualities.get("*", 0.0)
+    if q_gzip <= 0.0:
+        return False
+    return qualities.get("identity", 0.0) <= q_gzip
+
+
+def _opaque(tag: bytes) -> bytes:
+    tag = tag.strip()
+    if tag[:2] in (b"W/", b"w/"):
+        tag = tag[2:]
+    return tag
+
+
+def none_match(if_none_match: bytes, etag: bytes) -> bool:
+    """
+    Whether C{If-None-Match} matches C{etag} (the weak comparison of RFC
+    9110 section 13.1.2): C{*}, or any listed tag, C{W/} or not.
+    """
+    wanted = _opaque(etag)
+    for tag in if_none_match.split(b","):
+        tag = tag.strip()
+        if tag == b"*" or (tag and _opaque(tag) == wanted):
+            return True
+    return False
+
+
+def not_modified_since(if_modified_since: bytes, modified_at: int | None) -> bool:
+    """
+    Whether C{If-Modified-Since} is at or after C{modified_at}; an
+    unparsable date, or no modification time, means "modified".
+    """
+    if modified_at is None:
+        return False
+    try:
+        since = parsedate_to_datetime(if_modified_since.decode("latin-1"))
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return modified_at <= since.timestamp()
 
 
 def _parse_reports(body: bytes) -> list[dict[str, Any]]:
@@ -52,6 +203,12 @@ class FeedApp:
         C{carbonblack.png}).
     :param run_heavy: runs blocking work (parsing the feed for the HTML
         view) off the reactor thread; inline by default.
+    :param interval_seconds: the sync interval (keyword-only), for the
+        health rules.
+    :param stale_after_intervals: how many intervals old the feed may get
+        before C{/healthz} says failing (keyword-only).
+    :param request_counts: returns the ThreatConnect client's requests by
+        outcome, for C{/metrics} (keyword-only; none by default).
     """
 
     app = Klein()
@@ -64,7 +221,24 @@ class FeedApp:
     _feedinfo: Mapping[str, Any] = field(factory=dict)
     _images: Mapping[str, bytes] = field(factory=dict)
     _run_heavy: Callable[..., Deferred[Any]] = field(default=maybeDeferred)
+    _interval_seconds: float = field(default=DEFAULT_INTERVAL_SECONDS, kw_only=True)
+    _stale_after_intervals: float = field(default=DEFAULT_STALE_AFTER_INTERVALS, kw_only=True)
+    _request_counts: RequestCounts = field(default=no_requests, kw_only=True)
     _parsed: tuple[Snapshot, list[dict[str, Any]]] | None = field(default=None, init=False)
+    _empty: Representation | None = field(default=None, init=False)
+    _registry: CollectorRegistry = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._registry = make_registry(
+            BridgeCollector(
+                self._store,
+                self._status,
+                self._clock.seconds,
+                self._request_counts,
+                self._interval_seconds,
+                self._stale_after_intervals,
+            )
+        )
 
     def resource(self) -> Any:
         """
@@ -72,19 +246,83 @@ class FeedApp:
         """
         return self.app.resource()
 
+    def _representation(self) -> Representation:
+        snapshot = self._store.current
+        if snapshot is not None:
+            return Representation.of_snapshot(snapshot)
+        empty = self._empty
+        if empty is None or empty.body is not self._store.empty_body:
+            self._empty = empty = Representation.of_empty(self._store.empty_body)
+        return empty
+
     @app.route("/threatconnect/json", methods=["GET", "HEAD"])
     def feed_json(self, request: IRequest) -> bytes:
         """
         The published feed, exactly as published; before the first success,
         valid feedinfo with no reports.
+
+        Carries C{ETag}, C{Last-Modified} (once a feed is published),
+        C{Vary: Accept-Encoding} and C{Content-Length}; answers
+        C{If-None-Match} (which wins over C{If-Modified-Since}) and
+        C{If-Modified-Since} with 304; sends the precomputed gzip form when
+        C{Accept-Encoding} allows it.
         """
-        body = self._store.body()
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+        rep = self._representation()
+        use_gzip = bool(rep.gzip_body) and accepts_gzip(_header(request, b"Accept-Encoding"))
+        body, etag = (rep.gzip_body, rep.gzip_etag) if use_gzip else (rep.body, rep.etag)
+        request.setHeader(b"Vary", b"Accept-Encoding")
         request.setHeader(b"Cache-Control", b"no-cache")
-        if self._store.current is not None:
-            request.setHeader(b"ETag", self._store.current.etag.encode("ascii"))
+        request.setHeader(b"ETag", etag)
+        if rep.last_modified is not None:
+            request.setHeader(b"Last-Modified", rep.last_modified)
+        if_none_match = _header(request, b"If-None-Match")
+        if if_none_match is not None:
+            unchanged = none_match(if_none_match, etag)
+        else:
+            if_modified_since = _header(request, b"If-Modified-Since")
+            unchanged = if_modified_since is not None and not_modified_since(
+                if_modified_since, rep.modified_at
+            )
+        if unchanged:
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"Content-Type", JSON)
+        if use_gzip:
+            request.setHeader(b"Content-Encoding", b"gzip")
+        request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+        if request.method == b"HEAD":
+            return b""
         return body
+
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    def healthz(self, request: IRequest) -> bytes:
+        """
+        The bridge's health as JSON (see L{tcbridge.web.health}): 200 when ok
+        or degraded, 503 when failing.  Reads only the status.
+        """
+        code, body = health_document(
+            self._status,
+            self._store.current,
+            self._clock.seconds(),
+            self._interval_seconds,
+            self._stale_after_intervals,
+        )
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", JSON)
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+        return b"" if request.method == b"HEAD" else body
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    def metrics(self, request: IRequest) -> bytes:
+        """
+        Prometheus metrics (see L{tcbridge.web.metrics}).
+        """
+        body = exposition(self._registry)
+        request.setHeader(b"Content-Type", CONTENT_TYPE)
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+        return b"" if request.method == b"HEAD" else body
 
     @app.route("/", methods=["GET", "HEAD"])
     def index(self, request: IRequest) -> pages.Page:
@@ -92,12 +330,17 @@ class FeedApp:
         The diagnostics page.
         """
         request.setHeader(b"Content-Type", HTML)
+        now = self._clock.seconds()
+        snapshot = self._store.current
         return pages.index_page(
             self._status,
-            self._store.current,
+            snapshot,
             self._config_rows,
             self._feedinfo,
-            self._clock.seconds(),
+            now,
+            health=assess(
+                self._status, snapshot, now, self._interval_seconds, self._stale_after_intervals
+            ),
         )
 
     @app.route("/feed.html", methods=["GET", "HEAD"])

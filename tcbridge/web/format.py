@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_web -*-
 """
-Small text formatting helpers shared by the pages: times and ages.
+Small text formatting helpers shared by the pages and the health document:
+times and ages.
 """
 
 from __future__ import annotations
@@ -41,3 +42,13 @@ def when(seconds: float | None, now: float, never: str = "Never") -> str:
     if seconds is None:
         return never
     return f"{http_time(seconds)} ({age(seconds, now)})"
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """
+    An ISO-8601 UTC time to the second (C{2026-11-28T06:23:29Z}) for the
+    machine-readable views, or C{None}.
+    """
+    if seconds is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

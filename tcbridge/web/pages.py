@@ -14,7 +14,8 @@ from twisted.web.template import Element, Tag, TagLoader, tags
 
 from tcbridge.status import SyncStatus
 from tcbridge.store import Snapshot
-from tcbridge.web.format import http_time, when
+from tcbridge.web.format import age, http_time, when
+from tcbridge.web.health import DEGRADED, FAILING, Health, held_back
 
 IOC_KINDS = ("md5", "sha256", "ipv4", "ipv6", "dns")
 REPORTS_PER_PAGE = 100
@@ -79,17 +80,48 @@ def table(
 
 def state_of(status: SyncStatus, snapshot: Snapshot | None) -> Tag:
     """
-    One word for how the bridge is doing, coloured.
+    One word for how the bridge is doing, coloured; when the shrink guard
+    holds a new feed back, its message (which says how to accept the feed).
     """
+    guard = held_back(status)
+    if guard is not None:
+        return tags.span("New feed held back: ", guard, class_="bad")
     if status.running and status.last_attempt_finished is None:
         return tags.span("First sync running", class_="warn")
     if status.last_error is not None and (
         status.last_success is None or (status.last_error_at or 0) >= (status.last_success or 0)
     ):
-        return tags.span("Failing: the last sync did not publish", class_="bad")
+        if snapshot is not None:
+            return tags.span(
+                "Degraded: the last sync did not publish; the previous feed is still served",
+                class_="bad",
+            )
+        return tags.span("Failing: no sync has published a feed yet", class_="bad")
     if snapshot is None:
         return tags.span("No feed yet", class_="warn")
     return tags.span("OK", class_="ok")
+
+
+def _cb_sync_text(status: SyncStatus, now: float) -> Any:
+    """
+    The last Carbon Black server sync and its last error (a warning: it
+    never stops publishing).
+    """
+    if status.cb_last_sync is None and status.cb_last_error is None:
+        return "not done (off, or no feed published yet)"
+    parts: list[Any] = []
+    if status.cb_last_sync is not None:
+        parts.append(f"feed {status.cb_feed_id} synchronized {when(status.cb_last_sync, now)}")
+    if status.cb_last_error is not None and (status.cb_last_error_at or 0) >= (
+        status.cb_last_sync or 0
+    ):
+        parts.append(
+            tags.span(
+                f"last attempt failed {when(status.cb_last_error_at, now)}: {status.cb_last_error}",
+                class_="warn",
+            )
+        )
+    return tags.span(*[item for part in parts for item in (part, tags.br())][:-1])
 
 
 def index_page(
@@ -98,11 +130,17 @@ def index_page(
     config_rows: Sequence[tuple[str, str]],
     feedinfo: Mapping[str, Any],
     now: float,
+    *,
+    health: Health | None = None,
 ) -> Page:
     """
-    The diagnostics page: sync state, the last error in ThreatConnect's words,
-    counts per source, the feed's identity and the configuration (secrets
-    masked), with links to the JSON and HTML views.
+    The diagnostics page: sync state, health, feed age, the last error in
+    ThreatConnect's words, counts per source, the feed's identity and the
+    configuration (secrets masked), with links to the JSON and HTML views,
+    C{/healthz} and C{/metrics}.
+
+    :param health: the verdict of L{tcbridge.web.health.assess}; no health
+        row without it.
     """
     last_sync: Any = when(status.last_attempt, now, "No sync performed")
     if status.running:
@@ -120,10 +158,24 @@ def index_page(
         error_row = tags.div(
             tags.strong(http_time(status.last_error_at)), ": ", status.last_error, class_="error"
         )
+    rows: list[tuple[str, Any]] = [("State", state_of(status, snapshot))]
+    if health is not None:
+        css = {DEGRADED: "warn", FAILING: "bad"}.get(health.state, "ok")
+        verdict: list[Any] = [tags.span(health.state, class_=css)]
+        if health.reasons:
+            verdict.append(": " + "; ".join(health.reasons))
+        verdict += [" (", tags.a("/healthz", href="/healthz"), ")"]
+        rows.append(("Health", tags.span(*verdict)))
+    feed_age = "no feed published"
+    if snapshot is not None:
+        feed_age = age(snapshot.published_at, now)
+        if health is not None:
+            feed_age += f" (stale after {health.stale_after / 3600:g} h)"
+    rows.append(("Feed age", feed_age))
     summary = table(
         ["Item", "Value"],
         [
-            ("State", state_of(status, snapshot)),
+            *rows,
             ("Last sync attempt", last_sync),
             ("Last successful sync", when(status.last_success, now)),
             ("Last error", error_row),
@@ -143,6 +195,7 @@ def index_page(
             ),
             ("Syncs since start", f"{status.cycles_ok} succeeded, {status.cycles_failed} failed"),
             ("Bridge started", when(status.started_at, now)),
+            ("Carbon Black server sync", _cb_sync_text(status, now)),
         ],
     )
     body: list[Any] = [
@@ -174,6 +227,16 @@ def index_page(
                     tags.a("HTML", href="/feed.html"),
                     "Designed for human consumption; used to explore feed contents and for "
                     "troubleshooting.",
+                ),
+                (
+                    tags.a("Health", href="/healthz"),
+                    "The bridge's health as JSON for monitoring: HTTP 200 when ok or "
+                    "degraded, 503 when failing.",
+                ),
+                (
+                    tags.a("Metrics", href="/metrics"),
+                    "Prometheus metrics: syncs, durations, feed size and age, "
+                    "ThreatConnect requests.",
                 ),
             ],
         ),

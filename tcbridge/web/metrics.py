@@ -1,0 +1,212 @@
+# -*- test-case-name: tests.test_web_metrics -*-
+"""
+Prometheus metrics for C{/metrics}, read from the sync status, the store and
+the ThreatConnect client at scrape time.
+
+Each L{FeedApp <tcbridge.web.app.FeedApp>} has its own C{CollectorRegistry}
+holding one L{BridgeCollector}; nothing is registered globally, so two
+bridges (or two tests) in one process never share numbers.
+
+Metrics::
+
+    tcbridge_up                                  1 while the process answers
+    tcbridge_health_status{status}               1 for the current /healthz state, 0 for the others
+    tcbridge_sync_cycles_total{result}           finished syncs, result="success"|"failure"
+    tcbridge_sync_running                        1 while a sync runs
+    tcbridge_sync_duration_seconds               how long the last successful sync took
+    tcbridge_sync_cycle_seconds_sum / _count     time spent in all finished syncs, and their number
+    tcbridge_last_success_timestamp_seconds      end of the last successful sync (0: never)
+    tcbridge_last_attempt_timestamp_seconds      start of the last sync attempt (0: never)
+    tcbridge_feed_reports                        reports in the published feed
+    tcbridge_feed_iocs{type}                     IOCs of each type in the feed of the last success
+    tcbridge_feed_bytes                          size of the feed served (uncompressed)
+    tcbridge_feed_gzip_bytes                     size of its gzip form
+    tcbridge_feed_age_seconds                    age of the published feed (no sample before one)
+    tcbridge_feed_held_back                      1 while the shrink guard holds a new feed back
+    tcbridge_threatconnect_requests_total{status} ThreatConnect requests by outcome: HTTP status,
+                                                 "timeout", "connection" or "cancelled"
+    tcbridge_skipped_iocs{reason}                IOCs left out of the feed of the last success
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from tcbridge.status import SyncStatus
+from tcbridge.store import FeedStore
+from tcbridge.web.health import STATES, assess, held_back
+
+#: The classic Prometheus text format that C{generate_latest} writes.
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+IOC_TYPES = ("md5", "sha256", "ipv4", "ipv6", "dns")
+
+RequestCounts = Callable[[], Mapping[int | str, int]]
+
+
+def no_requests() -> Mapping[int | str, int]:
+    """
+    The default request counts: none.
+    """
+    return {}
+
+
+class BridgeCollector(Collector):
+    """
+    Reads the bridge's state each time Prometheus scrapes.
+
+    :param clock: a callable returning seconds since the epoch (the injected
+        reactor's C{seconds}).
+    :param request_counts: the ThreatConnect client's C{status_counts}.
+    """
+
+    def __init__(
+        self,
+        store: FeedStore,
+        status: SyncStatus,
+        clock: Callable[[], float],
+        request_counts: RequestCounts = no_requests,
+        interval_seconds: float = 3600.0,
+        stale_after_intervals: float = 3.0,
+    ) -> None:
+        self._store = store
+        self._status = status
+        self._clock = clock
+        self._request_counts = request_counts
+        self._interval = interval_seconds
+        self._stale_after_intervals = stale_after_intervals
+
+    def collect(self) -> Iterable[Metric]:
+        """
+        The metrics, as of now.
+        """
+        status = self._status
+        snapshot = self._store.current
+        now = self._clock()
+
+        yield GaugeMetricFamily("tcbridge_up", "1 while the bridge answers.", value=1)
+
+        health = assess(status, snapshot, now, self._interval, self._stale_after_intervals)
+        states = GaugeMetricFamily(
+            "tcbridge_health_status",
+            "1 for the bridge's current /healthz state, 0 for the others.",
+            labels=["status"],
+        )
+        for state in STATES:
+            states.add_metric([state], 1 if health.state == state else 0)
+        yield states
+
+        cycles = CounterMetricFamily(
+            "tcbridge_sync_cycles", "Finished sync cycles by result.", labels=["result"]
+        )
+        cycles.add_metric(["success"], status.cycles_ok)
+        cycles.add_metric(["failure"], status.cycles_failed)
+        yield cycles
+
+        yield GaugeMetricFamily(
+            "tcbridge_sync_running", "1 while a sync runs.", value=1 if status.running else 0
+        )
+        yield GaugeMetricFamily(
+            "tcbridge_sync_duration_seconds",
+            "How long the last successful sync took (0 before the first).",
+            value=status.last_duration or 0.0,
+        )
+        yield SummaryMetricFamily(
+            "tcbridge_sync_cycle_seconds",
+            "Time spent in finished syncs, successful or not.",
+            count_value=status.cycles_ok + status.cycles_failed,
+            sum_value=status.cycle_seconds_total,
+        )
+        yield GaugeMetricFamily(
+            "tcbridge_last_success_timestamp_seconds",
+            "When the last successful sync ended, seconds since the epoch (0: never).",
+            value=status.last_success or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "tcbridge_last_attempt_timestamp_seconds",
+            "When the last sync attempt started, seconds since the epoch (0: never).",
+            value=status.last_attempt or 0.0,
+        )
+
+        yield GaugeMetricFamily(
+            "tcbridge_feed_reports",
+            "Reports in the published feed.",
+            value=0 if snapshot is None else snapshot.reports,
+        )
+        iocs = GaugeMetricFamily(
+            "tcbridge_feed_iocs",
+            "IOC values of each type in the feed of the last successful sync.",
+            labels=["type"],
+        )
+        kinds = dict(status.iocs_by_kind)
+        for kind in IOC_TYPES:
+            kinds.setdefault(kind, 0)
+        for kind, count in sorted(kinds.items()):
+            iocs.add_metric([kind], count)
+        yield iocs
+        yield GaugeMetricFamily(
+            "tcbridge_feed_bytes",
+            "Size of the feed document served, uncompressed.",
+            value=len(self._store.body()),
+        )
+        yield GaugeMetricFamily(
+            "tcbridge_feed_gzip_bytes",
+            "Size of the gzip form of the published feed (0 before the first).",
+            value=0 if snapshot is None else len(snapshot.gzip_body),
+        )
+        age = GaugeMetricFamily(
+            "tcbridge_feed_age_seconds",
+            "Seconds since the published feed was published; no sample before the first.",
+        )
+        if health.feed_age is not None:
+            age.add_metric([], health.feed_age)
+        yield age
+        yield GaugeMetricFamily(
+            "tcbridge_feed_held_back",
+            "1 while the shrink guard holds a new feed back.",
+            value=0 if held_back(status) is None else 1,
+        )
+
+        requests = CounterMetricFamily(
+            "tcbridge_threatconnect_requests",
+            "ThreatConnect requests by outcome: the HTTP status, or timeout, connection, "
+            "cancelled.",
+            labels=["status"],
+        )
+        for outcome, count in sorted(self._request_counts().items(), key=lambda item: str(item[0])):
+            requests.add_metric([str(outcome)], count)
+        yield requests
+
+        skipped = GaugeMetricFamily(
+            "tcbridge_skipped_iocs",
+            "IOC values left out of the feed of the last successful sync, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(status.skipped.items()):
+            skipped.add_metric([reason], count)
+        yield skipped
+
+
+def make_registry(collector: BridgeCollector) -> CollectorRegistry:
+    """
+    A registry of its own holding only C{collector}.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """
+    The registry's metrics in the Prometheus text format (version 0.0.4).
+    """
+    return generate_latest(registry)
