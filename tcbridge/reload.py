@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import bridge_observer, set_log_level
-from tcbridge.wiring import Bridge, make_client
+from tcbridge.wiring import Bridge, make_cb_sync, make_client
 
 log = Logger(observer=bridge_observer)
 
@@ -67,7 +67,13 @@ class Reloader:
                 "(the listener still uses the old setting)"
             )
         client = make_client(config, self._reactor, self._bridge.pool)
-        self._bridge.cycle.reconfigure(config, client)
+        # Keep counting where the old client left off (metrics are counters).
+        old = self._bridge.cycle.client
+        client.status_counts = old.status_counts
+        client.requests = old.requests
+        self._bridge.cycle.reconfigure(
+            config, client, make_cb_sync(config, self._reactor, self._bridge.pool)
+        )
         self._bridge.store.cache_dir = config.cache_folder
         seconds = config.feed_retrieval_minutes * 60.0
         self._timer.step = seconds

@@ -57,6 +57,10 @@ class SyncStatus:
 
     :ivar held_back: set while the shrink guard holds a new feed back: what
         happened and how to accept it.
+    :ivar cb_last_sync: when the Carbon Black server last synchronized the
+        feed on our request (C{cb_feed_id} is its id there).
+    :ivar cb_last_error: the last Carbon Black server sync failure; it never
+        stops publishing.
     """
 
     started_at: float
@@ -79,6 +83,10 @@ class SyncStatus:
     cycles_failed: int = 0
     cycle_seconds_total: float = 0.0
     held_back: str | None = None
+    cb_last_sync: float | None = None
+    cb_feed_id: int | None = None
+    cb_last_error: str | None = None
+    cb_last_error_at: float | None = None
 
     def begin(self, now: float) -> None:
         """

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tcbridge.cbserver import CbServerSync, CbSyncError, CbSyncResult
 from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.filters import Exclusions
@@ -131,7 +132,8 @@ def describe_failure(failure: Failure) -> str:
     """
     error = failure.value
     if isinstance(
-        error, ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError
+        error,
+        ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError | CbSyncError,
     ):
         return str(error)
     if isinstance(error, defer.CancelledError):
@@ -161,11 +163,22 @@ class SyncCycle:
     _settings: FeedSettings = field(init=False)
     _pull_options: PullOptions = field(init=False)
     _running: defer.Deferred[None] | None = field(init=False, default=None)
-    _pending: tuple[Config, ThreatConnectClient] | None = field(init=False, default=None)
+    _cb_sync: CbServerSync | None = field(default=None, kw_only=True)
+    _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
+        init=False, default=None
+    )
+    _cb_running: defer.Deferred[Any] | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._settings = feed_settings(self._config)
         self._pull_options = pull_options(self._config)
+
+    @property
+    def client(self) -> ThreatConnectClient:
+        """
+        The ThreatConnect client the current or next cycle uses.
+        """
+        return self._pending[1] if self._pending is not None else self._client
 
     @property
     def config(self) -> Config:
@@ -174,19 +187,22 @@ class SyncCycle:
         """
         return self._pending[0] if self._pending is not None else self._config
 
-    def reconfigure(self, config: Config, client: ThreatConnectClient) -> None:
+    def reconfigure(
+        self, config: Config, client: ThreatConnectClient, cb_sync: CbServerSync | None = None
+    ) -> None:
         """
-        Use C{config} and C{client} from the next cycle on (at once if no
-        cycle is running; a running cycle finishes with what it started with).
+        Use C{config}, C{client} and C{cb_sync} from the next cycle on (at
+        once if no cycle is running; a running cycle finishes with what it
+        started with).
         """
-        self._pending = (config, client)
+        self._pending = (config, client, cb_sync)
         if not self._status.running:
             self._apply_pending()
 
     def _apply_pending(self) -> None:
         if self._pending is None:
             return
-        self._config, self._client = self._pending
+        self._config, self._client, self._cb_sync = self._pending
         self._pending = None
         self._settings = feed_settings(self._config)
         self._pull_options = pull_options(self._config)
@@ -241,6 +257,7 @@ class SyncCycle:
                 timer.cancel()
         self._store.swap(snapshot)
         status.held_back = None
+        self._start_cb_sync()
         self._record(builder, pulls, self._client.requests - requests_before)
         status.succeeded(self._clock.seconds())
         self.log.info(
@@ -274,6 +291,33 @@ class SyncCycle:
             raise FeedHeldBackError(held)
         await self._run_heavy(self._store.write_cache, snapshot.body)
         return snapshot, builder, pulls
+
+    def _start_cb_sync(self) -> None:
+        """
+        Ask the Carbon Black server to synchronize the feed just published,
+        without waiting: its outcome goes to the status and the log and never
+        affects publishing.  A request still under way is not doubled.
+        """
+        if self._cb_sync is None or self._cb_running is not None:
+            return
+        status = self._status
+        running = defer.ensureDeferred(self._cb_sync.synchronize())
+        self._cb_running = running
+
+        def synced(result: CbSyncResult) -> None:
+            status.cb_last_sync = result.at
+            status.cb_feed_id = result.feed_id
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(CbSyncError):
+                self.log.failure("Carbon Black server sync failed", failure)
+            status.cb_last_error = describe_failure(failure)
+            status.cb_last_error_at = self._clock.seconds()
+
+        def done(_: object) -> None:
+            self._cb_running = None
+
+        running.addCallbacks(synced, failed).addBoth(done)
 
     def _shrink_guard(self, new: Snapshot) -> str | None:
         """

@@ -168,6 +168,9 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         bridge.feedinfo,
         images(),
         bridge.run_heavy,
+        interval_seconds=config.feed_retrieval_minutes * 60.0,
+        stale_after_intervals=config.stale_after_intervals,
+        request_counts=lambda: bridge.cycle.client.status_counts,
     )
     try:
         endpoint = listener_endpoint(

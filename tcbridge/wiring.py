@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.client import HTTPConnectionPool
 
+from tcbridge.cbserver import CbServerSync, feed_url_for
 from tcbridge.config import Config, Source
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
 from tcbridge.feed.serialize import dumps
@@ -100,6 +101,36 @@ def make_client(config: Config, reactor: Any, pool: HTTPConnectionPool) -> Threa
     )
 
 
+def make_cb_sync(config: Config, reactor: Any, pool: HTTPConnectionPool) -> CbServerSync | None:
+    """
+    The Carbon Black server sync for C{config}, or C{None} when it is off.
+    TLS to the Carbon Black server is verified unless the user turned it off.
+    """
+    if config.cb_server_url is None or config.cb_server_token is None:
+        return None
+    agent = make_agent(
+        reactor,
+        pool=pool,
+        connect_timeout=config.request_timeout,
+        ca_file=config.cb_ca_file,
+        verify=config.cb_verify_tls,
+    )
+    feed_url = feed_url_for(
+        config.listener_address,
+        config.listener_port,
+        config.host_address,
+        tls=config.listener_tls_cert is not None,
+    )
+    return CbServerSync(
+        HTTPClient(agent),
+        reactor,
+        config.cb_server_url,
+        config.cb_server_token,
+        feed_url,
+        timeout=config.request_timeout,
+    )
+
+
 def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge:
     """
     Wire a bridge for C{config} on C{reactor}.
@@ -116,7 +147,15 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
     )
     status = SyncStatus(started_at=reactor.seconds(), notices=config.notices)
     run_heavy = thread_runner(reactor)
-    cycle = SyncCycle(config, client, store, status, reactor, run_heavy)
+    cycle = SyncCycle(
+        config,
+        client,
+        store,
+        status,
+        reactor,
+        run_heavy,
+        cb_sync=make_cb_sync(config, reactor, pool) if use_cache else None,
+    )
     if use_cache:
         store.load_cache(read_cached_feed)
     return Bridge(

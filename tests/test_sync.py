@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from tcbridge.cbserver import CbServerSync
 from tcbridge.config import Config, Source
 from tcbridge.feed import builder as builder_module
 from tcbridge.feed.document import FeedInfo, empty_document
@@ -38,7 +39,9 @@ from tcbridge.sync import (
 )
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import AuthError
+from tcbridge.web.app import FeedApp
 from tcbridge.wiring import read_cached_feed
+from tests.cbmock import CbMock, fetch_through
 from tests.helpers import failure_of, result_of
 
 KEY = "12345678901234567890"
@@ -561,3 +564,59 @@ def test_empty_result_never_replaces_a_feed_silently() -> None:
     failure_of(h.run())
     assert h.store.current is good
     assert h.status.held_back is not None and "no IOCs at all" in h.status.held_back
+
+
+def _with_cb(h: Harness, mock: CbMock) -> StubTreq:
+    """
+    Give the harness's cycle a Carbon Black server sync talking to C{mock},
+    which fetches the feed from the bridge's own routes.
+    """
+    web = FeedApp(h.store, h.status, h.clock)
+    mock.fetch = fetch_through(StubTreq(web.resource()))
+    cb_stub = StubTreq(mock.resource())
+    cb_sync = CbServerSync(
+        cb_stub,
+        h.clock,
+        "https://cb.example",
+        "cb-token-value",
+        "http://127.0.0.1:6100/threatconnect/json",
+    )
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock, cb_sync=cb_sync)
+    return cb_stub
+
+
+def test_publish_registers_and_synchronizes_on_carbon_black() -> None:
+    """
+    After a publish the bridge finds (here: creates) its feed on the Carbon
+    Black server and asks it to synchronize; the page shows when.
+    """
+    h = Harness()
+    mock = CbMock(token="cb-token-value")
+    cb_stub = _with_cb(h, mock)
+    result_of(h.run())
+    for _ in range(20):
+        cb_stub.flush()
+    assert [call for call in mock.calls() if call[0] == "POST"] == [
+        ("POST", "/api/v1/feed"),
+        ("POST", "/api/v1/feed/1/synchronize"),
+    ]
+    assert h.status.cb_feed_id == 1 and h.status.cb_last_error is None
+    assert mock.feeds[1]["name"] == "threatconnectintegration"
+
+
+def test_carbon_black_failure_never_blocks_publishing() -> None:
+    """
+    A Carbon Black server that refuses the token does not stop the feed from
+    being published; its error is shown, without the token.
+    """
+    h = Harness()
+    mock = CbMock(token="another-token")
+    cb_stub = _with_cb(h, mock)
+    snapshot = result_of(h.run())
+    for _ in range(20):
+        cb_stub.flush()
+    assert h.store.current is snapshot
+    assert h.status.last_error is None
+    assert h.status.cb_last_error is not None
+    assert "refused the API token (401)" in h.status.cb_last_error
+    assert "cb-token-value" not in h.status.cb_last_error
