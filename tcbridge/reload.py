@@ -23,8 +23,19 @@ from tcbridge.wiring import Bridge, make_cb_sync, make_client
 
 log = Logger(observer=bridge_observer)
 
-#: Settings that only take effect when the listener is opened again.
-_LISTENER_KEYS = ("listener_address", "listener_port")
+#: Settings that only take effect when tcbridge starts again.
+_RESTART_KEYS = (
+    "listener_address",
+    "listener_port",
+    "listener_tls_cert",
+    "listener_tls_key",
+    "listener_username",
+    "listener_password",
+    "listener_token",
+    "listener_allow",
+    "log_file",
+    "log_format",
+)
 
 
 @define
@@ -60,11 +71,11 @@ class Reloader:
             status.notices = (*[n for n in status.notices if not n.startswith("Reload")], message)
             return False
         notices = list(config.notices)
-        changed = [k for k in _LISTENER_KEYS if getattr(config, k) != getattr(self._listening, k)]
+        changed = [k for k in _RESTART_KEYS if getattr(config, k) != getattr(self._listening, k)]
         if changed:
             notices.append(
-                f"Reload: {', '.join(changed)} changed; restart tcbridge to listen there "
-                "(the listener still uses the old setting)"
+                f"Reload: {', '.join(changed)} changed; restart tcbridge to apply "
+                "(until then the old setting stays in use)"
             )
         client = make_client(config, self._reactor, self._bridge.pool)
         # Keep counting where the old client left off (metrics are counters).

@@ -25,6 +25,8 @@ from twisted.logger import Logger
 from tcbridge.logs import bridge_observer
 
 CACHE_FILE_NAME = "threatconnect-feed.json"
+#: Temporary files of L{write_atomic} start with this.
+TEMP_PREFIX = ".tmp-"
 
 
 @frozen
@@ -110,7 +112,7 @@ def write_atomic(path: str, data: bytes) -> None:
         file is then untouched.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -182,6 +184,25 @@ class FeedStore:
         """
         self.current = snapshot
 
+    def _remove_leftovers(self) -> None:
+        """
+        Delete temporary files that a write killed half-way left behind (each
+        can be as big as a feed); the cache file itself is never one of them.
+        """
+        assert self.cache_dir is not None
+        try:
+            names = os.listdir(self.cache_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(TEMP_PREFIX) and name.endswith(".json"):
+                try:
+                    os.unlink(os.path.join(self.cache_dir, name))
+                except OSError as e:
+                    self.log.warn("Cannot remove {name}: {error}", name=name, error=str(e))
+                else:
+                    self.log.info("Removed {name}, left by an interrupted write", name=name)
+
     def load_cache(self, read: Callable[[bytes], Sequence[dict[str, Any]]]) -> Snapshot | None:
         """
         Publish the cached feed from disk, if there is a usable one.
@@ -195,6 +216,7 @@ class FeedStore:
         path = self.cache_path
         if path is None:
             return None
+        self._remove_leftovers()
         try:
             with open(path, "rb") as f:
                 body = f.read()

@@ -21,6 +21,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.logfile import FileLogging, install_file_logging
 from tcbridge.logs import bridge_observer, set_log_level
 from tcbridge.reload import Reloader, ReloadService
 from tcbridge.sync import WriteOnceService, sync_timer
@@ -96,6 +97,34 @@ class Options(usage.Options):
                 raise SystemExit(2) from None
 
 
+class _FileLog(Service):
+    """
+    tcbridge's own log file (C{log_file}), rotated by size, beside twistd's
+    log, for as long as the service runs.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._logging: FileLogging | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        config = self._config
+        self._logging = install_file_logging(
+            config.log_file or "",
+            level=config.log_level,
+            max_bytes=config.log_max_bytes,
+            backups=config.log_backups,
+            fmt=config.log_format,
+        )
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._logging is not None:
+            self._logging.close()
+            self._logging = None
+
+
 class _Cleanup(Service):
     """
     Closes what the bridge opened (the HTTP connection pool, the demo
@@ -147,6 +176,8 @@ def build_service(options: Options, reactor: Any) -> MultiService:
     set_log_level(config.log_level)
     bridge = build_bridge(config, reactor, use_cache=not write)
     top = MultiService()
+    if config.log_file:
+        _FileLog(config).setServiceParent(top)
     _Cleanup(bridge, listening).setServiceParent(top)
     for notice in config.notices:
         log.warn("Configuration: {notice}", notice=notice)

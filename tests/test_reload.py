@@ -90,7 +90,7 @@ def test_listener_change_needs_restart(write_file: WriteFile) -> None:
     write_file("tc.conf", CONFIG.replace("listener_port=6200", "listener_port=6300"))
     assert reload_service.reloader.reload() is True
     notices = reload_service.reloader._bridge.status.notices
-    assert any("listener_port changed; restart tcbridge" in n for n in notices)
+    assert any("listener_port changed; restart tcbridge to apply" in n for n in notices)
 
 
 def test_sighup_triggers_reload(write_file: WriteFile) -> None:

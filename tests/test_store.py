@@ -133,3 +133,19 @@ def test_no_cache_folder(tmp_path: Path) -> None:
     store.write_cache(b"x")
     assert store.load_cache(_read) is None
     assert store.cache_path is None
+
+
+def test_leftover_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
+    """
+    Temporary files left by a write that was killed half-way are deleted at
+    start, so repeated crashes do not fill the disk; the cache is served.
+    """
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    body = orjson.dumps({"feedinfo": {}, "reports": [_report("a", ["0" * 32])]})
+    (cache / CACHE_FILE_NAME).write_bytes(body)
+    (cache / ".tmp-abc123.json").write_bytes(body[:10])
+    (cache / "accept-shrink").write_text("")
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    assert store.load_cache(_read) is not None
+    assert sorted(p.name for p in cache.iterdir()) == ["accept-shrink", CACHE_FILE_NAME]

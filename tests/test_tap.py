@@ -6,7 +6,9 @@ service tree, on a memory reactor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import orjson
 import pytest
 from twisted.application.internet import TimerService
 from twisted.application.service import IServiceMaker
@@ -159,3 +161,25 @@ def test_listener_guard_is_applied(write_file: WriteFile) -> None:
     stub.flush()
     assert result_of(d).code == 200
     service.stopService()
+
+
+def test_log_file_written_while_running(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    With log_file set, tcbridge's events also go to that file (JSON lines
+    here) while the service runs, and stop when it stops.
+    """
+    from twisted.logger import Logger
+
+    from tcbridge.logs import bridge_observer
+
+    log_path = tmp_path / "tcbridge.log"
+    text = CONFIG + f"log_file={log_path}\nlog_format=json\n"
+    reactor = MemoryReactorClock()
+    service = build_service(_options("--config", write_file("ok.conf", text)), reactor)
+    service.startService()
+    Logger(namespace="tcbridge.test", observer=bridge_observer).warn("hello {who}", who="file")
+    service.stopService()
+    Logger(namespace="tcbridge.test", observer=bridge_observer).warn("after stop")
+    lines = [orjson.loads(line) for line in log_path.read_text().splitlines()]
+    assert any(entry["message"] == "hello file" and entry["who"] == "file" for entry in lines)
+    assert not any(entry["message"] == "after stop" for entry in lines)
