@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from attrs import define, field
 from twisted.application.internet import TimerService
@@ -29,6 +30,7 @@ from tcbridge.feed.filters import Exclusions
 from tcbridge.feed.serialize import dumps_pretty
 from tcbridge.feed.validator import validate_document
 from tcbridge.logs import bridge_observer
+from tcbridge.secretstore import redact
 from tcbridge.status import PullRow, SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot, write_atomic
 from tcbridge.threatconnect.client import ThreatConnectClient
@@ -123,6 +125,20 @@ def pull_options(config: Config) -> PullOptions:
         types=config.types,
         min_rating=min_rating if min_rating else None,
     )
+
+
+def config_secrets(config: Config) -> list[str]:
+    """
+    Every secret in C{config}, to strip from any text that leaves the
+    process (a last line of defence: messages are built without them).
+    """
+    secrets = [config.secret_key, config.cb_server_token or "", config.listener_password or ""]
+    secrets.append(config.listener_token or "")
+    if config.https_proxy:
+        password = urlsplit(config.https_proxy).password
+        if password:
+            secrets.append(password)
+    return [s for s in secrets if len(s) >= 4]
 
 
 def describe_failure(failure: Failure) -> str:
@@ -240,7 +256,7 @@ class SyncCycle:
                         "(sync_deadline_minutes) and was stopped"
                     )
                 )
-            message = describe_failure(failure)
+            message = redact(describe_failure(failure), config_secrets(self._config))
             status.failed(self._clock.seconds(), message)
             if isinstance(
                 failure.value,
@@ -311,7 +327,7 @@ class SyncCycle:
         def failed(failure: Failure) -> None:
             if not failure.check(CbSyncError):
                 self.log.failure("Carbon Black server sync failed", failure)
-            status.cb_last_error = describe_failure(failure)
+            status.cb_last_error = redact(describe_failure(failure), config_secrets(self._config))
             status.cb_last_error_at = self._clock.seconds()
 
         def done(_: object) -> None:

@@ -620,3 +620,15 @@ def test_carbon_black_failure_never_blocks_publishing() -> None:
     assert h.status.cb_last_error is not None
     assert "refused the API token (401)" in h.status.cb_last_error
     assert "cb-token-value" not in h.status.cb_last_error
+
+
+def test_secrets_never_reach_the_error_text() -> None:
+    """
+    Even if an error's text somehow contained the secret key (here: a proxy
+    page echoing it), the recorded error shows *** instead.
+    """
+    h = Harness()
+    h.simulator.fault_next("html", body=f"<html><p>bad key {SECRET}</p></html>".encode())
+    failure_of(h.run())
+    assert h.status.last_error is not None
+    assert SECRET not in h.status.last_error and "***" in h.status.last_error
