@@ -310,6 +310,10 @@ def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
     text = EXAMPLE.read_text().replace("/etc/tcbridge/exclude-", str(tmp_path) + "/")
     text = text.replace("/etc/tcbridge/threatconnect-ca.pem", str(tmp_path / "ca.pem"))
+    for name in ("listener.crt", "listener.key", "cb-ca.pem"):
+        (tmp_path / name).write_text("x")
+        text = text.replace(f"/etc/tcbridge/{name}", str(tmp_path / name))
+    text = text.replace("/var/log/tcbridge/tcbridge.log", str(tmp_path / "tcbridge.log"))
     v2_part, _, legacy_part = text.partition("# The 2015 bridge layout")
     v2_text = _uncommented(v2_part.splitlines()).replace("api_key=\n", "api_key=1\n")
     v2_text = v2_text.replace("secret_key=\n", "secret_key=2\n")
