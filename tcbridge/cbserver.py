@@ -176,6 +176,8 @@ class CbServerSync:
         L{feed_url_for}).
     :ivar feed_name: the feed's C{feedinfo} name.
     :ivar timeout: seconds allowed for each request, answer included.
+    :ivar feed_username: with C{feed_password}, the credentials the server
+        must send when it fetches the feed (the listener's basic auth).
     """
 
     # treq's HTTPClient or StubTreq; Any because StubTreq builds its methods
@@ -187,6 +189,8 @@ class CbServerSync:
     feed_url: str
     feed_name: str = DEFAULT_FEED_NAME
     timeout: float = 30.0
+    feed_username: str | None = None
+    feed_password: str | None = field(default=None, repr=False)
 
     async def synchronize(self) -> CbSyncResult:
         """
@@ -278,6 +282,9 @@ class CbServerSync:
             "use_proxy": False,
             "validate_server_cert": urlsplit(self.feed_url).scheme.lower() == "https",
         }
+        if self.feed_username and self.feed_password:
+            request["username"] = self.feed_username
+            request["password"] = self.feed_password
         status, body = await self._call("POST", "/api/v1/feed", request, step)
         if status == 409:
             raise CbSyncError(

@@ -128,6 +128,8 @@ def make_cb_sync(config: Config, reactor: Any, pool: HTTPConnectionPool) -> CbSe
         config.cb_server_token,
         feed_url,
         timeout=config.request_timeout,
+        feed_username=config.listener_username,
+        feed_password=config.listener_password,
     )
 
 

@@ -394,3 +394,25 @@ def test_feed_url_for(address: str, port: int, host: str | None, tls: bool, expe
     address with wildcards made loopback, IPv6 in brackets, https with TLS.
     """
     assert feed_url_for(address, port, host, tls) == expected
+
+
+def test_listener_credentials_are_given_to_carbon_black() -> None:
+    """
+    When the listener asks for basic authentication, the feed is registered
+    with that username and password so Carbon Black can fetch it; the
+    password is not in the sync's repr.
+    """
+    sync, mock, _ = _setup()
+    sync = CbServerSync(
+        StubTreq(mock.resource()),
+        Clock(),
+        "https://cb.example",
+        TOKEN,
+        FEED_URL,
+        feed_username="carbonblack",
+        feed_password="listener-pw",
+    )
+    result_of(_run(sync))
+    create = mock.requests[1].json()
+    assert (create["username"], create["password"]) == ("carbonblack", "listener-pw")
+    assert "listener-pw" not in repr(sync)
