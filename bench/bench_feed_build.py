@@ -1,7 +1,10 @@
 # -*- test-case-name: tests.test_feed_builder -*-
 """
 Benchmark the feed builder: 1,000,000 synthetic indicators in three sources,
-fed in pages of 10,000, built into a Condensed and an Expanded feed.
+fed in pages of 10,000, built into Condensed, MaxCondensed and Expanded
+feeds.  10% of the indicators repeat the value of another indicator from a
+different source (cross-owner duplicates, merged into shared reports), and
+every indicator carries one or two tags.
 
 Each measurement runs in its own process so that peak RSS
 (C{resource.getrusage(RUSAGE_SELF).ru_maxrss}) belongs to it alone.  Times
@@ -37,13 +40,16 @@ SOURCES = ("Common Community", "Acme Corp", "Technical Blogs and Reports")
 def _page(start: int, size: int) -> list[Indicator]:
     """
     Indicators C{start}..C{start+size-1}: 40% files (md5 and sha256), 30%
-    addresses (1 in 10 IPv6), 30% hosts; ratings 1-5; a few duplicates.
+    addresses (1 in 10 IPv6), 30% hosts; ratings 1-5; tags; 10% of them
+    (C{n % 100 < 10}) with the value of indicator C{n + 10}, which comes
+    from another source.
     """
     page = []
     for n in range(start, start + size):
         source = SOURCES[n % 3]
         kind = n % 10
-        seed = n.to_bytes(8, "big")
+        v = n + 10 if n % 100 < 10 else n
+        seed = v.to_bytes(8, "big")
         common = {
             "source": source,
             "owner": source,
@@ -52,6 +58,7 @@ def _page(start: int, size: int) -> list[Indicator]:
             "confidence": n % 101,
             "last_modified": 1_700_000_000 + n,
             "web_link": f"https://app.threatconnect.com/auth/indicators/details/x.xhtml?id={n}",
+            "tags": (f"tag {n % 7}", "APT-28") if n % 11 == 0 else (f"tag {n % 7}",),
         }
         if kind < 4:
             page.append(
@@ -64,14 +71,14 @@ def _page(start: int, size: int) -> list[Indicator]:
             )
         elif kind < 7:
             ip = (
-                f"2001:db8:{n >> 16:x}::{n & 0xFFFF:x}"
-                if kind == 4 and n % 3 == 0
-                else f"{10 + (n >> 24) % 200}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+                f"2001:db8:{v >> 16:x}::{v & 0xFFFF:x}"
+                if kind == 4 and v % 3 == 0
+                else f"{10 + (v >> 24) % 200}.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
             )
             page.append(Indicator(type="Address", ip=ip, **common))  # type: ignore[arg-type]
         else:
             page.append(
-                Indicator(type="Host", host=f"h{n:x}.example{n % 97}.com", **common)  # type: ignore[arg-type]
+                Indicator(type="Host", host=f"h{v:x}.example{v % 97}.com", **common)  # type: ignore[arg-type]
             )
     return page
 
@@ -117,6 +124,7 @@ def run_one(grouping: str, path: str, count: int) -> dict[str, float]:
         "bytes_mb": len(data) / 1e6,
         "reports": builder.stats.reports,
         "iocs": sum(builder.stats.iocs_by_kind.values()),
+        "shared": builder.stats.shared_iocs,
         "rss_start_mb": rss_start / 1024,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -159,7 +167,8 @@ def main() -> None:
             f"{grouping:13} {label:23} add {med['add_s']:5.2f}s  build {med['build_s']:5.2f}s  "
             f"validate {med['validate_s']:4.2f}s  total {med['total_s']:5.2f}s  "
             f"{med['bytes_mb']:6.1f} MB out  {int(med['reports']):>8,} reports  "
-            f"{int(med['iocs']):>9,} IOCs  RSS start {med['rss_start_mb']:4.0f} MB  "
+            f"{int(med['iocs']):>9,} IOCs ({int(med['shared']):,} shared)  "
+            f"RSS start {med['rss_start_mb']:4.0f} MB  "
             f"peak {med['peak_rss_mb']:5.0f} MB"
         )
 

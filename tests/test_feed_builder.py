@@ -95,8 +95,8 @@ def test_condensed() -> None:
     assert md5_80 == {
         "id": f"{PREFIX}-md5-80",
         "timestamp": 100,
-        "link": "https://app.threatconnect.com/",
-        "title": "ThreatConnect Common Community: md5 IOCs, score 80",
+        "link": "https://app.threatconnect.com/browse/index.xhtml#/?owner=Common%20Community&type=File",
+        "title": "ThreatConnect Common Community: File md5 IOCs, score 80",
         "score": 80,
         "iocs": {"md5": [MD5]},
     }
@@ -166,14 +166,23 @@ def test_expanded() -> None:
 
 def test_web_url_for_group_links() -> None:
     """
-    Group reports link to the configured ThreatConnect web UI, or else to
-    the site the indicators' own web links point at.
+    Group reports link (best effort) to a ThreatConnect browse page for the
+    owner and type under the configured web UI, or else under the site the
+    indicators' own web links point at.
     """
     indicators = [file(web_link="https://sandbox.threatconnect.com/auth/x?id=1")]
     doc, _ = build(indicators)
-    assert doc["reports"][0]["link"] == "https://sandbox.threatconnect.com/"
+    assert doc["reports"][0]["link"] == (
+        "https://sandbox.threatconnect.com/browse/index.xhtml#/?owner=Common%20Community&type=File"
+    )
     doc, _ = build(indicators, web_url="https://tc.example.org/")
-    assert doc["reports"][0]["link"] == "https://tc.example.org/"
+    assert doc["reports"][0]["link"] == (
+        "https://tc.example.org/browse/index.xhtml#/?owner=Common%20Community&type=File"
+    )
+    doc, _ = build(indicators, web_url="https://tc.example.org", grouping="MaxCondensed")
+    assert doc["reports"][0]["link"] == (
+        "https://tc.example.org/browse/index.xhtml#/?owner=Common%20Community"
+    )
 
 
 @pytest.mark.parametrize("grouping", ["Expanded", "Condensed", "MaxCondensed"])
@@ -203,7 +212,7 @@ def test_distinct_sources_get_distinct_ids() -> None:
     different report ids.
     """
     names = ["Acme Corp", "Acme-Corp", "acme corp", "ACME_CORP"]
-    doc, _ = build([file(source=name) for name in names])
+    doc, _ = build([file(f"{n:032x}", source=name) for n, name in enumerate(names)])
     ids = [report["id"] for report in doc["reports"]]
     assert len(set(ids)) == 4
     assert all(rid.startswith("acme_corp-") for rid in ids)
@@ -291,12 +300,15 @@ def test_type_filter() -> None:
 
 def test_max_reports() -> None:
     """
-    With max_reports, the first N reports in id order are kept and the rest
-    are counted as truncated.
+    With max_reports, the reports with the highest score (then the newest
+    timestamp, then the smallest id) are kept, still published in id order,
+    and the rest are counted as truncated.
     """
     full, _ = build(sample())
     doc, builder = build(sample(), max_reports=3)
-    assert doc["reports"] == full["reports"][:3]
+    ranked = sorted(full["reports"], key=lambda r: (-r["score"], -r["timestamp"], r["id"]))
+    assert doc["reports"] == sorted(ranked[:3], key=lambda r: r["id"])
+    assert [r["score"] for r in doc["reports"]] == [100, 100, 80]
     assert builder.stats.reports == 3
     assert builder.stats.truncated_reports == len(full["reports"]) - 3
     assert sum(builder.stats.iocs_by_kind.values()) == sum(
@@ -434,3 +446,253 @@ def test_any_input_gives_a_valid_feed(
     data = builder.build_bytes()
     assert validate_bytes(data) == []
     assert builder.stats.indicators == sum(map(len, pages))
+
+
+OTHER = "Example Organization"
+JOINED = f"Common Community + {OTHER}"
+
+
+def test_cross_owner_dedupe_condensed() -> None:
+    """
+    A value two owners both report appears once, in a report whose title
+    names both, at the higher score and the newer timestamp; per-source
+    counts still credit each owner and shared_iocs counts the value once.
+    """
+    indicators = [
+        file(MD5, rating=2.0, last_modified=10),
+        file(MD5, rating=4.0, last_modified=5, source=OTHER),
+        file("a" * 32, source=OTHER, last_modified=7),
+    ]
+    for grouping, what in (("Condensed", "File md5"), ("MaxCondensed", "all")):
+        doc, builder = build(indicators, grouping=grouping)
+        shared = [r for r in doc["reports"] if MD5 in r["iocs"].get("md5", [])]
+        assert len(shared) == 1
+        assert shared[0]["title"] == f"ThreatConnect {JOINED}: {what} IOCs, score 80"
+        assert shared[0]["iocs"] == {"md5": [MD5]}
+        assert shared[0]["timestamp"] == 10
+        assert "owner=Common%20Community" in shared[0]["link"]
+        values = [v for r in doc["reports"] for vs in r["iocs"].values() for v in vs]
+        assert sorted(values) == sorted({MD5, "a" * 32})
+        assert builder.stats.shared_iocs == 1
+        assert builder.stats.per_source["Common Community"].iocs == 1
+        assert builder.stats.per_source[OTHER].iocs == 2
+        assert builder.stats.iocs_by_kind["md5"] == 2
+
+
+def test_same_value_two_scores_one_source() -> None:
+    """
+    A value one source gives two scores (two indicators) appears once, at
+    the higher score.
+    """
+    doc, builder = build([file(MD5, rating=1.0), file(MD5, rating=5.0)])
+    assert [(r["score"], r["iocs"]) for r in doc["reports"]] == [(100, {"md5": [MD5]})]
+    assert builder.stats.skipped == {"duplicate": 1}
+
+
+def test_cross_owner_merge_expanded() -> None:
+    """
+    In Expanded mode indicators with the same IOCs from different owners
+    become one report naming both, linking to the first owner's page; a
+    value also in a different indicator stays only in the higher-scored one.
+    """
+    link_a = "https://app.threatconnect.com/auth/indicators/details/host.xhtml?host=a"
+    indicators = [
+        host("evil.example", id="7", web_link=link_a, tags=("Bad Guy",), rating=3.0),
+        host("evil.example", id="9", source=OTHER, web_link="https://x.example/b", tags=("c2",)),
+        file(MD5, SHA256, id="1", rating=5.0),
+        file(MD5, id="2", source=OTHER, rating=1.0),
+    ]
+    doc, builder = build(indicators, grouping="Expanded")
+    reports = doc["reports"]
+    assert [r["id"] for r in reports] == [f"{PREFIX}-1", f"{PREFIX}-7"]
+    evil = reports[1]
+    assert evil["title"] == f"ThreatConnect {JOINED}: Host evil.example (score 80)"
+    assert evil["link"] == link_a
+    assert evil["tags"] == ["BadGuy", "c2"]
+    assert reports[0]["iocs"] == {"md5": [MD5], "sha256": [SHA256]}
+    assert builder.stats.skipped == {"duplicate": 1}
+    assert builder.stats.shared_iocs == 1
+
+
+def test_tags_in_every_mode() -> None:
+    """
+    Reports carry Carbon Black tags (ASCII letters and digits, at most 32
+    characters, no empties or duplicates) in every grouping mode; group
+    reports list the most frequent first, then alphabetically, at most 20;
+    a report without tags has no tags key.
+    """
+    indicators = [
+        file("1" * 32, tags=("APT-28", "zeta", "\u00e9t\u00e9!", "x" * 40)),
+        file("2" * 32, tags=("apt 28", "zeta", "APT_28")),
+        file("3" * 32, tags=tuple(f"t{n:02}" for n in range(30))),
+        host("plain.example"),
+    ]
+    doc, _ = build(indicators)
+    by_kind = {next(iter(r["iocs"])): r for r in doc["reports"]}
+    tags = by_kind["md5"]["tags"]
+    assert tags[:5] == ["APT28", "zeta", "apt28", "t", "t00"]
+    assert len(tags) == 20 and "x" * 32 not in tags
+    assert "tags" not in by_kind["dns"]
+    doc, _ = build(indicators, grouping="MaxCondensed")
+    assert doc["reports"][0]["tags"][:2] == ["APT28", "zeta"]
+    doc, _ = build(indicators, grouping="Expanded")
+    first = next(r for r in doc["reports"] if r["iocs"] == {"md5": ["1" * 32]})
+    assert first["tags"] == ["APT28", "zeta", "t", "x" * 32]
+
+
+def test_expanded_link_must_be_http() -> None:
+    """
+    An Expanded report links to the indicator's web link only when it is an
+    http(s) URL; otherwise to the configured web UI.
+    """
+    doc, _ = build([host("a.example", web_link="javascript:alert(1)")], grouping="Expanded")
+    assert doc["reports"][0]["link"] == "https://app.threatconnect.com/"
+    doc, _ = build(
+        [host("a.example", web_link="https://x y")], grouping="Expanded", web_url="https://tc/"
+    )
+    assert doc["reports"][0]["link"] == "https://tc/"
+
+
+def test_score_sources_and_min_rating() -> None:
+    """
+    The score can come from threatAssessScore or the max of all sources;
+    min_rating compares the raw rating (unrated indicators fail a minimum
+    above 0) and min_score the computed score, both applied.
+    """
+    indicators = [
+        file("1" * 32, rating=1.0, confidence=90),
+        file("2" * 32, rating=3.0, confidence=10),
+        file("3" * 32, rating=None, confidence=70),
+    ]
+    doc, _ = build(indicators, score_source="max", min_score=0)
+    assert sorted(r["score"] for r in doc["reports"]) == [60, 70, 90]
+    doc, builder = build(indicators, score_source="max", min_rating=2.0, min_score=0)
+    assert [r["score"] for r in doc["reports"]] == [60]
+    assert builder.stats.skipped == {"below minimum rating": 2}
+    doc, builder = build(indicators, score_source="confidence", min_rating=1.0, min_score=50)
+    assert [r["score"] for r in doc["reports"]] == [90]
+    assert builder.stats.skipped == {"below minimum rating": 1, "below minimum score": 1}
+    doc, _ = build(indicators, score_source="threatAssessScore", min_score=0)
+    assert [r["score"] for r in doc["reports"]] == [0]
+
+
+def test_excluded_by_list() -> None:
+    """
+    IOC values removed by exclusion lists are counted per list name, by
+    exact value, CIDR range and host suffix.
+    """
+    from tcbridge.feed.filters import Exclusions, parse_exclusion_file
+
+    ips, _ = parse_exclusion_file("ips", "filtered_ips", "i", ["10.0.0.0/8"])
+    hosts, _ = parse_exclusion_file("hosts", "filtered_hosts", "h", ["*.corp.example"])
+    indicators = [address("10.2.3.4"), address("11.0.0.1"), host("a.corp.example")]
+    doc, builder = build(indicators, exclusions=Exclusions.of([ips, hosts]))
+    assert [r["iocs"] for r in doc["reports"]] == [{"ipv4": ["11.0.0.1"]}]
+    assert builder.stats.excluded_by == {"filtered_ips": 1, "filtered_hosts": 1}
+    assert builder.stats.skipped == {"excluded": 2}
+
+
+def test_report_count_warning() -> None:
+    """
+    Above the warning threshold the stats advise fewer reports, suggesting
+    Condensed unless the feed is already Condensed.
+    """
+    indicators = [file(f"{n:032x}", id=str(n)) for n in range(4)]
+    _, builder = build(indicators, grouping="Expanded", report_warning_threshold=3)
+    assert builder.stats.warnings == [
+        "4 reports: Carbon Black advises fewer than 3 per feed; set ioc_grouping = Condensed"
+    ]
+    indicators = [file(f"{n:032x}", rating=n / 2) for n in range(4)]
+    _, builder = build(indicators, report_warning_threshold=3, min_score=0)
+    assert builder.stats.warnings == [
+        "4 reports: Carbon Black advises fewer than 3 per feed; "
+        "set max_reports, or ioc_grouping = MaxCondensed"
+    ]
+    _, builder = build(indicators)
+    assert builder.stats.warnings == []
+
+
+def _mixed() -> list[Indicator]:
+    extra = [
+        file(MD5, source=OTHER, tags=("Shared",), rating=5.0, last_modified=3),
+        host("evil.example.com", source=OTHER, tags=("b", "a")),
+        address("10.0.0.1", source="Third", tags=("a",)),
+    ]
+    return (
+        sample()
+        + extra
+        + [
+            file(f"{n:032x}", id=str(100 + n), last_modified=n, tags=(f"t{n % 3}",))
+            for n in range(30)
+        ]
+    )
+
+
+@pytest.mark.parametrize("grouping", ["Expanded", "Condensed", "MaxCondensed"])
+def test_page_order_does_not_matter_with_dedupe_and_history(grouping: str) -> None:
+    """
+    With cross-owner duplicates, tags, links and a history, the same data
+    in any page order gives byte-identical feeds and equal histories.
+    """
+    first = FeedBuilder(FeedSettings(grouping=grouping))  # type: ignore[arg-type]
+    first.add(_mixed())
+    first.build_bytes()
+    outputs = set()
+    histories = []
+    for seed in range(4):
+        shuffled = _mixed()[1:]
+        random.Random(seed).shuffle(shuffled)
+        builder = FeedBuilder(FeedSettings(grouping=grouping), history=first.history)  # type: ignore[arg-type]
+        for start in range(0, len(shuffled), 5):
+            builder.add(shuffled[start : start + 5])
+        outputs.add(builder.build_bytes())
+        histories.append(builder.history)
+    assert len(outputs) == 1
+    assert all(history == histories[0] for history in histories)
+    assert validate_bytes(outputs.pop()) == []
+
+
+_tag_text = st.text(alphabet=st.characters(codec=None), max_size=40)
+_shared_indicators = st.builds(
+    Indicator,
+    source=st.sampled_from(["Common Community", OTHER, "Third", "A + B", ""]),
+    owner=st.just("x"),
+    type=st.sampled_from(["File", "Address", "Host"]),
+    id=st.integers(0, 30).map(str),
+    md5=st.sampled_from([None, MD5, "a" * 32, "B" * 32]),
+    sha256=st.sampled_from([None, SHA256, "c" * 64]),
+    ip=st.sampled_from([None, "10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:DB8::1"]),
+    host=st.sampled_from([None, "evil.example", "EVIL.example.", "b.example"]),
+    rating=st.one_of(st.none(), st.floats(-1, 6)),
+    confidence=st.one_of(st.none(), st.integers(-5, 120)),
+    last_modified=st.one_of(st.none(), st.integers(-5, 2**60)),
+    web_link=st.one_of(_tag_text, st.just("https://app.threatconnect.com/x")),
+    description=st.one_of(st.none(), _tag_text),
+    tags=st.lists(_tag_text, max_size=25).map(tuple),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pages=st.lists(st.lists(_shared_indicators, max_size=10), max_size=4),
+    grouping=st.sampled_from(["Expanded", "Condensed", "MaxCondensed"]),
+    score_source=st.sampled_from(["rating", "confidence", "threatAssessScore", "max"]),
+)
+def test_shared_values_appear_once(
+    pages: list[list[Indicator]], grouping: str, score_source: str
+) -> None:
+    """
+    Indicators from several labels with arbitrary tags, text and ratings
+    never give a document the validator rejects, and every IOC value
+    appears at most once in the feed.
+    """
+    builder = FeedBuilder(
+        FeedSettings(grouping=grouping, score_source=score_source, min_score=0)  # type: ignore[arg-type]
+    )
+    for page in pages:
+        builder.add(page)
+    doc = builder.build()
+    assert validate_document(doc) == []
+    values = [(k, v) for r in doc["reports"] for k, vs in r["iocs"].items() for v in vs]
+    assert len(values) == len(set(values))
+    assert sum(builder.stats.iocs_by_kind.values()) == len(values)

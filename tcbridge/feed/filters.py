@@ -21,8 +21,8 @@ C{#} to the end of the line are ignored.  An entry is:
 L{parse_exclusion_file} turns the lines of one file into an
 L{ExclusionList} plus one problem line per bad entry;
 L{Exclusions.of} combines lists, and L{Exclusions.match} says which list (by
-its option name) removes a value: the first one, in the order given, that
-matches.
+its option name) removes a value: exact entries first, then ranges and
+suffixes; among equals, the first list in the order given.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ SUPPORTED_TYPES: Final[frozenset[str]] = frozenset({"File", "Address", "Host"})
 
 ScoreSource = Literal["rating", "confidence", "threatAssessScore", "max"]
 ExclusionKind = Literal["hashes", "ips", "hosts"]
+_Buckets = tuple[tuple[int, dict[int, str]], ...]
 
 _PREFIX_DIGITS: Final = re.compile(r"[0-9]{1,3}").fullmatch
 _EXPECTED: Final[dict[str, tuple[str, str]]] = {
@@ -267,8 +268,8 @@ class Exclusions:
 
     lists: tuple[ExclusionList, ...] = field(default=(), converter=_lists)
     _exact: dict[str, dict[str, str]] = field(init=False, repr=False, eq=False)
-    _v4nets: tuple[tuple[int, dict[int, str]], ...] = field(init=False, repr=False, eq=False)
-    _v6nets: tuple[tuple[int, dict[int, str]], ...] = field(init=False, repr=False, eq=False)
+    _v4nets: _Buckets = field(init=False, repr=False, eq=False)
+    _v6nets: _Buckets = field(init=False, repr=False, eq=False)
     _suffixes: dict[str, str] = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -288,9 +289,9 @@ class Exclusions:
             for suffix in one.dns_suffixes:
                 suffixes.setdefault(suffix, one.name)
 
-        def shifted(nets: dict[int, dict[int, str]], width: int) -> tuple[tuple[int, dict[int, str]], ...]:
+        def shifted(nets: dict[int, dict[int, str]], width: int) -> _Buckets:
             return tuple(
-                (width - length, {number >> (width - length): name for number, name in bucket.items()})
+                (width - length, {n >> (width - length): name for n, name in bucket.items()})
                 for length, bucket in sorted(nets.items())
             )
 
@@ -302,8 +303,9 @@ class Exclusions:
     @classmethod
     def of(cls, lists: Sequence[ExclusionList]) -> Exclusions:
         """
-        Combine exclusion lists; a value matched by several is credited to
-        the first of them in C{lists}.
+        Combine exclusion lists.  Exact entries are looked at before ranges
+        and suffix rules; a value matched by several entries of the same sort
+        is credited to the first list in C{lists} that has one.
         """
         return cls(lists)
 
@@ -319,10 +321,12 @@ class Exclusions:
         L{parse_exclusion_file} reads them (lists named C{hashes}, C{ips}
         and C{hosts}), ignoring invalid lines instead of reporting them.
         """
-        parsed = [
-            parse_exclusion_file(kind, kind, kind, list(lines))[0]
-            for kind, lines in (("hashes", hashes), ("ips", ips), ("hosts", hosts))
-        ]
+        files: tuple[tuple[ExclusionKind, Iterable[str]], ...] = (
+            ("hashes", hashes),
+            ("ips", ips),
+            ("hosts", hosts),
+        )
+        parsed = [parse_exclusion_file(kind, kind, kind, list(lines))[0] for kind, lines in files]
         return cls([one for one in parsed if len(one)])
 
     def __bool__(self) -> bool:
@@ -391,7 +395,7 @@ class Exclusions:
         return normalised is not None and self.match(kind, normalised) is not None
 
 
-def _match_network(number: int, buckets: tuple[tuple[int, dict[int, str]], ...]) -> str | None:
+def _match_network(number: int, buckets: _Buckets) -> str | None:
     for shift, bucket in buckets:
         name = bucket.get(number >> shift)
         if name is not None:
