@@ -70,12 +70,12 @@ class Reloader:
             log.error("{message}", message=message)
             status.notices = (*[n for n in status.notices if not n.startswith("Reload")], message)
             return False
-        notices = list(config.notices)
         changed = [k for k in _RESTART_KEYS if getattr(config, k) != getattr(self._listening, k)]
+        notices: tuple[str, ...] = ()
         if changed:
-            notices.append(
+            notices = (
                 f"Reload: {', '.join(changed)} changed; restart tcbridge to apply "
-                "(until then the old setting stays in use)"
+                "(until then the old setting stays in use)",
             )
         client = make_client(config, self._reactor, self._bridge.pool)
         # Keep counting where the old client left off (metrics are counters).
@@ -83,7 +83,7 @@ class Reloader:
         client.status_counts = old.status_counts
         client.requests = old.requests
         self._bridge.cycle.reconfigure(
-            config, client, make_cb_sync(config, self._reactor, self._bridge.pool)
+            config, client, make_cb_sync(config, self._reactor, self._bridge.pool), notices
         )
         self._bridge.store.cache_dir = config.cache_folder
         seconds = config.feed_retrieval_minutes * 60.0
@@ -92,7 +92,6 @@ class Reloader:
         if loop is not None:
             loop.interval = seconds
         set_log_level(config.log_level)
-        status.notices = tuple(notices)
         self._config_rows[:] = config.display()
         log.info("Configuration reloaded from {path}", path=self._path)
         return True

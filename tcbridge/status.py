@@ -57,6 +57,10 @@ class SyncStatus:
 
     :ivar held_back: set while the shrink guard holds a new feed back: what
         happened and how to accept it.
+    :ivar shared_iocs: IOCs that several owners reported (each is in the feed
+        once, in a report naming all of them).
+    :ivar excluded_by: IOCs each exclusion list removed, by option name.
+    :ivar feed_warnings: advice about the last feed (e.g. too many reports).
     :ivar cb_last_sync: when the Carbon Black server last synchronized the
         feed on our request (C{cb_feed_id} is its id there).
     :ivar cb_last_error: the last Carbon Black server sync failure; it never
@@ -83,6 +87,9 @@ class SyncStatus:
     cycles_failed: int = 0
     cycle_seconds_total: float = 0.0
     held_back: str | None = None
+    shared_iocs: int = 0
+    excluded_by: Mapping[str, int] = field(factory=dict)
+    feed_warnings: tuple[str, ...] = ()
     cb_last_sync: float | None = None
     cb_feed_id: int | None = None
     cb_last_error: str | None = None

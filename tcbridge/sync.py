@@ -26,7 +26,8 @@ from twisted.python.failure import Failure
 from tcbridge.cbserver import CbServerSync, CbSyncError, CbSyncResult
 from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
-from tcbridge.feed.filters import Exclusions
+from tcbridge.feed.filters import Exclusions, parse_exclusion_file
+from tcbridge.feed.history import ReportHistory
 from tcbridge.feed.serialize import dumps_pretty
 from tcbridge.feed.validator import validate_document
 from tcbridge.logs import bridge_observer
@@ -85,45 +86,49 @@ class FeedInvalidError(Exception):
     """
 
 
-def feed_settings(config: Config) -> FeedSettings:
+def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
     """
-    The feed builder's settings for a configuration.
+    The feed builder's settings for a configuration, and the problems found
+    in its exclusion files (one line each, C{file:line: ...}; a bad line is
+    skipped, never fatal).
     """
-
-    def lines(kind: str) -> list[str]:
-        return [
-            line.split("#", 1)[0].strip()
-            for excluded in config.exclusions
-            if excluded.kind == kind
-            for line in excluded.lines
-        ]
-
-    exclusions = Exclusions.from_lines(
-        hashes=lines("hashes"), ips=lines("ips"), hosts=lines("hosts")
-    )
-    return FeedSettings(
+    lists = []
+    problems: list[str] = []
+    for excluded in config.exclusions:
+        parsed, bad = parse_exclusion_file(
+            excluded.kind, excluded.option, excluded.path, excluded.lines
+        )
+        lists.append(parsed)
+        problems += bad
+    settings = FeedSettings(
         grouping=config.grouping,
         types=config.types,
         score_source=config.score_source,
+        min_rating=config.min_rating,
         min_score=config.min_score,
-        exclusions=exclusions,
+        exclusions=Exclusions.of(lists),
         max_reports=config.max_reports,
         web_url=config.web_url,
     )
+    return settings, problems
 
 
 def pull_options(config: Config) -> PullOptions:
     """
     How to page through ThreatConnect for a configuration.  On v3 the
     minimum rating goes into the TQL query (filtering on ThreatConnect's
-    side); the feed builder applies it again either way.
+    side; the feed builder applies it again either way), and the ThreatAssess
+    score is asked for when scores come from it.
     """
-    min_rating = config.min_score / 20 if config.score_source == "rating" else None
+    fields: tuple[str, ...] = ("tags",)
+    if config.score_source in ("threatAssessScore", "max"):
+        fields += ("threatAssess",)
     return PullOptions(
         api_version=config.api_version,
         page_size=config.page_size,
         types=config.types,
-        min_rating=min_rating if min_rating else None,
+        min_rating=config.min_rating,
+        fields=fields,
     )
 
 
@@ -180,14 +185,26 @@ class SyncCycle:
     _pull_options: PullOptions = field(init=False)
     _running: defer.Deferred[None] | None = field(init=False, default=None)
     _cb_sync: CbServerSync | None = field(default=None, kw_only=True)
+    _history: ReportHistory = field(factory=ReportHistory, kw_only=True)
+    _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
         init=False, default=None
     )
     _cb_running: defer.Deferred[Any] | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
-        self._settings = feed_settings(self._config)
+        self._configure()
+
+    def _configure(self) -> None:
+        self._settings, problems = feed_settings(self._config)
         self._pull_options = pull_options(self._config)
+        for problem in problems:
+            self.log.warn("Exclusion file: {problem} (line skipped)", problem=problem)
+        self._status.notices = (
+            *self._config.notices,
+            *(f"Exclusion file: {p} (line skipped)" for p in problems),
+            *self._extra_notices,
+        )
 
     @property
     def client(self) -> ThreatConnectClient:
@@ -204,14 +221,22 @@ class SyncCycle:
         return self._pending[0] if self._pending is not None else self._config
 
     def reconfigure(
-        self, config: Config, client: ThreatConnectClient, cb_sync: CbServerSync | None = None
+        self,
+        config: Config,
+        client: ThreatConnectClient,
+        cb_sync: CbServerSync | None = None,
+        notices: tuple[str, ...] = (),
     ) -> None:
         """
         Use C{config}, C{client} and C{cb_sync} from the next cycle on (at
         once if no cycle is running; a running cycle finishes with what it
         started with).
+
+        :param notices: more sentences for the page, e.g. settings that need
+            a restart.
         """
         self._pending = (config, client, cb_sync)
+        self._extra_notices = notices
         if not self._status.running:
             self._apply_pending()
 
@@ -220,8 +245,7 @@ class SyncCycle:
             return
         self._config, self._client, self._cb_sync = self._pending
         self._pending = None
-        self._settings = feed_settings(self._config)
-        self._pull_options = pull_options(self._config)
+        self._configure()
 
     async def run(self) -> Snapshot:
         """
@@ -272,6 +296,7 @@ class SyncCycle:
             if timer.active():
                 timer.cancel()
         self._store.swap(snapshot)
+        self._history = builder.history
         status.held_back = None
         self._start_cb_sync()
         self._record(builder, pulls, self._client.requests - requests_before)
@@ -289,7 +314,7 @@ class SyncCycle:
         Pull every source into a new builder, build and validate the feed,
         write it to the cache; publish nothing.
         """
-        builder = FeedBuilder(self._settings)
+        builder = FeedBuilder(self._settings, history=self._history)
         pulls: list[SourcePull] = []
         for source in self._config.sources:
             pull = await pull_source(self._client, source, self._pull_options, builder.add)
@@ -420,6 +445,11 @@ class SyncCycle:
             for p in pulls
         )
         status.iocs_by_kind = dict(stats.iocs_by_kind)
+        status.shared_iocs = stats.shared_iocs
+        status.excluded_by = dict(stats.excluded_by)
+        status.feed_warnings = tuple(stats.warnings)
+        for warning in stats.warnings:
+            self.log.warn("Feed: {warning}", warning=warning)
         status.skipped = dict(stats.skipped)
         status.reports = stats.reports
         status.truncated_reports = stats.truncated_reports

@@ -19,6 +19,7 @@ from twisted.web.client import HTTPConnectionPool
 from tcbridge.cbserver import CbServerSync, feed_url_for
 from tcbridge.config import Config, Source
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
+from tcbridge.feed.history import ReportHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
 from tcbridge.simulator import Simulator, generate
@@ -149,6 +150,17 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
     )
     status = SyncStatus(started_at=reactor.seconds(), notices=config.notices)
     run_heavy = thread_runner(reactor)
+    history = ReportHistory()
+    if use_cache:
+
+        def read(body: bytes) -> list[dict[str, Any]]:
+            reports = read_cached_feed(body)
+            # Report timestamps move only when content changes, across restarts too.
+            nonlocal history
+            history = history_from_reports(reports)
+            return reports
+
+        store.load_cache(read)
     cycle = SyncCycle(
         config,
         client,
@@ -157,9 +169,10 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         reactor,
         run_heavy,
         cb_sync=make_cb_sync(config, reactor, pool) if use_cache else None,
+        history=history,
     )
-    if use_cache:
-        store.load_cache(read_cached_feed)
+    if store.cache_warning is not None:
+        status.notices = (*status.notices, store.cache_warning)
     return Bridge(
         config=config,
         cycle=cycle,

@@ -19,9 +19,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tcbridge.cbserver import CbServerSync
-from tcbridge.config import Config, Source
+from tcbridge.config import Config, ExclusionFile, Source
 from tcbridge.feed import builder as builder_module
 from tcbridge.feed.document import FeedInfo, empty_document
+from tcbridge.feed.history import history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.simulator import Simulator, generate
@@ -517,7 +518,7 @@ def _serve(h: Harness, count: int) -> None:
     h.client = ThreatConnectClient(
         h.stub, h.clock, "https://tc.example/api", KEY, SECRET, 30, random=lambda: 0.5
     )
-    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+    h.cycle.reconfigure(h.config, h.client)
 
 
 def test_shrink_guard_holds_back_then_accepts(tmp_path: Path) -> None:
@@ -632,3 +633,84 @@ def test_secrets_never_reach_the_error_text() -> None:
     failure_of(h.run())
     assert h.status.last_error is not None
     assert SECRET not in h.status.last_error and "***" in h.status.last_error
+
+
+def test_exclusion_files_count_and_report_bad_lines(tmp_path: Path) -> None:
+    """
+    Exclusion files remove IOCs (counted per list on the page); a bad line
+    is reported with its file and line number and skipped.
+    """
+    steady = Harness()
+    doc = orjson.loads(result_of(steady.run()).body)
+    hosts = sorted({v for r in doc["reports"] for v in r["iocs"].get("dns", [])})
+    parent = ".".join(hosts[0].split(".")[1:])
+    lines = ("# safe", hosts[1], f"*.{parent}", "not a host!", "")
+    excluded = ExclusionFile("hosts", "filtered_hosts", "/etc/hosts.txt", lines)
+    h = Harness(exclusions=(excluded,))
+    body = result_of(h.run()).body
+    left = {v for r in orjson.loads(body)["reports"] for v in r["iocs"].get("dns", [])}
+    assert hosts[1] not in left and not any(v.endswith("." + parent) for v in left)
+    assert h.status.excluded_by["filtered_hosts"] >= 2
+    assert any("/etc/hosts.txt:4: 'not a host!'" in n for n in h.status.notices)
+
+
+def test_report_timestamps_move_only_when_content_changes(tmp_path: Path) -> None:
+    """
+    Re-syncing the same data keeps every report's timestamp; a report whose
+    IOCs change gets a later timestamp; a restart (history rebuilt from the
+    cache) keeps them too.
+    """
+    cache = str(tmp_path / "cache")
+    h = Harness(count=2000, cache_dir=cache)
+    first = {r["id"]: r for r in orjson.loads(result_of(h.run()).body)["reports"]}
+    h.clock.advance(3600)
+    again = {r["id"]: r for r in orjson.loads(result_of(h.run()).body)["reports"]}
+    assert {i: r["timestamp"] for i, r in again.items()} == {
+        i: r["timestamp"] for i, r in first.items()
+    }
+    _serve(h, 1800)  # fewer indicators: some reports lose IOCs
+    changed = {r["id"]: r for r in orjson.loads(result_of(h.run()).body)["reports"]}
+    moved = [i for i in changed if i in first and changed[i]["iocs"] != first[i]["iocs"]]
+    assert moved
+    assert all(changed[i]["timestamp"] > first[i]["timestamp"] for i in moved)
+    same = [i for i in changed if i in first and changed[i]["iocs"] == first[i]["iocs"]]
+    assert all(changed[i]["timestamp"] == first[i]["timestamp"] for i in same)
+    restarted = FeedStore(empty_body=b"{}", cache_dir=cache)
+    history: list[Any] = []
+
+    def read(body: bytes) -> list[dict[str, Any]]:
+        reports = read_cached_feed(body)
+        history.append(history_from_reports(reports))
+        return reports
+
+    assert restarted.load_cache(read) is not None
+    r = Harness(count=1800, cache_dir=cache)
+    r.store = restarted
+    r.cycle = SyncCycle(r.config, r.client, r.store, r.status, r.clock, history=history[0])
+    after = {x["id"]: x["timestamp"] for x in orjson.loads(result_of(r.run()).body)["reports"]}
+    assert after == {i: x["timestamp"] for i, x in changed.items()}
+
+
+@pytest.mark.parametrize("api_version", ["v2", "v3"])
+def test_threat_assess_scoring(api_version: str) -> None:
+    """
+    score_source = threatAssessScore scores from ThreatAssess (v3 asks for
+    it with fields=threatAssess); every score is an integer 0-100.
+    """
+    h = Harness(api_version=api_version, score_source="max", min_rating=None, min_score=0)
+    doc = orjson.loads(result_of(h.run()).body)
+    assert all(isinstance(r["score"], int) and 0 <= r["score"] <= 100 for r in doc["reports"])
+    if api_version == "v3":
+        assert any("fields=threatAssess" in q.target for q in h.simulator.requests)
+
+
+def test_min_rating_and_min_score_both_apply() -> None:
+    """
+    ioc_min_rating and ioc_min_score are both honoured.
+    """
+    loose = Harness(min_rating=None, min_score=0)
+    strict = Harness(min_rating=3, min_score=70)
+    all_scores = [r["score"] for r in orjson.loads(result_of(loose.run()).body)["reports"]]
+    kept = [r["score"] for r in orjson.loads(result_of(strict.run()).body)["reports"]]
+    assert min(all_scores) < 60 and min(kept) >= 70
+    assert strict.status.skipped.get("below minimum rating", 0) > 0

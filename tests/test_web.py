@@ -314,3 +314,24 @@ def test_index_before_any_sync_has_no_feed_age() -> None:
     stub, _, _, _ = _app()
     text = _get(stub, "/")[2].decode()
     assert "no feed published" in text
+
+
+def test_page_shows_exclusions_shared_and_warnings() -> None:
+    """
+    The page shows how many IOCs each exclusion list removed, how many were
+    shared by several owners, and the feed's warnings.
+    """
+    status = SyncStatus(started_at=1_800_000_000)
+    status.begin(1_800_000_000)
+    status.sources = (SourceRow("Common Community", 10, 8),)
+    status.excluded_by = {"filtered_hosts": 3, "[exclusions] md5": 2}
+    status.shared_iocs = 4
+    status.feed_warnings = ("12000 reports: Carbon Black advises fewer than 10,000 per feed",)
+    status.truncated_reports = 7
+    status.succeeded(1_800_000_001)
+    stub, _, _, _ = _app([_report(1)], status)
+    text = _get(stub, "/")[2].decode()
+    assert "<td>filtered_hosts</td><td class=\"num\">3</td>" in text
+    assert "4 IOCs were reported by more than one owner" in text
+    assert "Carbon Black advises fewer than 10,000 per feed" in text
+    assert "7 reports were left out by max_reports" in text

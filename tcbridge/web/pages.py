@@ -293,13 +293,31 @@ def index_page(
                 numeric=(1,),
             )
         )
+        if status.excluded_by:
+            body.append(
+                table(
+                    ["Exclusion list", "IOCs it removed"],
+                    sorted(status.excluded_by.items()),
+                    numeric=(1,),
+                )
+            )
+        if status.shared_iocs:
+            body.append(
+                tags.p(
+                    f"{status.shared_iocs} IOCs were reported by more than one owner; each is in "
+                    "the feed once, in a report whose title names all of them."
+                )
+            )
         if status.truncated_reports:
             body.append(
                 tags.p(
-                    f"{status.truncated_reports} reports were left out by max_reports.",
+                    f"{status.truncated_reports} reports were left out by max_reports (the "
+                    "lowest scores and oldest first).",
                     class_="warn",
                 )
             )
+        for warning in status.feed_warnings:
+            body.append(tags.p(warning, class_="warn"))
     else:
         body.append(tags.p("No successful sync since the bridge started."))
     info_rows = [(k, str(v)) for k, v in feedinfo.items() if k not in ("icon", "icon_small")]
