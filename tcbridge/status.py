@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from attrs import define, field, frozen
 
+from tcbridge.threatconnect.records import SourcePull
+
 
 @frozen
 class SourceRow:
@@ -25,28 +27,6 @@ class SourceRow:
     name: str
     indicators: int
     iocs: int
-
-
-@frozen
-class PullRow:
-    """
-    Figures of one configured source in the last successful cycle.
-
-    :ivar unreadable: records ThreatConnect sent that were not indicators.
-    :ivar inactive: inactive indicators left out.
-    :ivar duplicates: indicators ThreatConnect sent twice in one listing.
-    :ivar restarts: listings read again because they changed too much
-        between pages.
-    """
-
-    source: str
-    owners: tuple[str, ...]
-    pages: int
-    indicators: int
-    unreadable: int
-    inactive: int = 0
-    duplicates: int = 0
-    restarts: int = 0
 
 
 @define
@@ -77,7 +57,7 @@ class SyncStatus:
     last_error: str | None = None
     last_error_at: float | None = None
     sources: tuple[SourceRow, ...] = ()
-    pulls: tuple[PullRow, ...] = ()
+    pulls: tuple[SourcePull, ...] = ()
     iocs_by_kind: Mapping[str, int] = field(factory=dict)
     skipped: Mapping[str, int] = field(factory=dict)
     reports: int = 0

@@ -32,7 +32,7 @@ from tcbridge.feed.serialize import dumps_pretty
 from tcbridge.feed.validator import validate_document
 from tcbridge.logs import bridge_observer
 from tcbridge.secretstore import redact
-from tcbridge.status import PullRow, SourceRow, SyncStatus
+from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot, write_atomic
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
@@ -431,19 +431,7 @@ class SyncCycle:
             SourceRow(name=name, indicators=counts.indicators, iocs=counts.iocs)
             for name, counts in sorted(stats.per_source.items())
         )
-        status.pulls = tuple(
-            PullRow(
-                source=p.source,
-                owners=p.owners,
-                pages=p.pages,
-                indicators=p.indicators,
-                unreadable=p.skipped,
-                inactive=p.inactive,
-                duplicates=p.duplicates,
-                restarts=p.restarts,
-            )
-            for p in pulls
-        )
+        status.pulls = tuple(pulls)
         status.iocs_by_kind = dict(stats.iocs_by_kind)
         status.shared_iocs = stats.shared_iocs
         status.excluded_by = dict(stats.excluded_by)

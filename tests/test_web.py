@@ -12,8 +12,9 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
-from tcbridge.status import PullRow, SourceRow, SyncStatus
+from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot, count_iocs
+from tcbridge.threatconnect.records import SourcePull
 from tcbridge.web.app import FeedApp
 from tests.helpers import result_of
 
@@ -148,7 +149,7 @@ def test_index_shows_thread_connect_error_and_counts() -> None:
     status = SyncStatus(started_at=clock_start, notices=("[bridge] https_proxy: not active",))
     status.begin(clock_start)
     status.sources = (SourceRow("Common Community", 120, 150),)
-    status.pulls = (PullRow("*", ("Common Community",), 3, 120, 2),)
+    status.pulls = (SourcePull("*", ("Common Community",), 120, 2, 3),)
     status.iocs_by_kind = {"md5": 100, "dns": 50}
     status.skipped = {"invalid md5": 4}
     status.succeeded(clock_start + 5)

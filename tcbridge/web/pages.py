@@ -261,7 +261,7 @@ def index_page(
                         ", ".join(p.owners),
                         p.pages,
                         p.indicators,
-                        p.unreadable,
+                        p.skipped,
                         p.inactive,
                         p.duplicates,
                         p.restarts,
