@@ -11,7 +11,7 @@ timer survives every failure.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -113,7 +113,7 @@ def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
     return settings, problems
 
 
-def pull_options(config: Config) -> PullOptions:
+def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = None) -> PullOptions:
     """
     How to page through ThreatConnect for a configuration.  On v3 the
     minimum rating goes into the TQL query (filtering on ThreatConnect's
@@ -129,6 +129,7 @@ def pull_options(config: Config) -> PullOptions:
         types=config.types,
         min_rating=config.min_rating,
         fields=fields,
+        pause=pause,
     )
 
 
@@ -171,6 +172,8 @@ class SyncCycle:
 
     :param run_heavy: where CPU-heavy steps (build, validate, serialise) and
         disk writes run; see L{RunHeavy}.
+    :param pause: given to the pull so that big pages are handled in chunks
+        with a pause on the reactor between them (C{None} in unit tests).
     """
 
     log = Logger(observer=bridge_observer)
@@ -186,6 +189,7 @@ class SyncCycle:
     _running: defer.Deferred[None] | None = field(init=False, default=None)
     _cb_sync: CbServerSync | None = field(default=None, kw_only=True)
     _history: ReportHistory = field(factory=ReportHistory, kw_only=True)
+    _pause: Callable[[], Awaitable[None]] | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
         init=False, default=None
@@ -197,7 +201,7 @@ class SyncCycle:
 
     def _configure(self) -> None:
         self._settings, problems = feed_settings(self._config)
-        self._pull_options = pull_options(self._config)
+        self._pull_options = pull_options(self._config, self._pause)
         for problem in problems:
             self.log.warn("Exclusion file: {problem} (line skipped)", problem=problem)
         self._status.notices = (

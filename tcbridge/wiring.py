@@ -7,12 +7,14 @@ steps).  Both the twistd plugin and the console command use it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from attrs import frozen
 from treq.client import HTTPClient
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.client import HTTPConnectionPool
 
@@ -59,6 +61,18 @@ def thread_runner(reactor: Any) -> RunHeavy:
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     return run
+
+
+def reactor_pause(reactor: Any) -> Callable[[], Awaitable[None]]:
+    """
+    A pause that lets the reactor run (serve requests, fire timers) before
+    the caller goes on.
+    """
+
+    async def pause() -> None:
+        await deferLater(reactor, 0, lambda: None)
+
+    return pause
 
 
 def read_cached_feed(body: bytes) -> list[dict[str, Any]]:
@@ -170,6 +184,7 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         run_heavy,
         cb_sync=make_cb_sync(config, reactor, pool) if use_cache else None,
         history=history,
+        pause=reactor_pause(reactor),
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)

@@ -796,3 +796,28 @@ def test_v3_empty_visible_owner_is_fine() -> None:
         "/api/v3/indicators",
         "/api/v3/security/owners",
     ]
+
+
+def test_pause_hands_pages_on_in_chunks() -> None:
+    """
+    With a pause set, each page is parsed and handed on in chunks, pausing
+    between them (so the reactor serves requests during a big sync); every
+    indicator still arrives exactly once.
+    """
+    pauses: list[int] = []
+
+    async def pause() -> None:
+        pauses.append(1)
+
+    tc = PagingTC(owners={CC: {"file": files(250)}})
+    client, _, _, _ = make_client(tc)
+    handed: list[list[Indicator]] = []
+    options = PullOptions(page_size=100, types=frozenset({"File"}), pause=pause, chunk=40)
+    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), options, handed.append))
+    result = result_of(d)
+    assert result.indicators == 250
+    assert sorted(i.md5 or "" for chunk in handed for i in chunk) == sorted(
+        f"{i:032x}" for i in range(250)
+    )
+    assert max(len(chunk) for chunk in handed) <= 40
+    assert len(pauses) >= 250 // 40

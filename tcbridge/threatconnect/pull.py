@@ -33,7 +33,7 @@ answer has no C{next} link.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Set
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, quote
 
@@ -116,6 +116,10 @@ class PullOptions:
         C{indicatorActive EQ true} in the TQL).
     :ivar overlap: how many items each page re-reads from the previous one;
         capped at C{page_size // 4} (see L{effective_overlap}).
+    :ivar pause: if set, each page is parsed and handed on in chunks of
+        C{chunk} items with C{await pause()} between them, so a large page
+        never holds the reactor for long (the bridge passes a zero-delay
+        wait on the reactor).
     :ivar fields: v3 only: the C{fields=} asked for (C{tags}; add
         C{threatAssess} when scores come from ThreatAssess).
     :ivar sorting: v3 only: a C{sorting=} value such as C{"dateAdded ASC"},
@@ -130,6 +134,8 @@ class PullOptions:
     overlap: int = field(default=100, validator=_at_least(0))
     sorting: str | None = None
     fields: tuple[str, ...] = ("tags",)
+    pause: Callable[[], Awaitable[None]] | None = field(default=None, eq=False)
+    chunk: int = 500
 
     @property
     def effective_overlap(self) -> int:
@@ -356,10 +362,12 @@ async def _read_listing(
     listing: _Listing,
     tally: _Tally,
     on_page: Callable[[list[Indicator]], None],
+    options: PullOptions,
 ) -> None:
     """
     Read one listing to its end, handing each page's new indicators to
-    C{on_page} (once per page, possibly empty).
+    C{on_page} (once per page, possibly empty; once per chunk of a page when
+    C{options.pause} is set).
 
     :raise ResponseError: if the listing changed too much more than
         L{MAX_RESTARTS} times.
@@ -397,28 +405,55 @@ async def _read_listing(
             )
             page = listing.first
             continue
-        rest = listing.parse(items[back:])
-        kept: list[Indicator] = []
-        expected = len(region.indicators)
-        for n, indicator in enumerate([*region.indicators, *rest.indicators]):
-            key = indicator_key(indicator)
-            if key is not None:
-                last_read = seen.get(key)
-                seen[key] = attempt
-                if last_read is not None:
-                    # Expected: the overlap, and pages read again after a
-                    # restart.  Anything else is a repeat ThreatConnect sent.
-                    if n >= expected and last_read == attempt:
-                        tally.duplicates += 1
-                    continue
-            kept.append(indicator)
         # The overlap region's junk and inactive items were counted with the
-        # page before.
-        tally.indicators += len(kept)
-        tally.skipped += rest.skipped
-        tally.inactive += rest.inactive
-        on_page(kept)
+        # page before; its repeats are expected, not counted.
+        kept = _new_indicators(region.indicators, seen, attempt, tally, count_repeats=False)
+        pause = options.pause
+        step = max(1, len(items) if pause is None else options.chunk)
+        for start in range(back, len(items), step):
+            # With pause set, a page is parsed and handed on in chunks, letting
+            # the reactor serve requests between them.
+            rest = listing.parse(items[start : start + step])
+            tally.skipped += rest.skipped
+            tally.inactive += rest.inactive
+            kept += _new_indicators(rest.indicators, seen, attempt, tally, count_repeats=True)
+            tally.indicators += len(kept)
+            on_page(kept)
+            kept = []
+            if pause is not None:
+                await pause()
+        if back >= len(items):
+            tally.indicators += len(kept)
+            on_page(kept)
         page = listing.next_of(page, body, items)
+
+
+def _new_indicators(
+    indicators: list[Indicator],
+    seen: dict[bytes, int],
+    attempt: int,
+    tally: _Tally,
+    *,
+    count_repeats: bool,
+) -> list[Indicator]:
+    """
+    The indicators not yet read in this listing, remembering them; repeats
+    within the same pass outside the overlap are counted as duplicates.
+    """
+    kept: list[Indicator] = []
+    for indicator in indicators:
+        key = indicator_key(indicator)
+        if key is not None:
+            last_read = seen.get(key)
+            seen[key] = attempt
+            if last_read is not None:
+                # Expected: the overlap, and pages read again after a
+                # restart.  Anything else is a repeat ThreatConnect sent.
+                if count_repeats and last_read == attempt:
+                    tally.duplicates += 1
+                continue
+        kept.append(indicator)
+    return kept
 
 
 def _overlap_holds(
@@ -582,7 +617,7 @@ async def pull_source(
                 return parse_typed_page(key, items, owner, owner, active_only=active_only)
 
             listing = _v2_listing(client, f"{owner} {type_name}", make_target, key, parse, options)
-            await _read_listing(client, listing, tally, on_page)
+            await _read_listing(client, listing, tally, on_page, options)
 
     async def pull_owner_v3(owner: str) -> None:
         types = ordered_types(options.types)
@@ -599,7 +634,7 @@ async def pull_source(
             tql, start=0, limit=size, fields=options.fields, sorting=options.sorting
         )
         listing = _v3_listing(client, f"{owner} {'/'.join(types)}", first, parse, options)
-        await _read_listing(client, listing, tally, on_page)
+        await _read_listing(client, listing, tally, on_page, options)
 
     async def pull_owner(owner: str) -> None:
         if options.api_version == "v3":
@@ -650,7 +685,7 @@ async def pull_source(
             parse_path,
             options,
         )
-        await _read_listing(client, listing, tally, on_page)
+        await _read_listing(client, listing, tally, on_page, options)
     elif source.kind == "tql":
         owners = ()
 
@@ -665,7 +700,11 @@ async def pull_source(
             sorting=options.sorting,
         )
         await _read_listing(
-            client, _v3_listing(client, source.name, first, parse_tql, options), tally, on_page
+            client,
+            _v3_listing(client, source.name, first, parse_tql, options),
+            tally,
+            on_page,
+            options,
         )
     else:
         raise ValueError(f"unknown source kind {source.kind!r}")
