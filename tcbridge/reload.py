@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import bridge_observer, set_log_level
+from tcbridge.web.app import FeedApp
 from tcbridge.wiring import Bridge, make_cb_sync, make_client
 
 log = Logger(observer=bridge_observer)
@@ -45,6 +46,8 @@ class Reloader:
 
     :param config_rows: the list the diagnostics page shows; replaced in
         place.
+    :param web: the pages, told the new sync interval for their health
+        rules.
     """
 
     _path: str
@@ -52,6 +55,7 @@ class Reloader:
     _reactor: Any
     _timer: TimerService
     _config_rows: list[tuple[str, str]]
+    _web: FeedApp | None = None
     _listening: Config = field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -92,6 +96,8 @@ class Reloader:
         if loop is not None:
             loop.interval = seconds
         set_log_level(config.log_level)
+        if self._web is not None:
+            self._web.set_schedule(seconds, config.stale_after_intervals)
         self._config_rows[:] = config.display()
         log.info("Configuration reloaded from {path}", path=self._path)
         return True

@@ -188,9 +188,6 @@ def build_service(options: Options, reactor: Any) -> MultiService:
     timer = sync_timer(bridge.cycle, config.feed_retrieval_minutes, reactor)
     timer.setServiceParent(top)
     config_rows = config.display()
-    if options["config"]:
-        reloader = Reloader(options["config"], bridge, reactor, timer, config_rows)
-        ReloadService(reloader, lambda f: reactor.callFromThread(f)).setServiceParent(top)
     web = FeedApp(
         bridge.store,
         bridge.status,
@@ -203,6 +200,9 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         stale_after_intervals=config.stale_after_intervals,
         request_counts=lambda: bridge.cycle.client.status_counts,
     )
+    if options["config"]:
+        reloader = Reloader(options["config"], bridge, reactor, timer, config_rows, web)
+        ReloadService(reloader, lambda f: reactor.callFromThread(f)).setServiceParent(top)
     try:
         endpoint = listener_endpoint(
             reactor,

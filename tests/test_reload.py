@@ -59,6 +59,8 @@ def test_reload_applies_new_settings(write_file: WriteFile) -> None:
     assert [s.value for s in bridge_cycle.config.sources] == ["Acme Corp"]
     timer = next(s for s in service if isinstance(s, TimerService))
     assert timer.step == 15 * 60
+    web = reload_service.reloader._web
+    assert web is not None and web._interval_seconds == 15 * 60
     rows = dict(reload_service.reloader._config_rows)
     assert rows["feed_retrieval_minutes"] == "15"
     assert "Acme Corp" in rows["sources"]

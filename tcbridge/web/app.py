@@ -240,6 +240,13 @@ class FeedApp:
             )
         )
 
+    def set_schedule(self, interval_seconds: float, stale_after_intervals: float) -> None:
+        """
+        Judge health against a new sync interval (after a config reload).
+        """
+        self._interval_seconds = interval_seconds
+        self._stale_after_intervals = stale_after_intervals
+
     def resource(self) -> Any:
         """
         The twisted.web resource to serve.
