@@ -21,6 +21,7 @@ import hashlib
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from attrs import frozen
@@ -119,8 +120,17 @@ def parse_date(value: Any) -> int | None:
     C{2017-07-13T17:50:17} (no zone: UTC), C{...Z}, C{...-04:00}, optionally
     with fractional seconds.  C{None} if absent or unparseable.
     """
-    text = _text(value)
-    if text is None:
+    return _parse_date_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _parse_date_text(value: str) -> int | None:
+    """
+    L{parse_date} for a string; cached, since many indicators of one import
+    share their timestamps.
+    """
+    text = value.strip()
+    if not text:
         return None
     try:
         when = datetime.fromisoformat(text)
@@ -161,19 +171,36 @@ def _tags(item: dict[str, Any]) -> tuple[str, ...]:
 def _common(item: dict[str, Any], source: str, owner: str) -> dict[str, Any]:
     """
     The fields every indicator item shares, as L{Indicator} keyword arguments.
+
+    This runs once per indicator (a million times in a big sync), so the
+    usual shapes (a string owner name, an int id, float ratings, a known
+    date string) take short paths; anything else goes through the general
+    helpers above, with the same results.
     """
-    description = item.get("description")
+    get = item.get
+    name = get("ownerName")
+    if type(name) is str and (name := name.strip()):
+        owner_name = name
+    else:
+        owner_name = _owner(item, owner)
+    raw_id = get("id")
+    rating = get("rating")
+    confidence = get("confidence")
+    modified = get("lastModified")
+    link = get("webLink")
+    description = get("description")
+    assess = get("threatAssessScore")
     return {
         "source": source,
-        "owner": _owner(item, owner),
-        "id": _id(item.get("id")),
-        "rating": _rating(item.get("rating")),
-        "confidence": _confidence(item.get("confidence")),
-        "last_modified": parse_date(item.get("lastModified")),
-        "web_link": _text(item.get("webLink")) or "",
+        "owner": owner_name,
+        "id": str(raw_id) if type(raw_id) is int else _id(raw_id),
+        "rating": None if rating is None else _rating(rating),
+        "confidence": None if confidence is None else _confidence(confidence),
+        "last_modified": _parse_date_text(modified) if type(modified) is str else None,
+        "web_link": link.strip() if type(link) is str else "",
         "description": description.strip() if isinstance(description, str) else None,
-        "tags": _tags(item),
-        "threat_assess_score": _threat_assess(item.get("threatAssessScore")),
+        "tags": () if get("tag") is None and get("tags") is None else _tags(item),
+        "threat_assess_score": None if assess is None else _threat_assess(assess),
     }
 
 
