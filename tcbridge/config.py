@@ -730,6 +730,13 @@ class _Reader:
         self.notices.extend(warnings)
         return secret, source.describe()
 
+    def section_with(self, section: str, key: str) -> str:
+        """
+        C{section} if it has C{key}, else C{"bridge"}: options that may sit in
+        the layout's main section or in [bridge].
+        """
+        return section if self.get(section, key) is not None else "bridge"
+
     def network(self, api: str) -> dict[str, object]:
         """
         How to reach ThreatConnect: API version, proxy, TLS, retries and
@@ -737,7 +744,7 @@ class _Reader:
         """
 
         def where(key: str) -> str:
-            return api if self.get(api, key) is not None else "bridge"
+            return self.section_with(api, key)
 
         section = where("api_version")
         version = self.text(section, "api_version", "v2").lower()
@@ -1068,7 +1075,7 @@ class _Reader:
         """
 
         def where(key: str) -> str:
-            return section if self.get(section, key) is not None else "bridge"
+            return self.section_with(section, key)
 
         place = where("score_source")
         raw = self.text(place, "score_source", default_source)

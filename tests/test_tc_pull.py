@@ -31,7 +31,7 @@ from tests.helpers_tc import (
     make_client,
     success,
 )
-from tests.helpers_v3 import V3TC, changing
+from tests.helpers_v3 import V3TC, changing, v3_item
 
 ALL_TYPES = frozenset({"File", "Address", "Host"})
 CC = "Common Community"
@@ -570,14 +570,14 @@ def test_v3_overlap_rewrites_next_link() -> None:
     nothing, insertions duplicate nothing.
     """
     tql = 'ownerName EQ "Common Community" AND typeName IN ("Host") AND indicatorActive EQ true'
-    data = [_v3_host(n) for n in range(20)]
+    data = [v3_item(n) for n in range(20)]
     tc = V3TC(by_tql={tql: data})
 
     def change(n: int) -> None:
         if n == 1:
             del data[0:1]
         if n == 2:
-            data[0:0] = [_v3_host(n) for n in range(100, 103)]
+            data[0:0] = [v3_item(n) for n in range(100, 103)]
 
     options = PullOptions(api_version="v3", types=frozenset({"Host"}), page_size=8, overlap=2)
     result, pages, resource = pull_with(changing(tc, change), Source(CC, "owner", CC), options)
@@ -588,19 +588,6 @@ def test_v3_overlap_rewrites_next_link() -> None:
     first = resource.seen[0].uri
     assert second == first.replace("resultStart=0", "resultStart=6")
     assert result.restarts == 0
-
-
-def _v3_host(n: int, owner: str = CC, **extra: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "id": n,
-        "ownerName": owner,
-        "type": "Host",
-        "summary": f"h{n}.example",
-        "hostName": f"h{n}.example",
-        "active": True,
-    }
-    item.update(extra)
-    return item
 
 
 # -- v3 sources ------------------------------------------------------------------
@@ -617,8 +604,8 @@ def test_v3_owner_source() -> None:
         "AND rating >= 2.5 AND indicatorActive EQ true"
     )
     items = [
-        _v3_host(1, tags={"data": [{"id": 11, "name": "Targeted Attack"}]}),
-        _v3_host(2, active=False),
+        v3_item(1, tags={"data": [{"id": 11, "name": "Targeted Attack"}]}),
+        v3_item(2, active=False),
         {"id": "3", "ownerName": CC, "type": "File", "summary": "9D67E81C18101FC266057CD7851604B8"},
     ]
     tc = V3TC(by_tql={tql: items})
@@ -642,7 +629,7 @@ def test_v3_all_owners() -> None:
     """
     by_tql = {
         f'ownerName EQ "{o}" AND typeName IN ("Host") AND indicatorActive EQ true': [
-            _v3_host(i, o) for i in range(n)
+            v3_item(i, o) for i in range(n)
         ]
         for o, n in (("Org A", 3), ("Org B", 1))
     }
@@ -673,7 +660,7 @@ def test_tql_source_as_written() -> None:
     query = 'typeName IN ("URL","Host") AND summary CONTAINS "a\\"b"'
     items = [
         {"id": 1, "type": "URL", "summary": "http://x.example/", "ownerName": "Org A"},
-        _v3_host(2, "Org B"),
+        v3_item(2, "Org B"),
     ]
     tc = V3TC(by_tql={query: items})
     result, pages, resource = pull_with(
