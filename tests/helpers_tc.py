@@ -255,3 +255,18 @@ def make_client(
         random=random,
     )
     return client, resource, clock, stub
+
+
+def real_client(reactor: Any, base_url: str) -> tuple[ThreatConnectClient, Any]:
+    """
+    A client on the real reactor over real sockets (for the few loopback
+    tests), and its connection pool, which the caller closes.
+    """
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    client = ThreatConnectClient(
+        HTTPClient(Agent(reactor, pool=pool)), reactor, base_url, API_KEY, SECRET, timeout=10
+    )
+    return client, pool

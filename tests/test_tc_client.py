@@ -45,6 +45,7 @@ from tests.helpers_tc import (
     in_order,
     json_reply,
     make_client,
+    real_client,
     success,
 )
 
@@ -573,9 +574,7 @@ async def test_loopback_site_sees_signed_target() -> None:
     server's raw request target equals the signed target, for every encoding
     form a config can contain.
     """
-    from treq.client import HTTPClient
     from twisted.internet import reactor
-    from twisted.web.client import Agent, HTTPConnectionPool
     from twisted.web.server import Site
 
     targets = [
@@ -587,12 +586,8 @@ async def test_loopback_site_sees_signed_target() -> None:
     ]
     resource = ScriptedTC(always(success(OWNERS)))
     port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")  # type: ignore[attr-defined]
-    pool = HTTPConnectionPool(reactor, persistent=False)
+    client, pool = real_client(reactor, f"http://127.0.0.1:{port.getHost().port}/api")
     try:
-        base = f"http://127.0.0.1:{port.getHost().port}/api"
-        client = ThreatConnectClient(
-            HTTPClient(Agent(reactor, pool=pool)), reactor, base, API_KEY, SECRET, timeout=10
-        )
         for target in targets:
             assert (await client.get_json(target))["data"] == OWNERS
     finally:
@@ -608,24 +603,15 @@ async def test_loopback_refused() -> None:
     """
     A closed port on 127.0.0.1 gives ConnectionFailed naming host and port.
     """
-    from treq.client import HTTPClient
     from twisted.internet import reactor
-    from twisted.web.client import Agent, HTTPConnectionPool
     from twisted.web.server import Site
 
     port = reactor.listenTCP(0, Site(ScriptedTC(always(success(OWNERS)))), interface="127.0.0.1")  # type: ignore[attr-defined]
     number = port.getHost().port
     await port.stopListening()
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    client = ThreatConnectClient(
-        HTTPClient(Agent(reactor, pool=pool)),
-        reactor,
-        f"http://127.0.0.1:{number}/api",
-        API_KEY,
-        SECRET,
-        timeout=10,
-    )
+    client, pool = real_client(reactor, f"http://127.0.0.1:{number}/api")
     with pytest.raises(ConnectionFailed) as info:
         await client.get_json("/v2/owners")
+    await pool.closeCachedConnections()
     assert f"127.0.0.1:{number}" in info.value.message
     assert "refused" in info.value.message.lower()

@@ -48,6 +48,7 @@ from tests.helpers_tc import (
     always,
     json_reply,
     make_client,
+    real_client,
     success,
 )
 
@@ -331,10 +332,8 @@ async def test_self_signed_certificate_real_tls() -> None:
     client fails at once (no retry) with a TLSVerificationError naming the
     host, port and verification error, and a hint to set ca_file.
     """
-    from treq.client import HTTPClient
     from twisted.internet import reactor
     from twisted.internet.ssl import PrivateCertificate
-    from twisted.web.client import Agent, HTTPConnectionPool
     from twisted.web.server import Site
 
     options = PrivateCertificate.loadPEM(self_signed_pem()).options()
@@ -343,15 +342,7 @@ async def test_self_signed_certificate_real_tls() -> None:
         0, Site(resource), options, interface="127.0.0.1"
     )
     number = port.getHost().port
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    client = ThreatConnectClient(
-        HTTPClient(Agent(reactor, pool=pool)),
-        reactor,
-        f"https://127.0.0.1:{number}/api",
-        API_KEY,
-        SECRET,
-        timeout=10,
-    )
+    client, pool = real_client(reactor, f"https://127.0.0.1:{number}/api")
     try:
         with pytest.raises(TLSVerificationError) as info:
             await client.get_json("/v2/owners")
