@@ -19,6 +19,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from tcbridge.threatconnect.client import ThreatConnectClient
 
 PAGE = 10_000
+#: the pages a sync asks for overlap by this many indicators
+OVERLAP = 100
 BRANCHES = (("files", "file"), ("addresses", "address"), ("hosts", "host"))
 
 
@@ -35,12 +37,12 @@ async def pull_all(reactor: Any, base: str, key: str, secret: str) -> int:
             start = 0
             while True:
                 page = await client.get_json(
-                    f"/v2/indicators/{branch}?owner={quote(owner, safe='')}"
+                    f"/v2/indicators/{branch}?owner={quote(owner, safe='')}&includes=tags"
                     f"&resultStart={start}&resultLimit={PAGE}"
                 )
                 got = len(page["data"].get(entity, []))
                 items += got
-                start += PAGE
+                start += PAGE - OVERLAP
                 if got < PAGE:
                     break
     await pool.closeCachedConnections()

@@ -34,14 +34,14 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from tcbridge.check import run_check
 from tcbridge.config import Config, ConfigError, load_config
-from tcbridge.feed.validator import validate_bytes
 from tcbridge.logs import set_log_level
-from tcbridge.secretstore import encrypt_secret_command
 from tcbridge.store import count_iocs, write_atomic
 from tcbridge.sync import accept_marker, describe_failure, write_feed
 from tcbridge.wiring import build_bridge, start_demo
+
+# Each command imports what only it needs when it runs, so that write mode
+# (the one that handles millions of indicators) carries nothing else.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -111,6 +111,8 @@ def run_validate(paths: Sequence[str], out: TextIO) -> int:
     problem (with the report id) and a summary line per file.  Exit status
     0 if all are valid, 1 otherwise.
     """
+    from tcbridge.feed.validator import validate_bytes
+
     status = EXIT_OK
     for path in paths:
         try:
@@ -154,7 +156,7 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
     set_log_level(config.log_level)
     bridge = build_bridge(config, reactor, use_cache=False)
     try:
-        snapshot = await write_feed(bridge.cycle, path, bridge.run_heavy)
+        written = await write_feed(bridge.cycle, path)
     except Exception as e:
         reason = str(e) if isinstance(e, OSError) else describe_failure(Failure())
         out.write(f"tcbridge: sync failed, {path} was not written: {reason}\n")
@@ -164,7 +166,7 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
         if listening is not None:
             await defer.maybeDeferred(listening.stopListening)
     out.write(
-        f"tcbridge: wrote {snapshot.reports} reports with {snapshot.iocs} IOCs to {path} "
+        f"tcbridge: wrote {written.reports} reports with {written.iocs} IOCs to {path} "
         f"({bridge.status.requests} requests to ThreatConnect)\n"
     )
     return EXIT_OK
@@ -176,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["encrypt-secret"]:
+        from tcbridge.secretstore import encrypt_secret_command
+
         raise SystemExit(encrypt_secret_command(argv[1:], sys.stdin, sys.stdout, sys.stderr))
     parser = _parser()
     args = parser.parse_args(argv)
@@ -199,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def run(reactor: Any) -> defer.Deferred[None]:
         if args.command == "check-config":
+            from tcbridge.check import run_check
+
             assert config is not None
             d = defer.ensureDeferred(run_check(reactor, config, sys.stdout))
         else:

@@ -3,10 +3,25 @@
 The feed store: the one published feed snapshot that every reader sees, and
 its copy on disk that lets a restarted bridge serve the last good feed at once.
 
-Publishing is a swap of one immutable L{Snapshot}: a reader gets the old feed
-or the new one, never a mix.  Disk writes go to a temporary file that is
-fsynced and renamed over the cache file, so a crash leaves either the old file
-or the new one.
+A build streams the feed into a temporary file (L{write_feed_file}), never
+holding the document in memory.  Publishing (L{FeedStore.publish}) renames
+that file over the cache file and swaps the in-memory L{Snapshot}: a reader
+gets the old feed or the new one, never a mix, and a crash leaves either
+the old file or the new one.
+
+Beside the cache file, each publish leaves (written before the feed is
+renamed, each atomically):
+
+ - C{threatconnect-feed.json.gz}: the feed gzip-compressed, as served;
+ - C{threatconnect-feed.history}: the report history
+   (L{tcbridge.feed.history});
+ - C{threatconnect-feed.meta.json}: the feed's size, CRC-32 and SHA-256,
+   its report and IOC counts, and the same for the gzip file.
+
+At start, a cache file that matches its meta file is served at once, without
+parsing it again (it was validated when it was built); one that does not
+(an older version, a crash between two renames) is parsed and validated as
+before.
 """
 
 from __future__ import annotations
@@ -15,18 +30,26 @@ import gzip
 import hashlib
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from email.utils import formatdate
-from typing import Any
+from typing import IO, Any
 
+import orjson
 from attrs import define, field, frozen
 from twisted.logger import Logger
 
+from tcbridge.feed.history import ReportHistory
+from tcbridge.feed.render import FeedWriter
 from tcbridge.logs import bridge_observer
 
 CACHE_FILE_NAME = "threatconnect-feed.json"
-#: Temporary files of L{write_atomic} start with this.
+GZIP_FILE_NAME = CACHE_FILE_NAME + ".gz"
+HISTORY_FILE_NAME = "threatconnect-feed.history"
+META_FILE_NAME = "threatconnect-feed.meta.json"
+#: Temporary files of L{write_atomic} and L{write_feed_file} start with this.
 TEMP_PREFIX = ".tmp-"
+_META_VERSION = 1
 
 
 @frozen
@@ -61,6 +84,33 @@ class Snapshot:
     last_modified: str = ""
 
     @classmethod
+    def made(
+        cls,
+        body: bytes,
+        sha256: str,
+        gzip_body: bytes,
+        reports: int,
+        iocs: int,
+        published_at: float,
+        from_cache: bool = False,
+    ) -> Snapshot:
+        """
+        A snapshot of feed bytes whose digest and gzip form are known.
+        """
+        digest = sha256[:32]
+        return cls(
+            body=body,
+            etag=f'"{digest}"',
+            published_at=published_at,
+            reports=reports,
+            iocs=iocs,
+            from_cache=from_cache,
+            gzip_body=gzip_body,
+            gzip_etag=f'"{digest}-gzip"',
+            last_modified=formatdate(published_at, usegmt=True),
+        )
+
+    @classmethod
     def of(
         cls,
         body: bytes,
@@ -73,18 +123,15 @@ class Snapshot:
         Make a snapshot of serialised feed bytes, compressing them once.
         Blocking (hashing and gzip of a large feed): call it in a thread.
         """
-        digest = hashlib.sha256(body).hexdigest()[:32]
-        return cls(
-            body=body,
-            etag=f'"{digest}"',
-            published_at=published_at,
-            reports=reports,
-            iocs=iocs,
-            from_cache=from_cache,
+        return cls.made(
+            body,
+            hashlib.sha256(body).hexdigest(),
             # mtime=0: equal feeds compress to equal bytes on every instance.
-            gzip_body=gzip.compress(body, compresslevel=6, mtime=0),
-            gzip_etag=f'"{digest}-gzip"',
-            last_modified=formatdate(published_at, usegmt=True),
+            gzip.compress(body, compresslevel=6, mtime=0),
+            reports,
+            iocs,
+            published_at,
+            from_cache,
         )
 
 
@@ -98,6 +145,14 @@ def count_iocs(reports: Sequence[dict[str, Any]]) -> int:
         for key, values in report["iocs"].items()
         if key != "query"
     )
+
+
+def _fsync_directory(directory: str) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -121,16 +176,107 @@ def write_atomic(path: str, data: bytes) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _unlink_quietly(tmp)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
+    _fsync_directory(directory)
+
+
+def _unlink_quietly(path: str) -> None:
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+@define
+class FeedFile:
+    """
+    A feed built into a temporary file, not published yet: L{install} it
+    where it belongs, or L{discard} it.
+
+    :ivar path: the temporary file.
+    :ivar size: its size in bytes.
+    :ivar sha256: its SHA-256 (hex).
+    :ivar crc32: its CRC-32.
+    :ivar gzip_body: the feed gzip-compressed, if that was asked for.
+    :ivar reports: reports in the feed.
+    :ivar iocs: IOC values in the feed.
+    """
+
+    path: str
+    size: int
+    sha256: str
+    crc32: int
+    gzip_body: bytes | None
+    reports: int = 0
+    iocs: int = 0
+
+    def install(self, target: str) -> None:
+        """
+        Rename the file to C{target} (atomically, durably).
+        """
+        os.chmod(self.path, 0o644)
+        os.replace(self.path, target)
+        _fsync_directory(os.path.dirname(os.path.abspath(target)))
+
+    def discard(self) -> None:
+        """
+        Delete the temporary file.
+        """
+        _unlink_quietly(self.path)
+
+    def meta(self) -> dict[str, Any]:
+        """
+        What the meta file records about this feed.
+        """
+        gz = self.gzip_body or b""
+        return {
+            "version": _META_VERSION,
+            "size": self.size,
+            "crc32": self.crc32,
+            "sha256": self.sha256,
+            "reports": self.reports,
+            "iocs": self.iocs,
+            "gzip_size": len(gz),
+            "gzip_crc32": zlib.crc32(gz),
+        }
+
+
+def write_feed_file(
+    directory: str,
+    build: Callable[[FeedWriter], None],
+    *,
+    gzip: bool = False,
+    pretty: bool = False,
+) -> FeedFile:
+    """
+    Stream a feed into a new temporary file in C{directory}: C{build} gets
+    a L{FeedWriter} on it.  Blocking: call it in a thread.
+
+    :raise Exception: whatever C{build} raises (the file is then deleted).
+    """
+    fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            out: IO[bytes] = f
+            writer = FeedWriter(out, gzip=gzip, pretty=pretty)
+            build(writer)
+            os.fsync(f.fileno())
+    except BaseException:
+        _unlink_quietly(path)
+        raise
+    return FeedFile(
+        path=path,
+        size=writer.size,
+        sha256=writer.sha256,
+        crc32=writer.crc32,
+        gzip_body=writer.gzip_bytes() if gzip else None,
+    )
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 @define
@@ -143,6 +289,8 @@ class FeedStore:
         feedinfo and no reports.
     :ivar cache_dir: folder for the cache file, or C{None} for memory only.
     :ivar cache_warning: set when a damaged cache file was found at start.
+    :ivar loaded_history: the report history found beside the cache file at
+        start, if it matched the feed.
     """
 
     log = Logger(observer=bridge_observer)
@@ -151,6 +299,7 @@ class FeedStore:
     cache_dir: str | None = None
     current: Snapshot | None = None
     cache_warning: str | None = None
+    loaded_history: ReportHistory | None = None
 
     @property
     def cache_path(self) -> str | None:
@@ -161,22 +310,73 @@ class FeedStore:
             return None
         return os.path.join(self.cache_dir, CACHE_FILE_NAME)
 
+    def _beside(self, name: str) -> str:
+        assert self.cache_dir is not None
+        return os.path.join(self.cache_dir, name)
+
     def body(self) -> bytes:
         """
         The bytes to serve now.
         """
         return self.current.body if self.current is not None else self.empty_body
 
+    def build_directory(self) -> str:
+        """
+        Where a build writes its temporary file: the cache folder (created
+        if needed), so that publishing is a rename; else the system's
+        temporary folder.
+        """
+        if self.cache_dir is None:
+            return tempfile.gettempdir()
+        os.makedirs(self.cache_dir, exist_ok=True)
+        return self.cache_dir
+
     def write_cache(self, body: bytes) -> None:
         """
         Write C{body} to the cache file atomically, creating the folder if
-        needed.  Blocking: the sync cycle calls it in a thread.
+        needed (its meta file is removed, so the next start checks it).
+        Blocking.
         """
         path = self.cache_path
         if path is None:
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        _unlink_quietly(self._beside(META_FILE_NAME))
         write_atomic(path, body)
+
+    def publish(self, feed: FeedFile, history: ReportHistory | None, now: float) -> Snapshot:
+        """
+        Make a built feed the published one: on disk (with its gzip form,
+        history and meta file) when there is a cache folder, then in memory.
+        Blocking: call it in a thread, then L{swap} on the reactor.
+        """
+        gz = feed.gzip_body
+        if gz is None:
+            gz = gzip.compress(_read_file(feed.path), compresslevel=6, mtime=0)
+            feed.gzip_body = gz
+        path = self.cache_path
+        if path is None:
+            body = _read_file(feed.path)
+            feed.discard()
+        else:
+            _unlink_quietly(self._beside(META_FILE_NAME))
+            write_atomic(self._beside(GZIP_FILE_NAME), gz)
+            if history is not None:
+                self._write_history(history)
+            feed.install(path)
+            write_atomic(self._beside(META_FILE_NAME), orjson.dumps(feed.meta()))
+            body = _read_file(path)
+        return Snapshot.made(body, feed.sha256, gz, feed.reports, feed.iocs, now)
+
+    def _write_history(self, history: ReportHistory) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=self.cache_dir)
+        os.close(fd)
+        try:
+            history.save(tmp)
+            os.replace(tmp, self._beside(HISTORY_FILE_NAME))
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
 
     def swap(self, snapshot: Snapshot) -> None:
         """
@@ -203,29 +403,96 @@ class FeedStore:
                 else:
                     self.log.info("Removed {name}, left by an interrupted write", name=name)
 
+    def _matching(self, body: bytes, mtime: float) -> Snapshot | None:
+        """
+        The snapshot of a cache file that matches its meta file (and has its
+        gzip file), or C{None}.
+        """
+        try:
+            meta = orjson.loads(_read_file(self._beside(META_FILE_NAME)))
+            if (
+                not isinstance(meta, dict)
+                or meta.get("version") != _META_VERSION
+                or meta.get("size") != len(body)
+                or meta.get("crc32") != zlib.crc32(body)
+            ):
+                return None
+            gz = _read_file(self._beside(GZIP_FILE_NAME))
+            if meta.get("gzip_size") != len(gz) or meta.get("gzip_crc32") != zlib.crc32(gz):
+                return None
+            return Snapshot.made(
+                body,
+                str(meta["sha256"]),
+                gz,
+                int(meta["reports"]),
+                int(meta["iocs"]),
+                mtime,
+                from_cache=True,
+            )
+        except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            return None
+
+    def _load_history(self) -> ReportHistory | None:
+        try:
+            return ReportHistory.load(self._beside(HISTORY_FILE_NAME))
+        except (OSError, ValueError) as e:
+            self.log.warn(
+                "The report history beside the cached feed cannot be read ({error}); "
+                "it is rebuilt from the feed",
+                error=str(e),
+            )
+            return None
+
     def load_cache(self, read: Callable[[bytes], Sequence[dict[str, Any]]]) -> Snapshot | None:
         """
         Publish the cached feed from disk, if there is a usable one.
 
         :param read: parses and checks the bytes, returning the reports;
             raises C{ValueError} with a reason if the file is not a valid
-            feed.  A file that fails is never served: it is set aside as
-            C{<name>.damaged-<time>} (kept for inspection, out of the way of
-            the next write) and C{cache_warning} says so.
+            feed.  It is called only when the cache file does not match its
+            meta file.  A file that fails is never served: it is set aside
+            as C{<name>.damaged-<time>} (kept for inspection, out of the way
+            of the next write) and C{cache_warning} says so.
         """
         path = self.cache_path
         if path is None:
             return None
         self._remove_leftovers()
         try:
-            with open(path, "rb") as f:
-                body = f.read()
+            body = _read_file(path)
             mtime = os.stat(path).st_mtime
         except FileNotFoundError:
             return None
         except OSError as e:
             self.log.warn("Cannot read the cached feed {path}: {error}", path=path, error=str(e))
             return None
+        snapshot = self._matching(body, mtime)
+        if snapshot is not None:
+            self.loaded_history = self._load_history()
+        else:
+            snapshot = self._checked(path, body, mtime, read)
+            if snapshot is None:
+                return None
+        self.swap(snapshot)
+        self.log.info(
+            "Serving the cached feed from {path}: {reports} reports, {iocs} IOCs",
+            path=path,
+            reports=snapshot.reports,
+            iocs=snapshot.iocs,
+        )
+        return snapshot
+
+    def _checked(
+        self,
+        path: str,
+        body: bytes,
+        mtime: float,
+        read: Callable[[bytes], Sequence[dict[str, Any]]],
+    ) -> Snapshot | None:
+        """
+        The snapshot of a cache file with no matching meta file, parsed and
+        checked; C{None} (the file set aside) if it is not a valid feed.
+        """
         try:
             reports = read(body)
         except ValueError as e:
@@ -240,12 +507,4 @@ class FeedStore:
             )
             self.log.warn("{warning}", warning=self.cache_warning)
             return None
-        snapshot = Snapshot.of(body, len(reports), count_iocs(reports), mtime, from_cache=True)
-        self.swap(snapshot)
-        self.log.info(
-            "Serving the cached feed from {path}: {reports} reports, {iocs} IOCs",
-            path=path,
-            reports=len(reports),
-            iocs=snapshot.iocs,
-        )
-        return snapshot
+        return Snapshot.of(body, len(reports), count_iocs(reports), mtime, from_cache=True)

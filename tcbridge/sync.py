@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from attrs import define, field
@@ -28,12 +28,10 @@ from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
 from tcbridge.feed.history import ReportHistory
-from tcbridge.feed.serialize import dumps_pretty
-from tcbridge.feed.validator import validate_document
 from tcbridge.logs import bridge_observer
 from tcbridge.secretstore import redact
 from tcbridge.status import SourceRow, SyncStatus
-from tcbridge.store import FeedStore, Snapshot, write_atomic
+from tcbridge.store import FeedFile, FeedStore, Snapshot, write_feed_file
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.pull import PullOptions, pull_source
@@ -253,18 +251,52 @@ class SyncCycle:
 
     async def run(self) -> Snapshot:
         """
-        Run one cycle and publish its feed.
+        Run one cycle and publish its feed (the shrink guard permitting).
 
         :raises Exception: whatever stopped the cycle (L{SyncDeadlineError}
             if it ran past C{sync_deadline_minutes}); the status and the store
             are updated either way (the store only on success).
+        """
+        snapshot: Snapshot = await self._cycle(self._publish, record_history=True)
+        return snapshot
+
+    async def write(self, path: str) -> FeedFile:
+        """
+        Run one cycle and write its feed to C{path} (atomically) instead of
+        publishing it: write mode.  Nothing is served, so no report history
+        is kept.
+
+        :raises Exception: whatever stopped the cycle or the write; C{path}
+            is then untouched.
+        """
+
+        async def install(feed: FeedFile, builder: FeedBuilder) -> FeedFile:
+            await self._run_heavy(feed.install, path)
+            return feed
+
+        written: FeedFile = await self._cycle(
+            install, record_history=False, directory=os.path.dirname(os.path.abspath(path))
+        )
+        return written
+
+    async def _cycle(
+        self,
+        finish: Callable[[FeedFile, FeedBuilder], Awaitable[T]],
+        *,
+        record_history: bool,
+        directory: str | None = None,
+    ) -> T:
+        """
+        One cycle: pull, build into a file in C{directory} (by default the
+        store's), then C{finish} with it, within C{sync_deadline_minutes};
+        the status is updated either way.
         """
         self._apply_pending()
         status = self._status
         status.begin(self._clock.seconds())
         requests_before = self._client.requests
         self.log.info("Sync started: {sources} sources", sources=len(self._config.sources))
-        work = defer.ensureDeferred(self._pull_and_build())
+        work = defer.ensureDeferred(self._pull_and_build(finish, record_history, directory))
         deadline = self._config.sync_deadline_minutes
         expired: list[bool] = []
 
@@ -274,51 +306,57 @@ class SyncCycle:
 
         timer = self._clock.callLater(deadline * 60.0, expire)
         try:
-            snapshot, builder, pulls = await work
+            result, builder, pulls = await work
         except Exception:
-            failure = Failure()
-            if expired and failure.check(defer.CancelledError):
-                failure = Failure(
-                    SyncDeadlineError(
-                        f"the sync did not finish within {deadline:g} minutes "
-                        "(sync_deadline_minutes) and was stopped"
-                    )
-                )
-            message = redact(describe_failure(failure), config_secrets(self._config))
-            status.failed(self._clock.seconds(), message)
-            if isinstance(
-                failure.value,
-                ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError,
-            ):
-                self.log.error(
-                    "Sync failed, the previous feed stays published: {error}", error=message
-                )
-            else:
-                self.log.failure("Sync failed, the previous feed stays published", failure)
-            failure.raiseException()
+            self._failed(Failure(), bool(expired), deadline)
         finally:
             if timer.active():
                 timer.cancel()
-        self._store.swap(snapshot)
-        self._history = builder.history
-        status.held_back = None
-        self._start_cb_sync()
         self._record(builder, pulls, self._client.requests - requests_before)
         status.succeeded(self._clock.seconds())
         self.log.info(
             "Sync published {reports} reports with {iocs} IOCs in {seconds:.1f} s",
-            reports=snapshot.reports,
-            iocs=snapshot.iocs,
+            reports=builder.stats.reports,
+            iocs=builder.stats.iocs,
             seconds=status.last_duration or 0.0,
         )
-        return snapshot
+        return result
 
-    async def _pull_and_build(self) -> tuple[Snapshot, FeedBuilder, list[SourcePull]]:
+    def _failed(self, failure: Failure, expired: bool, deadline: float) -> NoReturn:
         """
-        Pull every source into a new builder, build and validate the feed,
-        write it to the cache; publish nothing.
+        Record and log a failed cycle, then raise its error.
         """
-        builder = FeedBuilder(self._settings, history=self._history)
+        if expired and failure.check(defer.CancelledError):
+            failure = Failure(
+                SyncDeadlineError(
+                    f"the sync did not finish within {deadline:g} minutes "
+                    "(sync_deadline_minutes) and was stopped"
+                )
+            )
+        message = redact(describe_failure(failure), config_secrets(self._config))
+        self._status.failed(self._clock.seconds(), message)
+        if isinstance(
+            failure.value,
+            ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError,
+        ):
+            self.log.error("Sync failed, the previous feed stays published: {error}", error=message)
+        else:
+            self.log.failure("Sync failed, the previous feed stays published", failure)
+        failure.raiseException()
+        raise AssertionError("unreachable")
+
+    async def _pull_and_build(
+        self,
+        finish: Callable[[FeedFile, FeedBuilder], Awaitable[T]],
+        record_history: bool,
+        directory: str | None,
+    ) -> tuple[T, FeedBuilder, list[SourcePull]]:
+        """
+        Pull every source into a new builder, build the feed into a file
+        (validated as it is written), and hand it to C{finish}; the file is
+        deleted if anything fails before it is installed.
+        """
+        builder = FeedBuilder(self._settings, history=self._history, record_history=record_history)
         pulls: list[SourcePull] = []
         for source in self._config.sources:
             pull = await pull_source(self._client, source, self._pull_options, builder.add)
@@ -329,13 +367,32 @@ class SyncCycle:
                 pages=pull.pages,
             )
             pulls.append(pull)
-        snapshot = await self._run_heavy(self._finish, builder, self._clock.seconds())
-        held = self._shrink_guard(snapshot)
+        if directory is None:
+            directory = await self._run_heavy(self._store.build_directory)
+        feed: FeedFile = await self._run_heavy(self._build_file, builder, directory, record_history)
+        try:
+            result = await finish(feed, builder)
+        except BaseException:
+            feed.discard()
+            raise
+        return result, builder, pulls
+
+    async def _publish(self, feed: FeedFile, builder: FeedBuilder) -> Snapshot:
+        """
+        Publish a built feed, unless the shrink guard holds it back.
+        """
+        held = self._shrink_guard(feed.iocs)
         if held is not None:
             self._status.held_back = held
             raise FeedHeldBackError(held)
-        await self._run_heavy(self._store.write_cache, snapshot.body)
-        return snapshot, builder, pulls
+        snapshot: Snapshot = await self._run_heavy(
+            self._store.publish, feed, builder.history, self._clock.seconds()
+        )
+        self._store.swap(snapshot)
+        self._history = builder.history
+        self._status.held_back = None
+        self._start_cb_sync()
+        return snapshot
 
     def _start_cb_sync(self) -> None:
         """
@@ -364,7 +421,7 @@ class SyncCycle:
 
         running.addCallbacks(synced, failed).addBoth(done)
 
-    def _shrink_guard(self, new: Snapshot) -> str | None:
+    def _shrink_guard(self, new_iocs: int) -> str | None:
         """
         Say why C{new} must not replace the published feed, or C{None} if it
         may: it may not when it has more than C{max_shrink_percent} fewer
@@ -375,8 +432,8 @@ class SyncCycle:
         if current is None or current.iocs == 0:
             return None
         limit = self._config.max_shrink_percent
-        drop = 100.0 * (current.iocs - new.iocs) / current.iocs
-        if new.iocs > 0 and drop <= limit:
+        drop = 100.0 * (current.iocs - new_iocs) / current.iocs
+        if new_iocs > 0 and drop <= limit:
             return None
         marker = accept_marker(self._config)
         if marker is not None and os.path.exists(marker):
@@ -385,7 +442,7 @@ class SyncCycle:
                 "Publishing a feed {drop:.0f}% smaller than the last one ({new} IOCs instead "
                 "of {old}): the shrink was accepted with tcbridge accept-shrink",
                 drop=drop,
-                new=new.iocs,
+                new=new_iocs,
                 old=current.iocs,
             )
             return None
@@ -395,38 +452,37 @@ class SyncCycle:
             if marker is not None
             else "set cache_folder so that 'tcbridge accept-shrink' can accept it"
         )
-        if new.iocs == 0:
+        if new_iocs == 0:
             why = "it has no IOCs at all"
         else:
             why = f"it is {drop:.0f}% smaller, more than max_shrink_percent = {limit:g}"
         return (
-            f"A new feed with {new.iocs} IOCs was held back and the published feed "
+            f"A new feed with {new_iocs} IOCs was held back and the published feed "
             f"({current.iocs} IOCs) kept: {why}. If ThreatConnect really has fewer "
             f"indicators now, {how}, or raise max_shrink_percent."
         )
 
-    def _finish(self, builder: FeedBuilder, now: float) -> Snapshot:
+    def _build_file(self, builder: FeedBuilder, directory: str, gzip: bool) -> FeedFile:
         """
-        Build, validate, serialise and compress the feed (blocking; run in a
-        thread).  Reports are checked one by one as they are serialised, so
-        the whole feed is never held as Python objects.
+        Build the feed into a new file in C{directory}, checking every
+        report as it is written, with its gzip form if asked for (blocking;
+        run in a thread).  The whole feed is never held as Python objects.
         """
         try:
-            if not self._config.pretty_print_json:
-                body = builder.build_bytes(validate=True)
-            else:
-                doc = builder.build()
-                problems = validate_document(doc)
-                if problems:
-                    raise FeedValidationError(problems)
-                body = dumps_pretty(doc)
+            feed = write_feed_file(
+                directory,
+                builder.build_to,
+                gzip=gzip,
+                pretty=self._config.pretty_print_json,
+            )
         except FeedValidationError as e:
             raise FeedInvalidError(
                 f"the built feed failed validation with {len(e.problems)} problems "
                 f"and was not published; first: {e.problems[0]}"
             ) from None
-        stats = builder.stats
-        return Snapshot.of(body, stats.reports, sum(stats.iocs_by_kind.values()), now)
+        feed.reports = builder.stats.reports
+        feed.iocs = builder.stats.iocs
+        return feed
 
     def _record(self, builder: FeedBuilder, pulls: list[SourcePull], requests: int) -> None:
         stats = builder.stats
@@ -510,17 +566,10 @@ class WriteOnceService(MultiService):
 
     log = Logger(observer=bridge_observer)
 
-    def __init__(
-        self,
-        cycle: SyncCycle,
-        path: str,
-        run_heavy: RunHeavy,
-        stop: Callable[[], None],
-    ) -> None:
+    def __init__(self, cycle: SyncCycle, path: str, stop: Callable[[], None]) -> None:
         super().__init__()
         self._cycle = cycle
         self._path = path
-        self._run_heavy = run_heavy
         self._stop = stop
         self.done: defer.Deferred[bool] | None = None
 
@@ -530,7 +579,7 @@ class WriteOnceService(MultiService):
 
     async def _write(self) -> bool:
         try:
-            await write_feed(self._cycle, self._path, self._run_heavy)
+            await write_feed(self._cycle, self._path)
             return True
         except Exception as e:
             message = describe_failure(Failure()) if not isinstance(e, OSError) else str(e)
@@ -544,19 +593,18 @@ class WriteOnceService(MultiService):
             self._stop()
 
 
-async def write_feed(cycle: SyncCycle, path: str, run_heavy: RunHeavy) -> Snapshot:
+async def write_feed(cycle: SyncCycle, path: str) -> FeedFile:
     """
     Sync once and write the feed to C{path} atomically.
 
-    :raises Exception: if the sync fails (C{path} is then untouched) or the
-        file cannot be written.
+    :raises Exception: if the sync fails or the file cannot be written
+        (C{path} is then untouched).
     """
-    snapshot = await cycle.run()
-    await run_heavy(write_atomic, path, snapshot.body)
+    feed = await cycle.write(path)
     cycle.log.info(
         "Wrote {reports} reports with {iocs} IOCs to {path}",
-        reports=snapshot.reports,
-        iocs=snapshot.iocs,
+        reports=feed.reports,
+        iocs=feed.iocs,
         path=path,
     )
-    return snapshot
+    return feed

@@ -183,7 +183,7 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         log.warn("Configuration: {notice}", notice=notice)
     if write:
         path = options.subOptions["path"]
-        WriteOnceService(bridge.cycle, path, bridge.run_heavy, reactor.stop).setServiceParent(top)
+        WriteOnceService(bridge.cycle, path, reactor.stop).setServiceParent(top)
         return top
     timer = sync_timer(bridge.cycle, config.feed_retrieval_minutes, reactor)
     timer.setServiceParent(top)

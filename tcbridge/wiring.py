@@ -8,7 +8,7 @@ steps).  Both the twistd plugin and the console command use it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from attrs import frozen
@@ -24,14 +24,15 @@ from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_
 from tcbridge.feed.history import ReportHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
-from tcbridge.simulator import Simulator, generate
-from tcbridge.simulator.app import QuietSite, new_credentials
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync import RunHeavy, SyncCycle
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
 from tcbridge.threatconnect.transport import make_agent
+
+if TYPE_CHECKING:
+    from tcbridge.simulator import Simulator
 
 DEMO_INDICATORS = 2000
 
@@ -175,6 +176,8 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
             return reports
 
         store.load_cache(read)
+        if store.loaded_history is not None:
+            history = store.loaded_history
     cycle = SyncCycle(
         config,
         client,
@@ -230,6 +233,10 @@ def start_demo(
     generated data, and make a configuration for it: every owner, Condensed
     grouping, the default filters.
     """
+    # Imported here: only the demo needs the simulator (and its Klein app).
+    from tcbridge.simulator import Simulator, generate
+    from tcbridge.simulator.app import QuietSite, new_credentials
+
     api_key, secret_key = new_credentials()
     dataset = generate(count)
     simulator = Simulator(dataset, reactor, {api_key: secret_key}, prefix="/api")

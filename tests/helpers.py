@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from tcbridge.threatconnect.records import Indicator, IndicatorBatch
+
 T = TypeVar("T")
 
 
@@ -36,3 +38,13 @@ def failure_of(d: Deferred[Any]) -> Failure:
     assert results, f"{d!r} has not fired"
     assert isinstance(results[0], Failure), f"{d!r} succeeded with {results[0]!r}"
     return results[0]
+
+
+class Pages(list[list[Indicator]]):
+    """
+    An C{on_page} callback for pulls that keeps what each call handed on,
+    as records: one list per page (or page chunk).
+    """
+
+    def __call__(self, batches: list[IndicatorBatch]) -> None:
+        self.append([record for batch in batches for record in batch.records()])

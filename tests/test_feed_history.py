@@ -6,12 +6,16 @@ timestamps move only when a report's content changes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pytest
 
 from tcbridge.feed.builder import FeedBuilder, FeedSettings
-from tcbridge.feed.history import ReportHistory, history_from_reports, report_digest
+from tcbridge.feed.history import ReportHistory, history_from_reports, split_id
+from tcbridge.feed.render import digest_of as report_digest
 from tcbridge.feed.serialize import dumps_pretty
 from tests.test_feed_builder import MD5, file, host
 
@@ -89,3 +93,45 @@ def test_history_api() -> None:
     )
     assert len(rebuilt) == 1
     assert rebuilt.get("r") == (1, report_digest(report))
+
+
+def test_history_ids_by_head() -> None:
+    """
+    Ids ending in a plain number are kept per head; every other id as it
+    is; both read back the same.
+    """
+    assert split_id("common_community-1a2b3c4d-12345") == ("common_community-1a2b3c4d", 12345)
+    assert split_id("x-md5-80") == ("x-md5", 80)
+    assert split_id("x-007") is None
+    assert split_id("x-h0123456789abcdef") is None
+    assert split_id("x-" + "9" * 20) is None
+    assert split_id("plain") is None
+    entries = [("a-1", 5, b"12345678"), ("a-2", 6, b"abcdefgh"), ("a-h1", 7, b"ABCDEFGH")]
+    history = ReportHistory(entries)
+    assert sorted(history.entries()) == sorted(entries)
+    found, stamps, digests = history.lookup("a", np.array([2, 3, 1], dtype=np.uint64))
+    assert found.tolist() == [True, False, True]
+    assert stamps.tolist() == [6, 0, 5]
+    assert int(digests[0]).to_bytes(8, "big") == b"abcdefgh"
+    history.set("a-2", 9, b"zzzzzzzz")
+    assert history.get("a-2") == (9, b"zzzzzzzz")
+    assert len(history) == 3
+
+
+def test_history_file(tmp_path: Path) -> None:
+    """
+    A history saved to a file loads back equal; a damaged file is refused
+    with a reason.
+    """
+    builder = _build([file(MD5, id="1"), host("evil.example", id="x7")], grouping="Expanded")
+    builder.build_bytes()
+    path = str(tmp_path / "history")
+    builder.history.save(path)
+    assert ReportHistory.load(path) == builder.history
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:-5])
+    with pytest.raises(ValueError, match=r"damaged|truncated"):
+        ReportHistory.load(path)
+    Path(path).write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a tcbridge history"):
+        ReportHistory.load(path)

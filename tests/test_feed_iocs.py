@@ -6,14 +6,21 @@ what form.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tcbridge.feed.iocs import (
     classify_ip,
+    classify_ips,
     invalid_feed_values,
     normalise_dns,
+    normalise_hosts,
     normalise_md5,
     normalise_sha256,
+    pack_hashes,
 )
 
 MD5 = "9d67e81c0a6f1b5e4e1f2d3c4b5a6978"
@@ -178,3 +185,114 @@ def test_invalid_feed_values(kind: str, values: list[object], bad: list[object])
     whether the fast whole-list check or the per-value check answers.
     """
     assert invalid_feed_values(kind, values) == bad
+
+
+_MIXED = st.sampled_from(
+    [
+        "a.b",
+        "A.B",
+        "x-.y",
+        "a..b",
+        "ab",
+        "a.b.",
+        "-a.b",
+        "a-b.c-d.e",
+        "a.b-",
+        "a" * 64 + ".com",
+        "1.2.3.4",
+        "01.2.3.4",
+        "::1",
+        "2001:DB8::1",
+        "fe80::1%eth0",
+        "999.1.1.1",
+        "",
+        None,
+        "\u00e4.example",
+        "x" * 250 + ".com",
+        "cafebabe" * 4,
+        "CAFEBABE" * 4,
+        "zzzz" + "a" * 28,
+        "a" * 64,
+        " a.b",
+        "a.b\n",
+    ]
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(_MIXED, max_size=40))
+def test_whole_columns_agree_with_single_values(raw: list[str | None]) -> None:
+    """
+    Normalising a whole column at once (checked in bulk, bad runs split
+    until the bad values are found) gives exactly what normalising each
+    value gives, rows and order included.
+    """
+    hosts: tuple[list[int], list[str], list[int], list[int]] = ([], [], [], [])
+    ips: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    for row, value in enumerate(raw):
+        if not value:
+            hosts[3].append(row)
+            ips[5].append(row)
+            continue
+        name = normalise_dns(value)
+        if name is None:
+            hosts[2].append(row)
+        else:
+            hosts[0].append(row)
+            hosts[1].append(name)
+        found = classify_ip(value)
+        if found is None:
+            ips[4].append(row)
+        else:
+            at = 0 if found[0] == "ipv4" else 2
+            ips[at].append(row)
+            ips[at + 1].append(found[1])
+    assert normalise_hosts(raw) == hosts
+    assert classify_ips(raw) == ips
+    for kind, one in (("md5", normalise_md5), ("sha256", normalise_sha256)):
+        good, packed, bad = pack_hashes(kind, raw)  # type: ignore[arg-type]
+        expected = [(row, one(value)) for row, value in enumerate(raw) if value]
+        assert good == [row for row, v in expected if v is not None]
+        assert bad == [row for row, v in expected if v is None]
+        assert packed.hex() == "".join(v for _, v in expected if v is not None)
+
+
+@settings(max_examples=1000)
+@given(
+    st.ip_addresses(v=6),
+    st.sampled_from(["compressed", "exploded", "upper", "mapped"]),
+)
+def test_ipv6_columns_match_ipaddress(address: Any, form: str) -> None:
+    """
+    The fast IPv6 path of a whole column (the C library) gives the same
+    canonical text as C{ipaddress} for every way of writing an address,
+    IPv4-mapped ones included.
+    """
+    if form == "compressed":
+        text = str(address)
+    elif form == "exploded":
+        text = address.exploded
+    elif form == "upper":
+        text = address.exploded.upper()
+    else:
+        text = f"::ffff:{address.packed[12]}.{address.packed[13]}.1.2"
+    assert classify_ips([text, "1.2.3.4"])[3] == [classify_ip(text)[1]]  # type: ignore[index]
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet="0123456789abcdefABCDEF:.%x ", max_size=45))
+def test_address_like_junk_agrees(text: str) -> None:
+    """
+    Strings that look a little like addresses are accepted or refused by
+    the whole-column path exactly as by L{classify_ip}.
+    """
+    found = classify_ip(text) if text else None
+    _, v4, _, v6, bad, missing = classify_ips([text, "1.2.3.4"])
+    if not text:
+        assert missing == [0]
+    elif found is None:
+        assert bad == [0]
+    elif found[0] == "ipv4":
+        assert v4 == [found[1], "1.2.3.4"]
+    else:
+        assert v6 == [found[1]]

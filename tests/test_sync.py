@@ -6,6 +6,7 @@ timer, the disk cache and write mode.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,13 @@ from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.simulator import Simulator, generate
 from tcbridge.status import SyncStatus
-from tcbridge.store import CACHE_FILE_NAME, FeedStore, count_iocs
+from tcbridge.store import CACHE_FILE_NAME, HISTORY_FILE_NAME, META_FILE_NAME, FeedStore, count_iocs
 from tcbridge.sync import (
     FeedHeldBackError,
     FeedInvalidError,
     SyncCycle,
     SyncDeadlineError,
     WriteOnceService,
-    run_inline,
     sync_timer,
     write_feed,
 )
@@ -229,9 +229,7 @@ def test_invalid_feed_is_not_published(monkeypatch: pytest.MonkeyPatch) -> None:
     published.
     """
     h = Harness()
-    monkeypatch.setattr(
-        builder_module, "validate_report", lambda report, index: [f"report {index}: bad"]
-    )
+    monkeypatch.setattr(builder_module, "_check", lambda *args: "bad")
     failure = failure_of(h.run())
     assert failure.check(FeedInvalidError)
     assert h.store.current is None
@@ -287,9 +285,12 @@ def test_write_feed_writes_file(tmp_path: Path) -> None:
     """
     h = Harness()
     out = tmp_path / "feed.json"
-    snapshot = result_of(h.settle(defer.ensureDeferred(write_feed(h.cycle, str(out), run_inline))))
-    assert out.read_bytes() == snapshot.body
+    written = result_of(h.settle(defer.ensureDeferred(write_feed(h.cycle, str(out)))))
+    assert out.read_bytes() == result_of(Harness().run()).body
     assert validate_bytes(out.read_bytes()) == []
+    assert (written.size, written.reports) == (out.stat().st_size, h.status.reports)
+    assert os.listdir(tmp_path) == ["feed.json"]
+    assert h.store.current is None
 
 
 def test_write_feed_failure_leaves_file_untouched(tmp_path: Path) -> None:
@@ -300,9 +301,10 @@ def test_write_feed_failure_leaves_file_untouched(tmp_path: Path) -> None:
     h.simulator.clock_skew = -1000
     out = tmp_path / "feed.json"
     out.write_bytes(b"previous")
-    failure = failure_of(h.settle(defer.ensureDeferred(write_feed(h.cycle, str(out), run_inline))))
+    failure = failure_of(h.settle(defer.ensureDeferred(write_feed(h.cycle, str(out)))))
     assert failure.check(AuthError)
     assert out.read_bytes() == b"previous"
+    assert os.listdir(tmp_path) == ["feed.json"]
 
 
 @pytest.mark.parametrize("skew", [0, 1000])
@@ -315,7 +317,7 @@ def test_write_once_service_stops_reactor(tmp_path: Path, skew: int) -> None:
     h.simulator.clock_skew = skew
     stops: list[bool] = []
     out = tmp_path / "feed.json"
-    service = WriteOnceService(h.cycle, str(out), run_inline, lambda: stops.append(True))
+    service = WriteOnceService(h.cycle, str(out), lambda: stops.append(True))
     service.startService()
     assert service.done is not None
     ok = result_of(h.settle(service.done))
@@ -675,20 +677,30 @@ def test_report_timestamps_move_only_when_content_changes(tmp_path: Path) -> Non
     assert all(changed[i]["timestamp"] > first[i]["timestamp"] for i in moved)
     same = [i for i in changed if i in first and changed[i]["iocs"] == first[i]["iocs"]]
     assert all(changed[i]["timestamp"] == first[i]["timestamp"] for i in same)
-    restarted = FeedStore(empty_body=b"{}", cache_dir=cache)
-    history: list[Any] = []
+    expected = {i: x["timestamp"] for i, x in changed.items()}
+    for sidecars in (True, False):
+        if not sidecars:
+            # An older cache, with no history or meta file beside it: the
+            # history is rebuilt from the feed itself.
+            for name in (HISTORY_FILE_NAME, META_FILE_NAME):
+                os.unlink(os.path.join(cache, name))
+        restarted = FeedStore(empty_body=b"{}", cache_dir=cache)
+        history: list[Any] = []
 
-    def read(body: bytes) -> list[dict[str, Any]]:
-        reports = read_cached_feed(body)
-        history.append(history_from_reports(reports))
-        return reports
+        def read(body: bytes, history: list[Any] = history) -> list[dict[str, Any]]:
+            reports = read_cached_feed(body)
+            history.append(history_from_reports(reports))
+            return reports
 
-    assert restarted.load_cache(read) is not None
-    r = Harness(count=1800, cache_dir=cache)
-    r.store = restarted
-    r.cycle = SyncCycle(r.config, r.client, r.store, r.status, r.clock, history=history[0])
-    after = {x["id"]: x["timestamp"] for x in orjson.loads(result_of(r.run()).body)["reports"]}
-    assert after == {i: x["timestamp"] for i, x in changed.items()}
+        assert restarted.load_cache(read) is not None
+        assert (restarted.loaded_history is not None) is sidecars
+        found = restarted.loaded_history if sidecars else history[0]
+        r = Harness(count=1800, cache_dir=cache)
+        r.store = restarted
+        r.cycle = SyncCycle(r.config, r.client, r.store, r.status, r.clock, history=found)
+        body = result_of(r.run()).body
+        after = {x["id"]: x["timestamp"] for x in orjson.loads(body)["reports"]}
+        assert after == expected
 
 
 @pytest.mark.parametrize("api_version", ["v2", "v3"])

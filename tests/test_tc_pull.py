@@ -14,15 +14,15 @@ from twisted.logger import LogLevel, capturedLogs
 
 from tcbridge.config import Source
 from tcbridge.threatconnect.errors import ApiError, AuthError, ResponseError
+from tcbridge.threatconnect.listing import MAX_RESTARTS
 from tcbridge.threatconnect.pull import (
-    MAX_RESTARTS,
     PullOptions,
     list_owners,
     paged_target,
     pull_source,
 )
 from tcbridge.threatconnect.records import Indicator, SourcePull
-from tests.helpers import failure_of, result_of
+from tests.helpers import Pages, failure_of, result_of
 from tests.helpers_tc import (
     PagingTC,
     ScriptedTC,
@@ -59,8 +59,9 @@ def pull(
     C{on_page}, and the resource (for the raw targets seen).
     """
     client, resource, _, _ = make_client(handler)
-    pages: list[list[Indicator]] = []
-    d = defer.ensureDeferred(pull_source(client, source, types, pages.append, page_size))
+    pages = Pages()
+    options = PullOptions(types=types, page_size=page_size)
+    d = defer.ensureDeferred(pull_source(client, source, options, pages))
     return result_of(d), pages, resource
 
 
@@ -258,10 +259,9 @@ def test_result_count_not_relied_on() -> None:
             success({"host": [{"hostName": "h2.example"}]}),
         )
     )
-    pages: list[list[Indicator]] = []
-    d = defer.ensureDeferred(
-        pull_source(client, Source(CC, "owner", CC), frozenset({"Host"}), pages.append, 2)
-    )
+    pages = Pages()
+    options = PullOptions(types=frozenset({"Host"}), page_size=2)
+    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), options, pages))
     assert result_of(d).indicators == 3
     assert len(resource.seen) == 2
 
@@ -291,7 +291,7 @@ def test_bad_envelope(doc: dict[str, Any], words: str) -> None:
     """
     client, _, _, _ = make_client(in_order(json_reply(doc)))
     d = defer.ensureDeferred(
-        pull_source(client, Source(CC, "owner", CC), frozenset({"Host"}), lambda p: None)
+        pull_source(client, Source(CC, "owner", CC), PullOptions(types=["Host"]), lambda p: None)
     )
     err = failure_of(d).value
     assert isinstance(err, ResponseError)
@@ -312,10 +312,9 @@ def test_error_propagates_after_pages() -> None:
             success({"owner": [{"name": CC}]}),
         )
     )
-    pages: list[list[Indicator]] = []
-    d = defer.ensureDeferred(
-        pull_source(client, Source(CC, "owner", CC), ALL_TYPES, pages.append, 2)
-    )
+    pages = Pages()
+    options = PullOptions(types=ALL_TYPES, page_size=2)
+    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), options, pages))
     err = failure_of(d).value
     assert isinstance(err, AuthError)
     assert err.message == "Access Denied"
@@ -340,8 +339,8 @@ def pull_with(
     Pull C{source} with L{PullOptions} (the new call form).
     """
     client, resource, _, _ = make_client(handler)
-    pages: list[list[Indicator]] = []
-    d = defer.ensureDeferred(pull_source(client, source, options, pages.append))
+    pages = Pages()
+    d = defer.ensureDeferred(pull_source(client, source, options, pages))
     return result_of(d), pages, resource
 
 
@@ -370,27 +369,6 @@ def test_pull_options_defaults_and_checks() -> None:
             PullOptions(**bad)
     with pytest.raises(TypeError):
         PullOptions(types="Host")
-
-
-def test_options_form_same_as_old_form() -> None:
-    """
-    pull_source(client, source, PullOptions(...), on_page) sends the same
-    requests as the older pull_source(client, source, types, on_page,
-    page_size); giving page_size beside PullOptions is refused.
-    """
-    tc = PagingTC(owners={CC: {"file": files(5)}})
-    old, old_pages, old_seen = pull(tc, Source(CC, "owner", CC), frozenset({"File"}), 2)
-    new, new_pages, new_seen = pull_with(
-        tc, Source(CC, "owner", CC), PullOptions(types=frozenset({"File"}), page_size=2)
-    )
-    assert old == new
-    assert old_pages == new_pages
-    assert [s.uri for s in old_seen.seen] == [s.uri for s in new_seen.seen]
-    client, _, _, _ = make_client(tc)
-    d = defer.ensureDeferred(
-        pull_source(client, Source(CC, "owner", CC), PullOptions(), lambda p: None, 5)
-    )
-    assert failure_of(d).check(TypeError)
 
 
 def test_v2_inactive_skipped_and_counted() -> None:
@@ -533,8 +511,8 @@ def test_v2_changing_too_much_fails() -> None:
         del data[0:5]
 
     client, resource, _, _ = make_client(changing(tc, change))
-    pages: list[list[Indicator]] = []
-    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), OVERLAP, pages.append))
+    pages = Pages()
+    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), OVERLAP, pages))
     err = failure_of(d).value
     assert isinstance(err, ResponseError)
     assert err.message == (
@@ -798,9 +776,9 @@ def test_pause_hands_pages_on_in_chunks() -> None:
 
     tc = PagingTC(owners={CC: {"file": files(250)}})
     client, _, _, _ = make_client(tc)
-    handed: list[list[Indicator]] = []
+    handed = Pages()
     options = PullOptions(page_size=100, types=frozenset({"File"}), pause=pause, chunk=40)
-    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), options, handed.append))
+    d = defer.ensureDeferred(pull_source(client, Source(CC, "owner", CC), options, handed))
     result = result_of(d)
     assert result.indicators == 250
     assert sorted(i.md5 or "" for chunk in handed for i in chunk) == sorted(

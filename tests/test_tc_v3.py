@@ -15,7 +15,6 @@ from twisted.internet import defer
 from tcbridge.config import Source
 from tcbridge.threatconnect.errors import ResponseError
 from tcbridge.threatconnect.pull import PullOptions, pull_source
-from tcbridge.threatconnect.records import Indicator
 from tcbridge.threatconnect.tql import build_tql, indicators_target
 from tcbridge.threatconnect.v3 import (
     NextLinkRefused,
@@ -25,7 +24,7 @@ from tcbridge.threatconnect.v3 import (
     result_start_of,
     with_result_start,
 )
-from tests.helpers import failure_of, result_of
+from tests.helpers import Pages, failure_of, result_of
 from tests.helpers_tc import in_order, json_reply, make_client
 from tests.helpers_v3 import V3TC, v3_item
 
@@ -120,8 +119,8 @@ def test_page_data_and_next_link() -> None:
 
 def _pull(handler: Any, source: Source, options: PullOptions) -> Any:
     client, resource, _, _ = make_client(handler)
-    pages: list[list[Indicator]] = []
-    d = defer.ensureDeferred(pull_source(client, source, options, pages.append))
+    pages = Pages()
+    d = defer.ensureDeferred(pull_source(client, source, options, pages))
     return client, resource, pages, d
 
 

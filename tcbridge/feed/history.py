@@ -5,48 +5,81 @@ content digest were, so that a report's timestamp moves only when its
 content changes.
 
 Carbon Black's incremental sync takes only new reports and reports whose
-C{timestamp} changed (reference/cb-feed.md section 2).  The builder
-therefore stamps a report:
+C{timestamp} changed.  The builder therefore stamps a report:
 
  - with its previous timestamp if its digest is unchanged;
  - otherwise (new or changed) with the newest C{lastModified} of its IOCs,
    or the previous timestamp + 1 if that is not later.
 
-The digest is 8 bytes of BLAKE2b over the report without its C{timestamp},
-serialised by orjson with sorted keys, so a report parsed back from a
-cached feed file digests exactly like the freshly built one
+The digest (L{tcbridge.feed.render.report_digest}) is 8 bytes of BLAKE2b
+over the report as serialised without its C{timestamp}, so a report read
+back from a cached feed file digests exactly like the freshly built one
 (L{history_from_reports}).
 
-Memory: one dict entry per report, keyed by a 64-bit hash of the report id,
-holding one int (timestamp and digest packed together): about 120 bytes per
-report, which is nothing for Condensed feeds and about 120 MB for a
-1,000,000-report Expanded feed.
+Memory: report ids of the form C{<head>-<number>} (every Expanded id with a
+ThreatConnect id, every group id) are kept per head as three numpy arrays
+(number, timestamp, digest): 24 bytes per report.  Other ids are kept in a
+dict.  L{save} and L{load} write and read the same in a small binary file,
+so a restart does not have to parse the feed to know its history.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping
-from typing import Any
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Final
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 
-_MASK64 = (1 << 64) - 1
+from .render import digest_of
 
-
-def _key(report_id: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(report_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big"
-    )
+_MAGIC: Final = b"tcbridge-history-1\n"
+_MAX_TAIL: Final = 19
 
 
-def report_digest(report: Mapping[str, Any]) -> bytes:
+def split_id(report_id: str) -> tuple[str, int] | None:
     """
-    The 8-byte content digest of a report: everything but its timestamp.
+    C{(head, number)} for an id C{<head>-<number>} whose number is at most
+    19 digits without leading zeros; C{None} for any other id.
     """
-    content = {key: value for key, value in report.items() if key != "timestamp"}
-    canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(canonical, digest_size=8).digest()
+    head, sep, tail = report_id.rpartition("-")
+    if (
+        sep
+        and tail.isascii()
+        and tail.isdigit()
+        and len(tail) <= _MAX_TAIL
+        and (tail[0] != "0" or tail == "0")
+    ):
+        return head, int(tail)
+    return None
+
+
+class _Head:
+    """
+    The reports of one id head: numbers sorted, with their timestamps and
+    digests.
+    """
+
+    __slots__ = ("digests", "numbers", "stamps")
+
+    def __init__(
+        self, numbers: NDArray[np.uint64], stamps: NDArray[np.int64], digests: NDArray[np.uint64]
+    ) -> None:
+        order = np.argsort(numbers, kind="stable")
+        self.numbers = numbers[order]
+        self.stamps = stamps[order]
+        self.digests = digests[order]
+
+    def find(self, numbers: NDArray[np.uint64]) -> NDArray[np.intp]:
+        """
+        The position of each number, or -1.
+        """
+        if not len(self.numbers):
+            return np.full(len(numbers), -1, dtype=np.intp)
+        at = np.minimum(np.searchsorted(self.numbers, numbers), len(self.numbers) - 1)
+        return np.where(self.numbers[at] == numbers, at, -1)
 
 
 class ReportHistory:
@@ -54,44 +87,214 @@ class ReportHistory:
     Report id -> (timestamp, digest) for the reports of one published feed.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_heads", "_other")
 
     def __init__(self, entries: Iterable[tuple[str, int, bytes]] = ()) -> None:
         """
         :param entries: C{(report id, timestamp, 8-byte digest)} triples.
         """
-        self._entries: dict[int, int] = {}
+        self._heads: dict[str, _Head] = {}
+        self._other: dict[str, tuple[int, bytes]] = {}
+        recorder = HistoryRecorder()
         for report_id, timestamp, digest in entries:
-            self.set(report_id, timestamp, digest)
+            recorder.set(report_id, timestamp, digest)
+        recorder.into(self)
 
     def set(self, report_id: str, timestamp: int, digest: bytes) -> None:
         """
-        Record one report's timestamp (a non-negative int) and digest.
+        Record one report's timestamp (a non-negative int) and digest (slow:
+        for tests and small histories; builds use a L{HistoryRecorder}).
         """
-        self._entries[_key(report_id)] = (timestamp << 64) | int.from_bytes(digest[:8], "big")
+        recorder = HistoryRecorder()
+        for entry in self.entries():
+            if entry[0] != report_id:
+                recorder.set(*entry)
+        recorder.set(report_id, timestamp, digest)
+        recorder.into(self)
 
     def get(self, report_id: str) -> tuple[int, bytes] | None:
         """
         The recorded C{(timestamp, digest)} of a report, or C{None}.
         """
-        packed = self._entries.get(_key(report_id))
-        if packed is None:
+        split = split_id(report_id)
+        if split is None:
+            return self._other.get(report_id)
+        head = self._heads.get(split[0])
+        if head is None:
             return None
-        return packed >> 64, (packed & _MASK64).to_bytes(8, "big")
+        at = int(head.find(np.array([split[1]], dtype=np.uint64))[0])
+        if at < 0:
+            return None
+        return int(head.stamps[at]), int(head.digests[at]).to_bytes(8, "big")
+
+    def lookup(
+        self, head: str, numbers: NDArray[np.uint64]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.int64], NDArray[np.uint64]]:
+        """
+        For the reports C{<head>-<number>}: whether each is recorded, and
+        its timestamp and digest (as a big-endian 64-bit number; 0 when not
+        recorded).
+        """
+        found = self._heads.get(head)
+        if found is None:
+            zeros = np.zeros(len(numbers), dtype=np.int64)
+            return np.zeros(len(numbers), dtype=bool), zeros, zeros.view(np.uint64)
+        at = found.find(numbers)
+        known = at >= 0
+        safe = np.where(known, at, 0)
+        if not len(found.numbers):
+            safe = np.zeros(len(numbers), dtype=np.intp)
+            return known, np.zeros(len(numbers), np.int64), np.zeros(len(numbers), np.uint64)
+        return (
+            known,
+            np.where(known, found.stamps[safe], 0),
+            np.where(known, found.digests[safe], 0).astype(np.uint64),
+        )
+
+    def entries(self) -> Iterator[tuple[str, int, bytes]]:
+        """
+        Every C{(report id, timestamp, digest)}, heads first.
+        """
+        for name, head in self._heads.items():
+            for number, stamp, digest in zip(
+                head.numbers.tolist(), head.stamps.tolist(), head.digests.tolist(), strict=True
+            ):
+                yield f"{name}-{number}", stamp, digest.to_bytes(8, "big")
+        for report_id, (stamp, digest) in self._other.items():
+            yield report_id, stamp, digest
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(head.numbers) for head in self._heads.values()) + len(self._other)
 
     def __contains__(self, report_id: object) -> bool:
-        return isinstance(report_id, str) and _key(report_id) in self._entries
+        return isinstance(report_id, str) and self.get(report_id) is not None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ReportHistory):
             return NotImplemented
-        return self._entries == other._entries
+        return sorted(self.entries()) == sorted(other.entries())
 
     def __repr__(self) -> str:
         return f"<ReportHistory of {len(self)} reports>"
+
+    def save(self, path: str) -> None:
+        """
+        Write the history to C{path} (not atomically: the caller renames).
+        """
+        heads = [{"head": name, "count": len(head.numbers)} for name, head in self._heads.items()]
+        other = [
+            [report_id, stamp, digest.hex()] for report_id, (stamp, digest) in self._other.items()
+        ]
+        header = orjson.dumps({"heads": heads, "other": other})
+        with open(path, "wb") as f:
+            f.write(_MAGIC)
+            f.write(len(header).to_bytes(8, "big"))
+            f.write(header)
+            for head in self._heads.values():
+                f.write(head.numbers.astype("<u8").tobytes())
+                f.write(head.stamps.astype("<i8").tobytes())
+                f.write(head.digests.astype("<u8").tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+
+    @classmethod
+    def load(cls, path: str) -> ReportHistory:
+        """
+        Read a history written by L{save}.
+
+        :raise ValueError: if the file is not one.
+        :raise OSError: if it cannot be read.
+        """
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data.startswith(_MAGIC):
+            raise ValueError(f"{path} is not a tcbridge history file")
+        at = len(_MAGIC)
+        size = int.from_bytes(data[at : at + 8], "big")
+        try:
+            header = orjson.loads(data[at + 8 : at + 8 + size])
+            history = cls()
+            offset = at + 8 + size
+            for entry in header["heads"]:
+                count = int(entry["count"])
+                arrays = []
+                for dtype in ("<u8", "<i8", "<u8"):
+                    end = offset + 8 * count
+                    if end > len(data):
+                        raise ValueError("truncated")
+                    arrays.append(np.frombuffer(data, dtype=dtype, count=count, offset=offset))
+                    offset = end
+                numbers, stamps, digests = arrays
+                history._heads[str(entry["head"])] = _Head(
+                    numbers.astype(np.uint64), stamps.astype(np.int64), digests.astype(np.uint64)
+                )
+            for report_id, stamp, digest in header["other"]:
+                history._other[str(report_id)] = (int(stamp), bytes.fromhex(digest))
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as e:
+            raise ValueError(f"{path} is damaged ({e})") from None
+        return history
+
+
+class HistoryRecorder:
+    """
+    Collects the history of the feed being built, report by report, and
+    turns it into a L{ReportHistory}.
+    """
+
+    def __init__(self) -> None:
+        self._heads: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        self._other: dict[str, tuple[int, bytes]] = {}
+
+    def set(self, report_id: str, timestamp: int, digest: bytes) -> None:
+        """
+        Record one report.
+        """
+        split = split_id(report_id)
+        if split is None:
+            self._other[report_id] = (timestamp, digest[:8])
+            return
+        lists = self._heads.get(split[0])
+        if lists is None:
+            lists = self._heads[split[0]] = ([], [], [])
+        lists[0].append(split[1])
+        lists[1].append(timestamp)
+        lists[2].append(int.from_bytes(digest[:8], "big"))
+
+    def add_head(
+        self, head: str, numbers: Iterable[int], stamps: Iterable[int], digests: Iterable[int]
+    ) -> None:
+        """
+        Record many reports C{<head>-<number>} at once (digests as
+        big-endian 64-bit numbers).
+        """
+        lists = self._heads.get(head)
+        if lists is None:
+            lists = self._heads[head] = ([], [], [])
+        lists[0].extend(numbers)
+        lists[1].extend(stamps)
+        lists[2].extend(digests)
+
+    def into(self, history: ReportHistory) -> None:
+        """
+        Make C{history} hold what was recorded.
+        """
+        history._heads = {
+            name: _Head(
+                np.array(numbers, dtype=np.uint64),
+                np.array(stamps, dtype=np.int64),
+                np.array(digests, dtype=np.uint64),
+            )
+            for name, (numbers, stamps, digests) in self._heads.items()
+        }
+        history._other = dict(self._other)
+
+    def history(self) -> ReportHistory:
+        """
+        What was recorded, as a L{ReportHistory}.
+        """
+        history = ReportHistory()
+        self.into(history)
+        return history
 
 
 def history_from_reports(reports: Iterable[Mapping[str, Any]]) -> ReportHistory:
@@ -101,7 +304,7 @@ def history_from_reports(reports: Iterable[Mapping[str, Any]]) -> ReportHistory:
     Reports without a string id or a numeric, non-negative timestamp are
     skipped.
     """
-    history = ReportHistory()
+    recorder = HistoryRecorder()
     for report in reports:
         report_id = report.get("id")
         timestamp = report.get("timestamp")
@@ -113,5 +316,8 @@ def history_from_reports(reports: Iterable[Mapping[str, Any]]) -> ReportHistory:
             stamp = int(timestamp)
         except (OverflowError, ValueError):
             continue
-        history.set(report_id, stamp, report_digest(report))
-    return history
+        recorder.set(report_id, stamp, digest_of(dict(report)))
+    return recorder.history()
+
+
+__all__ = ["HistoryRecorder", "ReportHistory", "history_from_reports", "split_id"]

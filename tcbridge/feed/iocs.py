@@ -36,8 +36,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
-from typing import Final, Literal
+import socket
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import compress
+from typing import Final, Literal, TypeVar
+
+T = TypeVar("T")
 
 IocKind = Literal["md5", "sha256", "ipv4", "ipv6", "dns"]
 
@@ -204,3 +208,184 @@ def invalid_feed_values(kind: str, values: Sequence[object]) -> list[object]:
     if len(values) > 4 and _bulk_ok(kind, values):
         return []
     return [v for v in values if not check(v)]  # type: ignore[arg-type]
+
+
+# -- whole columns ------------------------------------------------------------
+#
+# The builder reads a page's values as columns (one list per field).  These
+# functions apply the rules above to a whole column at once: a run of values
+# is checked in one go (joined, one regular expression); a run that fails is
+# split in halves until the values that need a closer look are found, and
+# those go through the per-value functions, with the same results.
+
+
+def _bad_lines(valid: str) -> Callable[[str], Iterator[re.Match[str]]]:
+    """
+    A finder of the lines of a text that are not wholly C{valid}.
+    """
+    return re.compile(rf"^(?!(?:{valid})$).*$", re.MULTILINE).finditer
+
+
+_HEX_LINES: Final = {
+    32: _bad_lines("[0-9a-fA-F]{32}"),
+    64: _bad_lines("[0-9a-fA-F]{64}"),
+}
+_IPV4_BAD: Final = _bad_lines(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_DNS_BAD: Final = _bad_lines(rf"(?=.{{1,{_MAX_DNS_LENGTH}}}$){_LABEL}(?:\.{_LABEL})+")
+
+
+def _doubtful(
+    values: Sequence[str], find_bad: Callable[[str], Iterator[re.Match[str]]], lower: bool = False
+) -> tuple[list[int], list[str]]:
+    """
+    The positions of C{values} that are not plainly valid, and the values
+    (lower-cased if asked): one regular expression scan over the values
+    joined by newlines finds the lines that do not match.  A value that is
+    not a string, or holds a newline, is doubtful too (then every value is,
+    and the caller checks each), and so is, with C{lower}, one that is not
+    ASCII.
+    """
+    if not values:
+        return [], []
+    if set(map(type, values)) != {str}:
+        return list(range(len(values))), list(values)
+    joined = "\n".join(values)
+    if joined.count("\n") != len(values) - 1:
+        return list(range(len(values))), list(values)
+    doubtful: list[int] = []
+    if lower:
+        if not joined.isascii():
+            doubtful = [p for p, value in enumerate(values) if not value.isascii()]
+        joined = joined.lower()
+    line = 0
+    at = 0
+    for match in find_bad(joined):
+        start = match.start()
+        line += joined.count("\n", at, start)
+        at = start
+        doubtful.append(line)
+    if lower:
+        doubtful = sorted(set(doubtful))
+        return doubtful, joined.split("\n")
+    return doubtful, list(values)
+
+
+def _without(items: list[T], positions: Iterable[int]) -> list[T]:
+    """
+    C{items} without those at C{positions}.
+    """
+    keep = bytearray(b"\x01") * len(items)
+    for position in positions:
+        keep[position] = 0
+    return list(compress(items, keep))
+
+
+def _ipv6_text(value: str) -> str | None:
+    """
+    The canonical text of an IPv6 address (as L{classify_ip} gives it), or
+    C{None}: the C library parses and prints it, and C{ipaddress} does both
+    for what the C library refuses or prints with an embedded IPv4 part.
+    """
+    try:
+        text = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, value))
+    except (OSError, ValueError):
+        text = None
+    if text is None or "." in text:
+        found = classify_ip(value)
+        return found[1] if found is not None and found[0] == "ipv6" else None
+    return text
+
+
+def _present(raw: Sequence[str | None]) -> tuple[list[int], list[str], list[int]]:
+    """
+    The rows holding something (a non-empty string, or anything else that
+    is not empty), what they hold, and the other rows.
+    """
+    if None not in raw and "" not in raw:
+        return list(range(len(raw))), list(raw), []  # type: ignore[arg-type]
+    rows: list[int] = []
+    values: list[str] = []
+    missing: list[int] = []
+    for row, value in enumerate(raw):
+        if value:
+            rows.append(row)
+            values.append(value)
+        else:
+            missing.append(row)
+    return rows, values, missing
+
+
+def pack_hashes(
+    kind: Literal["md5", "sha256"], raw: Sequence[str | None]
+) -> tuple[list[int], bytes, list[int]]:
+    """
+    Normalise a column of raw hashes of one kind.
+
+    :return: the rows holding a valid value, those values packed (16 or 32
+        bytes each, in row order), and the rows holding an invalid one.
+        Rows whose value is missing or empty are in neither list.
+    """
+    rows, values, _ = _present(raw)
+    doubtful, _ = _doubtful(values, _HEX_LINES[32 if kind == "md5" else 64])
+    if not doubtful:
+        return rows, bytes.fromhex("".join(values)), []
+    check = _MD5 if kind == "md5" else _SHA256
+    bad = [p for p in doubtful if not isinstance(values[p], str) or check(values[p]) is None]
+    packed = bytes.fromhex("".join(_without(values, bad)))
+    return _without(rows, bad), packed, [rows[p] for p in bad]
+
+
+def classify_ips(
+    raw: Sequence[str | None],
+) -> tuple[list[int], list[str], list[int], list[str], list[int], list[int]]:
+    """
+    Classify a column of raw addresses (see L{classify_ip}).
+
+    :return: the IPv4 rows and their canonical texts, the IPv6 rows and
+        theirs, the rows with an invalid value and the rows with none.
+    """
+    rows, values, missing = _present(raw)
+    doubtful, _ = _doubtful(values, _IPV4_BAD)
+    if not doubtful:
+        return rows, values, [], [], [], missing
+    v6_rows: list[int] = []
+    v6: list[str] = []
+    bad: list[int] = []
+    others: list[int] = []
+    for position in doubtful:
+        value = values[position]
+        text = (
+            _ipv6_text(value)
+            if isinstance(value, str) and ":" in value and "%" not in value and value.isascii()
+            else None
+        )
+        if text is not None:
+            v6_rows.append(rows[position])
+            v6.append(text)
+        elif isinstance(value, str) and _IPV4(value) is not None:
+            others.append(position)  # not doubtful after all (a non-string was in the run)
+        else:
+            bad.append(rows[position])
+    plain = [p for p in doubtful if p not in set(others)]
+    return _without(rows, plain), _without(values, plain), v6_rows, v6, bad, missing
+
+
+def normalise_hosts(raw: Sequence[str | None]) -> tuple[list[int], list[str], list[int], list[int]]:
+    """
+    Normalise a column of raw host names (see L{normalise_dns}).
+
+    :return: the rows holding a valid name and the canonical names, the rows
+        with an invalid name and the rows with none.
+    """
+    rows, values, missing = _present(raw)
+    doubtful, names = _doubtful(values, _DNS_BAD, lower=True)
+    if not doubtful:
+        return rows, names, [], missing
+    bad: list[int] = []
+    for position in doubtful:
+        name = normalise_dns(values[position])
+        if name is None:
+            bad.append(position)
+        else:
+            names[position] = name
+    return _without(rows, bad), _without(names, bad), [rows[p] for p in bad], missing

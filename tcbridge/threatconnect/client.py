@@ -62,6 +62,8 @@ log = Logger(observer=bridge_observer)
 _MAX_LINE = 200
 _TAG = re.compile(r"<[^>]*>")
 _EMPTY_ERROR_MESSAGE = EMPTY_ERROR_MESSAGE
+#: a body announced as longer than this is not made room for in advance
+_MAX_PREALLOCATE = 256 * 1024 * 1024
 
 
 class HTTPGetter(Protocol):
@@ -90,7 +92,7 @@ def _strip_base(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def _first_line(body: bytes) -> str:
+def _first_line(body: bytes | bytearray) -> str:
     """
     The first non-empty line of C{body}, HTML tags stripped, entities
     unescaped, white space collapsed, at most 200 characters.
@@ -130,11 +132,13 @@ class _BodyReader(TwistedProtocol):
         it may be incomplete.
     """
 
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+    def __init__(self, length: int | None = None) -> None:
+        # One buffer, made at the announced length when there is one: a
+        # page of 10,000 indicators is never held twice.
+        self._buffer = bytearray(length if length is not None and length < _MAX_PREALLOCATE else 0)
         self.received = 0
         self.close_delimited = False
-        self.finished: Deferred[bytes] = Deferred(self._cancel)
+        self.finished: Deferred[bytearray] = Deferred(self._cancel)
 
     def _cancel(self, d: Deferred[bytes]) -> None:
         transport = self.transport
@@ -142,15 +146,21 @@ class _BodyReader(TwistedProtocol):
             transport.stopProducing()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self.received += len(data)
+        end = self.received + len(data)
+        if end <= len(self._buffer):
+            self._buffer[self.received : end] = data
+        else:
+            del self._buffer[self.received :]
+            self._buffer += data
+        self.received = end
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
             self.close_delimited = reason.check(PotentialDataLoss) is not None
-            self.finished.callback(b"".join(self._chunks))
+            del self._buffer[self.received :]
+            self.finished.callback(self._buffer)
         else:
             self.finished.errback(reason)
 
@@ -367,7 +377,7 @@ class ThreatConnectClient:
 
     async def _read_body(
         self, response: Any, wire: str, start: float, status: int
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[bytearray, bool]:
         """
         Read the whole body within what is left of the timeout.
 
@@ -376,12 +386,12 @@ class ThreatConnectClient:
         :raise TruncatedResponseError: if the connection closed before the
             announced length arrived.
         """
-        reader = _BodyReader()
+        length = getattr(response, "length", None)
+        expected = length if isinstance(length, int) else None
+        reader = _BodyReader(expected)
         response.deliverBody(reader)
         remaining = max(self.timeout - (self._clock.seconds() - start), 0.0)
         reader.finished.addTimeout(remaining, self._clock)
-        length = getattr(response, "length", None)
-        expected = length if isinstance(length, int) else None
         try:
             body = await reader.finished
         except (CancelledError, DeferredTimeoutError) as e:
@@ -442,7 +452,12 @@ class ThreatConnectClient:
         )
 
     def _interpret(
-        self, wire: str, status: int, reason: str, body: bytes, close_delimited: bool = False
+        self,
+        wire: str,
+        status: int,
+        reason: str,
+        body: bytes | bytearray,
+        close_delimited: bool = False,
     ) -> Any:
         """
         Turn a complete HTTP response into parsed JSON or a typed error.

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_tc_parse -*-
 """
-Pure functions turning raw ThreatConnect JSON into L{Indicator} records.
+Pure functions turning raw ThreatConnect JSON into L{IndicatorBatch} columns
+(no object per indicator: a page is read field by field).
 
 Nothing here raises on bad data: an item that is not an object, or that has
 no usable value, is skipped and counted.  An item ThreatConnect marks
@@ -17,32 +18,16 @@ C{owner: {id, name, type}}, ids as numbers or strings, dates with no zone
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 from attrs import frozen
 
-from .records import Indicator
-
-
-@frozen
-class ParsedPage:
-    """
-    What one page of items gave.
-
-    :ivar indicators: the indicators read, in ThreatConnect's order.
-    :ivar skipped: items that could not be read as indicators.
-    :ivar inactive: items left out because ThreatConnect marks them inactive.
-    """
-
-    indicators: list[Indicator]
-    skipped: int = 0
-    inactive: int = 0
-
+from .records import VALUE_COLUMNS, Indicator, IndicatorBatch
 
 #: v2 per-type list key ("apiEntity") -> (ThreatConnect type name, value fields)
 TYPED_ENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -152,58 +137,6 @@ def is_inactive(item: dict[str, Any]) -> bool:
     return isinstance(active, str) and active.strip().lower() == "false"
 
 
-def _tags(item: dict[str, Any]) -> tuple[str, ...]:
-    raw = item.get("tag")
-    if raw is None:
-        # v3 shape: "tags": {"data": [{"name": ...}]}
-        v3 = item.get("tags")
-        raw = v3.get("data") if isinstance(v3, dict) else v3
-    if not isinstance(raw, list):
-        return ()
-    names = []
-    for tag in raw:
-        name = _text(tag.get("name")) if isinstance(tag, dict) else _text(tag)
-        if name is not None:
-            names.append(name)
-    return tuple(names)
-
-
-def _common(item: dict[str, Any], source: str, owner: str) -> dict[str, Any]:
-    """
-    The fields every indicator item shares, as L{Indicator} keyword arguments.
-
-    This runs once per indicator (a million times in a big sync), so the
-    usual shapes (a string owner name, an int id, float ratings, a known
-    date string) take short paths; anything else goes through the general
-    helpers above, with the same results.
-    """
-    get = item.get
-    name = get("ownerName")
-    if type(name) is str and (name := name.strip()):
-        owner_name = name
-    else:
-        owner_name = _owner(item, owner)
-    raw_id = get("id")
-    rating = get("rating")
-    confidence = get("confidence")
-    modified = get("lastModified")
-    link = get("webLink")
-    description = get("description")
-    assess = get("threatAssessScore")
-    return {
-        "source": source,
-        "owner": owner_name,
-        "id": str(raw_id) if type(raw_id) is int else _id(raw_id),
-        "rating": None if rating is None else _rating(rating),
-        "confidence": None if confidence is None else _confidence(confidence),
-        "last_modified": _parse_date_text(modified) if type(modified) is str else None,
-        "web_link": link.strip() if type(link) is str else "",
-        "description": description.strip() if isinstance(description, str) else None,
-        "tags": () if get("tag") is None and get("tags") is None else _tags(item),
-        "threat_assess_score": None if assess is None else _threat_assess(assess),
-    }
-
-
 def _threat_assess(value: Any) -> int | None:
     """
     ThreatConnect's ThreatAssess score (0-1000), or C{None} if absent or out
@@ -215,16 +148,208 @@ def _threat_assess(value: Any) -> int | None:
     return round(number)
 
 
-def _items(items: Any) -> tuple[Iterable[Any], int]:
+def _items(items: Any) -> tuple[list[Any], int]:
     """
     The list to walk, and how many to count as skipped up front (1 for a
     non-list that is not C{None}).
     """
     if items is None:
-        return (), 0
+        return [], 0
     if isinstance(items, list):
         return items, 0
-    return (), 1
+    return [], 1
+
+
+def _usable(items: list[Any], active_only: bool) -> tuple[list[dict[str, Any]], int, int]:
+    """
+    The items that are objects (and, with C{active_only}, not marked
+    inactive), and how many were not objects and how many were inactive.
+    """
+    skipped = 0
+    if items and set(map(type, items)) != {dict}:
+        objects = [item for item in items if isinstance(item, dict)]
+        skipped = len(items) - len(objects)
+        items = objects
+    inactive = 0
+    if active_only and items:
+        flags = [item.get("active") for item in items]
+        if flags.count(None) + flags.count(True) != len(flags):
+            active = [item for item in items if not is_inactive(item)]
+            inactive = len(items) - len(active)
+            items = active
+    return items, skipped, inactive
+
+
+def _texts(raw: list[Any]) -> list[str | None]:
+    """
+    L{_text} of each value: stripped non-empty strings, else C{None}.
+    """
+    return [(value.strip() or None) if value.__class__ is str else _text(value) for value in raw]
+
+
+def _column(items: list[dict[str, Any]], key: str) -> list[Any]:
+    return list(map(dict.get, items, repeat(key)))
+
+
+def _owners(items: list[dict[str, Any]], default: str) -> list[str]:
+    raw = _column(items, "ownerName")
+    names = set(raw)
+    if all(name.__class__ is str and name and name == name.strip() for name in names):
+        return raw
+    return [_owner(item, default) for item in items]
+
+
+def _ids(raw: list[Any]) -> list[str]:
+    if set(map(type, raw)) == {int}:
+        return list(map(str, raw))
+    return [str(value) if value.__class__ is int else _id(value) for value in raw]
+
+
+def _ratings(raw: list[Any]) -> list[float | None]:
+    if set(map(type, raw)) <= {float, int, type(None)} and math.isfinite(sum(filter(None, raw))):
+        return raw
+    return [None if value is None else _rating(value) for value in raw]
+
+
+def _confidences(raw: list[Any]) -> list[int | None]:
+    if set(map(type, raw)) <= {int, type(None)}:
+        return raw
+    return [None if value is None else _confidence(value) for value in raw]
+
+
+def _dates(raw: list[Any]) -> list[int | None]:
+    if set(map(type, raw)) == {str}:
+        return list(map(_parse_date_text, raw))
+    return [_parse_date_text(value) if value.__class__ is str else None for value in raw]
+
+
+def _stripped(raw: list[Any]) -> list[str]:
+    if set(map(type, raw)) == {str}:
+        return list(map(str.strip, raw))
+    return [value.strip() if value.__class__ is str else "" for value in raw]
+
+
+def _descriptions(raw: list[Any]) -> list[str | None]:
+    return [value.strip() if isinstance(value, str) else None for value in raw]
+
+
+def _assess(raw: list[Any]) -> list[int | None]:
+    if raw.count(None) == len(raw):
+        return raw
+    return [None if value is None else _threat_assess(value) for value in raw]
+
+
+def _tag_names(raw: Any) -> tuple[str, ...]:
+    """
+    Tag names from a v2 C{tag} list or a v3 C{tags} object (C{{"data": [...]}}).
+    """
+    if raw.__class__ is dict:
+        raw = raw.get("data")
+    if raw.__class__ is list:
+        try:
+            names = tuple([tag["name"] for tag in raw])
+            if "" not in names and names == tuple(map(str.strip, names)):
+                return names
+        except (TypeError, KeyError):
+            pass
+    if not isinstance(raw, list):
+        return ()
+    found = []
+    for tag in raw:
+        text = _text(tag.get("name") if isinstance(tag, dict) else tag)
+        if text is not None:
+            found.append(text)
+    return tuple(found)
+
+
+def _all_tags(items: list[dict[str, Any]], typed: bool) -> list[tuple[str, ...]]:
+    """
+    Every item's tag names: from C{tag} (v2), else from C{tags} (v3; never
+    in a v2 per-type listing, so not looked for there).
+    """
+    raw = _column(items, "tag")
+    if None in raw and not typed:
+        v3 = _column(items, "tags")
+        raw = [tag if tag is not None else other for tag, other in zip(raw, v3, strict=True)]
+    return [() if tag is None else _tag_names(tag) for tag in raw]
+
+
+_READERS: dict[str, Callable[[list[dict[str, Any]]], list[Any]]] = {
+    "ids": lambda items: _ids(_column(items, "id")),
+    "ratings": lambda items: _ratings(_column(items, "rating")),
+    "confidences": lambda items: _confidences(_column(items, "confidence")),
+    "modified": lambda items: _dates(_column(items, "lastModified")),
+    "links": lambda items: _stripped(_column(items, "webLink")),
+    "descriptions": lambda items: _descriptions(_column(items, "description")),
+    "assess": lambda items: _assess(_column(items, "threatAssessScore")),
+}
+
+
+def _batch(
+    items: list[dict[str, Any]],
+    type_name: str,
+    values: dict[str, list[str | None]],
+    source: str,
+    owner: str,
+    typed: bool,
+) -> IndicatorBatch:
+    """
+    A batch of C{items} with C{values}; the other columns are read from the
+    items when first asked for.
+
+    :param typed: the items come from a v2 per-type listing.
+    """
+
+    def read(items: list[Any], name: str) -> list[Any]:
+        if name == "owners":
+            return _owners(items, owner)
+        if name == "tags":
+            return _all_tags(items, typed)
+        return _READERS[name](items)
+
+    return IndicatorBatch(source, type_name, values, items=items, reader=read)
+
+
+def _drop_valueless(
+    items: list[dict[str, Any]], values: dict[str, list[str | None]]
+) -> tuple[list[dict[str, Any]], dict[str, list[str | None]], int]:
+    """
+    Leave out the items none of whose value columns holds anything.
+    """
+    columns = list(values.values())
+    if not columns or not items or any(None not in column for column in columns):
+        return items, values, 0
+    keep = [i for i, row in enumerate(zip(*columns, strict=True)) if row.count(None) != len(row)]
+    if len(keep) == len(items):
+        return items, values, 0
+    kept = {name: [column[i] for i in keep] for name, column in values.items()}
+    return [items[i] for i in keep], kept, len(items) - len(keep)
+
+
+@frozen
+class ParsedPage:
+    """
+    What one page of items gave.
+
+    :ivar batches: the indicators read, one batch per type (in order of
+        first appearance), each in ThreatConnect's order.
+    :ivar skipped: items that could not be read as indicators.
+    :ivar inactive: items left out because ThreatConnect marks them inactive.
+    """
+
+    batches: list[IndicatorBatch]
+    skipped: int = 0
+    inactive: int = 0
+
+    def __len__(self) -> int:
+        return sum(map(len, self.batches))
+
+    @property
+    def indicators(self) -> list[Indicator]:
+        """
+        The indicators as records, batch after batch.
+        """
+        return [record for batch in self.batches for record in batch.records()]
 
 
 def parse_typed(entity: str, items: Any, source: str, owner: str) -> tuple[list[Indicator], int]:
@@ -240,11 +365,12 @@ def parse_typed_page(
     entity: str, items: Any, source: str, owner: str, *, active_only: bool = True
 ) -> ParsedPage:
     """
-    Parse one v2 per-type page (C{data.file}, C{data.address}, C{data.host}).
+    Parse one v2 per-type page (C{data.file}, C{data.address}, C{data.host})
+    into one L{IndicatorBatch}, column by column.
 
     :param entity: the list key: C{"file"}, C{"address"} or C{"host"}.
     :param items: the JSON list under that key.
-    :param source: L{Indicator.source} for every record.
+    :param source: L{IndicatorBatch.source} of the batch.
     :param owner: the owner name to use where an item names none.
     :param active_only: leave out (and count) items marked inactive.
     :raise ValueError: for an unknown C{entity} (a programming error).
@@ -254,35 +380,14 @@ def parse_typed_page(
     except KeyError:
         raise ValueError(f"unknown ThreatConnect entity {entity!r}") from None
     walk, skipped = _items(items)
-    inactive = 0
-    out: list[Indicator] = []
-    for item in walk:
-        if not isinstance(item, dict):
-            skipped += 1
-            continue
-        if active_only and is_inactive(item):
-            inactive += 1
-            continue
-        values = {name: _text(item.get(name)) for name in fields}
-        if all(v is None for v in values.values()):
-            skipped += 1
-            continue
-        common = _common(item, source, owner)
-        if type_name == "File":
-            out.append(
-                Indicator(
-                    type="File",
-                    md5=values["md5"],
-                    sha1=values["sha1"],
-                    sha256=values["sha256"],
-                    **common,
-                )
-            )
-        elif type_name == "Address":
-            out.append(Indicator(type="Address", ip=values["ip"], **common))
-        else:
-            out.append(Indicator(type="Host", host=values["hostName"], **common))
-    return ParsedPage(out, skipped, inactive)
+    usable, junk, inactive = _usable(walk, active_only)
+    names = VALUE_COLUMNS[type_name]
+    values = {
+        name: _texts(_column(usable, field)) for name, field in zip(names, fields, strict=True)
+    }
+    usable, values, valueless = _drop_valueless(usable, values)
+    batches = [_batch(usable, type_name, values, source, owner, True)] if usable else []
+    return ParsedPage(batches, skipped + junk + valueless, inactive)
 
 
 def split_file_summary(summary: str) -> dict[str, str]:
@@ -311,6 +416,31 @@ def parse_generic(items: Any, source: str, owner: str) -> tuple[list[Indicator],
     return page.indicators, page.skipped
 
 
+def _generic_values(type_name: str, items: list[dict[str, Any]]) -> dict[str, list[str | None]]:
+    """
+    The value columns of generic items of one type: File hashes from
+    C{md5}/C{sha1}/C{sha256} if any is there, else from the summary;
+    Address from the summary, else C{ip}; Host from the summary, else
+    C{hostName}; nothing for other types.
+    """
+    summaries = _texts(_column(items, "summary"))
+    if type_name == "File":
+        hashes = [_texts(_column(items, name)) for name in ("md5", "sha1", "sha256")]
+        for i, row in enumerate(zip(*hashes, strict=True)):
+            if row == (None, None, None) and summaries[i] is not None:
+                found = split_file_summary(summaries[i])  # type: ignore[arg-type]
+                for column, name in zip(hashes, ("md5", "sha1", "sha256"), strict=True):
+                    column[i] = found.get(name)
+        return dict(zip(("md5", "sha1", "sha256"), hashes, strict=True))
+    field = {"Address": "ip", "Host": "hostName"}.get(type_name)
+    if field is None:
+        return {}
+    if None in summaries:
+        fallback = _texts(_column(items, field))
+        summaries = [s if s is not None else f for s, f in zip(summaries, fallback, strict=True)]
+    return {VALUE_COLUMNS[type_name][0]: summaries}
+
+
 def parse_generic_page(
     items: Any, source: str, owner: str, *, active_only: bool = True
 ) -> ParsedPage:
@@ -318,90 +448,44 @@ def parse_generic_page(
     Parse one page of items that carry C{type}: a v1/v2 C{/indicators} page
     (C{data.indicator}, C{type} and C{summary}) or a v3 C{/v3/indicators}
     page (C{data}, C{type}, C{summary}, the per-type fields and
-    C{tags.data}).
+    C{tags.data}), into one L{IndicatorBatch} per type.
 
     File hashes come from C{md5}/C{sha1}/C{sha256} if any is there, else from
     the summary (any subset of C{"md5 : sha1 : sha256"}); Address gives
     C{ip} (summary, else C{ip}); Host gives C{host} (summary, else
-    C{hostName}).  Other types (URL, EmailAddress, ...) become an
-    L{Indicator} of that type with no values, so the feed side can count
-    them as unsupported.
+    C{hostName}).  An item of a supported type with no value is skipped.
+    Other types (URL, EmailAddress, ...) become indicators of that type with
+    no values, so the feed side can count them as unsupported.
 
     :param active_only: leave out (and count) items marked inactive.
     """
     walk, skipped = _items(items)
-    inactive = 0
-    out: list[Indicator] = []
-    for item in walk:
-        if not isinstance(item, dict):
+    usable, junk, inactive = _usable(walk, active_only)
+    skipped += junk
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    canonical: dict[Any, str | None] = {}
+    for item in usable:
+        raw = item.get("type")
+        try:
+            type_name = canonical[raw]
+        except (KeyError, TypeError):
+            text = _text(raw)
+            type_name = None if text is None else _CANONICAL_TYPES.get(text.lower(), text)
+            if raw.__class__ is str:
+                canonical[raw] = type_name
+        if type_name is None:
             skipped += 1
-            continue
-        if active_only and is_inactive(item):
-            inactive += 1
-            continue
-        raw_type = _text(item.get("type"))
-        if raw_type is None:
-            skipped += 1
-            continue
-        type_name = _CANONICAL_TYPES.get(raw_type.lower(), raw_type)
-        summary = _text(item.get("summary"))
-        common = _common(item, source, owner)
-        if type_name == "File":
-            hashes = {
-                name: value
-                for name in ("md5", "sha1", "sha256")
-                if (value := _text(item.get(name))) is not None
-            }
-            if not hashes and summary is not None:
-                hashes = split_file_summary(summary)
-            if not hashes:
-                skipped += 1
-                continue
-            out.append(
-                Indicator(
-                    type="File",
-                    md5=hashes.get("md5"),
-                    sha1=hashes.get("sha1"),
-                    sha256=hashes.get("sha256"),
-                    **common,
-                )
-            )
-        elif type_name == "Address":
-            ip = summary or _text(item.get("ip"))
-            if ip is None:
-                skipped += 1
-                continue
-            out.append(Indicator(type="Address", ip=ip, **common))
-        elif type_name == "Host":
-            host = summary or _text(item.get("hostName"))
-            if host is None:
-                skipped += 1
-                continue
-            out.append(Indicator(type="Host", host=host, **common))
         else:
-            out.append(Indicator(type=type_name, **common))
-    return ParsedPage(out, skipped, inactive)
-
-
-def indicator_key(indicator: Indicator) -> bytes | None:
-    """
-    A small digest of (owner, type, value) that identifies an indicator
-    within one listing: the value is the tuple of hashes for a File, the
-    address or host name otherwise, and the id for other types.  C{None}
-    when there is nothing to identify it by (another type with no id).
-    """
-    if indicator.type == "File":
-        value = [indicator.md5 or "", indicator.sha1 or "", indicator.sha256 or ""]
-    elif indicator.type == "Address":
-        value = [indicator.ip or ""]
-    elif indicator.type == "Host":
-        value = [indicator.host or ""]
-    elif indicator.id:
-        value = ["#", indicator.id]
-    else:
-        return None
-    text = "\x1f".join([indicator.owner, indicator.type, *value])
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            by_type.setdefault(type_name, []).append(item)
+    batches = []
+    for type_name, members in by_type.items():
+        values = _generic_values(type_name, members)
+        if values:
+            members, values, valueless = _drop_valueless(members, values)
+            skipped += valueless
+        if members:
+            batches.append(_batch(members, type_name, values, source, owner, False))
+    return ParsedPage(batches, skipped, inactive)
 
 
 def parse_owners(data: Any) -> list[str]:

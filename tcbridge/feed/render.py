@@ -1,0 +1,213 @@
+# -*- test-case-name: tests.test_feed_builder -*-
+"""
+Serialisation: reports to bytes, and the feed document streamed to a file.
+
+Reports are rendered straight to bytes, byte-identical to what
+C{orjson.dumps} gives for the report as a dict with its keys in the
+documented order (C{id}, C{timestamp}, C{link}, C{title}, C{score},
+C{iocs}, C{description}, C{tags}): small parts go through orjson, IOC lists
+(hex digests, addresses, host names: never anything JSON must escape) are
+written directly, packed values turned into text with numpy.
+
+A report is handed to L{FeedWriter} as its id (as JSON), its timestamp and
+its I{body}: everything after the timestamp, starting with a comma, as a
+list of pieces (a large IOC list is never copied into one string with the
+rest).  L{report_digest} reads the same pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import zlib
+from collections.abc import Sequence
+from typing import IO, Any, Final
+
+import numpy as np
+import orjson
+
+_HEX: Final = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_QUOTE: Final = ord('"')
+_COMMA: Final = ord(",")
+_DOT: Final = ord(".")
+# Each octet as three bytes, padded with NULs that are deleted afterwards.
+_OCTETS: Final = np.frombuffer(
+    b"".join(str(n).encode().ljust(3, b"\0") for n in range(256)), dtype=np.uint8
+).reshape(256, 3)
+_FLUSH_AT: Final = 1 << 20
+
+Body = list[bytes]
+
+
+def hex_list(packed: bytes, width: int) -> bytes:
+    """
+    Packed digests of C{width} bytes as the inside of a JSON list of
+    lower-case hex strings: C{"ab..","cd.."}.
+    """
+    values = np.frombuffer(packed, dtype=np.uint8).reshape(-1, width)
+    out = np.empty((len(values), 2 * width + 3), dtype=np.uint8)
+    out[:, 0] = _QUOTE
+    out[:, -2] = _QUOTE
+    out[:, -1] = _COMMA
+    out[:, 1:-2:2] = _HEX[values >> 4]
+    out[:, 2:-2:2] = _HEX[values & 15]
+    return out.tobytes()[:-1]
+
+
+def ipv4_list(packed: bytes) -> bytes:
+    """
+    Packed IPv4 addresses as the inside of a JSON list of dotted quads.
+    """
+    values = np.frombuffer(packed, dtype=np.uint8).reshape(-1, 4)
+    out = np.zeros((len(values), 18), dtype=np.uint8)
+    out[:, 0] = _QUOTE
+    for octet in range(4):
+        out[:, 1 + 4 * octet : 4 + 4 * octet] = _OCTETS[values[:, octet]]
+        if octet < 3:
+            out[:, 4 + 4 * octet] = _DOT
+    out[:, 16] = _QUOTE
+    out[:, 17] = _COMMA
+    return out.tobytes().translate(None, b"\0")[:-1]
+
+
+def ipv6_list(packed: bytes) -> bytes:
+    """
+    Packed IPv6 addresses as the inside of a JSON list in compressed form.
+    """
+    texts = [
+        ipaddress.IPv6Address(packed[i : i + 16]).compressed for i in range(0, len(packed), 16)
+    ]
+    return ('"' + '","'.join(texts) + '"').encode("ascii")
+
+
+def names_list(names: Sequence[bytes]) -> bytes:
+    """
+    Host names as the inside of a JSON list, in the order given.
+    """
+    return b'"' + b'","'.join(names) + b'"'
+
+
+def report_digest(id_json: bytes, body: Body) -> bytes:
+    """
+    The 8-byte content digest of a report: BLAKE2b over the report as
+    serialised, without its C{timestamp} (so equal content gives an equal
+    digest whatever the timestamp).
+    """
+    digest = hashlib.blake2b(b'{"id":' + id_json + b"," + body[0][1:], digest_size=8)
+    for piece in body[1:]:
+        digest.update(piece)
+    return digest.digest()
+
+
+def digest_of(report: dict[str, Any]) -> bytes:
+    """
+    L{report_digest} of a report given as a dict (for example one read back
+    from a feed file), its keys in the order they were written.
+    """
+    content = {key: value for key, value in report.items() if key != "timestamp"}
+    return hashlib.blake2b(orjson.dumps(content), digest_size=8).digest()
+
+
+def _indent(data: bytes, spaces: int) -> bytes:
+    return data.replace(b"\n", b"\n" + b" " * spaces)
+
+
+class FeedWriter:
+    """
+    Streams a feed document (C{{"feedinfo": ..., "reports": [...]}}) to a
+    binary file, computing its SHA-256 and, if asked, its gzip form on the
+    way.  Reports must come in id order; the output is byte-identical to
+    C{orjson.dumps} of the whole document (or, with C{pretty}, to
+    C{orjson.dumps(doc, option=OPT_INDENT_2 | OPT_APPEND_NEWLINE)}).
+
+    :ivar size: bytes written so far.
+    :ivar reports: reports written so far.
+    :ivar crc32: the CRC-32 of what was written so far.
+    """
+
+    def __init__(self, out: IO[bytes], *, gzip: bool = False, pretty: bool = False) -> None:
+        self._out = out
+        self._sha = hashlib.sha256()
+        self._compress = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS) if gzip else None
+        self.crc32 = 0
+        self._gzipped: list[bytes] = []
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._pretty = pretty
+        self.size = 0
+        self.reports = 0
+
+    def _write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= _FLUSH_AT:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending = []
+        self._pending_size = 0
+        self._out.write(data)
+        self._sha.update(data)
+        self.size += len(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
+        if self._compress is not None:
+            self._gzipped.append(self._compress.compress(data))
+
+    def begin(self, feedinfo: dict[str, Any]) -> None:
+        """
+        Write everything before the first report.
+        """
+        if self._pretty:
+            info = _indent(orjson.dumps(feedinfo, option=orjson.OPT_INDENT_2), 2)
+            self._write(b'{\n  "feedinfo": ' + info + b',\n  "reports": [')
+        else:
+            self._write(b'{"feedinfo":' + orjson.dumps(feedinfo) + b',"reports":[')
+
+    def report(self, id_json: bytes, timestamp: int, body: Body) -> None:
+        """
+        Write one report: C{{"id":<id_json>,"timestamp":<timestamp>} then
+        the body.
+        """
+        head = b'{"id":' + id_json + b',"timestamp":' + str(timestamp).encode()
+        if self._pretty:
+            report = orjson.loads(b"".join([head, *body]))
+            text = _indent(orjson.dumps(report, option=orjson.OPT_INDENT_2), 4)
+            self._write((b"\n    " if not self.reports else b",\n    ") + text)
+        else:
+            self._write(head if not self.reports else b"," + head)
+            for piece in body:
+                self._write(piece)
+        self.reports += 1
+
+    def end(self) -> None:
+        """
+        Write the end of the document and flush everything.
+        """
+        if self._pretty:
+            self._write((b"\n  ]" if self.reports else b"]") + b"\n}\n")
+        else:
+            self._write(b"]}")
+        self._flush()
+        self._out.flush()
+
+    @property
+    def sha256(self) -> str:
+        """
+        The hex SHA-256 of what was written (after L{end}).
+        """
+        return self._sha.hexdigest()
+
+    def gzip_bytes(self) -> bytes:
+        """
+        The document gzip-compressed (level 6, no file name, mtime 0), as
+        C{gzip.compress(document, 6, mtime=0)} gives it; only when made
+        with C{gzip=True}, after L{end}.
+        """
+        assert self._compress is not None
+        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+        tail = self._compress.flush()
+        trailer = self.crc32.to_bytes(4, "little") + (self.size & 0xFFFFFFFF).to_bytes(4, "little")
+        return b"".join([header, *self._gzipped, tail, trailer])
