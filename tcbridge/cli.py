@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import set_log_level
+from tcbridge.memory import return_freed_memory
 from tcbridge.store import count_iocs, write_atomic
 from tcbridge.sync import accept_marker, describe_failure, write_feed
 from tcbridge.wiring import build_bridge, start_demo
@@ -154,7 +155,7 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
         demo = start_demo(reactor)
         config, listening = demo.config, demo.port
     set_log_level(config.log_level)
-    bridge = build_bridge(config, reactor, use_cache=False)
+    bridge = build_bridge(config, reactor, use_cache=False, threads=False)
     try:
         written = await write_feed(bridge.cycle, path)
     except Exception as e:
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Entry point of the console script; exits with the command's status.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    return_freed_memory()
     if argv[:1] == ["encrypt-secret"]:
         from tcbridge.secretstore import encrypt_secret_command
 

@@ -23,6 +23,7 @@ from twisted.web.server import Site
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logfile import FileLogging, install_file_logging
 from tcbridge.logs import bridge_observer, set_log_level
+from tcbridge.memory import return_freed_memory
 from tcbridge.reload import Reloader, ReloadService
 from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
@@ -155,6 +156,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
+    return_freed_memory()
     return build_service(options, reactor)
 
 
@@ -174,7 +176,7 @@ def build_service(options: Options, reactor: Any) -> MultiService:
     if options["port"] is not None:
         config = evolve(config, listener_port=options["port"])
     set_log_level(config.log_level)
-    bridge = build_bridge(config, reactor, use_cache=not write)
+    bridge = build_bridge(config, reactor, use_cache=not write, threads=not write)
     top = MultiService()
     if config.log_file:
         _FileLog(config).setServiceParent(top)

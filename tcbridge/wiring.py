@@ -26,7 +26,7 @@ from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync import RunHeavy, SyncCycle
+from tcbridge.sync import RunHeavy, SyncCycle, run_inline
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
 from tcbridge.threatconnect.transport import make_agent
@@ -149,12 +149,17 @@ def make_cb_sync(config: Config, reactor: Any, pool: HTTPConnectionPool) -> CbSe
     )
 
 
-def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge:
+def build_bridge(
+    config: Config, reactor: Any, use_cache: bool = True, threads: bool = True
+) -> Bridge:
     """
     Wire a bridge for C{config} on C{reactor}.
 
     :param use_cache: load and keep the disk cache (the service); write mode
         leaves it alone.
+    :param threads: run heavy steps (the build, disk writes) in the
+        reactor's thread pool, so the reactor keeps serving; write mode,
+        which serves nothing, runs them in line.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
     client = make_client(config, reactor, pool)
@@ -164,7 +169,7 @@ def build_bridge(config: Config, reactor: Any, use_cache: bool = True) -> Bridge
         cache_dir=config.cache_folder if use_cache else None,
     )
     status = SyncStatus(started_at=reactor.seconds(), notices=config.notices)
-    run_heavy = thread_runner(reactor)
+    run_heavy = thread_runner(reactor) if threads else run_inline
     history = ReportHistory()
     if use_cache:
 

@@ -37,8 +37,6 @@ from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 
 from .collect import Collector
 from .document import feedinfo_dict
-from .expanded_reports import ExpandedReports
-from .grouped import plan_grouped, render_grouped
 from .history import ReportHistory
 from .render import Body, FeedWriter
 from .reports import ReportContext
@@ -110,6 +108,11 @@ class FeedBuilder:
         """
         Every report in id order as (id, id as JSON, body, timestamp).
         """
+        # Imported when a build starts: numpy (behind both) is not needed
+        # while pages come in, and a pull's peak memory is lower without it.
+        from .expanded_reports import ExpandedReports
+        from .grouped import plan_grouped, render_grouped
+
         collector = self._collector
         if collector is None:
             raise RuntimeError("FeedBuilder can build only once")

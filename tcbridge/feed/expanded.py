@@ -32,21 +32,17 @@ import hashlib
 import ipaddress
 import socket
 from array import array
-from collections.abc import Iterator
-from typing import Any, Final
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import Final
 
 from tcbridge.threatconnect.records import IndicatorBatch
 
 from .columns import FIXED_WIDTH, KindValues, LabelStore
 from .text import http_link, valid_text
 
-_TYPES: Final = ("File", "Address", "Host")
-_TYPE_CODE: Final = {name: code for code, name in enumerate(_TYPES)}
-_KIND_BITS: Final = {"md5": 1, "sha256": 2, "ipv4": 4, "ipv6": 8, "dns": 16}
-_KIND_ORDER: Final = ("md5", "sha256", "ipv4", "ipv6", "dns")
+TC_TYPES: Final = ("File", "Address", "Host")
+TYPE_CODE: Final = {name: code for code, name in enumerate(TC_TYPES)}
+KIND_BITS: Final = {"md5": 1, "sha256": 2, "ipv4": 4, "ipv6": 8, "dns": 16}
+KIND_ORDER: Final = ("md5", "sha256", "ipv4", "ipv6", "dns")
 _MAX_NUMBER_DIGITS: Final = 19
 
 Value = tuple[str, str]
@@ -63,7 +59,7 @@ def hashed_ident(kind: str, first: Value) -> str:
     return "h" + digest.hexdigest()[:16]
 
 
-def _content_suffix(kind: str, values: tuple[Value, ...]) -> str:
+def content_suffix(kind: str, values: tuple[Value, ...]) -> str:
     text = "\0".join([kind, *(f"{k}\0{v}" for k, v in values)])
     return hashlib.sha1(text.encode("ascii")).hexdigest()[:12]  # noqa: S324
 
@@ -192,17 +188,17 @@ class ExpandedStore:
             for position, chunk, text in zip(kind_values.positions, chunks, texts, strict=True):
                 per_position.setdefault(position, []).append((kind, chunk, text))
         type_name = batch.type
-        code = _TYPE_CODE[type_name]
+        code = TYPE_CODE[type_name]
         raw_columns = batch.values
         for position in sorted(per_position):
             row = rows[position]
             found = per_position[position]
-            found.sort(key=lambda item: _KIND_ORDER.index(item[0]))
+            found.sort(key=lambda item: KIND_ORDER.index(item[0]))
             ident = batch.ids[row]
             self._add_ident(ident, type_name, found)
             self.label.append(store.index)
             self.type.append(code)
-            self.kinds.append(sum(_KIND_BITS[kind] for kind, _, _ in found))
+            self.kinds.append(sum(KIND_BITS[kind] for kind, _, _ in found))
             packed = b"".join(chunk for _, chunk, _ in found)
             self.length.append(len(packed))
             self.blob += packed
@@ -228,13 +224,6 @@ class ExpandedStore:
 
     # -- reading back -----------------------------------------------------
 
-    def offsets(self) -> NDArray[np.int64]:
-        """
-        Where each row's packed values start in C{blob}.
-        """
-        lengths = np.frombuffer(self.length, dtype=np.uint8).astype(np.int64)
-        return np.concatenate(([0], np.cumsum(lengths)[:-1])) if len(lengths) else lengths
-
     def ident(self, row: int) -> str:
         """
         The id part of a row's report id.
@@ -250,8 +239,8 @@ class ExpandedStore:
         at = start
         kinds = self.kinds[row]
         end = start + self.length[row]
-        for kind in _KIND_ORDER:
-            if kinds & _KIND_BITS[kind]:
+        for kind in KIND_ORDER:
+            if kinds & KIND_BITS[kind]:
                 width = FIXED_WIDTH.get(kind, end - at)
                 out.append((kind, value_text(kind, bytes(self.blob[at : at + width]))))
                 at += width
@@ -267,7 +256,7 @@ class ExpandedStore:
         return (
             self.score[row],
             self.stamp[row],
-            _TYPES[self.type[row]],
+            TC_TYPES[self.type[row]],
             link,
             self.descriptions[self.description[row]],
             values,
@@ -287,45 +276,3 @@ def _raw_value(
     if type_name == "Address":
         return columns["ip"][row]
     return columns["host"][row]
-
-
-def value_keys(
-    store: ExpandedStore, offsets: NDArray[np.int64]
-) -> Iterator[tuple[NDArray[np.intp], NDArray[Any]]]:
-    """
-    For each IOC kind, the rows holding a value of it and a key per value
-    (its packed bytes as words for fixed-width kinds, a hash for names).
-    """
-    kinds = np.frombuffer(store.kinds, dtype=np.uint8)
-    blob = np.frombuffer(store.blob, dtype=np.uint8)
-    lengths = np.frombuffer(store.length, dtype=np.uint8).astype(np.int64)
-    md5_width = np.where(kinds & 1, 16, 0)
-    sha_width = np.where(kinds & 2, 32, 0)
-    for kind in _KIND_ORDER:
-        rows = np.flatnonzero(kinds & _KIND_BITS[kind])
-        if not len(rows):
-            continue
-        if kind == "dns":
-            raw = store.blob
-            keys = np.fromiter(
-                (
-                    hash(bytes(raw[start : start + size]))
-                    for start, size in zip(
-                        offsets[rows].tolist(), lengths[rows].tolist(), strict=True
-                    )
-                ),
-                dtype=np.int64,
-                count=len(rows),
-            )
-            yield rows, keys.reshape(-1, 1)
-            continue
-        width = FIXED_WIDTH[kind]
-        start = offsets[rows]
-        if kind == "sha256":
-            start = start + md5_width[rows]
-        elif kind in ("ipv4", "ipv6"):
-            start = start + md5_width[rows] + sha_width[rows]
-        index = start[:, None] + np.arange(width)[None, :]
-        chunk = blob[index].reshape(-1, width)
-        words = chunk.view(">u4" if width == 4 else ">u8")
-        yield rows, words

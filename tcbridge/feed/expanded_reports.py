@@ -19,15 +19,15 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from .columns import FIXED_WIDTH
 from .expanded import (
-    _KIND_BITS,
-    _KIND_ORDER,
-    _TYPES,
+    KIND_BITS,
+    KIND_ORDER,
+    TC_TYPES,
     Entry,
     ExpandedStore,
     Value,
-    _content_suffix,
-    value_keys,
+    content_suffix,
 )
 from .history import ReportHistory
 from .render import Body
@@ -38,6 +38,50 @@ from .text import DEFAULT_WEB_URL, MAX_TAGS, http_link, source_prefixes
 
 # A report of the entangled ones: (id, score, newest, members, values)
 Special = tuple[str, int, int, list[tuple[str, str]], tuple[Value, ...]]
+
+
+def offsets(store: ExpandedStore) -> NDArray[np.int64]:
+    """
+    Where each row's packed values start in the store's blob.
+    """
+    lengths = np.frombuffer(store.length, dtype=np.uint8).astype(np.int64)
+    return np.cumsum(lengths) - lengths
+
+
+def value_keys(
+    store: ExpandedStore, starts: NDArray[np.int64]
+) -> Iterator[tuple[NDArray[np.intp], NDArray[Any]]]:
+    """
+    For each IOC kind, the rows holding a value of it and a key per value
+    (its packed bytes as words for fixed-width kinds, a hash for names).
+    """
+    kinds = np.frombuffer(store.kinds, dtype=np.uint8)
+    blob = np.frombuffer(store.blob, dtype=np.uint8)
+    lengths = np.frombuffer(store.length, dtype=np.uint8).astype(np.int64)
+    md5_width = np.where(kinds & 1, 16, 0)
+    sha_width = np.where(kinds & 2, 32, 0)
+    for kind in KIND_ORDER:
+        rows = np.flatnonzero(kinds & KIND_BITS[kind])
+        if not len(rows):
+            continue
+        if kind == "dns":
+            raw = store.blob
+            spans = zip(starts[rows].tolist(), lengths[rows].tolist(), strict=True)
+            keys = np.fromiter(
+                (hash(bytes(raw[at : at + size])) for at, size in spans),
+                dtype=np.int64,
+                count=len(rows),
+            )
+            yield rows, keys.reshape(-1, 1)
+            continue
+        width = FIXED_WIDTH[kind]
+        start = starts[rows]
+        if kind == "sha256":
+            start = start + md5_width[rows]
+        elif kind in ("ipv4", "ipv6"):
+            start = start + md5_width[rows] + sha_width[rows]
+        chunk = blob[start[:, None] + np.arange(width)[None, :]].reshape(-1, width)
+        yield rows, chunk.view(">u4" if width == 4 else ">u8")
 
 
 def _repeated(keys: NDArray[Any]) -> NDArray[np.bool_]:
@@ -66,8 +110,7 @@ def entangled_rows(store: ExpandedStore) -> NDArray[np.bool_]:
     """
     count = len(store)
     out = np.zeros(count, dtype=bool)
-    offsets = store.offsets()
-    for rows, keys in value_keys(store, offsets):
+    for rows, keys in value_keys(store, offsets(store)):
         out[rows[_repeated(keys)]] = True
     numbered = np.ones(count, dtype=bool)
     numbered[list(store.texts)] = False
@@ -109,7 +152,7 @@ class _Entangled:
                 best[content] = entry
             ordered = sorted(best)
             for number, content in enumerate(ordered):
-                key = ident if number == 0 else f"{ident}-{_content_suffix(*content)}"
+                key = ident if number == 0 else f"{ident}-{content_suffix(*content)}"
                 self.entries[(label, key)] = best[content]
 
     def plan(self, prefixes: dict[str, str]) -> list[Special]:
@@ -234,7 +277,7 @@ class ExpandedReports:
         self.history = history
         self.labels = sorted(context.labels, key=lambda name: context.labels[name].index)
         self.entangled = _Entangled(context.stats)
-        self._offsets = store.offsets()
+        self._offsets = offsets(store)
 
     # -- planning ---------------------------------------------------------
 
@@ -469,7 +512,7 @@ class _RowRenderer:
         values = store.values(row, self.offsets[row])
         texts = dict(values)
         score = store.score[row]
-        kind = _TYPES[store.type[row]]
+        kind = TC_TYPES[store.type[row]]
         shown = values[0][1]
         if kind == "File":
             shown = shown[:8] + "..."
@@ -501,8 +544,8 @@ class _RowRenderer:
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
         per_row = np.zeros(len(rows), dtype=np.int64)
         stats = self.reports.context.stats
-        for kind in _KIND_ORDER:
-            has = (kinds & _KIND_BITS[kind]) != 0
+        for kind in KIND_ORDER:
+            has = (kinds & KIND_BITS[kind]) != 0
             stats.iocs_by_kind[kind] = stats.iocs_by_kind.get(kind, 0) + int(has.sum())
             per_row += has
         totals = np.bincount(labels, weights=per_row, minlength=len(self.reports.labels))

@@ -22,7 +22,8 @@ import orjson
 from .columns import FIXED_WIDTH, LabelStore
 from .grouping import KindGroup, condense
 from .iocs import IOC_KINDS
-from .render import Body, hex_list, ipv4_list, ipv6_list, names_list
+from .lists import hex_list, ipv4_list, ipv6_list, names_list
+from .render import Body
 from .reports import TC_TYPE, ReportContext, cut
 from .text import MAX_TAGS, source_prefixes
 

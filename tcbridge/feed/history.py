@@ -20,20 +20,24 @@ Memory: report ids of the form C{<head>-<number>} (every Expanded id with a
 ThreatConnect id, every group id) are kept per head as three numpy arrays
 (number, timestamp, digest): 24 bytes per report.  Other ids are kept in a
 dict.  L{save} and L{load} write and read the same in a small binary file,
-so a restart does not have to parse the feed to know its history.
+so a restart does not have to parse the feed to know its history.  (numpy
+is imported only once a history has reports: a write-mode sync never needs
+it before its build.)
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import orjson
-from numpy.typing import NDArray
 
 from .render import digest_of
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 _MAGIC: Final = b"tcbridge-history-1\n"
 _MAX_TAIL: Final = 19
@@ -67,6 +71,8 @@ class _Head:
     def __init__(
         self, numbers: NDArray[np.uint64], stamps: NDArray[np.int64], digests: NDArray[np.uint64]
     ) -> None:
+        import numpy as np
+
         order = np.argsort(numbers, kind="stable")
         self.numbers = numbers[order]
         self.stamps = stamps[order]
@@ -76,6 +82,8 @@ class _Head:
         """
         The position of each number, or -1.
         """
+        import numpy as np
+
         if not len(self.numbers):
             return np.full(len(numbers), -1, dtype=np.intp)
         at = np.minimum(np.searchsorted(self.numbers, numbers), len(self.numbers) - 1)
@@ -116,6 +124,8 @@ class ReportHistory:
         """
         The recorded C{(timestamp, digest)} of a report, or C{None}.
         """
+        import numpy as np
+
         split = split_id(report_id)
         if split is None:
             return self._other.get(report_id)
@@ -135,21 +145,21 @@ class ReportHistory:
         its timestamp and digest (as a big-endian 64-bit number; 0 when not
         recorded).
         """
+        import numpy as np
+
         found = self._heads.get(head)
-        if found is None:
-            zeros = np.zeros(len(numbers), dtype=np.int64)
-            return np.zeros(len(numbers), dtype=bool), zeros, zeros.view(np.uint64)
+        if found is None or not len(found.numbers):
+            return (
+                np.zeros(len(numbers), dtype=bool),
+                np.zeros(len(numbers), dtype=np.int64),
+                np.zeros(len(numbers), dtype=np.uint64),
+            )
         at = found.find(numbers)
         known = at >= 0
         safe = np.where(known, at, 0)
-        if not len(found.numbers):
-            safe = np.zeros(len(numbers), dtype=np.intp)
-            return known, np.zeros(len(numbers), np.int64), np.zeros(len(numbers), np.uint64)
-        return (
-            known,
-            np.where(known, found.stamps[safe], 0),
-            np.where(known, found.digests[safe], 0).astype(np.uint64),
-        )
+        stamps = np.where(known, found.stamps[safe], 0).astype(np.int64)
+        digests = np.where(known, found.digests[safe], 0).astype(np.uint64)
+        return known, stamps, digests
 
     def entries(self) -> Iterator[tuple[str, int, bytes]]:
         """
@@ -205,6 +215,8 @@ class ReportHistory:
         :raise ValueError: if the file is not one.
         :raise OSError: if it cannot be read.
         """
+        import numpy as np
+
         with open(path, "rb") as f:
             data = f.read()
         if not data.startswith(_MAGIC):
@@ -278,6 +290,12 @@ class HistoryRecorder:
         """
         Make C{history} hold what was recorded.
         """
+        history._other = dict(self._other)
+        history._heads = {}
+        if not self._heads:
+            return
+        import numpy as np
+
         history._heads = {
             name: _Head(
                 np.array(numbers, dtype=np.uint64),
@@ -286,7 +304,6 @@ class HistoryRecorder:
             )
             for name, (numbers, stamps, digests) in self._heads.items()
         }
-        history._other = dict(self._other)
 
     def history(self) -> ReportHistory:
         """

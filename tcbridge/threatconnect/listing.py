@@ -38,7 +38,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-import numpy as np
 from attrs import define, frozen
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -135,28 +134,25 @@ class Listing:
 class SeenKeys:
     """
     The keys (L{IndicatorBatch.keys}) read so far in one listing, with the
-    pass (0, 1, 2: restarts) that last read each: a sorted array of 8-byte
-    keys and one byte per key, plus a small dict of the latest keys that is
-    merged into the arrays as it grows.
+    pass (0, 1, 2: restarts) that last read each.  Kept in a dict; past
+    L{_SPILL_AT} keys (a very large listing), the older ones move into a
+    sorted numpy array of 8-byte keys and one byte per key.
     """
 
-    _MERGE_AT = 65536
+    _SPILL_AT = 1 << 18
 
     def __init__(self) -> None:
-        self._keys = np.empty(0, dtype=np.int64)
-        self._passes = np.empty(0, dtype=np.int8)
         self._recent: dict[int, int] = {}
+        self._keys: Any = None
+        self._passes: Any = None
 
     def last_read(self, keys: Sequence[int]) -> list[int | None]:
         """
         For each key, the pass that last read it, or C{None}.
         """
         found: list[int | None] = [self._recent.get(key) for key in keys]
-        if len(self._keys) and keys:
-            wanted = np.fromiter(keys, dtype=np.int64, count=len(keys))
-            at = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
-            hits = np.flatnonzero(self._keys[at] == wanted).tolist()
-            passes = self._passes[at].tolist()
+        if self._keys is not None and keys:
+            hits, passes = self._spilled(keys)
             for i in hits:
                 if found[i] is None:
                     found[i] = passes[i]
@@ -168,34 +164,41 @@ class SeenKeys:
         """
         if not self._recent.keys().isdisjoint(keys):
             return True
-        if not len(self._keys) or not keys:
-            return False
-        wanted = np.fromiter(keys, dtype=np.int64, count=len(keys))
-        at = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
-        return bool((self._keys[at] == wanted).any())
+        return self._keys is not None and bool(keys) and bool(self._spilled(keys)[0])
 
     def mark(self, keys: Iterable[int], attempt: int) -> None:
         """
         Record that pass C{attempt} read C{keys}.
         """
         self._recent.update(dict.fromkeys(keys, attempt))
-        if len(self._recent) >= self._MERGE_AT:
-            self._merge()
+        if len(self._recent) >= self._SPILL_AT:
+            self._spill()
 
-    def _merge(self) -> None:
+    def _spilled(self, keys: Sequence[int]) -> tuple[list[int], list[int]]:
+        import numpy as np
+
+        wanted = np.fromiter(keys, dtype=np.int64, count=len(keys))
+        at = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
+        hits = np.flatnonzero(self._keys[at] == wanted).tolist()
+        return hits, self._passes[at].tolist()
+
+    def _spill(self) -> None:
+        import numpy as np
+
         recent = self._recent
         keys = np.fromiter(recent.keys(), dtype=np.int64, count=len(recent))
         passes = np.fromiter(recent.values(), dtype=np.int8, count=len(recent))
         self._recent = {}
-        if len(self._keys):
+        if self._keys is not None:
             at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
             old = self._keys[at] == keys
             self._passes[at[old]] = passes[old]
             keys, passes = keys[~old], passes[~old]
-        merged = np.concatenate((self._keys, keys))
-        order = np.argsort(merged, kind="stable")
-        self._keys = merged[order]
-        self._passes = np.concatenate((self._passes, passes))[order]
+            keys = np.concatenate((self._keys, keys))
+            passes = np.concatenate((self._passes, passes))
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        self._passes = passes[order]
 
 
 def _new_indicators(

@@ -1,0 +1,61 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+Give freed memory back to the system.
+
+A sync allocates and frees large buffers all the time: each page of 10,000
+indicators arrives as a few megabytes of JSON, becomes a dozen megabytes of
+objects and is dropped; the build sorts a few megabytes of packed values.
+The C library (glibc) by default raises the size above which it maps such
+buffers directly after the first few are freed, and then keeps the memory
+of later ones in its heap, where it stays in the process's resident size.
+L{return_freed_memory} fixes that threshold at 128 KiB (big buffers are
+mapped and unmapped, so freeing one gives it back at once), trims the heap
+above 128 KiB of free space, and, where several threads allocate, keeps to
+two heaps.  Elsewhere than glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Final
+
+_M_TRIM_THRESHOLD: Final = -1
+_M_MMAP_THRESHOLD: Final = -3
+_M_ARENA_MAX: Final = -8
+_THRESHOLD: Final = 128 * 1024
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") else None
+
+
+def return_freed_memory() -> bool:
+    """
+    Tune the C library's allocator as the module docstring says; return
+    whether it could be.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, _THRESHOLD) == 1
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, _THRESHOLD) == 1
+    ok &= libc.mallopt(_M_ARENA_MAX, 2) == 1
+    return bool(ok)
+
+
+def trim() -> None:
+    """
+    Hand the free memory at the top of the heap back to the system now
+    (after a build, before the process idles).
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
