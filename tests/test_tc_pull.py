@@ -14,7 +14,7 @@ from twisted.logger import LogLevel, capturedLogs
 
 from tcbridge.config import Source
 from tcbridge.threatconnect.errors import ApiError, AuthError, ResponseError
-from tcbridge.threatconnect.listing import MAX_RESTARTS
+from tcbridge.threatconnect.listing import MAX_RESTARTS, SeenKeys
 from tcbridge.threatconnect.pull import (
     PullOptions,
     list_owners,
@@ -786,3 +786,24 @@ def test_pause_hands_pages_on_in_chunks() -> None:
     )
     assert max(len(chunk) for chunk in handed) <= 40
     assert len(pauses) >= 250 // 40
+
+
+def test_seen_keys_recent_pages_and_earlier_passes() -> None:
+    """
+    Within a pass, the keys of the current and the previous page are
+    recognised; after a restart, every key of the earlier passes is, with
+    the pass that read it.
+    """
+    seen = SeenKeys()
+    pages = [[page * 100_000 + n for n in range(1000)] for page in range(5)]
+    for page in pages:
+        seen.next_page(0)
+        assert not seen.any_read(page)
+        seen.mark(page, 0)
+    seen.next_page(0)
+    assert seen.any_read(pages[4][:1])
+    assert seen.last_read([pages[4][0], -1]) == [0, None]
+    seen.next_page(1)
+    assert seen.last_read([pages[0][5], pages[4][9], -1]) == [0, 0, None]
+    seen.mark(pages[0][:10], 1)
+    assert seen.last_read([pages[0][5], pages[1][5]]) == [1, 0]

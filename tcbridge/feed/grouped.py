@@ -40,7 +40,7 @@ def iocs_json(kind: str, group: KindGroup) -> list[bytes]:
     The inside of a group's JSON list of values, in pieces of at most
     32768 values, releasing the packed data.
     """
-    packed, group.packed = group.packed, b""
+    packed = group.take_packed()
     if kind == "dns":
         sorted_names = sorted(packed.split(b"\n")[:-1])
         del packed

@@ -1,31 +1,36 @@
 # -*- test-case-name: tests.test_feed_builder -*-
 """
 Grouping for the Condensed and MaxCondensed feeds: every label's packed
-column of one IOC kind sorted together (with numpy, no object per value)
-and walked once, so that each value lands in exactly one group.
+column of one IOC kind sorted together and walked once, so that each value
+lands in exactly one group.
 
 A value found under several labels goes into a group whose label is every
 one of them (C{"Common Community + Example Organization"}), at the highest
 score any of them gave and the newest C{lastModified}; a value one label
 gave twice (a repeat) counts as C{duplicate}.  Groups are keyed by (labels,
-kind, score) and hold their values packed and sorted (hashes and addresses
-by their bytes, which is the order of their text and their number); host
-names are grouped by a 64-bit hash of the name (equal hashes are checked
-name by name) and sorted when their report is made.
+kind, score) and hold their values packed: hashes and addresses sorted by
+their bytes (which is the order of their text and their number), host
+names unsorted (their report sorts them).
 
-Memory: one kind at a time, about twice the packed values plus 40 bytes
-per value while it is sorted; the columns are released as they are read.
+B{Memory.}  The values are split into buckets of about 32,768 by their
+leading bits (host names by a hash), and one bucket is sorted at a time
+(with numpy; host names with Python's sort), so the sorting never needs
+more than a few megabytes; equal values always share a bucket, and for
+fixed-width values the buckets come in value order, so a group's values
+stay sorted as the buckets are appended.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .columns import FIXED_WIDTH, PackedColumn
 
-#: host names are gathered this many at a time
-_GATHER = 16384
+_BUCKET = 32768
+_MAX_BUCKETS = 256
 
 
 class KindGroup:
@@ -37,11 +42,11 @@ class KindGroup:
     :ivar timestamp: the newest C{lastModified} of its values.
     :ivar count: how many values.
     :ivar tags: tag set id -> how many of its values carry that set.
-    :ivar packed: the values: fixed-width ones packed and sorted; host names
-        each followed by a newline, not sorted.
+    :ivar parts: the values packed, a part per bucket: fixed-width ones
+        sorted, host names each followed by a newline, not sorted.
     """
 
-    __slots__ = ("count", "labels", "packed", "score", "tags", "timestamp")
+    __slots__ = ("count", "labels", "parts", "score", "tags", "timestamp")
 
     def __init__(self, labels: tuple[int, ...], score: int) -> None:
         self.labels = labels
@@ -49,107 +54,110 @@ class KindGroup:
         self.timestamp = 0
         self.count = 0
         self.tags: dict[int, int] = {}
-        self.packed = b""
+        self.parts: list[bytes] = []
+
+    def take_packed(self) -> bytes:
+        """
+        The packed values, released from the group.
+        """
+        packed = b"".join(self.parts)
+        self.parts = []
+        return packed
 
 
-class _Records:
+class _Column:
     """
-    One kind's records from every label, concatenated in label order and
-    sorted by (value, label); the columns are emptied as they are read.
+    One label's column of one kind, as numpy views, with each value's
+    bucket.
     """
 
-    def __init__(self, kind: str, columns: list[tuple[int, PackedColumn]]) -> None:
+    def __init__(self, kind: str, label: int, column: PackedColumn, buckets: int) -> None:
+        self.label = label
+        self.meta = np.frombuffer(column.meta, dtype=np.uint64)
+        self.tags = (
+            np.frombuffer(column.tags, dtype=np.uint32)
+            if column.tags is not None
+            else np.zeros(len(column), dtype=np.uint32)
+        )
+        self.data = np.frombuffer(column.data, dtype=np.uint8)
+        shift = max(0, 8 - (buckets - 1).bit_length())
+        if kind == "dns":
+            # Names end with a newline; a bucket from a few of their bytes
+            # and their length, so that equal names share one.
+            self.blob = column.data
+            self.ends = np.flatnonzero(self.data == 10)
+            self.starts = np.concatenate((np.zeros(1, dtype=np.int64), self.ends[:-1] + 1))
+            mix = (
+                self.data[self.starts].astype(np.uint32) * 131
+                + self.data[self.starts + 1].astype(np.uint32) * 31
+                + self.data[self.ends - 1].astype(np.uint32) * 7
+                + (self.ends - self.starts).astype(np.uint32)
+            )
+            self.bucket = (mix % buckets).astype(np.uint16)
+        else:
+            self.values = self.data.reshape(-1, FIXED_WIDTH[kind])
+            self.bucket = (self.values[:, 0] >> shift).astype(np.uint16)
+
+
+class _Bucket:
+    """
+    The records of one bucket from every label, in label order, and the
+    order that sorts them by (value, label).
+    """
+
+    def __init__(self, kind: str, columns: Sequence[_Column], number: int) -> None:
+        chosen = [np.flatnonzero(column.bucket == number) for column in columns]
         self.kind = kind
-        lengths = [len(column) for _, column in columns]
-        indexes = np.array([index for index, _ in columns], dtype=np.uint16)
-        labels = np.repeat(indexes, lengths)
-        meta = np.concatenate([np.frombuffer(c.meta, dtype=np.uint64) for _, c in columns])
-        tags = np.concatenate([_tags_of(c) for _, c in columns])
+        self.labels = np.concatenate(
+            [
+                np.full(len(rows), column.label, dtype=np.uint16)
+                for column, rows in zip(columns, chosen, strict=True)
+            ]
+        )
+        meta = np.concatenate([c.meta[rows] for c, rows in zip(columns, chosen, strict=True)])
+        tags = np.concatenate([c.tags[rows] for c, rows in zip(columns, chosen, strict=True)])
         if kind == "dns":
-            keys = np.concatenate([np.frombuffer(c.keys, dtype=np.int64) for _, c in columns])  # type: ignore[arg-type]
-        self.data = np.concatenate([np.frombuffer(c.data, dtype=np.uint8) for _, c in columns])
-        columns.clear()
-        if kind == "dns":
-            order = np.argsort(keys, kind="stable")
-            self.sorted_keys = keys[order]
-            del keys
-            ends = np.flatnonzero(self.data == 10).astype(np.int64)
-            self.starts = np.concatenate((np.zeros(1, dtype=np.int64), ends[:-1] + 1))
-            self.ends = ends
+            self.names = [
+                bytes(c.blob[start:end])
+                for c, rows in zip(columns, chosen, strict=True)
+                for start, end in zip(c.starts[rows].tolist(), c.ends[rows].tolist(), strict=True)
+            ]
+            order = np.array(
+                sorted(range(len(self.names)), key=self.names.__getitem__), dtype=np.int64
+            )
+            ranked = [self.names[i] for i in order.tolist()]
+            new = np.ones(len(ranked), dtype=bool)
+            new[1:] = [ranked[k] != ranked[k - 1] for k in range(1, len(ranked))]
         else:
             width = FIXED_WIDTH[kind]
-            values = self.data.view(f"S{width}")
-            order = np.argsort(values, kind="stable")
-            self.sorted_keys = values[order]
+            self.values = np.concatenate(
+                [c.values[rows] for c, rows in zip(columns, chosen, strict=True)]
+            )
+            keys = self.values.view(f"S{width}").reshape(-1)
+            order = np.argsort(keys, kind="stable")
+            ranked_keys = keys[order]
+            new = np.ones(len(order), dtype=bool)
+            new[1:] = ranked_keys[1:] != ranked_keys[:-1]
         self.order = order
-        self.labels = labels[order]
+        self.new_run = new
+        self.labels = self.labels[order]
         self.meta = meta[order]
         self.tags = tags[order]
 
-    def name(self, record: int) -> bytes:
+    def packed(self, records: NDArray[np.int64]) -> bytes:
         """
-        The host name of one record (by its place before sorting).
+        The packed values of some records (by their place before sorting).
         """
-        return self.data[self.starts[record] : self.ends[record]].tobytes()
-
-    def gather(self, records: NDArray[np.int64]) -> bytes:
-        """
-        The packed values of some records (by their place before sorting):
-        fixed-width ones one after another, host names each with its
-        newline.
-        """
-        if self.kind != "dns":
-            width = FIXED_WIDTH[self.kind]
-            return self.data.reshape(-1, width)[records].tobytes()
-        pieces = []
-        for at in range(0, len(records), _GATHER):
-            chosen = records[at : at + _GATHER]
-            starts = self.starts[chosen]
-            lengths = self.ends[chosen] - starts + 1
-            offsets = np.cumsum(lengths) - lengths
-            index = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
-            pieces.append(self.data[index].tobytes())
-        return b"".join(pieces)
+        if self.kind == "dns":
+            return b"".join(self.names[i] + b"\n" for i in records.tolist())
+        return self.values[records].tobytes()
 
 
-def _tags_of(column: PackedColumn) -> NDArray[np.uint32]:
-    if column.tags is None:
-        return np.zeros(len(column), dtype=np.uint32)
-    return np.frombuffer(column.tags, dtype=np.uint32)
-
-
-def _new_runs(records: _Records) -> NDArray[np.bool_]:
-    """
-    Where, in sorted order, a new value begins; for host names, equal
-    hashes are checked name by name.
-    """
-    keys = records.sorted_keys
-    new = np.ones(len(keys), dtype=bool)
-    new[1:] = keys[1:] != keys[:-1]
-    if records.kind == "dns":
-        _split_collisions(records, new)
-    return new
-
-
-def _split_collisions(records: _Records, new_run: NDArray[np.bool_]) -> None:
-    """
-    Start a new run wherever the name differs within a run of equal
-    hashes, ordering such a run by (name, label).
-    """
-    starts = np.flatnonzero(new_run)
-    sizes = np.diff(np.append(starts, len(new_run)))
-    order = records.order
-    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist(), strict=True):
-        span = range(start, start + size)
-        names = [records.name(int(order[i])) for i in span]
-        if len(set(names)) == 1:
-            continue
-        ranked = sorted(span, key=lambda i: (names[i - start], int(records.labels[i])))
-        for array in (records.order, records.labels, records.meta, records.tags):
-            array[start : start + size] = array[ranked]
-        names = [records.name(int(order[i])) for i in span]
-        for k in range(1, size):
-            new_run[start + k] = names[k] != names[k - 1]
+def _bucket_count(total: int) -> int:
+    count = 1
+    while count * _BUCKET < total and count < _MAX_BUCKETS:
+        count *= 2
+    return count
 
 
 def condense(kind: str, columns: list[tuple[int, PackedColumn]]) -> tuple[list[KindGroup], int]:
@@ -158,32 +166,49 @@ def condense(kind: str, columns: list[tuple[int, PackedColumn]]) -> tuple[list[K
 
     :param columns: (label index, column) pairs in ascending label index
         order (label indexes are ranks in the sorted list of labels, so a
-        value's labels come out in label order); the list is emptied and
-        the columns released as they are read.
+        value's labels come out in label order); the list is emptied as it
+        is read.
     :return: the groups (in no particular order) and how many records were
         repeats of a value under the same label.
     """
-    records = _Records(kind, columns)
-    if not len(records.order):
-        return [], 0
-    new_run = _new_runs(records)
-    records.sorted_keys = np.empty(0)
-    labels = records.labels
+    buckets = _bucket_count(sum(len(column) for _, column in columns))
+    views = [_Column(kind, label, column, buckets) for label, column in columns]
+    columns.clear()
+    groups: dict[tuple[tuple[int, ...], int], KindGroup] = {}
+    duplicates = 0
+    for number in range(buckets):
+        bucket = _Bucket(kind, views, number)
+        if len(bucket.order):
+            duplicates += _condense_bucket(bucket, groups)
+    return list(groups.values()), duplicates
+
+
+def _condense_bucket(bucket: _Bucket, groups: dict[tuple[tuple[int, ...], int], KindGroup]) -> int:
+    """
+    Add one bucket's values to the groups; return its repeats.
+    """
+    labels, new_run = bucket.labels, bucket.new_run
     new_pair = new_run.copy()
     new_pair[1:] |= labels[1:] != labels[:-1]
     duplicates = len(labels) - int(np.count_nonzero(new_pair))
     run_starts = np.flatnonzero(new_run)
-    scores = (records.meta & np.uint64(127)).astype(np.uint8)
+    scores = (bucket.meta & np.uint64(127)).astype(np.uint8)
     best = np.maximum.reduceat(scores, run_starts)
-    del scores
-    newest = np.maximum.reduceat(records.meta >> np.uint64(7), run_starts).astype(np.int64)
-    records.meta = np.empty(0, dtype=np.uint64)
+    newest = np.maximum.reduceat(bucket.meta >> np.uint64(7), run_starts).astype(np.int64)
     combos, combo_of_run = _combos(labels, new_run, new_pair, run_starts)
-    del new_pair
-    groups, group_of_run = _groups(combos, combo_of_run, best)
-    _count_tags(groups, group_of_run, records.tags, new_run)
-    _fill(groups, group_of_run, newest, records, run_starts)
-    return groups, duplicates
+    keys = combo_of_run * 128 + best
+    unique, group_of_run = np.unique(keys, return_inverse=True)
+    group_of_run = group_of_run.reshape(-1)
+    found = []
+    for key in unique.tolist():
+        labels_of = combos[key // 128]
+        group = groups.get((labels_of, key % 128))
+        if group is None:
+            group = groups[(labels_of, key % 128)] = KindGroup(labels_of, key % 128)
+        found.append(group)
+    _count_tags(found, group_of_run, bucket.tags, new_run)
+    _fill(found, group_of_run, newest, bucket, run_starts)
+    return duplicates
 
 
 def _combos(
@@ -198,7 +223,6 @@ def _combos(
     """
     run_id = np.cumsum(new_run) - 1
     pairs_per_run = np.bincount(run_id[new_pair], minlength=len(run_starts))
-    del run_id
     combo_of_run = labels[run_starts].astype(np.int64)
     combos: list[tuple[int, ...]] = [(i,) for i in range(int(labels.max()) + 1)]
     shared = np.flatnonzero(pairs_per_run > 1)
@@ -217,35 +241,29 @@ def _combos(
     return combos, combo_of_run
 
 
-def _groups(
-    combos: list[tuple[int, ...]], combo_of_run: NDArray[np.int64], best: NDArray[np.uint8]
-) -> tuple[list[KindGroup], NDArray[np.intp]]:
-    keys = combo_of_run * 128 + best
-    unique, group_of_run = np.unique(keys, return_inverse=True)
-    groups = [KindGroup(combos[int(key) // 128], int(key) % 128) for key in unique.tolist()]
-    return groups, group_of_run.reshape(-1)
-
-
 def _fill(
     groups: list[KindGroup],
     group_of_run: NDArray[np.intp],
     newest: NDArray[np.int64],
-    records: _Records,
+    bucket: _Bucket,
     run_starts: NDArray[np.intp],
 ) -> None:
     """
-    Give each group its values (in value order), count and timestamp.
+    Add to each group the bucket's values (in value order), count and
+    timestamp.
     """
     by_group = np.argsort(group_of_run, kind="stable")
     bounds = np.searchsorted(group_of_run[by_group], np.arange(len(groups) + 1))
     newest_of = np.zeros(len(groups), dtype=np.int64)
     np.maximum.at(newest_of, group_of_run, newest)
-    first_record = records.order[run_starts]
+    first_record = bucket.order[run_starts]
     for number, group in enumerate(groups):
         runs = by_group[bounds[number] : bounds[number + 1]]
-        group.count = len(runs)
-        group.timestamp = int(newest_of[number])
-        group.packed = records.gather(first_record[runs])
+        if not len(runs):
+            continue
+        group.count += len(runs)
+        group.timestamp = max(group.timestamp, int(newest_of[number]))
+        group.parts.append(bucket.packed(first_record[runs]))
 
 
 def _count_tags(
@@ -255,8 +273,8 @@ def _count_tags(
     new_run: NDArray[np.bool_],
 ) -> None:
     """
-    For each group, how many of its values carry each tag set (a value
-    reported with the same set twice counts once).
+    For each group, how many of the bucket's values carry each tag set (a
+    value reported with the same set twice counts once).
     """
     tagged = np.flatnonzero(tags)
     if not len(tagged):
@@ -266,4 +284,6 @@ def _count_tags(
     group_ids = group_of_run[pairs >> 32]
     keyed = np.unique(group_ids.astype(np.int64) << 32 | (pairs & 0xFFFFFFFF), return_counts=True)
     for key, count in zip(keyed[0].tolist(), keyed[1].tolist(), strict=True):
-        groups[key >> 32].tags[key & 0xFFFFFFFF] = count
+        tags_of = groups[key >> 32].tags
+        tag = key & 0xFFFFFFFF
+        tags_of[tag] = tags_of.get(tag, 0) + count

@@ -301,18 +301,13 @@ def _present(raw: Sequence[str | None]) -> tuple[list[int], list[str], list[int]
     The rows holding something (a non-empty string, or anything else that
     is not empty), what they hold, and the other rows.
     """
-    if None not in raw and "" not in raw:
+    present = list(map(bool, raw))
+    if False not in present:
         return list(range(len(raw))), list(raw), []  # type: ignore[arg-type]
-    rows: list[int] = []
-    values: list[str] = []
-    missing: list[int] = []
-    for row, value in enumerate(raw):
-        if value:
-            rows.append(row)
-            values.append(value)
-        else:
-            missing.append(row)
-    return rows, values, missing
+    rows = list(compress(range(len(raw)), present))
+    values = list(compress(raw, present))
+    missing = [row for row, there in enumerate(present) if not there]
+    return rows, values, missing  # type: ignore[return-value]
 
 
 def pack_hashes(

@@ -9,6 +9,7 @@ must escape; numpy turns whole arrays of packed values into text at once.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 from typing import Final
 
@@ -57,11 +58,15 @@ def ipv4_list(packed: bytes) -> bytes:
 
 def ipv6_list(packed: bytes) -> bytes:
     """
-    Packed IPv6 addresses as the inside of a JSON list in compressed form.
+    Packed IPv6 addresses as the inside of a JSON list in compressed form
+    (as C{ipaddress} writes them: the C library's form, except for addresses
+    it writes with an IPv4 part).
     """
-    texts = [
-        ipaddress.IPv6Address(packed[i : i + 16]).compressed for i in range(0, len(packed), 16)
-    ]
+    texts = []
+    for at in range(0, len(packed), 16):
+        value = packed[at : at + 16]
+        text = socket.inet_ntop(socket.AF_INET6, value)
+        texts.append(ipaddress.IPv6Address(value).compressed if "." in text else text)
     return ('"' + '","'.join(texts) + '"').encode("ascii")
 
 

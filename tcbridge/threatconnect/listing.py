@@ -19,8 +19,7 @@ that changes while it is read must neither lose nor repeat an indicator:
    most L{MAX_RESTARTS} times, after which the pull fails;
  - B{de-duplication}: an indicator already handed on in this listing
    (same owner, type and value; a File's value is its tuple of hashes) is
-   dropped; only 8 bytes per indicator of the current listing are kept
-   (L{SeenKeys}), and dropped when the listing ends.
+   dropped (L{SeenKeys} says how that stays small for huge listings).
 
 B{Prefetch.}  As soon as a page has arrived and the next page to ask for is
 known (the next offset, the C{next} link, or the first page of the next
@@ -35,7 +34,9 @@ answer has no C{next} link.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import bisect
+from array import array
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from attrs import define, frozen
@@ -133,72 +134,83 @@ class Listing:
 
 class SeenKeys:
     """
-    The keys (L{IndicatorBatch.keys}) read so far in one listing, with the
-    pass (0, 1, 2: restarts) that last read each.  Kept in a dict; past
-    L{_SPILL_AT} keys (a very large listing), the older ones move into a
-    sorted numpy array of 8-byte keys and one byte per key.
+    The keys (L{IndicatorBatch.keys}) read in one listing, and the pass (0,
+    1, 2: restarts) that read each.
+
+    Within a pass, an indicator can only come again from the page just
+    before (the overlap, or a listing shifted by indicators added in front
+    while it was read: the overlap check makes sure the shift was less than
+    a page): the keys of that page and of the current one are kept in sets.
+    The keys of earlier passes are kept too, as arrays of 8 bytes per key,
+    and looked at only after a restart, when everything read before must be
+    recognised.  A listing of a million indicators thus costs 8 MB here,
+    not a set of a million.
     """
 
-    _SPILL_AT = 1 << 18
-
     def __init__(self) -> None:
-        self._recent: dict[int, int] = {}
-        self._keys: Any = None
-        self._passes: Any = None
+        self._attempt = 0
+        self._current: set[int] = set()
+        self._previous: set[int] = set()
+        self._passes: list[list[array[int]]] = [[]]
+        self._earlier: array[int] | None = None
+        self._earlier_pass: dict[int, int] = {}
+
+    def next_page(self, attempt: int) -> None:
+        """
+        A new page of pass C{attempt} begins.
+        """
+        if attempt != self._attempt:
+            self._attempt = attempt
+            self._current, self._previous = set(), set()
+            self._passes.append([])
+            self._earlier = None
+        else:
+            self._current, self._previous = set(), self._current
+
+    def _read_before(self, key: int) -> int | None:
+        """
+        The last earlier pass that read C{key} (after a restart only).
+        """
+        if self._attempt == 0:
+            return None
+        if self._earlier is None:
+            merged: list[int] = []
+            passes: dict[int, int] = {}
+            for number, pages in enumerate(self._passes[:-1]):
+                for page in pages:
+                    merged.extend(page)
+                    passes.update(dict.fromkeys(page, number))
+            self._earlier = array("q", sorted(set(merged)))
+            self._earlier_pass = passes
+        at = bisect.bisect_left(self._earlier, key)
+        if at < len(self._earlier) and self._earlier[at] == key:
+            return self._earlier_pass[key]
+        return None
 
     def last_read(self, keys: Sequence[int]) -> list[int | None]:
         """
         For each key, the pass that last read it, or C{None}.
         """
-        found: list[int | None] = [self._recent.get(key) for key in keys]
-        if self._keys is not None and keys:
-            hits, passes = self._spilled(keys)
-            for i in hits:
-                if found[i] is None:
-                    found[i] = passes[i]
-        return found
+        recent = self._current | self._previous
+        attempt = self._attempt
+        return [attempt if key in recent else self._read_before(key) for key in keys]
 
     def any_read(self, keys: Sequence[int]) -> bool:
         """
         Whether any of C{keys} was read before, in any pass.
         """
-        if not self._recent.keys().isdisjoint(keys):
+        if not self._current.isdisjoint(keys) or not self._previous.isdisjoint(keys):
             return True
-        return self._keys is not None and bool(keys) and bool(self._spilled(keys)[0])
+        return self._attempt > 0 and any(self._read_before(key) is not None for key in keys)
 
-    def mark(self, keys: Iterable[int], attempt: int) -> None:
+    def mark(self, keys: Sequence[int], attempt: int) -> None:
         """
         Record that pass C{attempt} read C{keys}.
         """
-        self._recent.update(dict.fromkeys(keys, attempt))
-        if len(self._recent) >= self._SPILL_AT:
-            self._spill()
-
-    def _spilled(self, keys: Sequence[int]) -> tuple[list[int], list[int]]:
-        import numpy as np
-
-        wanted = np.fromiter(keys, dtype=np.int64, count=len(keys))
-        at = np.minimum(np.searchsorted(self._keys, wanted), len(self._keys) - 1)
-        hits = np.flatnonzero(self._keys[at] == wanted).tolist()
-        return hits, self._passes[at].tolist()
-
-    def _spill(self) -> None:
-        import numpy as np
-
-        recent = self._recent
-        keys = np.fromiter(recent.keys(), dtype=np.int64, count=len(recent))
-        passes = np.fromiter(recent.values(), dtype=np.int8, count=len(recent))
-        self._recent = {}
-        if self._keys is not None:
-            at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-            old = self._keys[at] == keys
-            self._passes[at[old]] = passes[old]
-            keys, passes = keys[~old], passes[~old]
-            keys = np.concatenate((self._keys, keys))
-            passes = np.concatenate((self._passes, passes))
-        order = np.argsort(keys, kind="stable")
-        self._keys = keys[order]
-        self._passes = passes[order]
+        if attempt != self._attempt:
+            self.next_page(attempt)
+        self._current.update(keys)
+        self._passes[-1].append(array("q", keys))
 
 
 def _new_indicators(
@@ -320,6 +332,7 @@ class _Reader:
         page: Page | None = listing.first
         while page is not None:
             body = await self._take()
+            seen.next_page(attempt)
             self.tally.pages += 1
             items = listing.items_of(page, body)
             self.tally.items += len(items)

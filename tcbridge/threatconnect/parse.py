@@ -184,6 +184,10 @@ def _texts(raw: list[Any]) -> list[str | None]:
     """
     L{_text} of each value: stripped non-empty strings, else C{None}.
     """
+    if set(map(type, raw)) <= {str, type(None)}:
+        if None not in raw:
+            return [value.strip() or None for value in raw]
+        return [(value.strip() or None) if value else None for value in raw]
     return [(value.strip() or None) if value.__class__ is str else _text(value) for value in raw]
 
 
