@@ -29,6 +29,7 @@ from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
 from tcbridge.feed.history import ReportHistory
 from tcbridge.logs import bridge_observer
+from tcbridge.memory import reusing_buffers
 from tcbridge.secretstore import redact
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedFile, FeedStore, Snapshot, write_feed_file
@@ -469,12 +470,13 @@ class SyncCycle:
         run in a thread).  The whole feed is never held as Python objects.
         """
         try:
-            feed = write_feed_file(
-                directory,
-                builder.build_to,
-                gzip=gzip,
-                pretty=self._config.pretty_print_json,
-            )
+            with reusing_buffers():
+                feed = write_feed_file(
+                    directory,
+                    builder.build_to,
+                    gzip=gzip,
+                    pretty=self._config.pretty_print_json,
+                )
         except FeedValidationError as e:
             raise FeedInvalidError(
                 f"the built feed failed validation with {len(e.problems)} problems "

@@ -38,10 +38,10 @@ from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from .collect import Collector
 from .document import feedinfo_dict
 from .history import ReportHistory
-from .render import Body, FeedWriter
+from .render import Body, Chunk, FeedWriter
 from .reports import ReportContext
 from .settings import BuildStats, FeedSettings, Grouping, SourceCounts
-from .stamp import Stamper, next_timestamp
+from .stamp import Stamper
 from .text import cb_tags
 from .validator import validate_feedinfo
 
@@ -104,7 +104,7 @@ class FeedBuilder:
         for batch in IndicatorBatch.of(pending):
             self._collector.add(batch)
 
-    def _reports(self, stamper: Stamper) -> Iterable[tuple[str, bytes, Body, int]]:
+    def _reports(self, stamper: Stamper) -> Iterable[tuple[str, bytes, Body, int] | Chunk]:
         """
         Every report in id order as (id, id as JSON, body, timestamp).
         """
@@ -120,8 +120,7 @@ class FeedBuilder:
         context = ReportContext(self.settings, self.stats, collector.labels)
         if collector.expanded is not None:
             reports = ExpandedReports(context, collector.expanded, collector.tag_sets, self.history)
-            for rid, id_json, body, newest, previous in reports.reports():
-                yield rid, id_json, body, _stamp(stamper, rid, id_json, body, newest, previous)
+            yield from reports.reports(stamper)
             return
         plan = plan_grouped(context)
         for rid, id_json, body, newest in render_grouped(context, collector.tag_sets, plan):
@@ -142,7 +141,13 @@ class FeedBuilder:
         stamper = Stamper(self.history, self._record)
         writer.begin(feedinfo)
         last = b""
-        for rid, id_json, body, timestamp in self._reports(stamper):
+        for item in self._reports(stamper):
+            if isinstance(item, Chunk):
+                last = _check_chunk(item, last)
+                writer.chunk(item)
+                self.stats.reports += item.count
+                continue
+            rid, id_json, body, timestamp = item
             problem = _check(id_json, last, timestamp, body)
             if problem is not None:
                 raise FeedValidationError([f"report {rid!r}: {problem}"])
@@ -171,27 +176,22 @@ class FeedBuilder:
         return doc
 
 
-def _stamp(
-    stamper: Stamper,
-    rid: str,
-    id_json: bytes,
-    body: Body,
-    newest: int,
-    previous: tuple[int, bytes] | None,
-) -> int:
+def _check_chunk(chunk: Chunk, last: bytes) -> bytes:
     """
-    L{Stamper.stamp} for a report whose history entry was looked up
-    already.
+    The checks made as reports rendered together are written: ids made of
+    a checked prefix and a number, in order after the previous report (the
+    chunk's own order comes from the plan), timestamps from the data or
+    the history (non-negative integers).  Return the chunk's last id.
     """
-    if not stamper.needs_digests:
-        return newest
-    from .render import report_digest
-
-    digest = report_digest(id_json, body)
-    timestamp = next_timestamp(newest, previous, digest)
-    if stamper.recorder is not None:
-        stamper.recorder.set(rid, timestamp, digest)
-    return timestamp
+    first_json, last_json = orjson.dumps(chunk.first), orjson.dumps(chunk.last)
+    for rid, id_json in ((chunk.first, first_json), (chunk.last, last_json)):
+        if _REPORT_ID(id_json) is None:
+            raise FeedValidationError(
+                [f"report {rid!r}: id may only hold letters, digits, '_', '.' and '-'"]
+            )
+    if first_json <= last or last_json < first_json:
+        raise FeedValidationError([f"report {chunk.first!r}: ids are not unique and in order"])
+    return last_json
 
 
 def _check(id_json: bytes, last: bytes, timestamp: int, body: Body) -> str | None:

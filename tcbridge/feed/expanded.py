@@ -28,10 +28,12 @@ million links cost a few bytes each.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import ipaddress
 import socket
 from array import array
+from itertools import compress
 from typing import Final
 
 from tcbridge.threatconnect.records import IndicatorBatch
@@ -126,9 +128,43 @@ class _Templates:
         return before + values[middle] + after
 
 
+class ValueColumn:
+    """
+    The values of one IOC kind in an Expanded store: the row each belongs
+    to (ascending) and the values packed as in L{tcbridge.feed.columns}.
+    """
+
+    __slots__ = ("_starts", "data", "rows")
+
+    def __init__(self) -> None:
+        self.rows = array("I")
+        self.data = bytearray()
+        self._starts: array[int] | None = None
+
+    def starts(self) -> array[int]:
+        """
+        Host names: where each one starts in C{data} (worked out once, when
+        the build first asks).
+        """
+        if self._starts is None or len(self._starts) != len(self.rows):
+            starts = array("Q", [0])
+            find = self.data.find
+            at = find(b"\n")
+            while at >= 0 and len(starts) < len(self.rows):
+                starts.append(at + 1)
+                at = find(b"\n", at + 1)
+            self._starts = starts
+        return self._starts
+
+
 class ExpandedStore:
     """
-    Every indicator of an Expanded feed, column by column.
+    Every indicator of an Expanded feed, column by column: per row (one
+    indicator) its label, id, type, IOC kinds (a bit each), score,
+    timestamp, link template, description and tag set; per IOC kind, a
+    L{ValueColumn}.  A page is added with a handful of array operations
+    and a few dict lookups per indicator, and takes about 30 bytes per
+    indicator plus its packed values.
     """
 
     def __init__(self) -> None:
@@ -138,13 +174,12 @@ class ExpandedStore:
         self.texts: dict[int, str] = {}
         self.type = array("B")
         self.kinds = array("B")
-        self.length = array("B")
-        self.blob = bytearray()
         self.score = array("B")
         self.stamp = array("q")
         self.link = array("I")
         self.description = array("I")
         self.tags = array("I")
+        self.values: dict[str, ValueColumn] = {kind: ValueColumn() for kind in KIND_ORDER}
         self.templates = _Templates()
         self.descriptions: list[str] = [""]
         self._description_index: dict[str, int] = {"": 0}
@@ -175,52 +210,103 @@ class ExpandedStore:
         Keep the indicators at C{rows} that have at least one value (the
         positions in C{values} refer to C{rows}).
         """
-        per_position: dict[int, list[tuple[str, bytes, str]]] = {}
+        count = len(rows)
+        kinds = bytearray(count)
         for kind_values in values:
-            packed = kind_values.packed_bytes()
-            texts = kind_values.text_list()
-            kind = kind_values.kind
-            if kind == "dns":
-                chunks = [text.encode("ascii") for text in texts]
-            else:
-                width = FIXED_WIDTH[kind]
-                chunks = [packed[i * width : (i + 1) * width] for i in range(len(texts))]
-            for position, chunk, text in zip(kind_values.positions, chunks, texts, strict=True):
-                per_position.setdefault(position, []).append((kind, chunk, text))
-        type_name = batch.type
-        code = TYPE_CODE[type_name]
-        raw_columns = batch.values
-        for position in sorted(per_position):
-            row = rows[position]
-            found = per_position[position]
-            found.sort(key=lambda item: KIND_ORDER.index(item[0]))
-            ident = batch.ids[row]
-            self._add_ident(ident, type_name, found)
-            self.label.append(store.index)
-            self.type.append(code)
-            self.kinds.append(sum(KIND_BITS[kind] for kind, _, _ in found))
-            packed = b"".join(chunk for _, chunk, _ in found)
-            self.length.append(len(packed))
-            self.blob += packed
-            self.score.append(scores[position])
-            self.stamp.append(stamps[position])
-            self.tags.append(tags[position])
-            self.description.append(self._describe(batch.descriptions[row]))
-            first_kind, _, first_text = found[0]
-            raw = _raw_value(raw_columns, type_name, first_kind, row)
-            link = http_link(batch.links[row])
-            self.link.append(self.templates.encode(link, raw, first_kind, first_text, ident))
-
-    def _add_ident(self, ident: str, type_name: str, found: list[tuple[str, bytes, str]]) -> None:
-        row = len(self.label)
-        if ident.isascii() and ident.isdigit() and len(ident) <= 20:
-            if len(ident) <= _MAX_NUMBER_DIGITS and (ident[0] != "0" or ident == "0"):
-                self.number.append(int(ident))
-                return
-            self.texts[row] = ident
+            bit = KIND_BITS[kind_values.kind]
+            for position in kind_values.positions:
+                kinds[position] |= bit
+        used = list(range(count)) if 0 not in kinds else list(compress(range(count), kinds))
+        base = len(self.label)
+        if len(used) == count:
+            row_of: list[int] = list(range(base, base + count))
         else:
-            self.texts[row] = hashed_ident(type_name, (found[0][0], found[0][2]))
-        self.number.append(0)
+            row_of = [0] * count
+            for rank, position in enumerate(used):
+                row_of[position] = base + rank
+        for kind_values in values:
+            column = self.values[kind_values.kind]
+            column.rows.extend([row_of[p] for p in kind_values.positions])
+            column.data += kind_values.packed_bytes()
+        chosen = [rows[p] for p in used]
+        self.label += array("H", [store.index]) * len(used)
+        self.type += array("B", [TYPE_CODE[batch.type]]) * len(used)
+        self.kinds.frombytes(bytes(kinds[p] for p in used) if len(used) != count else bytes(kinds))
+        self.score.extend([scores[p] for p in used])
+        self.stamp.extend([stamps[p] for p in used])
+        self.tags.extend([tags[p] for p in used])
+        descriptions = batch.descriptions
+        describe = self._describe
+        self.description.extend([describe(descriptions[row]) for row in chosen])
+        ids = batch.ids
+        idents = [ids[row] for row in chosen]
+        self._add_idents(idents, batch.type, values, used)
+        self._add_links(batch, chosen, idents, values, used)
+
+    def _add_idents(
+        self, idents: list[str], type_name: str, values: list[KindValues], used: list[int]
+    ) -> None:
+        """
+        The ids of the rows just added: plain numbers kept as numbers, the
+        others as text (a hash of the first value for an indicator without
+        a usable id).
+        """
+        base = len(self.number)
+        joined = "".join(idents)
+        if (
+            joined.isascii()
+            and joined.isdigit()
+            and max(map(len, idents), default=0) <= _MAX_NUMBER_DIGITS
+            and not any(ident.startswith("0") for ident in idents)
+        ):
+            self.number.extend(map(int, idents))
+            return
+        firsts = _first_values(values, used)
+        for offset, ident in enumerate(idents):
+            if ident.isascii() and ident.isdigit() and len(ident) <= 20:
+                if len(ident) <= _MAX_NUMBER_DIGITS and (ident[0] != "0" or ident == "0"):
+                    self.number.append(int(ident))
+                    continue
+                self.texts[base + offset] = ident
+            else:
+                self.texts[base + offset] = hashed_ident(type_name, firsts[offset])
+            self.number.append(0)
+
+    def _add_links(
+        self,
+        batch: IndicatorBatch,
+        chosen: list[int],
+        idents: list[str],
+        values: list[KindValues],
+        used: list[int],
+    ) -> None:
+        """
+        The link template of each row just added (a row whose link has the
+        same shape as the one before it costs one comparison).
+        """
+        firsts = _first_values(values, used)
+        raw_columns = batch.values
+        links = batch.links
+        templates = self.templates
+        codes = []
+        # The template last made for each way the value can appear.
+        recent: dict[str, tuple[int, str, str]] = {}
+        for offset, row in enumerate(chosen):
+            kind, text = firsts[offset]
+            raw = _raw_value(raw_columns, batch.type, kind, row)
+            link = links[row]
+            if raw:
+                middle = kind if raw == text else kind + "^" if raw == text.upper() else ""
+                known = recent.get(middle)
+                if known is not None and link == known[1] + raw + known[2]:
+                    codes.append(known[0])
+                    continue
+            code = templates.encode(http_link(link), raw, kind, text, idents[offset])
+            codes.append(code)
+            before, middle, after = templates.parts[code]
+            if middle and middle != "#":
+                recent[middle] = (code, before, after)
+        self.link.extend(codes)
 
     # -- reading back -----------------------------------------------------
 
@@ -231,27 +317,25 @@ class ExpandedStore:
         text = self.texts.get(row)
         return text if text is not None else str(self.number[row])
 
-    def values(self, row: int, start: int) -> tuple[Value, ...]:
+    def row_values(self, row: int) -> tuple[Value, ...]:
         """
         A row's values as C{(kind, text)} pairs, in kind order.
         """
         out = []
-        at = start
         kinds = self.kinds[row]
-        end = start + self.length[row]
         for kind in KIND_ORDER:
             if kinds & KIND_BITS[kind]:
-                width = FIXED_WIDTH.get(kind, end - at)
-                out.append((kind, value_text(kind, bytes(self.blob[at : at + width]))))
-                at += width
+                column = self.values[kind]
+                at = bisect.bisect_left(column.rows, row)
+                out.append((kind, value_text(kind, _packed_at(kind, column, at))))
         return tuple(out)
 
-    def entry(self, row: int, start: int, tag_sets: list[tuple[str, ...]]) -> Entry:
+    def entry(self, row: int, tag_sets: list[tuple[str, ...]]) -> Entry:
         """
         A row as the (score, timestamp, type, link, description, values,
         tags) tuple the one-by-one logic works on.
         """
-        values = self.values(row, start)
+        values = self.row_values(row)
         link = self.templates.text(self.link[row], dict(values), self.ident(row))
         return (
             self.score[row],
@@ -262,6 +346,32 @@ class ExpandedStore:
             values,
             tag_sets[self.tags[row]],
         )
+
+
+def _packed_at(kind: str, column: ValueColumn, at: int) -> bytes:
+    """
+    The packed value at index C{at} of a column (host names: without the
+    newline; where each name starts is worked out once).
+    """
+    width = FIXED_WIDTH.get(kind)
+    if width is not None:
+        return bytes(column.data[at * width : (at + 1) * width])
+    starts = column.starts()
+    end = column.data.index(10, starts[at])
+    return bytes(column.data[starts[at] : end])
+
+
+def _first_values(values: list[KindValues], used: list[int]) -> list[Value]:
+    """
+    The first value (kind, text) of each used position, in kind order.
+    """
+    first: dict[int, Value] = {}
+    for kind in reversed(KIND_ORDER):
+        for kind_values in values:
+            if kind_values.kind == kind:
+                texts = kind_values.text_list()
+                first.update(zip(kind_values.positions, ((kind, t) for t in texts), strict=False))
+    return [first[p] for p in used]
 
 
 def _raw_value(

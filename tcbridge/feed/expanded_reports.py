@@ -4,14 +4,16 @@ The reports of an Expanded feed, planned and rendered from an
 L{ExpandedStore} (see L{tcbridge.feed.expanded} for the rules).
 
 Most indicators hold values no other indicator holds and an id no other
-indicator of their label has: each is one report, planned with numpy and
-rendered from its columns with precomputed pieces.  The few others (the
-I{entangled} ones) go through the one-by-one logic of L{_Entangled}.
+indicator of their label has: each is one report, ordered with numpy and
+rendered thousands at a time (L{tcbridge.feed.expanded_render}).  The few
+others (the I{entangled} ones, and ids that are not plain numbers) go
+through the one-by-one logic of L{_Entangled}.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
@@ -20,68 +22,41 @@ import orjson
 from numpy.typing import NDArray
 
 from .columns import FIXED_WIDTH
-from .expanded import (
-    KIND_BITS,
-    KIND_ORDER,
-    TC_TYPES,
-    Entry,
-    ExpandedStore,
-    Value,
-    content_suffix,
-)
+from .expanded import KIND_ORDER, Entry, ExpandedStore, Value, content_suffix
+from .expanded_render import ChunkRenderer, Rendered, insert_stamps
 from .history import ReportHistory
-from .render import Body
+from .render import Body, Chunk
 from .reports import ReportContext
 from .settings import BuildStats
-from .stamp import next_timestamp
+from .stamp import Stamper
 from .text import DEFAULT_WEB_URL, MAX_TAGS, http_link, source_prefixes
+
+#: rows rendered at a time
+CHUNK = 2048
 
 # A report of the entangled ones: (id, score, newest, members, values)
 Special = tuple[str, int, int, list[tuple[str, str]], tuple[Value, ...]]
+Report = tuple[str, bytes, Body, int]
 
 
-def offsets(store: ExpandedStore) -> NDArray[np.int64]:
-    """
-    Where each row's packed values start in the store's blob.
-    """
-    lengths = np.frombuffer(store.length, dtype=np.uint8).astype(np.int64)
-    return np.cumsum(lengths) - lengths
-
-
-def value_keys(
-    store: ExpandedStore, starts: NDArray[np.int64]
-) -> Iterator[tuple[NDArray[np.intp], NDArray[Any]]]:
+def value_keys(store: ExpandedStore) -> Iterator[tuple[NDArray[np.intp], NDArray[Any]]]:
     """
     For each IOC kind, the rows holding a value of it and a key per value
     (its packed bytes as words for fixed-width kinds, a hash for names).
     """
-    kinds = np.frombuffer(store.kinds, dtype=np.uint8)
-    blob = np.frombuffer(store.blob, dtype=np.uint8)
-    lengths = np.frombuffer(store.length, dtype=np.uint8).astype(np.int64)
-    md5_width = np.where(kinds & 1, 16, 0)
-    sha_width = np.where(kinds & 2, 32, 0)
     for kind in KIND_ORDER:
-        rows = np.flatnonzero(kinds & KIND_BITS[kind])
+        column = store.values[kind]
+        rows = np.frombuffer(column.rows, dtype=np.uint32).astype(np.intp)
         if not len(rows):
             continue
         if kind == "dns":
-            raw = store.blob
-            spans = zip(starts[rows].tolist(), lengths[rows].tolist(), strict=True)
-            keys = np.fromiter(
-                (hash(bytes(raw[at : at + size])) for at, size in spans),
-                dtype=np.int64,
-                count=len(rows),
-            )
+            names = bytes(column.data).split(b"\n")[:-1]
+            keys = np.fromiter(map(hash, names), dtype=np.int64, count=len(names))
             yield rows, keys.reshape(-1, 1)
             continue
         width = FIXED_WIDTH[kind]
-        start = starts[rows]
-        if kind == "sha256":
-            start = start + md5_width[rows]
-        elif kind in ("ipv4", "ipv6"):
-            start = start + md5_width[rows] + sha_width[rows]
-        chunk = blob[start[:, None] + np.arange(width)[None, :]].reshape(-1, width)
-        yield rows, chunk.view(">u4" if width == 4 else ">u8")
+        data = np.frombuffer(column.data, dtype=np.uint8).reshape(-1, width)
+        yield rows, data.view(">u4" if width == 4 else ">u8")
 
 
 def _repeated(keys: NDArray[Any]) -> NDArray[np.bool_]:
@@ -110,7 +85,7 @@ def entangled_rows(store: ExpandedStore) -> NDArray[np.bool_]:
     """
     count = len(store)
     out = np.zeros(count, dtype=bool)
-    for rows, keys in value_keys(store, offsets(store)):
+    for rows, keys in value_keys(store):
         out[rows[_repeated(keys)]] = True
     numbered = np.ones(count, dtype=bool)
     numbered[list(store.texts)] = False
@@ -277,7 +252,7 @@ class ExpandedReports:
         self.history = history
         self.labels = sorted(context.labels, key=lambda name: context.labels[name].index)
         self.entangled = _Entangled(context.stats)
-        self._offsets = offsets(store)
+        self.prefixes: dict[str, str] = {}
 
     # -- planning ---------------------------------------------------------
 
@@ -292,13 +267,11 @@ class ExpandedReports:
         by_key: dict[tuple[str, str], list[Entry]] = {}
         for row in np.flatnonzero(tangled).tolist():
             label = self.labels[store.label[row]]
-            entry = store.entry(row, int(self._offsets[row]), self.tag_sets)
-            by_key.setdefault((label, store.ident(row)), []).append(entry)
+            by_key.setdefault((label, store.ident(row)), []).append(store.entry(row, self.tag_sets))
         self.entangled.add_rows(by_key)
         labels_used = {label for label, _ in self.entangled.entries}
-        labels_used.update(
-            self.labels[i] for i in set(np.frombuffer(store.label, np.uint16)[~tangled].tolist())
-        )
+        plain_labels = set(np.frombuffer(store.label, np.uint16)[~tangled].tolist())
+        labels_used.update(self.labels[i] for i in plain_labels)
         self.prefixes = source_prefixes(labels_used)
         special = self.entangled.plan(self.prefixes)
         if self.entangled.duplicates:
@@ -306,8 +279,7 @@ class ExpandedReports:
             skipped["duplicate"] = skipped.get("duplicate", 0) + self.entangled.duplicates
         plain = ~tangled
         plain[list(store.texts)] = False
-        rows = np.flatnonzero(plain)
-        order = self._numbered_order(rows)
+        order = self._numbered_order(np.flatnonzero(plain))
         others: list[tuple[str, Special | int]] = [(item[0], item) for item in special]
         for row, text in store.texts.items():
             if not tangled[row]:
@@ -327,8 +299,7 @@ class ExpandedReports:
                 label_rank[index] = ranks[prefix]
         numbers = np.frombuffer(store.number, dtype=np.uint64)[rows]
         key, digits = _sort_keys(numbers)
-        order = np.lexsort((digits, key, label_rank[labels]))
-        return rows[order]
+        return rows[np.lexsort((digits, key, label_rank[labels]))]
 
     def rid(self, row: int) -> str:
         """
@@ -346,8 +317,6 @@ class ExpandedReports:
             return []
         ids = _LazyIds(self, order.tolist())
         return [(bisect.bisect_left(ids, rid), item) for rid, item in others]
-
-    # -- cutting and rendering -------------------------------------------
 
     def sequence(self) -> tuple[NDArray[np.int64], list[Special | int]]:
         """
@@ -383,174 +352,136 @@ class ExpandedReports:
                 scores[at], newest[at] = item[1], item[2]
         return scores, newest
 
-    def reports(self) -> Iterator[tuple[str, bytes, Body, int, tuple[int, bytes] | None]]:
+    # -- rendering --------------------------------------------------------
+
+    def reports(self, stamper: Stamper) -> Iterator[Report | Chunk]:
         """
-        Each report in id order as (id, id as JSON, body, newest
-        timestamp, what the history recorded for it).
+        Every report in id order, stamped: runs of rows that are a report
+        each as L{Chunk}s (rendered a window of L{CHUNK} at a time), the
+        others one by one.
         """
         sequence, others = self.sequence()
-        renderer = _RowRenderer(self)
-        previous = self._previous(sequence)
-        for at, item in enumerate(sequence.tolist()):
-            if item >= 0:
-                yield renderer.render(item, previous(at))
-                continue
-            other = others[-1 - item]
-            if isinstance(other, int):
-                yield renderer.render(other, None, lookup=True)
-                continue
-            report, labels = self.entangled.report(self.context, other)
-            self.context.count(labels, {k: len(v) for k, v in report["iocs"].items()})
-            body = [b"," + orjson.dumps(report)[1:]]
-            rid = other[0]
-            yield rid, orjson.dumps(rid), body, other[2], self.history.get(rid)
-        renderer.count()
+        renderer = ChunkRenderer(
+            self.store,
+            [self.prefixes.get(name, "source") for name in self.labels],
+            [self.context.title_name([name]) for name in self.labels],
+            self.tag_sets,
+            http_link(self.context.settings.web_url) or DEFAULT_WEB_URL,
+        )
+        rendered_rows: list[NDArray[np.int64]] = []
+        for at in range(0, len(sequence), CHUNK):
+            window = sequence[at : at + CHUNK]
+            rows = window[window >= 0]
+            rendered_rows.append(rows)
+            yield from self._window(renderer, window, rows, others, stamper)
+        self._count(rendered_rows)
 
-    def _previous(self, sequence: NDArray[np.int64]) -> Any:
+    def _window(
+        self,
+        renderer: ChunkRenderer,
+        window: NDArray[np.int64],
+        rows: NDArray[np.int64],
+        others: list[Special | int],
+        stamper: Stamper,
+    ) -> Iterator[Report | Chunk]:
         """
-        A function giving, for a position of the sequence that is a
-        numbered row, what the history recorded for it.
+        The reports of one window of the sequence: its rows rendered
+        together, cut where the others go.
+        """
+        done = self._render(renderer, rows, stamper) if len(rows) else None
+        fast_before = np.cumsum(window >= 0)
+        taken = 0
+        for single in [*np.flatnonzero(window < 0).tolist(), len(window)]:
+            upto = int(fast_before[single - 1]) if single else 0
+            if upto > taken and done is not None:
+                data = done.data[int(done.starts[taken]) : int(done.ends[upto - 1])]
+                first, last = self.rid(int(rows[taken])), self.rid(int(rows[upto - 1]))
+                yield Chunk(data, upto - taken, first, last)
+                taken = upto
+            if single < len(window):
+                yield self._single(others[-1 - int(window[single])], stamper)
+
+    def _render(
+        self, renderer: ChunkRenderer, rows: NDArray[np.int64], stamper: Stamper
+    ) -> Rendered:
+        """
+        The reports of some rows that are a report each, stamped.
+        """
+        newest = np.frombuffer(self.store.stamp, dtype=np.int64)[rows]
+        if not stamper.needs_digests:
+            return renderer.render(rows, newest)
+        bare = renderer.render(rows, None)
+        data = bare.data
+        digests = [
+            int.from_bytes(hashlib.blake2b(data[a:b], digest_size=8).digest(), "big")
+            for a, b in zip(bare.starts.tolist(), bare.ends.tolist(), strict=True)
+        ]
+        stamps = self._stamps(rows, newest, np.array(digests, dtype=np.uint64), stamper)
+        return insert_stamps(bare, stamps)
+
+    def _stamps(
+        self,
+        rows: NDArray[np.int64],
+        newest: NDArray[np.int64],
+        digests: NDArray[np.uint64],
+        stamper: Stamper,
+    ) -> NDArray[np.int64]:
+        """
+        The timestamps of rows (see L{tcbridge.feed.stamp}), recorded in
+        the new history.
         """
         store = self.store
-        rows = np.where(sequence >= 0, sequence, 0)
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
         numbers = np.frombuffer(store.number, dtype=np.uint64)[rows]
-        known = np.zeros(len(sequence), dtype=bool)
-        stamps = np.zeros(len(sequence), dtype=np.int64)
-        digests = np.zeros(len(sequence), dtype=np.uint64)
-        if len(self.history):
-            for index, name in enumerate(self.labels):
-                prefix = self.prefixes.get(name)
-                chosen = np.flatnonzero((labels == index) & (sequence >= 0))
-                if prefix is None or not len(chosen):
-                    continue
-                found, stamp, digest = self.history.lookup(prefix, numbers[chosen])
-                known[chosen], stamps[chosen], digests[chosen] = found, stamp, digest
-        known_list, stamp_list, digest_list = known.tolist(), stamps.tolist(), digests.tolist()
+        stamps = newest.astype(np.int64).copy()
+        for index in np.unique(labels).tolist():
+            chosen = labels == index
+            head = self.prefixes[self.labels[index]]
+            known, before, previous = self.history.lookup(head, numbers[chosen])
+            mine = newest[chosen]
+            same = known & (previous == digests[chosen])
+            later = np.where(mine > before, mine, before + 1)
+            stamps[chosen] = np.where(same, before, np.where(known, later, mine))
+            if stamper.recorder is not None:
+                stamper.recorder.add_head(
+                    head,
+                    numbers[chosen].tolist(),
+                    stamps[chosen].tolist(),
+                    digests[chosen].tolist(),
+                )
+        return stamps
 
-        def previous(at: int) -> tuple[int, bytes] | None:
-            if not known_list[at]:
-                return None
-            return stamp_list[at], digest_list[at].to_bytes(8, "big")
-
-        return previous
-
-
-class _RowRenderer:
-    """
-    Renders the report of one row from its columns, with the pieces that
-    many reports share (prefixes, titles, links, descriptions, tags) made
-    once.
-    """
-
-    def __init__(self, reports: ExpandedReports) -> None:
-        self.reports = reports
-        store = self.store = reports.store
-        context = reports.context
-        self.offsets = reports._offsets.tolist()
-        self.prefixes = [reports.prefixes.get(name, "").encode() for name in reports.labels]
-        self.titles = [
-            orjson.dumps(f"ThreatConnect {context.title_name([name])}: ")[:-1]
-            for name in reports.labels
-        ]
-        default = http_link(context.settings.web_url) or DEFAULT_WEB_URL
-        self.default_link = orjson.dumps(default)
-        self.links: dict[int, tuple[bytes, str, bytes]] = {}
-        self.descriptions: dict[int, bytes] = {0: b""}
-        self.tags: dict[int, bytes] = {0: b""}
-        self.rendered: list[int] = []
-        self.blob = bytes(store.blob)
-
-    def _link(self, code: int, values: dict[str, str], ident: str) -> bytes:
-        if code == 0:
-            return self.default_link
-        parts = self.links.get(code)
-        if parts is None:
-            before, middle, after = self.store.templates.parts[code]
-            if not middle:
-                parts = (orjson.dumps(before), "", b"")
-            else:
-                parts = (orjson.dumps(before)[:-1], middle, orjson.dumps(after)[1:])
-            self.links[code] = parts
-        before_json, middle, after_json = parts
-        if not middle:
-            return before_json
-        if middle == "#":
-            text = ident
-        elif middle.endswith("^"):
-            text = values[middle[:-1]].upper()
-        else:
-            text = values[middle]
-        return before_json + text.encode() + after_json
-
-    def _description(self, code: int) -> bytes:
-        found = self.descriptions.get(code)
-        if found is None:
-            text = self.store.descriptions[code]
-            found = self.descriptions[code] = (
-                b',"description":' + orjson.dumps(text) if text else b""
-            )
-        return found
-
-    def _tags(self, code: int) -> bytes:
-        found = self.tags.get(code)
-        if found is None:
-            tags = self.reports.tag_sets[code][:MAX_TAGS]
-            found = self.tags[code] = b',"tags":' + orjson.dumps(list(tags)) if tags else b""
-        return found
-
-    def render(
-        self, row: int, previous: tuple[int, bytes] | None, lookup: bool = False
-    ) -> tuple[str, bytes, Body, int, tuple[int, bytes] | None]:
-        store = self.store
-        label = store.label[row]
-        ident = store.ident(row)
-        rid_bytes = self.prefixes[label] + b"-" + ident.encode()
-        rid = rid_bytes.decode()
-        if lookup:
-            previous = self.reports.history.get(rid)
-        values = store.values(row, self.offsets[row])
-        texts = dict(values)
-        score = store.score[row]
-        kind = TC_TYPES[store.type[row]]
-        shown = values[0][1]
-        if kind == "File":
-            shown = shown[:8] + "..."
-        iocs = b",".join(f'"{k}":["{v}"]'.encode() for k, v in values)
-        body = b"".join(
-            (
-                b',"link":',
-                self._link(store.link[row], texts, ident),
-                b',"title":',
-                self.titles[label],
-                f'{kind} {shown} (score {score})","score":{score},"iocs":{{'.encode(),
-                iocs,
-                b"}",
-                self._description(store.description[row]),
-                self._tags(store.tags[row]),
-                b"}",
-            )
-        )
-        self.rendered.append(row)
-        return rid, b'"' + rid_bytes + b'"', [body], store.stamp[row], previous
-
-    def count(self) -> None:
+    def _single(self, item: Special | int, stamper: Stamper) -> Report:
         """
-        Count the IOCs of every report rendered from a row.
+        One report of the others, stamped.
+        """
+        if isinstance(item, int):
+            label = self.labels[self.store.label[item]]
+            ident = self.store.ident(item)
+            entry = self.store.entry(item, self.tag_sets)
+            self.entangled.entries[(label, ident)] = entry
+            item = (self.rid(item), entry[0], entry[1], [(label, ident)], entry[5])
+        report, labels = self.entangled.report(self.context, item)
+        self.context.count(labels, {k: len(v) for k, v in report["iocs"].items()})
+        body = [b"," + orjson.dumps(report)[1:]]
+        rid = item[0]
+        id_json = orjson.dumps(rid)
+        return rid, id_json, body, stamper.stamp(rid, id_json, body, item[2])
+
+    def _count(self, chunks: list[NDArray[np.int64]]) -> None:
+        """
+        Count the IOCs of every report rendered in a chunk.
         """
         store = self.store
-        rows = np.array(self.rendered, dtype=np.int64)
+        rows = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
         kinds = np.frombuffer(store.kinds, dtype=np.uint8)[rows]
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
         per_row = np.zeros(len(rows), dtype=np.int64)
-        stats = self.reports.context.stats
-        for kind in KIND_ORDER:
-            has = (kinds & KIND_BITS[kind]) != 0
+        stats = self.context.stats
+        for number, kind in enumerate(KIND_ORDER):
+            has = (kinds >> number) & 1
             stats.iocs_by_kind[kind] = stats.iocs_by_kind.get(kind, 0) + int(has.sum())
             per_row += has
-        totals = np.bincount(labels, weights=per_row, minlength=len(self.reports.labels))
-        for index, name in enumerate(self.reports.labels):
-            self.reports.context.labels[name].counts.iocs += int(totals[index])
-
-
-__all__ = ["ExpandedReports", "next_timestamp"]
+        totals = np.bincount(labels, weights=per_row, minlength=len(self.labels))
+        for index, name in enumerate(self.labels):
+            self.context.labels[name].counts.iocs += int(totals[index])

@@ -29,6 +29,21 @@ _FLUSH_AT: Final = 1 << 20
 Body = list[bytes]
 
 
+class Chunk:
+    """
+    Reports rendered together: their JSON separated by commas, how many
+    there are, and the first and last report ids (for the order check).
+    """
+
+    __slots__ = ("count", "data", "first", "last")
+
+    def __init__(self, data: bytes, count: int, first: str, last: str) -> None:
+        self.data = data
+        self.count = count
+        self.first = first
+        self.last = last
+
+
 def report_digest(id_json: bytes, body: Body) -> bytes:
     """
     The 8-byte content digest of a report: BLAKE2b over the report as
@@ -123,6 +138,19 @@ class FeedWriter:
             for piece in body:
                 self._write(piece)
         self.reports += 1
+
+    def chunk(self, chunk: Chunk) -> None:
+        """
+        Write reports rendered together (see L{Chunk}).
+        """
+        if self._pretty:
+            for report in orjson.loads(b"[" + chunk.data + b"]"):
+                text = _indent(orjson.dumps(report, option=orjson.OPT_INDENT_2), 4)
+                self._write((b"\n    " if not self.reports else b",\n    ") + text)
+                self.reports += 1
+            return
+        self._write(chunk.data if not self.reports else b"," + chunk.data)
+        self.reports += chunk.count
 
     def end(self) -> None:
         """
