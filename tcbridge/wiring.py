@@ -93,10 +93,15 @@ def read_cached_feed(body: bytes) -> list[dict[str, Any]]:
     return reports
 
 
-def make_client(config: Config, reactor: Any, pool: HTTPConnectionPool) -> ThreatConnectClient:
+def make_client(
+    config: Config, reactor: Any, pool: HTTPConnectionPool, serving: bool = True
+) -> ThreatConnectClient:
     """
     The signed ThreatConnect client for C{config}: proxy, TLS trust, timeout
     and retries as configured, connections kept in C{pool}.
+
+    :param serving: the reactor also serves HTTP, so big pages are parsed a
+        slice at a time; write mode, which serves nothing, parses each whole.
     """
     agent = make_agent(
         reactor,
@@ -114,6 +119,7 @@ def make_client(config: Config, reactor: Any, pool: HTTPConnectionPool) -> Threa
         config.secret_key,
         timeout=config.request_timeout,
         retry=RetryPolicy(attempts=config.max_attempts),
+        slice_pause=reactor_pause(reactor) if serving else None,
     )
 
 
@@ -162,7 +168,7 @@ def build_bridge(
         which serves nothing, runs them in line.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
-    client = make_client(config, reactor, pool)
+    client = make_client(config, reactor, pool, serving=threads)
     info = FeedInfo()
     store = FeedStore(
         empty_body=dumps(empty_document(info)),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -55,6 +55,7 @@ from .errors import (
 )
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, backoff, retry_after_seconds, retry_reason
 from .signing import authorization
+from .slices import parse_in_slices
 from .transport import ProxyError
 
 log = Logger(observer=bridge_observer)
@@ -62,6 +63,8 @@ log = Logger(observer=bridge_observer)
 _MAX_LINE = 200
 _TAG = re.compile(r"<[^>]*>")
 _EMPTY_ERROR_MESSAGE = EMPTY_ERROR_MESSAGE
+#: C{_interpret}'s "the body has not been parsed yet"
+_UNPARSED: Any = object()
 #: a body announced as longer than this is not made room for in advance
 _MAX_PREALLOCATE = 256 * 1024 * 1024
 
@@ -196,6 +199,10 @@ class ThreatConnectClient:
         (keyword-only).
     :ivar random: a function returning a float in [0, 1) for the backoff's
         jitter (keyword-only; injected so tests are deterministic).
+    :ivar slice_pause: if set (keyword-only), a big page's items are parsed
+        in slices of about C{slice_size} bytes with this pause before each
+        (the bridge passes a zero-delay wait on the reactor), so a page
+        never holds the reactor for long.
     :ivar requests: how many HTTP requests this client has sent (each try
         counts).
     :ivar last_exchange: the C{Timestamp} this host sent and the C{Date}
@@ -216,6 +223,10 @@ class ThreatConnectClient:
     timeout: float = 30.0
     retry: RetryPolicy = field(factory=RetryPolicy, kw_only=True)
     _random: Callable[[], float] = field(default=random.random, kw_only=True, repr=False)
+    slice_pause: Callable[[], Awaitable[None]] | None = field(
+        default=None, kw_only=True, repr=False
+    )
+    slice_size: int = field(default=512 * 1024, kw_only=True)
     requests: int = field(default=0, init=False)
     status_counts: dict[int | str, int] = field(factory=dict, init=False)
     last_exchange: tuple[int | None, str] | None = field(default=None, init=False)
@@ -251,7 +262,7 @@ class ThreatConnectClient:
     def _count(self, outcome: int | str) -> None:
         self.status_counts[outcome] = self.status_counts.get(outcome, 0) + 1
 
-    async def get_json(self, target: str) -> Any:
+    async def get_json(self, target: str, items: str | None = None) -> Any:
         """
         GET C{target}, signed, and return the parsed JSON document.
 
@@ -265,6 +276,9 @@ class ThreatConnectClient:
         :param target: path and query relative to C{base_url}, starting with
             C{/}, already percent-encoded (e.g.
             C{/v2/indicators/hosts?owner=Common%20Community&resultStart=0}).
+        :param items: the key of the answer's list of items (C{"host"},
+            C{"data"}...): with C{slice_pause} set, a big answer's list is
+            parsed a slice at a time (L{tcbridge.threatconnect.slices}).
         :return: the parsed JSON (a dict whose C{status} is C{"Success"}).
         :raise ThreatConnectError: one of its subclasses, for every failure:
             the first final one, or the last transient one with
@@ -277,7 +291,7 @@ class ThreatConnectClient:
         while True:
             exchange = _Exchange()
             try:
-                return await self._attempt(url, wire, exchange)
+                return await self._attempt(url, wire, exchange, items)
             except ThreatConnectError as e:
                 error = e
             reason = retry_reason(error)
@@ -306,7 +320,9 @@ class ThreatConnectClient:
             )
             await deferLater(self._clock, wait, lambda: None)
 
-    async def _attempt(self, url: str, wire: str, exchange: _Exchange) -> Any:
+    async def _attempt(
+        self, url: str, wire: str, exchange: _Exchange, items: str | None = None
+    ) -> Any:
         """
         One signed try: send, read, interpret.
 
@@ -364,7 +380,13 @@ class ThreatConnectClient:
                 size=len(body),
                 elapsed=elapsed,
             )
-            return self._interpret(wire, status, reason, body, close_delimited)
+            parsed = _UNPARSED
+            pause = self.slice_pause
+            if items is not None and pause is not None and 200 <= status < 300:
+                if len(body) > 2 * self.slice_size:
+                    parsed = await parse_in_slices(body, items, self.slice_size, pause)
+                    parsed = _UNPARSED if parsed is None else parsed
+            return self._interpret(wire, status, reason, body, close_delimited, parsed)
         except ThreatConnectError as e:
             if status in RETRY_AFTER_STATUSES:
                 e.retry_after = retry_after_seconds(
@@ -458,20 +480,23 @@ class ThreatConnectClient:
         reason: str,
         body: bytes | bytearray,
         close_delimited: bool = False,
+        parsed: Any = _UNPARSED,
     ) -> Any:
         """
         Turn a complete HTTP response into parsed JSON or a typed error.
 
         :param close_delimited: the body ended with the connection and had no
             length: if it is not valid JSON it was probably cut short.
+        :param parsed: the body already parsed, if it was.
         """
         ok = 200 <= status < 300
-        parsed: Any = None
         parse_error: orjson.JSONDecodeError | None = None
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            parse_error = e
+        if parsed is _UNPARSED:
+            parsed = None
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError as e:
+                parse_error = e
 
         head = f"HTTP {status} {reason}".rstrip()
         if not ok:

@@ -70,9 +70,10 @@ class JSONGetter(Protocol):
         C{/}: C{next} links must point under it.
         """
 
-    async def get_json(self, target: str) -> Any:
+    async def get_json(self, target: str, items: str | None = None) -> Any:
         """
-        GET a signed target and return the parsed JSON.
+        GET a signed target and return the parsed JSON (C{items}: the key of
+        its list of items).
         """
 
     def request_target(self, target: str) -> str:
@@ -123,6 +124,8 @@ class Listing:
     :ivar items_of: the raw items of an answer (raises on a bad envelope).
     :ivar next_of: the next page to ask for after an answer, or C{None}.
     :ivar parse: raw items to indicators.
+    :ivar key: the key of the answer's item list (for the client's parsing
+        in slices).
     """
 
     label: str
@@ -130,6 +133,7 @@ class Listing:
     items_of: Callable[[Page, Any], list[Any]]
     next_of: Callable[[Page, Any, list[Any]], Page | None]
     parse: Callable[[list[Any]], ParsedPage]
+    key: str | None = None
 
 
 class SeenKeys:
@@ -292,9 +296,9 @@ class _Reader:
     chunk: int
     _ahead: defer.Deferred[Any] | None = None
 
-    def _fetch(self, page: Page) -> None:
+    def _fetch(self, page: Page, key: str | None) -> None:
         self._cancel()
-        self._ahead = defer.ensureDeferred(self.client.get_json(page.target))
+        self._ahead = defer.ensureDeferred(self.client.get_json(page.target, key))
 
     def _cancel(self) -> None:
         ahead, self._ahead = self._ahead, None
@@ -310,14 +314,14 @@ class _Reader:
     async def read(self, listings: Sequence[Listing]) -> None:
         try:
             if listings:
-                self._fetch(listings[0].first)
+                self._fetch(listings[0].first, listings[0].key)
             for index, listing in enumerate(listings):
-                following = listings[index + 1].first if index + 1 < len(listings) else None
+                following = listings[index + 1] if index + 1 < len(listings) else None
                 await self._read_one(listing, following)
         finally:
             self._cancel()
 
-    async def _read_one(self, listing: Listing, following: Page | None) -> None:
+    async def _read_one(self, listing: Listing, following: Listing | None) -> None:
         """
         Read one listing to its end (its first page already asked for),
         handing each page's new indicators to C{on_page} (once per page,
@@ -342,7 +346,7 @@ class _Reader:
                 attempt += 1
                 self._restart(listing, page, attempt)
                 page = listing.first
-                self._fetch(page)
+                self._fetch(page, listing.key)
                 continue
             refused: ThreatConnectError | None = None
             try:
@@ -351,9 +355,14 @@ class _Reader:
                 # Raised once this page is handed on, as if asked for next.
                 following_page, refused = None, e
             del body
-            ahead = following_page or (following if refused is None else None)
+            if following_page is not None:
+                ahead: tuple[Page, str | None] | None = (following_page, listing.key)
+            elif following is not None and refused is None:
+                ahead = (following.first, following.key)
+            else:
+                ahead = None
             if ahead is not None:
-                self._fetch(ahead)
+                self._fetch(*ahead)
                 if self.pause is not None:
                     # Let the reactor send the request before the page is
                     # parsed: timers run before I/O, so wait twice.
@@ -445,6 +454,7 @@ def v2_listing(
     parse: Callable[[list[Any]], ParsedPage],
     page_size: int,
     overlap: int,
+    key: str | None = None,
 ) -> Listing:
     """
     A v2 listing paged by C{resultStart}: the next page starts C{overlap}
@@ -458,7 +468,7 @@ def v2_listing(
         start = page.start + len(items) - back
         return Page(make_target(start), start, back)
 
-    return Listing(label, Page(make_target(0), 0), items_of, next_of, parse)
+    return Listing(label, Page(make_target(0), 0), items_of, next_of, parse, key)
 
 
 def v3_listing(
@@ -495,4 +505,4 @@ def v3_listing(
         start = link_start - back
         return Page(with_result_start(target, start), start, back)
 
-    return Listing(label, Page(first_target, 0), items_of, next_of, parse)
+    return Listing(label, Page(first_target, 0), items_of, next_of, parse, "data")

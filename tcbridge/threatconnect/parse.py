@@ -126,6 +126,14 @@ def _parse_date_text(value: str) -> int | None:
     return int(when.timestamp())
 
 
+def forget_dates() -> None:
+    """
+    Empty the date cache (at the end of a sync: its keys are strings of the
+    pages just read, and would otherwise keep their memory in use).
+    """
+    _parse_date_text.cache_clear()
+
+
 def is_inactive(item: dict[str, Any]) -> bool:
     """
     Whether an item says it is inactive: C{"active": false} (or the string

@@ -115,7 +115,7 @@ class PullOptions:
     sorting: str | None = None
     fields: tuple[str, ...] = ("tags",)
     pause: Callable[[], Awaitable[None]] | None = field(default=None, eq=False)
-    chunk: int = 2000
+    chunk: int = 1000
 
     @property
     def effective_overlap(self) -> int:
@@ -332,6 +332,7 @@ def _owner_listings(client: JSONGetter, owner: str, options: PullOptions) -> lis
                 parse,
                 size,
                 options.effective_overlap,
+                key,
             )
         )
     return listings
@@ -364,6 +365,7 @@ def _path_listing(client: JSONGetter, source: Source, options: PullOptions) -> L
         parse_path,
         size,
         options.effective_overlap,
+        "indicator",
     )
 
 
