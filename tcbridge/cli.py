@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import set_log_level
-from tcbridge.memory import return_freed_memory
+from tcbridge.memory import freeze_startup_objects, return_freed_memory
 from tcbridge.store import count_iocs, write_atomic
 from tcbridge.sync import accept_marker, describe_failure, write_feed
 from tcbridge.wiring import build_bridge, start_demo
@@ -202,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         assert config is not None
         raise SystemExit(run_accept_shrink(config, sys.stdout))
     _start_logging(sys.stderr, args.verbose)
+    freeze_startup_objects()
 
     def run(reactor: Any) -> defer.Deferred[None]:
         if args.command == "check-config":

@@ -29,12 +29,13 @@ from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
 from tcbridge.feed.history import ReportHistory
 from tcbridge.logs import bridge_observer
-from tcbridge.memory import reusing_buffers
+from tcbridge.memory import reusing_buffers, trim
 from tcbridge.secretstore import redact
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedFile, FeedStore, Snapshot, write_feed_file
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
+from tcbridge.threatconnect.parse import forget_dates
 from tcbridge.threatconnect.pull import PullOptions, pull_source
 from tcbridge.threatconnect.records import SourcePull
 
@@ -313,6 +314,8 @@ class SyncCycle:
         finally:
             if timer.active():
                 timer.cancel()
+            forget_dates()
+            trim()
         self._record(builder, pulls, self._client.requests - requests_before)
         status.succeeded(self._clock.seconds())
         self.log.info(

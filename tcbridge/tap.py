@@ -23,7 +23,7 @@ from twisted.web.server import Site
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logfile import FileLogging, install_file_logging
 from tcbridge.logs import bridge_observer, set_log_level
-from tcbridge.memory import return_freed_memory
+from tcbridge.memory import freeze_startup_objects, return_freed_memory
 from tcbridge.reload import Reloader, ReloadService
 from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
@@ -157,7 +157,9 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     return_freed_memory()
-    return build_service(options, reactor)
+    service = build_service(options, reactor)
+    freeze_startup_objects()
+    return service
 
 
 def build_service(options: Options, reactor: Any) -> MultiService:

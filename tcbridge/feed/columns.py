@@ -9,10 +9,9 @@ Per source label (L{LabelStore}) and IOC kind, a L{PackedColumn} holds:
    SHA-256, 4 per IPv4 address, 16 per IPv6 address, and for host names
    the name followed by a newline;
  - C{meta}: per value, C{timestamp << 7 | score} (8 bytes);
- - C{tags}: per value, the id of its cleaned tag set (4 bytes), made only
-   once a value with tags arrives (all 0 before);
- - C{keys}: host names only: a 64-bit hash of each name, so that names can
-   be sorted and matched without making an object per name.
+ - C{tags}: per value, the id of its cleaned tag set (2 bytes, 4 once there
+   are more than 65,535 sets), made only once a value with tags arrives
+   (all 0 before).
 """
 
 from __future__ import annotations
@@ -108,13 +107,12 @@ class PackedColumn:
     docstring.
     """
 
-    __slots__ = ("data", "keys", "meta", "tags")
+    __slots__ = ("data", "meta", "tags")
 
     def __init__(self, kind: str) -> None:
         self.data = bytearray()
         self.meta = array("Q")
         self.tags: array[int] | None = None
-        self.keys: array[int] | None = array("q") if kind == "dns" else None
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -130,12 +128,11 @@ class PackedColumn:
         self.meta.extend(meta if whole else [meta[p] for p in positions])
         chosen = tags if whole else [tags[p] for p in positions]
         if self.tags is None and any(chosen):
-            self.tags = array("I", bytes(4 * (len(self.meta) - len(chosen))))
+            self.tags = array("H", bytes(2 * (len(self.meta) - len(chosen))))
         if self.tags is not None:
+            if self.tags.typecode == "H" and max(chosen) > 0xFFFF:
+                self.tags = array("I", self.tags)
             self.tags.extend(chosen)
-        if self.keys is not None:
-            assert values.texts is not None
-            self.keys.extend(map(hash, values.texts))
 
 
 class LabelStore:

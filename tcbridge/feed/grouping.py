@@ -75,7 +75,7 @@ class _Column:
         self.label = label
         self.meta = np.frombuffer(column.meta, dtype=np.uint64)
         self.tags = (
-            np.frombuffer(column.tags, dtype=np.uint32)
+            np.frombuffer(column.tags, dtype=f"u{column.tags.itemsize}").astype(np.uint32)
             if column.tags is not None
             else np.zeros(len(column), dtype=np.uint32)
         )
