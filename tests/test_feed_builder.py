@@ -696,3 +696,29 @@ def test_shared_values_appear_once(
     values = [(k, v) for r in doc["reports"] for k, vs in r["iocs"].items() for v in vs]
     assert len(values) == len(set(values))
     assert sum(builder.stats.iocs_by_kind.values()) == len(values)
+
+
+def test_shared_ids_lose_no_indicator() -> None:
+    """
+    Two indicators of one source that share a ThreatConnect id but differ
+    in type or value both reach an Expanded feed, under distinct report
+    ids that do not depend on the order the pages arrived in.
+    """
+    indicators = [
+        file("a" * 32, id="7"),
+        address("10.0.0.7", id="7"),
+        host("twin.example.com", id="7"),
+        file("c" * 32, id="8"),
+    ]
+    seen = []
+    for order in (indicators, indicators[::-1]):
+        doc, builder = build(order, grouping="Expanded")
+        assert builder.stats.skipped.get("duplicate", 0) == 0
+        ids = {r["id"]: sorted(v for vs in r["iocs"].values() for v in vs) for r in doc["reports"]}
+        assert len(ids) == 4
+        assert sorted(v for vs in ids.values() for v in vs) == sorted(
+            ["a" * 32, "c" * 32, "10.0.0.7", "twin.example.com"]
+        )
+        seen.append(ids)
+    assert seen[0] == seen[1]
+    assert f"{PREFIX}-7" in seen[0]
