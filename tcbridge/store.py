@@ -16,12 +16,14 @@ renamed, each atomically):
  - C{threatconnect-feed.history}: the report history
    (L{tcbridge.feed.history});
  - C{threatconnect-feed.meta.json}: the feed's size, CRC-32 and SHA-256,
-   its report and IOC counts, and the same for the gzip file.
+   its report and IOC counts, and size and CRC-32 of the gzip and history
+   files.
 
 At start, a cache file that matches its meta file is served at once, without
-parsing it again (it was validated when it was built); one that does not
-(an older version, a crash between two renames) is parsed and validated as
-before.
+parsing it again (it was validated when it was built), and its history is
+left in its file until a build needs it (L{StoredHistory}); a cache file
+that does not match (an older version, a crash between two renames) is
+parsed and validated as before.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import orjson
 from attrs import define, field, frozen
 from twisted.logger import Logger
 
-from tcbridge.feed.history import ReportHistory
+from tcbridge.feed.history import AnyHistory, ReportHistory, StoredHistory, resolve
 from tcbridge.feed.render import FeedWriter
 from tcbridge.logs import bridge_observer
 
@@ -50,6 +52,9 @@ META_FILE_NAME = "threatconnect-feed.meta.json"
 #: Temporary files of L{write_atomic} and L{write_feed_file} start with this.
 TEMP_PREFIX = ".tmp-"
 _META_VERSION = 1
+#: Temporary files: feeds and histories being written, build jobs and
+#: their outcomes (L{tcbridge.childbuild}).
+_TEMP_SUFFIXES = (".json", ".history", ".job", ".outcome")
 
 
 @frozen
@@ -71,6 +76,8 @@ class Snapshot:
         that accept it.
     :ivar gzip_etag: the ETag of the compressed representation.
     :ivar last_modified: C{published_at} as an HTTP date.
+    :ivar history: the feed's report history (itself or its file), if known:
+        the next build's timestamps come from it.
     """
 
     body: bytes = field(repr=False)
@@ -82,6 +89,7 @@ class Snapshot:
     gzip_body: bytes = field(default=b"", repr=False)
     gzip_etag: str = ""
     last_modified: str = ""
+    history: AnyHistory | None = field(default=None, repr=False, eq=False)
 
     @classmethod
     def made(
@@ -93,6 +101,7 @@ class Snapshot:
         iocs: int,
         published_at: float,
         from_cache: bool = False,
+        history: AnyHistory | None = None,
     ) -> Snapshot:
         """
         A snapshot of feed bytes whose digest and gzip form are known.
@@ -108,6 +117,7 @@ class Snapshot:
             gzip_body=gzip_body,
             gzip_etag=f'"{digest}-gzip"',
             last_modified=formatdate(published_at, usegmt=True),
+            history=history,
         )
 
     @classmethod
@@ -201,6 +211,8 @@ class FeedFile:
     :ivar gzip_body: the feed gzip-compressed, if that was asked for.
     :ivar reports: reports in the feed.
     :ivar iocs: IOC values in the feed.
+    :ivar history_path: the built feed's report history, saved in a
+        temporary file beside it by a build in a child process.
     """
 
     path: str
@@ -210,6 +222,7 @@ class FeedFile:
     gzip_body: bytes | None
     reports: int = 0
     iocs: int = 0
+    history_path: str | None = None
 
     def install(self, target: str) -> None:
         """
@@ -221,9 +234,11 @@ class FeedFile:
 
     def discard(self) -> None:
         """
-        Delete the temporary file.
+        Delete the temporary file (and history file).
         """
         _unlink_quietly(self.path)
+        if self.history_path is not None:
+            _unlink_quietly(self.history_path)
 
     def meta(self) -> dict[str, Any]:
         """
@@ -279,6 +294,15 @@ def _read_file(path: str) -> bytes:
         return f.read()
 
 
+def _file_check(path: str, name: str) -> dict[str, int]:
+    """
+    The size and CRC-32 of a file, for the meta file, as C{<name>_size}
+    and C{<name>_crc32}.
+    """
+    data = _read_file(path)
+    return {f"{name}_size": len(data), f"{name}_crc32": zlib.crc32(data)}
+
+
 @define
 class FeedStore:
     """
@@ -289,8 +313,6 @@ class FeedStore:
         feedinfo and no reports.
     :ivar cache_dir: folder for the cache file, or C{None} for memory only.
     :ivar cache_warning: set when a damaged cache file was found at start.
-    :ivar loaded_history: the report history found beside the cache file at
-        start, if it matched the feed.
     """
 
     log = Logger(observer=bridge_observer)
@@ -299,7 +321,6 @@ class FeedStore:
     cache_dir: str | None = None
     current: Snapshot | None = None
     cache_warning: str | None = None
-    loaded_history: ReportHistory | None = None
 
     @property
     def cache_path(self) -> str | None:
@@ -344,11 +365,13 @@ class FeedStore:
         _unlink_quietly(self._beside(META_FILE_NAME))
         write_atomic(path, body)
 
-    def publish(self, feed: FeedFile, history: ReportHistory | None, now: float) -> Snapshot:
+    def publish(self, feed: FeedFile, history: AnyHistory | None, now: float) -> Snapshot:
         """
         Make a built feed the published one: on disk (with its gzip form,
         history and meta file) when there is a cache folder, then in memory.
-        Blocking: call it in a thread, then L{swap} on the reactor.
+        The history is C{feed.history_path} if the build saved one there,
+        else C{history}.  Blocking: call it in a thread, then L{swap} on the
+        reactor.
         """
         gz = feed.gzip_body
         if gz is None:
@@ -356,17 +379,28 @@ class FeedStore:
             feed.gzip_body = gz
         path = self.cache_path
         if path is None:
+            if feed.history_path is not None:
+                history = StoredHistory(feed.history_path).load()
             body = _read_file(feed.path)
             feed.discard()
-        else:
-            _unlink_quietly(self._beside(META_FILE_NAME))
-            write_atomic(self._beside(GZIP_FILE_NAME), gz)
-            if history is not None:
-                self._write_history(history)
-            feed.install(path)
-            write_atomic(self._beside(META_FILE_NAME), orjson.dumps(feed.meta()))
-            body = _read_file(path)
-        return Snapshot.made(body, feed.sha256, gz, feed.reports, feed.iocs, now)
+            return Snapshot.made(
+                body, feed.sha256, gz, feed.reports, feed.iocs, now, history=history
+            )
+        _unlink_quietly(self._beside(META_FILE_NAME))
+        write_atomic(self._beside(GZIP_FILE_NAME), gz)
+        meta = feed.meta()
+        if feed.history_path is not None:
+            os.replace(feed.history_path, self._beside(HISTORY_FILE_NAME))
+            feed.history_path = None
+            history = StoredHistory(self._beside(HISTORY_FILE_NAME))
+        elif history is not None:
+            self._write_history(resolve(history))
+        if history is not None:
+            meta.update(_file_check(self._beside(HISTORY_FILE_NAME), "history"))
+        feed.install(path)
+        write_atomic(self._beside(META_FILE_NAME), orjson.dumps(meta))
+        body = _read_file(path)
+        return Snapshot.made(body, feed.sha256, gz, feed.reports, feed.iocs, now, history=history)
 
     def _write_history(self, history: ReportHistory) -> None:
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=self.cache_dir)
@@ -395,7 +429,7 @@ class FeedStore:
         except OSError:
             return
         for name in names:
-            if name.startswith(TEMP_PREFIX) and name.endswith(".json"):
+            if name.startswith(TEMP_PREFIX) and name.endswith(_TEMP_SUFFIXES):
                 try:
                     os.unlink(os.path.join(self.cache_dir, name))
                 except OSError as e:
@@ -405,8 +439,8 @@ class FeedStore:
 
     def _matching(self, body: bytes, mtime: float) -> Snapshot | None:
         """
-        The snapshot of a cache file that matches its meta file (and has its
-        gzip file), or C{None}.
+        The snapshot of a cache file that matches its meta file and has its
+        gzip and history files, or C{None}.
         """
         try:
             meta = orjson.loads(_read_file(self._beside(META_FILE_NAME)))
@@ -420,6 +454,9 @@ class FeedStore:
             gz = _read_file(self._beside(GZIP_FILE_NAME))
             if meta.get("gzip_size") != len(gz) or meta.get("gzip_crc32") != zlib.crc32(gz):
                 return None
+            history = self._history(meta)
+            if history is None:
+                return None
             return Snapshot.made(
                 body,
                 str(meta["sha256"]),
@@ -428,13 +465,27 @@ class FeedStore:
                 int(meta["iocs"]),
                 mtime,
                 from_cache=True,
+                history=history,
             )
         except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             return None
 
-    def _load_history(self) -> ReportHistory | None:
+    def _history(self, meta: dict[str, Any]) -> AnyHistory | None:
+        """
+        The history beside the cache file: left in its file if the meta file
+        vouches for it, else read now; C{None} if it is unusable (the feed is
+        then read again, to rebuild it).
+        """
+        path = self._beside(HISTORY_FILE_NAME)
         try:
-            return ReportHistory.load(self._beside(HISTORY_FILE_NAME))
+            if "history_size" in meta:
+                if _file_check(path, "history") != {
+                    "history_size": meta["history_size"],
+                    "history_crc32": meta.get("history_crc32"),
+                }:
+                    raise ValueError("it does not match the meta file")
+                return StoredHistory(path)
+            return ReportHistory.load(path)
         except (OSError, ValueError) as e:
             self.log.warn(
                 "The report history beside the cached feed cannot be read ({error}); "
@@ -467,9 +518,7 @@ class FeedStore:
             self.log.warn("Cannot read the cached feed {path}: {error}", path=path, error=str(e))
             return None
         snapshot = self._matching(body, mtime)
-        if snapshot is not None:
-            self.loaded_history = self._load_history()
-        else:
+        if snapshot is None:
             snapshot = self._checked(path, body, mtime, read)
             if snapshot is None:
                 return None

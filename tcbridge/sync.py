@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,12 +28,13 @@ from tcbridge.cbserver import CbServerSync, CbSyncError, CbSyncResult
 from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
-from tcbridge.feed.history import ReportHistory
+from tcbridge.feed.history import AnyHistory, ReportHistory
+from tcbridge.feed.job import build_feed_file
 from tcbridge.logs import bridge_observer
-from tcbridge.memory import reusing_buffers, trim
+from tcbridge.memory import trim
 from tcbridge.secretstore import redact
 from tcbridge.status import SourceRow, SyncStatus
-from tcbridge.store import FeedFile, FeedStore, Snapshot, write_feed_file
+from tcbridge.store import FeedFile, FeedStore, Snapshot
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
@@ -44,6 +46,10 @@ T = TypeVar("T")
 #: Runs a blocking function somewhere that does not stall the reactor (a
 #: thread in production; inline in unit tests) and returns a Deferred.
 RunHeavy = Callable[..., "defer.Deferred[Any]"]
+
+#: Builds a feed into a temporary file: C{build(builder, directory, *,
+#: gzip, pretty)}; see L{tcbridge.childbuild.ChildBuild}.
+BuildFeed = Callable[..., Awaitable[FeedFile]]
 
 
 def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -172,6 +178,8 @@ class SyncCycle:
 
     :param run_heavy: where CPU-heavy steps (build, validate, serialise) and
         disk writes run; see L{RunHeavy}.
+    :param build: builds the feed file elsewhere (a child process, see
+        L{tcbridge.childbuild}); by default C{run_heavy} runs the build.
     :param pause: given to the pull so that big pages are handled in chunks
         with a pause on the reactor between them (C{None} in unit tests).
     """
@@ -188,7 +196,8 @@ class SyncCycle:
     _pull_options: PullOptions = field(init=False)
     _running: defer.Deferred[None] | None = field(init=False, default=None)
     _cb_sync: CbServerSync | None = field(default=None, kw_only=True)
-    _history: ReportHistory = field(factory=ReportHistory, kw_only=True)
+    _history: AnyHistory = field(factory=ReportHistory, kw_only=True)
+    _build: BuildFeed | None = field(default=None, kw_only=True)
     _pause: Callable[[], Awaitable[None]] | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
@@ -373,7 +382,7 @@ class SyncCycle:
             pulls.append(pull)
         if directory is None:
             directory = await self._run_heavy(self._store.build_directory)
-        feed: FeedFile = await self._run_heavy(self._build_file, builder, directory, record_history)
+        feed = await self._build_file(builder, directory, record_history)
         try:
             result = await finish(feed, builder)
         except BaseException:
@@ -393,7 +402,7 @@ class SyncCycle:
             self._store.publish, feed, builder.history, self._clock.seconds()
         )
         self._store.swap(snapshot)
-        self._history = builder.history
+        self._history = snapshot.history if snapshot.history is not None else builder.history
         self._status.held_back = None
         self._start_cb_sync()
         return snapshot
@@ -466,28 +475,26 @@ class SyncCycle:
             f"indicators now, {how}, or raise max_shrink_percent."
         )
 
-    def _build_file(self, builder: FeedBuilder, directory: str, gzip: bool) -> FeedFile:
+    async def _build_file(self, builder: FeedBuilder, directory: str, gzip: bool) -> FeedFile:
         """
         Build the feed into a new file in C{directory}, checking every
-        report as it is written, with its gzip form if asked for (blocking;
-        run in a thread).  The whole feed is never held as Python objects.
+        report as it is written, with its gzip form if asked for: in a
+        child process when the cycle has a L{BuildFeed}, else with
+        C{run_heavy}.  The whole feed is never held as Python objects.
         """
+        pretty = self._config.pretty_print_json
         try:
-            with reusing_buffers():
-                feed = write_feed_file(
-                    directory,
-                    builder.build_to,
-                    gzip=gzip,
-                    pretty=self._config.pretty_print_json,
-                )
+            if self._build is not None:
+                return await self._build(builder, directory, gzip=gzip, pretty=pretty)
+            feed: FeedFile = await self._run_heavy(
+                partial(build_feed_file, builder, directory, gzip=gzip, pretty=pretty)
+            )
+            return feed
         except FeedValidationError as e:
             raise FeedInvalidError(
                 f"the built feed failed validation with {len(e.problems)} problems "
                 f"and was not published; first: {e.problems[0]}"
             ) from None
-        feed.reports = builder.stats.reports
-        feed.iocs = builder.stats.iocs
-        return feed
 
     def _record(self, builder: FeedBuilder, pulls: list[SourcePull], requests: int) -> None:
         stats = builder.stats

@@ -19,9 +19,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.web.client import HTTPConnectionPool
 
 from tcbridge.cbserver import CbServerSync, feed_url_for
+from tcbridge.childbuild import ChildBuild
 from tcbridge.config import Config, Source
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
-from tcbridge.feed.history import ReportHistory, history_from_reports
+from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
 from tcbridge.status import SyncStatus
@@ -163,9 +164,11 @@ def build_bridge(
 
     :param use_cache: load and keep the disk cache (the service); write mode
         leaves it alone.
-    :param threads: run heavy steps (the build, disk writes) in the
-        reactor's thread pool, so the reactor keeps serving; write mode,
-        which serves nothing, runs them in line.
+    :param threads: run heavy steps (disk writes, and the build when
+        there is no cache folder) in the reactor's thread pool, and builds
+        in a child process (L{ChildBuild}) when there is one, so the
+        reactor keeps serving; write mode, which serves nothing, runs them
+        in line.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
     client = make_client(config, reactor, pool, serving=threads)
@@ -176,7 +179,7 @@ def build_bridge(
     )
     status = SyncStatus(started_at=reactor.seconds(), notices=config.notices)
     run_heavy = thread_runner(reactor) if threads else run_inline
-    history = ReportHistory()
+    history: AnyHistory = ReportHistory()
     if use_cache:
 
         def read(body: bytes) -> list[dict[str, Any]]:
@@ -186,9 +189,9 @@ def build_bridge(
             history = history_from_reports(reports)
             return reports
 
-        store.load_cache(read)
-        if store.loaded_history is not None:
-            history = store.loaded_history
+        loaded = store.load_cache(read)
+        if loaded is not None and loaded.history is not None:
+            history = loaded.history
     cycle = SyncCycle(
         config,
         client,
@@ -199,6 +202,7 @@ def build_bridge(
         cb_sync=make_cb_sync(config, reactor, pool) if use_cache else None,
         history=history,
         pause=reactor_pause(reactor),
+        build=ChildBuild(reactor, run_heavy) if threads and store.cache_dir else None,
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)

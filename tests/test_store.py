@@ -12,7 +12,19 @@ from typing import Any
 import orjson
 import pytest
 
-from tcbridge.store import CACHE_FILE_NAME, FeedStore, Snapshot, count_iocs, write_atomic
+from tcbridge.feed.builder import FeedBuilder
+from tcbridge.feed.history import ReportHistory, StoredHistory
+from tcbridge.feed.job import build_feed_file
+from tcbridge.store import (
+    CACHE_FILE_NAME,
+    HISTORY_FILE_NAME,
+    META_FILE_NAME,
+    FeedStore,
+    Snapshot,
+    count_iocs,
+    write_atomic,
+)
+from tests.test_feed_builder import file
 
 EMPTY = b'{"feedinfo":{},"reports":[]}'
 
@@ -145,7 +157,75 @@ def test_leftover_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
     body = orjson.dumps({"feedinfo": {}, "reports": [_report("a", ["0" * 32])]})
     (cache / CACHE_FILE_NAME).write_bytes(body)
     (cache / ".tmp-abc123.json").write_bytes(body[:10])
+    for suffix in (".history", ".job", ".outcome"):
+        (cache / f".tmp-abc123{suffix}").write_bytes(b"left by a killed build")
     (cache / "accept-shrink").write_text("")
     store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
     assert store.load_cache(_read) is not None
     assert sorted(p.name for p in cache.iterdir()) == ["accept-shrink", CACHE_FILE_NAME]
+
+
+def _published(cache: Path) -> tuple[bytes, ReportHistory]:
+    """
+    Publish a small built feed into C{cache}; its bytes and history.
+    """
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    builder = FeedBuilder()
+    builder.add([file("a" * 32, id="1", last_modified=10)])
+    feed = build_feed_file(builder, store.build_directory(), gzip=False, pretty=False)
+    history = builder.history
+    assert isinstance(history, ReportHistory)
+    snapshot = store.publish(feed, history, 5.0)
+    assert snapshot.history is history
+    return snapshot.body, history
+
+
+def test_restart_leaves_the_history_in_its_file(tmp_path: Path) -> None:
+    """
+    A restarted store serves the cached feed without reading it again, and
+    leaves its history in its file (checked against the meta file) until a
+    build needs it.
+    """
+    body, history = _published(tmp_path / "cache")
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(tmp_path / "cache"))
+
+    def read(body: bytes) -> list[dict[str, Any]]:
+        raise AssertionError("the feed was read again")
+
+    snapshot = store.load_cache(read)
+    assert snapshot is not None and snapshot.body == body
+    assert isinstance(snapshot.history, StoredHistory)
+    assert snapshot.history.load() == history
+
+
+@pytest.mark.parametrize("change", ["damaged", "older meta", "missing"])
+def test_restart_with_an_unusable_history(tmp_path: Path, change: str) -> None:
+    """
+    A history file that does not match the meta file, or cannot be read
+    (an older meta file without its figures), makes the store read the feed
+    again, so that the history is rebuilt from it; a history that reads
+    fine beside an older meta file is read at once.
+    """
+    cache = tmp_path / "cache"
+    body, history = _published(cache)
+    meta = orjson.loads((cache / META_FILE_NAME).read_bytes())
+    if change == "damaged":
+        (cache / HISTORY_FILE_NAME).write_bytes(b"damaged")
+    elif change == "older meta":
+        del meta["history_size"], meta["history_crc32"]
+        (cache / META_FILE_NAME).write_bytes(orjson.dumps(meta))
+    else:
+        (cache / HISTORY_FILE_NAME).unlink()
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    reads: list[bytes] = []
+
+    def read(body: bytes) -> list[dict[str, Any]]:
+        reads.append(body)
+        return _read(body)
+
+    snapshot = store.load_cache(read)
+    assert snapshot is not None and snapshot.body == body
+    if change == "older meta":
+        assert reads == [] and snapshot.history == history
+    else:
+        assert reads == [body] and snapshot.history is None

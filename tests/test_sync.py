@@ -23,7 +23,7 @@ from tcbridge.cbserver import CbServerSync
 from tcbridge.config import Config, ExclusionFile, Source
 from tcbridge.feed import builder as builder_module
 from tcbridge.feed.document import FeedInfo, empty_document
-from tcbridge.feed.history import history_from_reports
+from tcbridge.feed.history import StoredHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.simulator import Simulator, generate
@@ -692,9 +692,13 @@ def test_report_timestamps_move_only_when_content_changes(tmp_path: Path) -> Non
             history.append(history_from_reports(reports))
             return reports
 
-        assert restarted.load_cache(read) is not None
-        assert (restarted.loaded_history is not None) is sidecars
-        found = restarted.loaded_history if sidecars else history[0]
+        loaded = restarted.load_cache(read)
+        assert loaded is not None
+        assert (loaded.history is not None) is sidecars
+        # Beside a matching feed, the history is left in its file until a
+        # build reads it.
+        assert isinstance(loaded.history, StoredHistory) is sidecars
+        found = loaded.history if sidecars else history[0]
         r = Harness(count=1800, cache_dir=cache)
         r.store = restarted
         r.cycle = SyncCycle(r.config, r.client, r.store, r.status, r.clock, history=found)

@@ -332,7 +332,7 @@ def test_page_shows_exclusions_shared_and_warnings() -> None:
     status.succeeded(1_800_000_001)
     stub, _, _, _ = _app([_report(1)], status)
     text = _get(stub, "/")[2].decode()
-    assert "<td>filtered_hosts</td><td class=\"num\">3</td>" in text
+    assert '<td>filtered_hosts</td><td class="num">3</td>' in text
     assert "4 IOCs were reported by more than one owner" in text
     assert "Carbon Black advises fewer than 10,000 per feed" in text
     assert "7 reports were left out by max_reports" in text

@@ -37,7 +37,7 @@ from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 
 from .collect import Collector
 from .document import feedinfo_dict
-from .history import ReportHistory
+from .history import AnyHistory, ReportHistory, resolve
 from .render import Body, Chunk, FeedWriter
 from .reports import ReportContext
 from .settings import BuildStats, FeedSettings, Grouping, SourceCounts
@@ -66,7 +66,8 @@ class FeedBuilder:
 
     Call L{add} once per page, then L{build_to} (or L{build_bytes} or
     L{build}) once.  L{stats} describes the result and L{history} (given,
-    then replaced by the built feed's) drives report timestamps.
+    as itself or where it is stored, then replaced by the built feed's)
+    drives report timestamps.
 
     :param record_history: keep the history of the built feed (write mode
         has nobody to give it to, and saves the digests).
@@ -76,12 +77,12 @@ class FeedBuilder:
         self,
         settings: FeedSettings | None = None,
         *,
-        history: ReportHistory | None = None,
+        history: AnyHistory | None = None,
         record_history: bool = True,
     ) -> None:
         self.settings = settings if settings is not None else FeedSettings()
         self.stats = BuildStats()
-        self.history = history if history is not None else ReportHistory()
+        self.history: AnyHistory = history if history is not None else ReportHistory()
         self._record = record_history
         self._collector: Collector | None = Collector(self.settings, self.stats)
 
@@ -104,6 +105,13 @@ class FeedBuilder:
         for batch in IndicatorBatch.of(pending):
             self._collector.add(batch)
 
+    def release(self) -> None:
+        """
+        Forget the pages taken in (once they are handed to a build elsewhere,
+        see L{tcbridge.feed.job}); this builder can no longer build.
+        """
+        self._collector = None
+
     def _reports(self, stamper: Stamper) -> Iterable[tuple[str, bytes, Body, int] | Chunk]:
         """
         Every report in id order as (id, id as JSON, body, timestamp).
@@ -119,7 +127,8 @@ class FeedBuilder:
         self._collector = None
         context = ReportContext(self.settings, self.stats, collector.labels)
         if collector.expanded is not None:
-            reports = ExpandedReports(context, collector.expanded, collector.tag_sets, self.history)
+            history = resolve(self.history)
+            reports = ExpandedReports(context, collector.expanded, collector.tag_sets, history)
             yield from reports.reports(stamper)
             return
         plan = plan_grouped(context)
@@ -138,7 +147,7 @@ class FeedBuilder:
         problems = validate_feedinfo(feedinfo)
         if problems:
             raise FeedValidationError(problems)
-        stamper = Stamper(self.history, self._record)
+        stamper = Stamper(resolve(self.history), self._record)
         writer.begin(feedinfo)
         last = b""
         for item in self._reports(stamper):

@@ -247,6 +247,44 @@ class ReportHistory:
         return history
 
 
+class StoredHistory:
+    """
+    A report history kept in a file written by L{ReportHistory.save}, not
+    read yet: what a process that never builds (the service, when builds
+    run in a child process) holds instead of the history itself.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<StoredHistory {self.path}>"
+
+    def load(self) -> ReportHistory:
+        """
+        The history itself (an empty one if the file is gone).
+
+        :raise ValueError: if the file is damaged.
+        """
+        try:
+            return ReportHistory.load(self.path)
+        except FileNotFoundError:
+            return ReportHistory()
+
+
+#: A report history, or where one is kept.
+AnyHistory = ReportHistory | StoredHistory
+
+
+def resolve(history: AnyHistory) -> ReportHistory:
+    """
+    The history itself, read from its file if needed.
+    """
+    return history.load() if isinstance(history, StoredHistory) else history
+
+
 class HistoryRecorder:
     """
     Collects the history of the feed being built, report by report, and
@@ -337,4 +375,12 @@ def history_from_reports(reports: Iterable[Mapping[str, Any]]) -> ReportHistory:
     return recorder.history()
 
 
-__all__ = ["HistoryRecorder", "ReportHistory", "history_from_reports", "split_id"]
+__all__ = [
+    "AnyHistory",
+    "HistoryRecorder",
+    "ReportHistory",
+    "StoredHistory",
+    "history_from_reports",
+    "resolve",
+    "split_id",
+]

@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_feed_job -*-
+"""
+One feed build as a job: everything a build needs, written to a file, run
+by a child process (C{python -m tcbridge.feed.job JOB OUTCOME}), its
+outcome written back to a file.
+
+The service builds this way (see L{tcbridge.childbuild}) so that the
+build's CPU runs on the other core, its peak memory is given back to the
+system the moment the child exits, and the service itself never imports
+numpy: an idle service holds little more than the feed it serves.  Write
+mode, and a service without a cache folder, call L{build_feed_file} in
+their own process.
+
+A job holds the L{FeedBuilder} with the pages taken in (packed columns,
+some tens of megabytes for a million indicators), the report history as a
+L{StoredHistory} or itself, and where to write the feed and the built
+feed's history.  Files are pickles the service itself wrote in its own
+cache folder; nothing else is ever read this way.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Final
+
+from attrs import frozen
+
+from tcbridge.memory import return_freed_memory, reusing_buffers
+from tcbridge.store import FeedFile, write_feed_file
+
+from .builder import FeedBuilder, FeedValidationError
+from .history import ReportHistory, StoredHistory
+from .settings import BuildStats
+
+#: Exit status of a child whose job could not even be read.
+BAD_JOB: Final = 2
+
+
+@frozen
+class BuildJob:
+    """
+    One build to run.
+
+    :ivar builder: the builder, pages taken in, not built yet.
+    :ivar directory: where the feed's temporary file goes.
+    :ivar gzip: also compress the feed (kept in the outcome).
+    :ivar pretty: indent the JSON.
+    :ivar history_path: where to save the built feed's report history, or
+        C{None} not to keep it.
+    """
+
+    builder: FeedBuilder
+    directory: str
+    gzip: bool
+    pretty: bool
+    history_path: str | None
+
+
+@frozen
+class BuildOutcome:
+    """
+    What a build gave: the feed file and the build's figures, or why there
+    is no feed.
+
+    :ivar feed: the built feed, C{None} if the build failed.
+    :ivar stats: the build's figures.
+    :ivar problems: validation problems (the feed was not kept).
+    :ivar error: any other failure, as text with its traceback.
+    :ivar notes: warnings for the log (e.g. a damaged history file).
+    """
+
+    feed: FeedFile | None
+    stats: BuildStats
+    problems: tuple[str, ...] = ()
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def build_feed_file(builder: FeedBuilder, directory: str, *, gzip: bool, pretty: bool) -> FeedFile:
+    """
+    Build the feed into a new temporary file in C{directory}, checking every
+    report as it is written, with its gzip form if asked for.  Blocking.
+
+    :raise FeedValidationError: if a report broke a rule (no file is left).
+    """
+    with reusing_buffers():
+        feed = write_feed_file(directory, builder.build_to, gzip=gzip, pretty=pretty)
+    feed.reports = builder.stats.reports
+    feed.iocs = builder.stats.iocs
+    return feed
+
+
+def _usable_history(builder: FeedBuilder) -> tuple[str, ...]:
+    """
+    Read a stored history into the builder; a damaged one is replaced by an
+    empty one (report timestamps restart from the data) and said so.
+    """
+    history = builder.history
+    if not isinstance(history, StoredHistory):
+        return ()
+    try:
+        builder.history = history.load()
+    except ValueError as e:
+        builder.history = ReportHistory()
+        return (f"the report history {history.path} cannot be read ({e}); it starts afresh",)
+    return ()
+
+
+def run_job(job: BuildJob) -> BuildOutcome:
+    """
+    Run a build; every failure becomes part of the outcome.
+    """
+    builder = job.builder
+    notes = _usable_history(builder)
+    try:
+        feed = build_feed_file(builder, job.directory, gzip=job.gzip, pretty=job.pretty)
+        if job.history_path is not None:
+            history = builder.history
+            assert isinstance(history, ReportHistory)
+            history.save(job.history_path)
+    except FeedValidationError as e:
+        return BuildOutcome(None, builder.stats, problems=tuple(e.problems), notes=notes)
+    except Exception:
+        return BuildOutcome(None, builder.stats, error=traceback.format_exc(), notes=notes)
+    return BuildOutcome(feed, builder.stats, notes=notes)
+
+
+def write_job(path: str, job: BuildJob) -> None:
+    """
+    Write a job to C{path} (blocking).
+    """
+    with open(path, "wb") as f:
+        pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_outcome(path: str) -> BuildOutcome:
+    """
+    Read the outcome a child wrote (blocking).
+
+    :raise ValueError: if the file holds no outcome.
+    """
+    with open(path, "rb") as f:
+        outcome = pickle.load(f)  # noqa: S301 - written by our own child, in our own folder
+    if not isinstance(outcome, BuildOutcome):
+        raise ValueError(f"{path} holds no build outcome")
+    return outcome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    The child: run the job in C{argv[0]}, write the outcome to C{argv[1]}.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m tcbridge.feed.job JOB OUTCOME", file=sys.stderr)
+        return BAD_JOB
+    return_freed_memory()
+    try:
+        with open(args[0], "rb") as f:
+            job = pickle.load(f)  # noqa: S301 - written by the service, in its own folder
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as e:
+        print(f"cannot read the build job {args[0]}: {e}", file=sys.stderr)
+        return BAD_JOB
+    if not isinstance(job, BuildJob):
+        print(f"{args[0]} holds no build job", file=sys.stderr)
+        return BAD_JOB
+    outcome = run_job(job)
+    with open(args[1], "wb") as f:
+        pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as a script, this module is __main__; the job's classes are those
+    # of tcbridge.feed.job, so run that module's main.
+    from tcbridge.feed import job as _module
+
+    raise SystemExit(_module.main())
