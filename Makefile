@@ -31,7 +31,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_write.py
+	$(BIN)/python bench/bench_sync.py --count 1000000 --runs 3 --growth
+	$(BIN)/python bench/bench_daemon.py --count 1000000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,7 @@
 """
 The yardstick for sync speed: fetch and parse every page a sync of all
 owners would fetch (signed GETs and orjson parsing only, no feed building).
-Run by bench_write.py --bare; prints the number of items fetched.
+Run by bench_sync.py; prints the number of items fetched.
 
     .venv/bin/python bench/bare_pull.py BASE_URL API_KEY SECRET_KEY
 """

@@ -1,0 +1,158 @@
+"""
+The scale benchmark: a whole write-mode sync, as a user runs it, side by
+side with the yardstick, in one run.
+
+The simulator runs in its own process on 127.0.0.1 with C{--count}
+indicators in three owners.  Each round runs, one after another, the bare
+loop (C{bench/bare_pull.py}: the same signed pages a sync asks for, fetched
+and parsed with orjson, nothing else) and C{tcbridge --config C write FILE}
+for each grouping, each as a child process; rounds repeat C{--runs} times
+so that noise on a shared machine hits every contender alike.  For each it
+prints the median wall time, the ratio to the bare loop's median, and the
+median peak RSS of the child process (C{wait4}'s C{ru_maxrss}, the whole
+process).  With C{--growth} it does the same at twice the count and prints
+the time ratio and the extra peak RSS per extra million indicators.
+Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_sync.py [--count 1000000] [--runs 3]
+        [--groupings Condensed,MaxCondensed,Expanded] [--growth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
+
+
+@contextmanager
+def simulator(count: int) -> Iterator[dict[str, str]]:
+    """
+    The simulator with C{count} indicators on a free loopback port.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tcbridge.simulator", "--port", "0", "--count", str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    facts: dict[str, str] = {}
+    try:
+        assert process.stdout is not None
+        while len(facts) < 3:
+            line = process.stdout.readline()
+            if not line:
+                raise SystemExit("the simulator did not start")
+            key, _, value = line.strip().partition("=")
+            if key in ("base_url", "api_key", "secret_key"):
+                facts[key] = value
+        yield facts
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def timed(argv: list[str]) -> tuple[float, float, str]:
+    """
+    Run C{argv}; return wall seconds, the child's peak RSS in MiB and what
+    it printed on stderr.  A failed run stops the benchmark.
+    """
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    err = child.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{err}")
+    return elapsed, usage.ru_maxrss / 1024, err
+
+
+def write_config(folder: Path, facts: dict[str, str], grouping: str) -> Path:
+    path = folder / f"{grouping}.conf"
+    path.write_text(
+        "[threatconnect]\n"
+        f"url={facts['base_url']}\napi_key={facts['api_key']}\n"
+        f"secret_key={facts['secret_key']}\nsources=*\n"
+        f"ioc_grouping={grouping}\nmax_reports=0\n"
+        "[bridge]\ncache_folder=\n"
+    )
+    return path
+
+
+def measure(count: int, runs: int, groupings: list[str]) -> dict[str, tuple[float, float]]:
+    """
+    Median (seconds, peak MiB) of the bare loop and of each grouping.
+    """
+    samples: dict[str, list[tuple[float, float]]] = {"bare": [], **{g: [] for g in groupings}}
+    with simulator(count) as facts, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        configs = {g: write_config(folder, facts, g) for g in groupings}
+        bare = [sys.executable, str(HERE / "bare_pull.py")]
+        bare += [facts["base_url"], facts["api_key"], facts["secret_key"]]
+        for run in range(runs):
+            seconds, peak, _ = timed(bare)
+            samples["bare"].append((seconds, peak))
+            line = [f"round {run + 1}: bare {seconds:.2f} s"]
+            for grouping in groupings:
+                out = folder / f"{grouping}.json"
+                argv = [str(BIN / "tcbridge"), "--config", str(configs[grouping]), "write"]
+                seconds, peak, _ = timed([*argv, str(out)])
+                samples[grouping].append((seconds, peak))
+                line.append(f"{grouping} {seconds:.2f} s {peak:.0f} MiB")
+            print("  " + ", ".join(line), flush=True)
+        sizes = {g: (folder / f"{g}.json").stat().st_size for g in groupings}
+    for grouping, size in sizes.items():
+        print(f"  {grouping} feed: {size:,} bytes")
+    return {
+        name: (statistics.median(s for s, _ in got), statistics.median(p for _, p in got))
+        for name, got in samples.items()
+    }
+
+
+def table(count: int, medians: dict[str, tuple[float, float]]) -> None:
+    bare = medians["bare"][0]
+    print(f"\n{count:,} indicators, medians:")
+    print(f"  {'':<14} {'wall time':>10} {'/ bare':>7} {'peak RSS':>10}")
+    for name, (seconds, peak) in medians.items():
+        print(f"  {name:<14} {seconds:>8.2f} s {seconds / bare:>7.2f} {peak:>6.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--groupings", default="Condensed,MaxCondensed,Expanded")
+    parser.add_argument("--growth", action="store_true", help="also run at twice the count")
+    args = parser.parse_args()
+    groupings = [g for g in args.groupings.split(",") if g]
+    print(f"write-mode sync against the simulator: {args.count:,} indicators, {args.runs} rounds")
+    medians = measure(args.count, args.runs, groupings)
+    table(args.count, medians)
+    if not args.growth:
+        return
+    double = 2 * args.count
+    print(f"\nagain with {double:,} indicators")
+    bigger = measure(double, args.runs, groupings)
+    table(double, bigger)
+    millions = args.count / 1_000_000
+    print(f"\ngrowth from {args.count:,} to {double:,}:")
+    for name in groupings:
+        (one, one_peak), (two, two_peak) = medians[name], bigger[name]
+        print(
+            f"  {name:<14} time x{two / one:.2f}, "
+            f"peak RSS +{(two_peak - one_peak) / millions:.0f} MiB per extra million"
+        )
+
+
+if __name__ == "__main__":
+    main()
