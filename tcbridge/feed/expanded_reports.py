@@ -33,6 +33,8 @@ from .text import DEFAULT_WEB_URL, MAX_TAGS, http_link, source_prefixes
 
 #: rows rendered at a time
 CHUNK = 2048
+#: by number of digits: what pads a number to 19 digits
+_PADDING = np.array([0] + [10 ** (19 - d) for d in range(1, 20)], dtype=np.uint64)
 
 # A report of the entangled ones: (id, score, newest, members, values)
 Special = tuple[str, int, int, list[tuple[str, str]], tuple[Value, ...]]
@@ -50,13 +52,30 @@ def value_keys(store: ExpandedStore) -> Iterator[tuple[NDArray[np.intp], NDArray
         if not len(rows):
             continue
         if kind == "dns":
-            names = bytes(column.data).split(b"\n")[:-1]
-            keys = np.fromiter(map(hash, names), dtype=np.int64, count=len(names))
-            yield rows, keys.reshape(-1, 1)
+            yield rows, _name_keys(column.data, len(rows)).reshape(-1, 1)
             continue
         width = FIXED_WIDTH[kind]
         data = np.frombuffer(column.data, dtype=np.uint8).reshape(-1, width)
         yield rows, data.view(">u4" if width == 4 else ">u8")
+
+
+def _name_keys(data: bytearray, count: int, block: int = 1 << 20) -> NDArray[np.int64]:
+    """
+    A hash of each newline-terminated name in C{data}, a block of bytes at
+    a time (so that only one block's names exist as objects at once).
+    """
+    keys = np.empty(count, dtype=np.int64)
+    done = 0
+    start = 0
+    view = memoryview(data)
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + block) + 1 or data.index(b"\n", start) + 1
+        names = bytes(view[start : end - 1]).split(b"\n")
+        keys[done : done + len(names)] = np.fromiter(map(hash, names), np.int64, len(names))
+        done += len(names)
+        start = end
+    view.release()
+    return keys
 
 
 def _repeated(keys: NDArray[Any]) -> NDArray[np.bool_]:
@@ -78,6 +97,24 @@ def _repeated(keys: NDArray[Any]) -> NDArray[np.bool_]:
     return out
 
 
+def _repeated_numbers(store: ExpandedStore) -> NDArray[np.bool_]:
+    """
+    The rows whose (label, numeric id) another row has too.
+    """
+    numbers = np.frombuffer(store.number, dtype=np.uint64)
+    labels = np.frombuffer(store.label, dtype=np.uint16)
+    if len(numbers) and int(numbers.max()) < 1 << 48:
+        # One word per row: the label above the id.
+        keys = numbers | (labels.astype(np.uint64) << np.uint64(48))
+        ordered = np.sort(keys)
+        repeats = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+        out = np.isin(keys, repeats) if len(repeats) else np.zeros(len(keys), dtype=bool)
+    else:
+        out = _repeated(np.stack((labels.astype(np.uint64), numbers), axis=1))
+    out[list(store.texts)] = False
+    return out
+
+
 def entangled_rows(store: ExpandedStore) -> NDArray[np.bool_]:
     """
     The rows that share a value with another row, or their (label, id)
@@ -87,12 +124,7 @@ def entangled_rows(store: ExpandedStore) -> NDArray[np.bool_]:
     out = np.zeros(count, dtype=bool)
     for rows, keys in value_keys(store):
         out[rows[_repeated(keys)]] = True
-    numbered = np.ones(count, dtype=bool)
-    numbered[list(store.texts)] = False
-    rows = np.flatnonzero(numbered)
-    labels = np.frombuffer(store.label, dtype=np.uint16)[rows].astype(np.uint64)
-    numbers = np.frombuffer(store.number, dtype=np.uint64)[rows]
-    out[rows[_repeated(np.stack((labels, numbers), axis=1))]] = True
+    out |= _repeated_numbers(store)
     by_text: dict[tuple[int, str], list[int]] = {}
     for row, text in store.texts.items():
         by_text.setdefault((store.label[row], text), []).append(row)
@@ -195,18 +227,19 @@ class _Entangled:
         return report, labels
 
 
-def _sort_keys(numbers: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+def _sort_keys(numbers: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.uint8]]:
     """
     Keys that order numbers as their decimal texts sort: the number padded
     to 19 digits, then its length.
     """
-    digits = np.ones(len(numbers), dtype=np.int64)
+    digits = np.ones(len(numbers), dtype=np.uint8)
     bound = np.uint64(10)
     for _ in range(18):
         digits += numbers >= bound
         bound = bound * np.uint64(10)
-    scale = (np.uint64(10) ** (np.uint64(19) - digits.astype(np.uint64))).astype(np.uint64)
-    return numbers * scale, digits
+    key = _PADDING[digits]
+    key *= numbers
+    return key, digits
 
 
 class _LazyIds(Sequence[str]):
@@ -215,7 +248,7 @@ class _LazyIds(Sequence[str]):
     search).
     """
 
-    def __init__(self, reports: ExpandedReports, rows: list[int]) -> None:
+    def __init__(self, reports: ExpandedReports, rows: NDArray[np.intp]) -> None:
         self._reports = reports
         self._rows = rows
 
@@ -230,8 +263,8 @@ class _LazyIds(Sequence[str]):
 
     def __getitem__(self, at: int | slice) -> str | Sequence[str]:
         if isinstance(at, slice):
-            return [self._reports.rid(row) for row in self._rows[at]]
-        return self._reports.rid(self._rows[at])
+            return [self._reports.rid(row) for row in self._rows[at].tolist()]
+        return self._reports.rid(int(self._rows[at]))
 
 
 class ExpandedReports:
@@ -270,7 +303,7 @@ class ExpandedReports:
             by_key.setdefault((label, store.ident(row)), []).append(store.entry(row, self.tag_sets))
         self.entangled.add_rows(by_key)
         labels_used = {label for label, _ in self.entangled.entries}
-        plain_labels = set(np.frombuffer(store.label, np.uint16)[~tangled].tolist())
+        plain_labels = np.unique(np.frombuffer(store.label, np.uint16)[~tangled]).tolist()
         labels_used.update(self.labels[i] for i in plain_labels)
         self.prefixes = source_prefixes(labels_used)
         special = self.entangled.plan(self.prefixes)
@@ -288,18 +321,20 @@ class ExpandedReports:
         return order, self._merge(order, others)
 
     def _numbered_order(self, rows: NDArray[np.intp]) -> NDArray[np.intp]:
+        """
+        Rows with numeric ids in report id order: by id prefix, then by id
+        as text (sorted one label at a time, to keep the arrays small).
+        """
         store = self.store
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
-        used = {self.prefixes[self.labels[i]] for i in set(labels.tolist())}
-        ranks = {prefix: rank for rank, prefix in enumerate(sorted(used))}
-        label_rank = np.zeros(len(self.labels), dtype=np.int64)
-        for index, name in enumerate(self.labels):
-            prefix = self.prefixes.get(name)
-            if prefix is not None and prefix in ranks:
-                label_rank[index] = ranks[prefix]
-        numbers = np.frombuffer(store.number, dtype=np.uint64)[rows]
-        key, digits = _sort_keys(numbers)
-        return rows[np.lexsort((digits, key, label_rank[labels]))]
+        numbers = np.frombuffer(store.number, dtype=np.uint64)
+        present = np.unique(labels).tolist()
+        parts = []
+        for index in sorted(present, key=lambda i: self.prefixes[self.labels[i]]):
+            chosen = rows[labels == index] if len(present) > 1 else rows
+            key, digits = _sort_keys(numbers[chosen])
+            parts.append(chosen[np.lexsort((digits, key))])
+        return np.concatenate(parts) if parts else rows
 
     def rid(self, row: int) -> str:
         """
@@ -315,7 +350,7 @@ class ExpandedReports:
         """
         if not others:
             return []
-        ids = _LazyIds(self, order.tolist())
+        ids = _LazyIds(self, order)
         return [(bisect.bisect_left(ids, rid), item) for rid, item in others]
 
     def sequence(self) -> tuple[NDArray[np.int64], list[Special | int]]:
@@ -368,13 +403,18 @@ class ExpandedReports:
             self.tag_sets,
             http_link(self.context.settings.web_url) or DEFAULT_WEB_URL,
         )
-        rendered_rows: list[NDArray[np.int64]] = []
+        by_kind = np.zeros(len(KIND_ORDER), dtype=np.int64)
+        by_label = np.zeros(len(self.labels), dtype=np.int64)
         for at in range(0, len(sequence), CHUNK):
             window = sequence[at : at + CHUNK]
             rows = window[window >= 0]
-            rendered_rows.append(rows)
+            self._count(rows, by_kind, by_label)
             yield from self._window(renderer, window, rows, others, stamper)
-        self._count(rendered_rows)
+        stats = self.context.stats
+        for number, kind in enumerate(KIND_ORDER):
+            stats.iocs_by_kind[kind] = stats.iocs_by_kind.get(kind, 0) + int(by_kind[number])
+        for index, name in enumerate(self.labels):
+            self.context.labels[name].counts.iocs += int(by_label[index])
 
     def _window(
         self,
@@ -468,20 +508,19 @@ class ExpandedReports:
         id_json = orjson.dumps(rid)
         return rid, id_json, body, stamper.stamp(rid, id_json, body, item[2])
 
-    def _count(self, chunks: list[NDArray[np.int64]]) -> None:
+    def _count(
+        self, rows: NDArray[np.int64], by_kind: NDArray[np.int64], by_label: NDArray[np.int64]
+    ) -> None:
         """
-        Count the IOCs of every report rendered in a chunk.
+        Add the IOCs of C{rows} (reports by themselves) to the counts per
+        kind and per label.
         """
         store = self.store
-        rows = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
         kinds = np.frombuffer(store.kinds, dtype=np.uint8)[rows]
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
         per_row = np.zeros(len(rows), dtype=np.int64)
-        stats = self.context.stats
-        for number, kind in enumerate(KIND_ORDER):
+        for number in range(len(KIND_ORDER)):
             has = (kinds >> number) & 1
-            stats.iocs_by_kind[kind] = stats.iocs_by_kind.get(kind, 0) + int(has.sum())
+            by_kind[number] += int(has.sum())
             per_row += has
-        totals = np.bincount(labels, weights=per_row, minlength=len(self.labels))
-        for index, name in enumerate(self.labels):
-            self.context.labels[name].counts.iocs += int(totals[index])
+        by_label += np.bincount(labels, weights=per_row, minlength=len(by_label)).astype(np.int64)
