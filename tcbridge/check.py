@@ -9,14 +9,13 @@ listener port.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Any, TextIO
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 
 from tcbridge.config import CLOCK_LIMIT_SECONDS, Config
+from tcbridge.store import folder_problem
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.pull import list_owners
 from tcbridge.threatconnect.retry import http_date
@@ -51,12 +50,9 @@ def cache_line(folder: str | None) -> tuple[str, bool]:
     """
     if folder is None:
         return "cache_folder: none; a restart serves no feed until the first sync", False
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-"):
-            pass
-    except OSError as e:
-        return f"cache_folder: PROBLEM, {folder} is not writable ({e.strerror})", True
+    problem = folder_problem(folder)
+    if problem is not None:
+        return f"cache_folder: PROBLEM, {problem}", True
     return f"cache_folder: OK, {folder} is writable", False
 
 

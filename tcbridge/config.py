@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import math
 import os
 import re
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 from urllib.parse import urlsplit
@@ -362,24 +364,70 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
 
     :raises ConfigError: for the first problem found, as one line.
     """
-    parser = configparser.RawConfigParser(interpolation=None, strict=False)
+    parser = configparser.RawConfigParser(interpolation=None, strict=True)
     parser.optionxform = str  # type: ignore[assignment, method-assign]
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f, source=path)
     except FileNotFoundError:
         raise ConfigError(path, None, None, "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(path, None, None, "is a folder; expected a config file") from None
     except PermissionError:
         raise ConfigError(path, None, None, "not readable (permission denied)") from None
+    except OSError as e:
+        raise ConfigError(path, None, None, f"cannot be read ({e.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(path, None, None, "not UTF-8 text") from None
     except configparser.MissingSectionHeaderError as e:
         raise ConfigError(
             path, None, None, f"line {e.lineno}: expected a [section] header first"
         ) from None
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(
+            path,
+            e.section,
+            None,
+            f"appears twice (again on line {e.lineno}); merge the two sections into one",
+        ) from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(
+            path,
+            e.section,
+            e.option,
+            f"is set twice (again on line {e.lineno}); keep one of the two lines",
+        ) from None
     except configparser.Error as e:
         raise ConfigError(path, None, None, _first_line(str(e))) from None
+    _refuse_case_twins(path, parser)
     return _Reader(path, parser, os.environ if environ is None else environ).read()
+
+
+def _refuse_case_twins(path: str, parser: configparser.RawConfigParser) -> None:
+    """
+    Keys are matched without regard to case, so C{Url} and C{url} in one
+    section are the same key set twice; so are C{[Bridge]} and C{[bridge]}.
+    """
+    sections: dict[str, str] = {}
+    for section in parser.sections():
+        earlier = sections.setdefault(section.lower(), section)
+        if earlier != section:
+            raise ConfigError(
+                path,
+                section,
+                None,
+                f"is [{earlier}] again (names ignore case); merge the two sections into one",
+            )
+        keys: dict[str, str] = {}
+        for option in parser.options(section):
+            first = keys.setdefault(option.lower(), option)
+            if first != option:
+                raise ConfigError(
+                    path,
+                    section,
+                    option,
+                    f"sets {first} again (keys ignore case); keep one of the two lines",
+                )
 
 
 def _first_line(text: str) -> str:
@@ -461,6 +509,8 @@ class _Reader:
             result = convert(value)
         except ValueError:
             raise self.error(section, key, f"{value!r} is not {expected}") from None
+        if not math.isfinite(result):
+            raise self.error(section, key, f"{value!r} is not {expected}")
         if result < low or (high is not None and result > high):
             bound = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
             raise self.error(section, key, f"{value!r} is out of range; expected {bound}")
@@ -582,13 +632,7 @@ class _Reader:
         ca_file = self.get(b, "carbonblack_server_ca_file") or None
         host = self.get(b, "host_address") or None
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise self.error(
-                    b,
-                    "carbonblack_server_url",
-                    f"{url!r} is not a URL; expected https://<Carbon Black server>",
-                )
+            self.web_address(b, "carbonblack_server_url", url, "https://<Carbon Black server>")
         if ca_file is not None and not os.access(ca_file, os.R_OK):
             raise self.error(
                 b,
@@ -661,6 +705,8 @@ class _Reader:
         for name, path in (("listener_tls_cert", cert), ("listener_tls_key", key)):
             if path is not None and not os.access(path, os.R_OK):
                 raise self.error(b, name, f"{path!r} cannot be read; expected a PEM file")
+        if cert is not None and key is not None:
+            self.tls_pair(cert, key)
         username = self.get(b, "listener_username") or None
         password = self.get(b, "listener_password") or None
         if (username is None) != (password is None):
@@ -707,6 +753,57 @@ class _Reader:
             "listener_token": token,
             "listener_allow": tuple(allow),
         }
+
+    def folder_problem(self, section: str, key: str, folder: str) -> None:
+        """
+        Refuse a folder that cannot be used: a file, or one (or, if it does
+        not exist yet, its nearest existing parent) this user cannot write.
+        """
+        path = os.path.abspath(folder)
+        probe = path
+        while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            what = "is a file" if probe == path else f"is under {probe!r}, which is a file"
+            raise self.error(section, key, f"{folder!r} {what}; expected a folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            where = "" if probe == path else f" (it would be created in {probe!r})"
+            raise self.error(
+                section,
+                key,
+                f"{folder!r} is not writable by this user{where}; "
+                "fix its permissions or choose another folder",
+            )
+
+    def tls_pair(self, cert: str, key: str) -> None:
+        """
+        Refuse TLS files the listener could not use: a certificate file
+        with no PEM certificate, a key file with no PEM private key, or a
+        key that does not belong to the certificate.
+        """
+        b = "bridge"
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_verify_locations(cafile=cert)
+        except (ssl.SSLError, OSError, ValueError):
+            raise self.error(
+                b,
+                "listener_tls_cert",
+                f"{cert!r} holds no PEM certificate; expected -----BEGIN CERTIFICATE-----",
+            ) from None
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError, ValueError) as e:
+            why = (
+                "does not belong to the certificate"
+                if "mismatch" in str(e).lower()
+                else ("holds no PEM private key (or one protected by a passphrase)")
+            )
+            raise self.error(
+                b,
+                "listener_tls_key",
+                f"{key!r} {why}; expected the unencrypted PEM key of {cert!r}",
+            ) from None
 
     def secret(self, section: str) -> tuple[str, str]:
         """
@@ -755,23 +852,7 @@ class _Reader:
         section = where("https_proxy")
         proxy = self.get(section, "https_proxy") or None
         if proxy is not None:
-            parts = urlsplit(proxy)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise self.error(
-                    section,
-                    "https_proxy",
-                    f"{mask_url(proxy)!r} is not a proxy "
-                    "URL; expected http://[user:password@]host:port",
-                )
-            try:
-                parts.port  # noqa: B018 (raises ValueError for a bad port)
-            except ValueError:
-                raise self.error(
-                    section,
-                    "https_proxy",
-                    f"{mask_url(proxy)!r} has a bad port; "
-                    "expected http://[user:password@]host:port",
-                ) from None
+            self.web_address(section, "https_proxy", proxy, "http://[user:password@]host:port")
         section = where("ca_file")
         ca_file = self.get(section, "ca_file") or None
         if ca_file is not None:
@@ -825,7 +906,7 @@ class _Reader:
                 "listener_address",
                 f"{address!r} is not an IP address; expected e.g. 127.0.0.1 or 0.0.0.0",
             ) from None
-        port = self.integer(b, "listener_port", DEFAULT_LISTENER_PORT, 0, 65535)
+        port = self.integer(b, "listener_port", DEFAULT_LISTENER_PORT, 1, 65535)
         minutes = self.number(b, "feed_retrieval_minutes", DEFAULT_RETRIEVAL_MINUTES, 1, 10080)
         debug = self.boolean(b, "debug", False)
         log_level = self.text(b, "log_level", "DEBUG" if debug else "INFO").upper()
@@ -840,6 +921,8 @@ class _Reader:
             cache_folder = os.path.join(os.path.dirname(os.path.abspath(self.path)), "cache")
         elif cache_folder == "" or cache_folder.lower() == "none":
             cache_folder = None
+        if cache_folder is not None:
+            self.folder_problem(b, "cache_folder", cache_folder)
         pretty = self.boolean(b, "pretty_print_json", False)
         listener = self.listener(address)
         extras = {**self.cbserver(), **self.logging()}
@@ -890,11 +973,8 @@ class _Reader:
 
     def url(self, section: str, key: str, default: str) -> str:
         value = self.text(section, key, default)
+        self.web_address(section, key, value, "https://host or https://host/api")
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self.error(
-                section, key, f"{value!r} is not a URL; expected https://host or https://host/api"
-            )
         if parts.query or parts.fragment:
             raise self.error(
                 section,
@@ -902,6 +982,33 @@ class _Reader:
                 f"{value!r} has a query or fragment; expected just scheme, host and path",
             )
         return value.rstrip("/")
+
+    def web_address(self, section: str, key: str, value: str, expected: str) -> None:
+        """
+        Refuse what cannot be sent as an http(s) URL: another scheme, no
+        host, white space or control characters, a host name that is not
+        one, a bad port.
+        """
+        shown = mask_url(value)
+        if re.search(r"[\s\x00-\x1f\x7f]", value):
+            raise self.error(
+                section,
+                key,
+                f"{shown!r} contains white space; expected {expected} (write a space in a "
+                "path as %20)",
+            )
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.error(section, key, f"{shown!r} is not a URL; expected {expected}")
+        try:
+            parts.port  # noqa: B018 (raises ValueError for a bad port)
+            host = parts.hostname
+            if ":" not in host:
+                host.encode("idna")
+        except (ValueError, UnicodeError):
+            raise self.error(
+                section, key, f"{shown!r} has a bad host name or port; expected {expected}"
+            ) from None
 
     def owner_sources(self, section: str) -> Iterable[Source]:
         raw = self.get(section, "sources")

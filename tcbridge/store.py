@@ -303,6 +303,20 @@ def _file_check(path: str, name: str) -> dict[str, int]:
     return {f"{name}_size": len(data), f"{name}_crc32": zlib.crc32(data)}
 
 
+def folder_problem(folder: str) -> str | None:
+    """
+    Why the feed cannot be kept in C{folder} (made if missing, then written
+    to for real), or C{None} if it can.
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=TEMP_PREFIX, suffix=".json"):
+            pass
+    except OSError as e:
+        return f"{folder!r} cannot be used ({e.strerror or e})"
+    return None
+
+
 @define
 class FeedStore:
     """

@@ -25,6 +25,7 @@ from tcbridge.logfile import FileLogging, install_file_logging
 from tcbridge.logs import bridge_observer, set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
 from tcbridge.reload import Reloader, ReloadService
+from tcbridge.store import folder_problem
 from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
 from tcbridge.web.guard import guard
@@ -86,8 +87,8 @@ class Options(usage.Options):
                 port = int(self["port"])
             except ValueError:
                 raise usage.UsageError(f"--port {self['port']!r} is not a port number") from None
-            if not 0 <= port <= 65535:
-                raise usage.UsageError(f"--port {port} is out of range 0-65535")
+            if not 1 <= port <= 65535:
+                raise usage.UsageError(f"--port {port} is out of range 1-65535")
             self["port"] = port
         self["loaded"] = None
         if self["config"]:
@@ -178,6 +179,11 @@ def build_service(options: Options, reactor: Any) -> MultiService:
     if options["port"] is not None:
         config = evolve(config, listener_port=options["port"])
     set_log_level(config.log_level)
+    if not write and config.cache_folder is not None:
+        problem = folder_problem(config.cache_folder)
+        if problem is not None:
+            sys.stderr.write(f"tcbridge: {config.path}: [bridge] cache_folder: {problem}\n")
+            raise SystemExit(2)
     bridge = build_bridge(config, reactor, use_cache=not write, threads=not write)
     top = MultiService()
     if config.log_file:

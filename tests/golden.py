@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+
+from tests.helpers import free_port
 
 BIN = Path(sys.executable).parent
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden-feeds.json"
@@ -120,13 +121,6 @@ def simulator(count: int, seed: int = 1) -> Iterator[dict[str, str]]:
         process.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _config(facts: dict[str, str], recipe: Recipe, folder: Path, cache: str) -> Path:
     path = folder / f"{recipe.name}-{cache and 'cache'}.conf"
     extra = recipe.extra.format(dir=folder)
@@ -136,7 +130,7 @@ def _config(facts: dict[str, str], recipe: Recipe, folder: Path, cache: str) -> 
             "Subscribers=/v2/indicators?owner=Subscriber+Community\n"
             f"[auth]\nurl={facts['base_url']}\napi_key={facts['api_key']}\n"
             f"secret_key={facts['secret_key']}\n"
-            f"[bridge]\nlistener_port={_free_port()}\ncache_folder={cache}\n"
+            f"[bridge]\nlistener_port={free_port()}\ncache_folder={cache}\n"
             f"ioc_grouping={recipe.grouping}\nioc_min_score=1\n"
         )
         return path
@@ -145,7 +139,7 @@ def _config(facts: dict[str, str], recipe: Recipe, folder: Path, cache: str) -> 
         f"url={facts['base_url']}\napi_key={facts['api_key']}\n"
         f"secret_key={facts['secret_key']}\nsources=*\n"
         f"ioc_grouping={recipe.grouping}\n{extra}"
-        f"[bridge]\ncache_folder={cache}\nlistener_port={_free_port()}\n{recipe.bridge}"
+        f"[bridge]\ncache_folder={cache}\nlistener_port={free_port()}\n{recipe.bridge}"
         "feed_retrieval_minutes=600\nmax_shrink_percent=100\n"
     )
     return path

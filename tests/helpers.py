@@ -6,6 +6,7 @@ C{failureResultOf}).
 
 from __future__ import annotations
 
+import socket
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -14,6 +15,16 @@ from twisted.python.failure import Failure
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """
+    A TCP port on 127.0.0.1 that nothing listens on right now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def result_of(d: Deferred[T]) -> T:

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from OpenSSL.crypto import FILETYPE_PEM
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
@@ -404,3 +405,15 @@ class ConnectProxy:
                 return proto
 
         return _Factory()
+
+
+def write_listener_pair(folder: Path) -> tuple[Path, Path]:
+    """
+    Write a server certificate and its private key as the PEM files
+    C{listener_tls_cert} and C{listener_tls_key} name; return both paths.
+    """
+    server = make_pki(folder).server
+    cert, key = folder / "listener.crt", folder / "listener.key"
+    cert.write_bytes(server.dump(FILETYPE_PEM))
+    key.write_bytes(server.privateKey.dump(FILETYPE_PEM))
+    return cert, key

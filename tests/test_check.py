@@ -16,6 +16,7 @@ from tcbridge.check import clock_line
 from tcbridge.check import run_check as check
 from tcbridge.config import load_config
 from tcbridge.simulator import DemoServer, start_demo
+from tests.helpers import free_port
 
 WriteFile = Callable[[str, str], str]
 
@@ -31,7 +32,7 @@ def _config(server: DemoServer, tmp_path: Path, secret: str | None = None, extra
         "[threatconnect]\n"
         f"url={server.base_url}\napi_key={server.api_key}\n"
         f"secret_key={secret or server.secret_key}\nmax_attempts=1\n" + extra + "[bridge]\n"
-        f"cache_folder={tmp_path / 'cache'}\nlistener_port=0\n"
+        f"cache_folder={tmp_path / 'cache'}\nlistener_port={free_port()}\n"
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tcbridge.config import ConfigError, ExclusionFile, Source, load_config
 from tests.conftest import DATA
+from tests.helpers_tls import write_listener_pair
 
 WriteFile = Callable[[str, str], str]
 
@@ -137,7 +138,7 @@ def test_double_percent_rejected_with_hint(write_file: WriteFile) -> None:
         ("ioc_grouping=Grouped\n", "", "[threatconnect] ioc_grouping", "expected Expanded, "),
         ("max_reports=-3\n", "", "[threatconnect] max_reports", "out of range"),
         ("max_reports=ten\n", "", "[threatconnect] max_reports", "not a whole number"),
-        ("", "listener_port=70000\n", "[bridge] listener_port", "expected from 0 to 65535"),
+        ("", "listener_port=70000\n", "[bridge] listener_port", "expected from 1 to 65535"),
         ("", "listener_port=http\n", "[bridge] listener_port", "not a whole number"),
         ("", "listener_address=localhost\n", "[bridge] listener_address", "not an IP address"),
         ("", "feed_retrieval_minutes=0\n", "[bridge] feed_retrieval_minutes", "from 1 to"),
@@ -310,8 +311,9 @@ def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
     text = EXAMPLE.read_text().replace("/etc/tcbridge/exclude-", str(tmp_path) + "/")
     text = text.replace("/etc/tcbridge/threatconnect-ca.pem", str(tmp_path / "ca.pem"))
+    write_listener_pair(tmp_path)
+    (tmp_path / "cb-ca.pem").write_text("x")
     for name in ("listener.crt", "listener.key", "cb-ca.pem"):
-        (tmp_path / name).write_text("x")
         text = text.replace(f"/etc/tcbridge/{name}", str(tmp_path / name))
     text = text.replace("/var/log/tcbridge/tcbridge.log", str(tmp_path / "tcbridge.log"))
     v2_part, _, legacy_part = text.partition("# The 2015 bridge layout")
@@ -373,8 +375,13 @@ def test_tls_verification_off_is_warned(write_file: WriteFile) -> None:
     ("extra_tc", "extra_bridge", "where", "expected"),
     [
         ("api_version=v4\n", "", "[threatconnect] api_version", "expected v2 or v3"),
-        ("", "https_proxy=socks5://u:secretpw@h:1\n", "[bridge] https_proxy", "not a proxy URL"),
-        ("", "https_proxy=http://u:secretpw@h:port\n", "[bridge] https_proxy", "bad port"),
+        ("", "https_proxy=socks5://u:secretpw@h:1\n", "[bridge] https_proxy", "not a URL"),
+        (
+            "",
+            "https_proxy=http://u:secretpw@h:port\n",
+            "[bridge] https_proxy",
+            "bad host name or port",
+        ),
         ("ca_file=/nonexistent/ca.pem\n", "", "[threatconnect] ca_file", "cannot be read"),
         ("", "max_attempts=0\n", "[bridge] max_attempts", "from 1 to 20"),
         ("", "sync_deadline_minutes=x\n", "[bridge] sync_deadline_minutes", "not a number"),
@@ -490,9 +497,7 @@ def test_listener_security_options(write_file: WriteFile, tmp_path: Path) -> Non
     listener_api_token) and an allow-list load; secrets are hidden on the
     page.
     """
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    cert.write_text("x")
-    key.write_text("x")
+    cert, key = write_listener_pair(tmp_path)
     text = _v2(
         "",
         f"listener_tls_cert={cert}\nlistener_tls_key={key}\nlistener_username=cb\n"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from twisted.internet.task import deferLater
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.simulator import DemoServer, start_demo
 from tcbridge.store import CACHE_FILE_NAME
+from tests.helpers import free_port
 
 BIN = Path(sys.executable).parent
 #: Indicators per simulator: enough that writing the cache takes a moment.
@@ -48,13 +48,6 @@ def _reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _config(url: str, api_key: str, secret_key: str, port: int, cache: Path) -> str:
@@ -303,7 +296,7 @@ async def test_sigkill_during_sync_never_serves_a_partial_feed(
     began = time.monotonic()
     rng = random.Random(20240501)
     cache = tmp_path / "cache"
-    bridges = _Bridges(_free_port(), cache)
+    bridges = _Bridges(free_port(), cache)
     servers: list[DemoServer] = []
     try:
         servers.append(await start_demo(reactor, count=COUNT, seed=1))
@@ -318,7 +311,7 @@ async def test_sigkill_during_sync_never_serves_a_partial_feed(
         # ThreatConnect unreachable: nothing listens on this port.
         configs["down"] = write_file(
             "down.conf",
-            _config(f"http://127.0.0.1:{_free_port()}/api", "1", "x", bridges.port, cache),
+            _config(f"http://127.0.0.1:{free_port()}/api", "1", "x", bridges.port, cache),
         )
 
         # Learn the two complete feeds from clean publishes.

@@ -722,3 +722,16 @@ def test_shared_ids_lose_no_indicator() -> None:
         seen.append(ids)
     assert seen[0] == seen[1]
     assert f"{PREFIX}-7" in seen[0]
+
+
+def test_missing_ids_beside_numeric_ones() -> None:
+    """
+    A page where some indicators have a numeric id and others none builds:
+    the ones without an id get a hashed id.
+    """
+    doc, _ = build(
+        [file("a" * 32, id="12"), file("b" * 32, id=""), file("c" * 32, id="0")],
+        grouping="Expanded",
+    )
+    ids = sorted(report["id"].rsplit("-", 1)[1] for report in doc["reports"])
+    assert ids[:2] == ["0", "12"] and ids[2].startswith("h") and len(ids) == 3

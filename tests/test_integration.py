@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from tcbridge.feed.validator import validate_bytes
 from tcbridge.simulator import DemoServer, start_demo
+from tests.helpers import free_port
 
 BIN = Path(sys.executable).parent
 WriteFile = Callable[[str, str], str]
@@ -35,7 +35,8 @@ def _reactor() -> Any:
     return reactor
 
 
-def _config(server: DemoServer, port: int = 0, cache: str = "", extra: str = "") -> str:
+def _config(server: DemoServer, port: int | None = None, cache: str = "", extra: str = "") -> str:
+    port = free_port() if port is None else port
     return (
         "[threatconnect]\n"
         f"url={server.base_url}\n"
@@ -49,13 +50,6 @@ def _config(server: DemoServer, port: int = 0, cache: str = "", extra: str = "")
         f"cache_folder={cache}\n"
         "feed_retrieval_minutes=60\n" + extra
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _run(*argv: str) -> tuple[bytes, bytes, int]:
@@ -202,7 +196,7 @@ async def test_twistd_serves_feed_and_cache_survives_restart(
     """
     reactor = _reactor()
     server = await start_demo(reactor, count=500)
-    port = _free_port()
+    port = free_port()
     cache = tmp_path / "cache"
     config = write_file("tc.conf", _config(server, port, str(cache), "max_attempts=1\n"))
     base = f"http://127.0.0.1:{port}"
@@ -251,7 +245,7 @@ async def test_twistd_demo(unused: None) -> None:
     with no configuration at all.
     """
     reactor = _reactor()
-    port = _free_port()
+    port = free_port()
     argv = [
         str(BIN / "twistd"),
         "-n",
@@ -281,7 +275,7 @@ async def test_twistd_reloads_on_sighup(write_file: WriteFile, tmp_path: Path) -
     """
     reactor = _reactor()
     server = await start_demo(reactor, count=300)
-    port = _free_port()
+    port = free_port()
     config = write_file("tc.conf", _config(server, port))
     base = f"http://127.0.0.1:{port}"
     argv = [str(BIN / "twistd"), "-n", "--pidfile=", "--logfile=-", "tcbridge", "--config", config]

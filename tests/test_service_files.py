@@ -13,7 +13,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import orjson
 import pytest
 
 from tcbridge.feed.validator import validate_bytes
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "etc" / "tcbridge.service"
@@ -137,13 +137,6 @@ def test_script_shellcheck() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class _Script:
     """
     Runs the init script with its settings pointing under a temporary
@@ -191,7 +184,7 @@ def script(tmp_path: Path) -> Iterator[_Script]:
     The init script set up to run the demo on a free port; any daemon left
     running is killed afterwards.
     """
-    runner = _Script(tmp_path, _free_port())
+    runner = _Script(tmp_path, free_port())
     try:
         yield runner
     finally:

@@ -478,16 +478,20 @@ def test_transient_faults_are_retried(kind: str, options: dict[str, Any]) -> Non
 
 def test_html_page_instead_of_json_fails_the_cycle() -> None:
     """
-    A 200 answer that is an HTML page (a captive proxy's login) is not
-    retried: the cycle fails with the page's first line, and the previous
-    feed stays.
+    A 200 answer that is an HTML page (a captive proxy's login, or a
+    corrupted answer) is tried again; one that does not go away fails the
+    cycle with the page's first line, and the previous feed stays.
     """
     h = Harness()
     good = result_of(h.run())
     h.simulator.fault_next("html")
+    again = result_of(h.run())
+    assert again.body == good.body
+    h.simulator.fault_next("html", times=100)
     failure_of(h.run())
-    assert h.store.current is good
+    assert h.store.current is again
     assert h.status.last_error is not None and "HTTP 200" in h.status.last_error
+    assert "gave up after" in h.status.last_error
 
 
 def test_stopping_the_timer_stops_a_hung_cycle() -> None:
@@ -631,7 +635,8 @@ def test_secrets_never_reach_the_error_text() -> None:
     page echoing it), the recorded error shows *** instead.
     """
     h = Harness()
-    h.simulator.fault_next("html", body=f"<html><p>bad key {SECRET}</p></html>".encode())
+    page = f"<html><p>bad key {SECRET}</p></html>".encode()
+    h.simulator.fault_next("html", times=100, body=page)
     failure_of(h.run())
     assert h.status.last_error is not None
     assert SECRET not in h.status.last_error and "***" in h.status.last_error

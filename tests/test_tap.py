@@ -57,6 +57,7 @@ def test_plugin_is_discoverable() -> None:
         (("--demo", "--config", "x.conf"), "exclude each other"),
         (("--demo", "--port", "http"), "is not a port number"),
         (("--demo", "--port", "70000"), "out of range"),
+        (("--demo", "--port", "0"), "out of range 1-65535"),
         (("--demo", "write"), "Wrong number of arguments"),
     ],
 )
@@ -81,6 +82,26 @@ def test_bad_config_is_one_line_and_exit_2(
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err == f"tcbridge: {path}: [bridge] listener_port: 'x' is not a whole number\n"
+
+
+def test_unusable_cache_folder_refused_at_start(
+    write_file: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """
+    A cache folder that cannot be made or written (here: under /proc, where
+    nobody can create folders) stops the service at start with one line
+    and exit status 2, instead of failing every sync; write mode, which
+    does not use the cache, still runs.
+    """
+    text = CONFIG.replace("cache_folder=", "cache_folder=/proc/tcbridge-cache")
+    path = write_file("ok.conf", text)
+    with pytest.raises(SystemExit) as e:
+        build_service(_options("--config", path), MemoryReactorClock())
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tcbridge: {path}: [bridge] cache_folder: '/proc/tcbridge-cache' ")
+    assert err.count("\n") == 1
+    build_service(_options("--config", path, "write", "/tmp/feed.json"), MemoryReactorClock())
 
 
 def test_service_tree_listens_and_syncs(write_file: WriteFile) -> None:

@@ -28,6 +28,7 @@ from tcbridge.threatconnect.errors import (
     ApiError,
     AuthError,
     ConnectionFailed,
+    NotJSONError,
     RequestTimeout,
     ResponseError,
     ThreatConnectError,
@@ -385,9 +386,12 @@ def test_unreadable_success(body: bytes, words: str) -> None:
     A 2xx that is not JSON, is truncated, empty, or the wrong shape is a
     ResponseError whose message says which.
     """
-    client, _, _, _ = make_client(always(Reply(200, body)))
+    client, _, _, _ = make_client(always(Reply(200, body)), retry=NO_RETRY)
     err = error_of(client)
-    assert type(err) is ResponseError
+    assert isinstance(err, ResponseError)
+    # Not JSON at all is worth another try; JSON of the wrong shape is not.
+    not_json = words in ("body is not JSON", "JSON truncated after", "empty body")
+    assert isinstance(err, NotJSONError) is not_json
     assert err.status == 200
     assert words in err.message
 
@@ -397,7 +401,8 @@ def test_html_success_first_line() -> None:
     A 200 HTML page (a captive proxy) is shown by its first text line.
     """
     client, _, _, _ = make_client(
-        always(Reply(200, b"<html><title>Proxy login</title></html>", "text/html"))
+        always(Reply(200, b"<html><title>Proxy login</title></html>", "text/html")),
+        retry=NO_RETRY,
     )
     err = error_of(client)
     assert err.message == "body is not JSON (HTTP 200 OK): Proxy login"

@@ -241,6 +241,9 @@ HTML_500 = Reply(500, b"<h1>Internal Server Error</h1>", "text/html")
         json_reply({"status": "Error", "message": "Too many requests"}, 429),
         Reply(200, b'{"status":"Success","da', cut_body=True),
         Reply(200, b'{"status":"Success","da', close_delimited=True),
+        Reply(200, b'{"status":"Success","data":'),  # whole body, JSON cut: corrupted
+        Reply(200, b"<html>Proxy login</html>", "text/html"),
+        Reply(200, b""),
     ],
 )
 def test_retried_until_success_with_exact_waits(first: Reply) -> None:
@@ -334,8 +337,7 @@ def test_tls_verification_failure_not_retried() -> None:
         Reply(401, b"<h1>Unauthorized</h1>", "text/html"),
         json_reply({"status": "Failure", "message": "Access Denied"}, 403),
         json_reply({"status": "Failure", "message": "The requested resource was not found"}, 404),
-        Reply(200, b"<html>Proxy login</html>", "text/html"),
-        Reply(200, b'{"status":"Success","data":'),  # complete body, truncated JSON
+        Reply(200, b"[1, 2]"),  # JSON, but not an object
         json_reply({"status": "Failure", "message": "Invalid owner"}),
         json_reply(
             {
@@ -349,8 +351,8 @@ def test_tls_verification_failure_not_retried() -> None:
 )
 def test_final_errors_not_retried(reply: Reply) -> None:
     """
-    400, 401, 403, 404, a 2xx that is not JSON (or not Success) and the
-    "not licensed" 503 fail at once: one request, no timer, no suffix.
+    400, 401, 403, 404, a 2xx that is JSON but not Success (or not the
+    expected shape) and the "not licensed" 503 fail at once: one request, no timer, no suffix.
     """
     client, resource, clock, _ = make_client(always(reply))
     err = failure_of(get(client)).value
@@ -621,3 +623,22 @@ def test_retries_logged_without_secrets() -> None:
     for text in texts:
         assert SECRET not in text
         assert not any(sig in text for sig in signatures)
+
+
+def test_not_json_gives_up_with_the_first_message() -> None:
+    """
+    A 2xx that stays not JSON fails after the last try with the message it
+    always had, and the number of tries.
+    """
+    client, resource, clock, stub = make_client(
+        always(Reply(200, b"<html><title>Proxy login</title></html>", "text/html"))
+    )
+    d = get(client)
+    for _ in range(10):
+        stub.flush()
+        clock.advance(60)
+    err = failure_of(d).value
+    assert isinstance(err, ThreatConnectError)
+    assert len(resource.seen) == err.attempts == RetryPolicy().attempts
+    assert err.message.startswith("body is not JSON (HTTP 200 OK): Proxy login")
+    assert err.message.endswith(f"(gave up after {err.attempts} attempts)")

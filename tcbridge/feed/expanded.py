@@ -252,13 +252,7 @@ class ExpandedStore:
         a usable id).
         """
         base = len(self.number)
-        joined = "".join(idents)
-        if (
-            joined.isascii()
-            and joined.isdigit()
-            and max(map(len, idents), default=0) <= _MAX_NUMBER_DIGITS
-            and not any(ident.startswith("0") for ident in idents)
-        ):
+        if _plain_numbers(idents):
             self.number.extend(map(int, idents))
             return
         firsts = _first_values(values, used)
@@ -346,6 +340,23 @@ class ExpandedStore:
             values,
             tag_sets[self.tags[row]],
         )
+
+
+def _plain_numbers(idents: list[str]) -> bool:
+    """
+    Whether every id is a plain number: ASCII digits, not empty, no leading
+    zero, at most 19 digits (checked on one joined string, not one by one).
+    """
+    if not idents:
+        return True
+    text = "," + ",".join(idents) + ","
+    return (
+        text.isascii()
+        and text.replace(",", "").isdigit()
+        and ",," not in text
+        and ",0" not in text
+        and max(map(len, idents)) <= _MAX_NUMBER_DIGITS
+    )
 
 
 def _packed_at(kind: str, column: ValueColumn, at: int) -> bytes:

@@ -47,6 +47,7 @@ from .errors import (
     ApiError,
     AuthError,
     ConnectionFailed,
+    NotJSONError,
     RequestTimeout,
     ResponseError,
     ThreatConnectError,
@@ -519,7 +520,7 @@ class ThreatConnectClient:
                 message = f"JSON truncated after {len(body)} bytes ({head})"
             else:
                 message = f"body is not JSON ({head}): {_first_line(body)}"
-            raise ResponseError(message, status=status, target=wire)
+            raise NotJSONError(message, status=status, target=wire)
 
         if not isinstance(parsed, dict):
             raise ResponseError(

@@ -160,6 +160,14 @@ class TruncatedResponseError(ResponseError):
     """
 
 
+class NotJSONError(ResponseError):
+    """
+    A 2xx answer whose body is not JSON at all: empty, cut short with its
+    length intact, or corrupted on the way.  Worth retrying: ThreatConnect
+    answers JSON on success, so this is a glitch between it and us.
+    """
+
+
 class RequestTimeout(ThreatConnectError):  # noqa: N818 (contract name)
     """
     No complete answer arrived within the client's timeout.

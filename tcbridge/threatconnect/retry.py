@@ -24,8 +24,10 @@ Which failures are retried (L{retry_reason}):
     licensed"
     HTTP 400, 401, 403, 404 and every other    no
     non-2xx
-    2xx that is not JSON or not the expected   no
-    shape; 2xx with JSON status not "Success"
+    2xx whose body is not JSON (empty, cut,    yes
+    corrupted on the way)
+    2xx JSON of the wrong shape; 2xx with      no
+    JSON status not "Success"
     =========================================  =========
 """
 
@@ -39,6 +41,7 @@ from attrs import field, frozen, validators
 from .errors import (
     ApiError,
     ConnectionFailed,
+    NotJSONError,
     RequestTimeout,
     ThreatConnectError,
     TLSVerificationError,
@@ -157,6 +160,8 @@ def retry_reason(error: ThreatConnectError) -> str | None:
         return "timeout"
     if isinstance(error, TruncatedResponseError):
         return "response cut off"
+    if isinstance(error, NotJSONError):
+        return "response not JSON"
     if isinstance(error, ApiError) and error.status in RETRY_STATUSES:
         if error.status == 503 and _NOT_LICENSED in error.message:
             return None
