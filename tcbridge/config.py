@@ -185,6 +185,8 @@ class Config:
     score_source: ScoreSource = "rating"
     min_rating: float | None = None
     min_score: int = 20
+    exclude_reserved: bool = True
+    exclude_private: bool = False
     grouping: Grouping = "Condensed"
     max_reports: int | None = None
     exclusions: tuple[ExclusionFile, ...] = ()
@@ -239,6 +241,18 @@ class Config:
             ("score from", _SCORE_TEXT[self.score_source]),
             ("minimum rating", "none" if self.min_rating is None else f"{self.min_rating:g}"),
             ("minimum score", str(self.min_score)),
+            (
+                "left out",
+                ", ".join(
+                    what
+                    for what, on in (
+                        ("reserved values", self.exclude_reserved),
+                        ("private and documentation addresses", self.exclude_private),
+                    )
+                    if on
+                )
+                or "nothing by rule",
+            ),
             ("grouping", self.grouping),
             ("max_reports", "no limit" if self.max_reports is None else str(self.max_reports)),
         ]
@@ -1204,8 +1218,12 @@ class _Reader:
             expected="a rating from 0 to 5",
         )
         min_score = self.integer(where("ioc_min_score"), "ioc_min_score", default_min_score, 0, 100)
+        reserved = self.boolean(where("exclude_reserved"), "exclude_reserved", True)
+        private = self.boolean(where("exclude_private"), "exclude_private", False)
         return {
             "score_source": source,
             "min_rating": min_rating or None,
             "min_score": min_score,
+            "exclude_reserved": reserved,
+            "exclude_private": private,
         }

@@ -112,6 +112,8 @@ def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
         score_source=config.score_source,
         min_rating=config.min_rating,
         min_score=config.min_score,
+        exclude_reserved=config.exclude_reserved,
+        exclude_private=config.exclude_private,
         exclusions=Exclusions.of(lists),
         max_reports=config.max_reports,
         web_url=config.web_url,

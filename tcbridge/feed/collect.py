@@ -12,8 +12,9 @@ Skip reasons, as counted in C{BuildStats.skipped}: per indicator
 C{unsupported type <T>}, C{type disabled}, C{below minimum rating},
 C{below minimum score}, C{sha1 only (no Carbon Black type)},
 C{missing value}, C{invalid ipv4/ipv6}, C{invalid dns}; per value
-C{invalid md5}, C{invalid sha256} and C{excluded} (also per list in
-C{excluded_by}).
+C{invalid md5}, C{invalid sha256}, C{reserved address}, C{reserved name},
+C{private or documentation address} (L{tcbridge.feed.reserved}) and
+C{excluded} (also per list in C{excluded_by}).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .columns import MAX_TIMESTAMP, KindValues, LabelStore
 from .expanded import ExpandedStore
 from .filters import SUPPORTED_TYPES, Exclusions, indicator_score
 from .iocs import classify_ips, normalise_hosts, pack_hashes
+from .reserved import PRIVATE_ADDRESS, left_out
 from .settings import BuildStats, FeedSettings, SourceCounts
 from .text import MAX_TAGS, cb_tags, one_line
 
@@ -226,9 +228,32 @@ class Collector:
             self._skip("missing value", len(missing))
             if good:
                 found.append(KindValues("dns", good, texts=names))
+        if self.settings.exclude_reserved or self.settings.exclude_private:
+            found = [kept for kind in found if (kept := self._unreserved(kind)) is not None]
         if self._exclusions is not None:
             found = [kept for kind in found if (kept := self._exclude(kind)) is not None]
         return found
+
+    def _unreserved(self, values: KindValues) -> KindValues | None:
+        """
+        C{values} without reserved (and, if asked, private) ones; C{None}
+        if none is left.
+        """
+        if values.kind not in ("ipv4", "ipv6", "dns"):
+            return values
+        settings = self.settings
+        reasons = left_out(values.kind, values.text_list(), settings.exclude_private)
+        if not any(reasons):
+            return values
+        if not settings.exclude_reserved:
+            reasons = [r if r == PRIVATE_ADDRESS else None for r in reasons]
+        keep = [position for position, reason in enumerate(reasons) if reason is None]
+        for reason in reasons:
+            if reason is not None:
+                self._skip(reason)
+        if len(keep) == len(reasons):
+            return values
+        return values.subset(keep) if keep else None
 
     def _exclude(self, values: KindValues) -> KindValues | None:
         """

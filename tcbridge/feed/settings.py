@@ -41,6 +41,10 @@ class FeedSettings:
     :ivar min_rating: indicators rated below this (0-5, the raw rating) are
         left out; with a minimum above 0, so are unrated ones.
     :ivar min_score: indicators scoring below this (0-100) are left out.
+    :ivar exclude_reserved: leave out values that are never a meaningful
+        IOC (loopback, multicast... see L{tcbridge.feed.reserved}).
+    :ivar exclude_private: also leave out private and documentation
+        addresses.
     :ivar exclusions: values never put in the feed.
     :ivar max_reports: keep only this many reports (highest score, then
         newest, then smallest id).
@@ -53,6 +57,8 @@ class FeedSettings:
     types: frozenset[str] = field(default=Factory(_all_types), converter=_type_set)
     score_source: ScoreSource = "rating"
     min_score: int = 20
+    exclude_reserved: bool = True
+    exclude_private: bool = False
     exclusions: Exclusions = Factory(Exclusions)
     max_reports: int | None = None
     web_url: str = ""
