@@ -26,6 +26,10 @@ Metrics::
     tcbridge_threatconnect_requests_total{status} ThreatConnect requests by outcome: HTTP status,
                                                  "timeout", "connection" or "cancelled"
     tcbridge_skipped_iocs{reason}                IOCs left out of the feed of the last success
+    tcbridge_sync_interval_seconds               the configured time between syncs
+    tcbridge_cb_sync_last_success_timestamp_seconds  when the Carbon Black server last synchronized
+                                                 the feed on our request (0: never)
+    tcbridge_cb_sync_failing                     1 while the last Carbon Black server sync failed
 """
 
 from __future__ import annotations
@@ -194,6 +198,25 @@ class BridgeCollector(Collector):
         for reason, count in sorted(status.skipped.items()):
             skipped.add_metric([reason], count)
         yield skipped
+
+        yield GaugeMetricFamily(
+            "tcbridge_sync_interval_seconds",
+            "The configured time between syncs (feed_retrieval_minutes).",
+            value=self._interval,
+        )
+        yield GaugeMetricFamily(
+            "tcbridge_cb_sync_last_success_timestamp_seconds",
+            "When the Carbon Black server last synchronized the feed on our request (0: never).",
+            value=status.cb_last_sync or 0.0,
+        )
+        failing = status.cb_last_error_at is not None and (
+            status.cb_last_sync is None or status.cb_last_error_at > status.cb_last_sync
+        )
+        yield GaugeMetricFamily(
+            "tcbridge_cb_sync_failing",
+            "1 while the last Carbon Black server sync failed.",
+            value=1 if failing else 0,
+        )
 
 
 def make_registry(collector: BridgeCollector) -> CollectorRegistry:
