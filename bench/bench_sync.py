@@ -27,38 +27,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
+
+from tcbridge.simulator.process import simulator_process
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 
 
-@contextmanager
-def simulator(count: int) -> Iterator[dict[str, str]]:
+def simulator(count: int) -> AbstractContextManager[dict[str, str]]:
     """
     The simulator with C{count} indicators on a free loopback port.
     """
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tcbridge.simulator", "--port", "0", "--count", str(count)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    facts: dict[str, str] = {}
-    try:
-        assert process.stdout is not None
-        while len(facts) < 3:
-            line = process.stdout.readline()
-            if not line:
-                raise SystemExit("the simulator did not start")
-            key, _, value = line.strip().partition("=")
-            if key in ("base_url", "api_key", "secret_key"):
-                facts[key] = value
-        yield facts
-    finally:
-        process.terminate()
-        process.wait()
+    return simulator_process(count)
 
 
 def timed(argv: list[str]) -> tuple[float, float, str]:

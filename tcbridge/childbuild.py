@@ -30,7 +30,7 @@ from tcbridge.feed.builder import FeedBuilder, FeedValidationError
 from tcbridge.feed.history import StoredHistory
 from tcbridge.feed.job import BuildJob, read_outcome, write_job
 from tcbridge.logs import bridge_observer
-from tcbridge.store import TEMP_PREFIX, FeedFile
+from tcbridge.store import TEMP_PREFIX, FeedFile, unlink_quietly
 
 #: Keep at most this much of what the child writes to stderr, for errors.
 _STDERR_KEPT = 8192
@@ -84,13 +84,6 @@ def _scratch(directory: str, suffix: str) -> str:
     return path
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 @define
 class ChildBuild:
     """
@@ -141,10 +134,10 @@ class ChildBuild:
             keep_history = True
             return feed
         finally:
-            _unlink(job_path)
-            _unlink(outcome_path)
+            unlink_quietly(job_path)
+            unlink_quietly(outcome_path)
             if not keep_history:
-                _unlink(history_path)
+                unlink_quietly(history_path)
 
     async def _spawn(self, job_path: str, outcome_path: str) -> None:
         """

@@ -186,12 +186,12 @@ def write_atomic(path: str, data: bytes) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     _fsync_directory(directory)
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
@@ -236,9 +236,9 @@ class FeedFile:
         """
         Delete the temporary file (and history file).
         """
-        _unlink_quietly(self.path)
+        unlink_quietly(self.path)
         if self.history_path is not None:
-            _unlink_quietly(self.history_path)
+            unlink_quietly(self.history_path)
 
     def meta(self) -> dict[str, Any]:
         """
@@ -278,7 +278,7 @@ def write_feed_file(
             build(writer)
             os.fsync(f.fileno())
     except BaseException:
-        _unlink_quietly(path)
+        unlink_quietly(path)
         raise
     return FeedFile(
         path=path,
@@ -376,7 +376,7 @@ class FeedStore:
         if path is None:
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        _unlink_quietly(self._beside(META_FILE_NAME))
+        unlink_quietly(self._beside(META_FILE_NAME))
         write_atomic(path, body)
 
     def publish(self, feed: FeedFile, history: AnyHistory | None, now: float) -> Snapshot:
@@ -400,7 +400,7 @@ class FeedStore:
             return Snapshot.made(
                 body, feed.sha256, gz, feed.reports, feed.iocs, now, history=history
             )
-        _unlink_quietly(self._beside(META_FILE_NAME))
+        unlink_quietly(self._beside(META_FILE_NAME))
         write_atomic(self._beside(GZIP_FILE_NAME), gz)
         meta = feed.meta()
         if feed.history_path is not None:
@@ -423,7 +423,7 @@ class FeedStore:
             history.save(tmp)
             os.replace(tmp, self._beside(HISTORY_FILE_NAME))
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
 
     def swap(self, snapshot: Snapshot) -> None:

@@ -21,12 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import attrs
 
+from tcbridge.simulator.process import simulator_process
 from tests.helpers import free_port
 
 BIN = Path(sys.executable).parent
@@ -92,33 +92,11 @@ _EXCLUSIONS = {
 }
 
 
-@contextmanager
-def simulator(count: int, seed: int = 1) -> Iterator[dict[str, str]]:
+def simulator(count: int, seed: int = 1) -> AbstractContextManager[dict[str, str]]:
     """
     The simulator with C{count} indicators on a free loopback port.
     """
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tcbridge.simulator", "--port", "0"),
-            *("--count", str(count), "--seed", str(seed)),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    facts: dict[str, str] = {}
-    try:
-        assert process.stdout is not None
-        while len(facts) < 3:
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError("the simulator did not start")
-            key, _, value = line.strip().partition("=")
-            if key in ("base_url", "api_key", "secret_key"):
-                facts[key] = value
-        yield facts
-    finally:
-        process.terminate()
-        process.wait()
+    return simulator_process(count, seed)
 
 
 def _config(facts: dict[str, str], recipe: Recipe, folder: Path, cache: str) -> Path:

@@ -20,17 +20,9 @@ from tcbridge import cli
 from tcbridge.config import ConfigError, load_config
 from tcbridge.tap import Options
 from tests.helpers_tls import write_listener_pair
+from tests.test_config import V2_MINIMAL
 
-V2 = """\
-[threatconnect]
-url=https://api.threatconnect.com
-api_key=1234
-secret_key=s3cr3t-value
-sources=*
-[bridge]
-cache_folder={tmp}/cache
-listener_port=6100
-"""
+V2 = V2_MINIMAL.replace("cache_folder=\n", "cache_folder={tmp}/cache\nlistener_port=6100\n")
 
 LEGACY = """\
 [auth]
