@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
+from tcbridge.progress import ProgressLine
 from tcbridge.store import count_iocs, write_atomic
 from tcbridge.sync import accept_marker, describe_failure, write_feed
 from tcbridge.wiring import build_bridge, start_demo
@@ -156,13 +157,17 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
         config, listening = demo.config, demo.port
     set_log_level(config.log_level)
     bridge = build_bridge(config, reactor, use_cache=False, threads=False)
+    line = ProgressLine(bridge.status, reactor, out)
+    line.start()
     try:
         written = await write_feed(bridge.cycle, path)
     except Exception as e:
+        line.stop()
         reason = str(e) if isinstance(e, OSError) else describe_failure(Failure())
         out.write(f"tcbridge: sync failed, {path} was not written: {reason}\n")
         return EXIT_FAILED
     finally:
+        line.stop()
         await bridge.pool.closeCachedConnections()
         if listening is not None:
             await defer.maybeDeferred(listening.stopListening)

@@ -30,6 +30,40 @@ class SourceRow:
 
 
 @define
+class SyncProgress:
+    """
+    How far the running sync has got, for the page, /healthz and a
+    terminal.
+
+    :ivar phase: C{pulling}, C{building} or C{publishing}.
+    :ivar source: the source being pulled (its name).
+    :ivar done: sources pulled so far, of C{sources}.
+    :ivar pages: pages read so far, all sources together.
+    :ivar indicators: indicators read so far.
+    """
+
+    sources: int = 0
+    phase: str = "pulling"
+    source: str = ""
+    done: int = 0
+    pages: int = 0
+    indicators: int = 0
+
+    def describe(self, elapsed: float | None = None) -> str:
+        """
+        One line, e.g. C{pulling Acme (source 2 of 3): 12 pages, 120,000
+        indicators, 14 s}.
+        """
+        where = (
+            f"{self.phase} {self.source} (source {self.done + 1} of {self.sources})"
+            if self.phase == "pulling" and self.source
+            else self.phase
+        )
+        line = f"{where}: {self.pages:,} pages, {self.indicators:,} indicators"
+        return line if elapsed is None else f"{line}, {elapsed:.0f} s"
+
+
+@define
 class SyncStatus:
     """
     Mutable record of sync outcomes; written by the sync cycle, read by the
@@ -45,11 +79,13 @@ class SyncStatus:
         feed on our request (C{cb_feed_id} is its id there).
     :ivar cb_last_error: the last Carbon Black server sync failure; it never
         stops publishing.
+    :ivar progress: how far the running sync has got (C{None} between syncs).
     """
 
     started_at: float
     notices: tuple[str, ...] = ()
     running: bool = False
+    progress: SyncProgress | None = None
     last_attempt: float | None = None
     last_attempt_finished: float | None = None
     last_success: float | None = None
@@ -75,18 +111,20 @@ class SyncStatus:
     cb_last_error: str | None = None
     cb_last_error_at: float | None = None
 
-    def begin(self, now: float) -> None:
+    def begin(self, now: float, sources: int = 0) -> None:
         """
-        A cycle starts.
+        A cycle starts, with C{sources} sources to pull.
         """
         self.running = True
         self.last_attempt = now
+        self.progress = SyncProgress(sources=sources)
 
     def failed(self, now: float, message: str) -> None:
         """
         A cycle ended without publishing; C{message} says why, in one line.
         """
         self.running = False
+        self.progress = None
         self.last_attempt_finished = now
         self.last_error = message
         self.last_error_at = now
@@ -99,6 +137,7 @@ class SyncStatus:
         A cycle published a feed.  The counts were set by the caller.
         """
         self.running = False
+        self.progress = None
         self.last_attempt_finished = now
         self.last_success = now
         if self.last_attempt is not None:

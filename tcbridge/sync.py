@@ -306,7 +306,7 @@ class SyncCycle:
         """
         self._apply_pending()
         status = self._status
-        status.begin(self._clock.seconds())
+        status.begin(self._clock.seconds(), len(self._config.sources))
         requests_before = self._client.requests
         self.log.info("Sync started: {sources} sources", sources=len(self._config.sources))
         work = defer.ensureDeferred(self._pull_and_build(finish, record_history, directory))
@@ -373,8 +373,18 @@ class SyncCycle:
         """
         builder = FeedBuilder(self._settings, history=self._history, record_history=record_history)
         pulls: list[SourcePull] = []
-        for source in self._config.sources:
-            pull = await pull_source(self._client, source, self._pull_options, builder.add)
+        progress = self._status.progress
+
+        def on_page(batches: Any) -> None:
+            builder.add(batches)
+            if progress is not None:
+                progress.pages += 1
+                progress.indicators += sum(map(len, batches))
+
+        for number, source in enumerate(self._config.sources):
+            if progress is not None:
+                progress.source, progress.done = source.name, number
+            pull = await pull_source(self._client, source, self._pull_options, on_page)
             self.log.info(
                 "Pulled {source}: {indicators} indicators in {pages} pages",
                 source=source.name,
@@ -384,7 +394,11 @@ class SyncCycle:
             pulls.append(pull)
         if directory is None:
             directory = await self._run_heavy(self._store.build_directory)
+        if progress is not None:
+            progress.phase, progress.done = "building", len(self._config.sources)
         feed = await self._build_file(builder, directory, record_history)
+        if progress is not None:
+            progress.phase = "publishing"
         try:
             result = await finish(feed, builder)
         except BaseException:

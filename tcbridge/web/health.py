@@ -170,6 +170,26 @@ def assess(
     return Health(OK, (), age, stale_after)
 
 
+def _progress(status: SyncStatus, now: float) -> dict[str, Any] | None:
+    """
+    How far the running sync has got, for /healthz (C{None} when none runs).
+    """
+    progress = status.progress
+    if not status.running or progress is None:
+        return None
+    return {
+        "phase": progress.phase,
+        "source": progress.source or None,
+        "sources_done": progress.done,
+        "sources": progress.sources,
+        "pages": progress.pages,
+        "indicators": progress.indicators,
+        "elapsed_seconds": None
+        if status.last_attempt is None
+        else round(now - status.last_attempt, 3),
+    }
+
+
 def health_document(
     status: SyncStatus,
     snapshot: Snapshot | None,
@@ -199,6 +219,7 @@ def health_document(
             "last_error_at": iso_time(status.cb_last_error_at),
         },
         "running": status.running,
+        "progress": _progress(status, now),
         "reports": 0 if snapshot is None else snapshot.reports,
         "iocs": 0 if snapshot is None else snapshot.iocs,
         "iocs_by_type": dict(sorted(status.iocs_by_kind.items())),

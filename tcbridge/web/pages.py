@@ -144,7 +144,10 @@ def index_page(
     """
     last_sync: Any = when(status.last_attempt, now, "No sync performed")
     if status.running:
-        last_sync = f"{last_sync} (running now)"
+        progress = status.progress
+        elapsed = None if status.last_attempt is None else now - status.last_attempt
+        doing = f": {progress.describe(elapsed)}" if progress is not None else ""
+        last_sync = f"{last_sync} (running now{doing})"
     elif status.last_error is not None and (status.last_error_at or 0) >= (
         status.last_attempt or 0
     ):
