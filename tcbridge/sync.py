@@ -35,6 +35,7 @@ from tcbridge.memory import trim
 from tcbridge.secretstore import redact
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedFile, FeedStore, Snapshot
+from tcbridge.synclog import SyncLog, SyncRecord
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
@@ -180,6 +181,7 @@ class SyncCycle:
 
     :param run_heavy: where CPU-heavy steps (build, validate, serialise) and
         disk writes run; see L{RunHeavy}.
+    :param sync_log: where each cycle is recorded (the page's history).
     :param build: builds the feed file elsewhere (a child process, see
         L{tcbridge.childbuild}); by default C{run_heavy} runs the build.
     :param pause: given to the pull so that big pages are handled in chunks
@@ -200,6 +202,7 @@ class SyncCycle:
     _cb_sync: CbServerSync | None = field(default=None, kw_only=True)
     _history: AnyHistory = field(factory=ReportHistory, kw_only=True)
     _build: BuildFeed | None = field(default=None, kw_only=True)
+    _sync_log: SyncLog | None = field(default=None, kw_only=True)
     _pause: Callable[[], Awaitable[None]] | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
@@ -321,14 +324,18 @@ class SyncCycle:
         try:
             result, builder, pulls = await work
         except Exception:
-            self._failed(Failure(), bool(expired), deadline)
+            self._failed(
+                Failure(), bool(expired), deadline, self._client.requests - requests_before
+            )
         finally:
             if timer.active():
                 timer.cancel()
             forget_dates()
             trim()
         self._record(builder, pulls, self._client.requests - requests_before)
+        started = status.last_attempt
         status.succeeded(self._clock.seconds())
+        self._log_sync(started, "published", status.requests, dict(builder.stats.iocs_by_kind))
         self.log.info(
             "Sync published {reports} reports with {iocs} IOCs in {seconds:.1f} s",
             reports=builder.stats.reports,
@@ -337,7 +344,38 @@ class SyncCycle:
         )
         return result
 
-    def _failed(self, failure: Failure, expired: bool, deadline: float) -> NoReturn:
+    def _log_sync(
+        self,
+        started: float | None,
+        result: str,
+        requests: int,
+        iocs_by_type: dict[str, int] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """
+        Add this cycle to the sync history, if there is one.
+        """
+        if self._sync_log is None or started is None:
+            return
+        iocs = sum(iocs_by_type.values()) if iocs_by_type else 0
+        previous = self._sync_log.last_published()
+        change = iocs - previous.iocs if iocs_by_type and previous is not None else None
+        self._sync_log.add(
+            SyncRecord(
+                started=started,
+                seconds=round(self._clock.seconds() - started, 3),
+                result=result,
+                requests=requests,
+                iocs=iocs,
+                iocs_by_type=iocs_by_type or {},
+                change=change,
+                error=error,
+            )
+        )
+
+    def _failed(
+        self, failure: Failure, expired: bool, deadline: float, requests: int = 0
+    ) -> NoReturn:
         """
         Record and log a failed cycle, then raise its error.
         """
@@ -349,7 +387,10 @@ class SyncCycle:
                 )
             )
         message = redact(describe_failure(failure), config_secrets(self._config))
+        started = self._status.last_attempt
         self._status.failed(self._clock.seconds(), message)
+        held = failure.check(FeedHeldBackError) is not None
+        self._log_sync(started, "held back" if held else "failed", requests, error=message)
         if isinstance(
             failure.value,
             ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError,

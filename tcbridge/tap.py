@@ -209,6 +209,7 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         interval_seconds=config.feed_retrieval_minutes * 60.0,
         stale_after_intervals=config.stale_after_intervals,
         request_counts=lambda: bridge.cycle.client.status_counts,
+        sync_log=bridge.sync_log,
     )
     if options["config"]:
         reloader = Reloader(options["config"], bridge, reactor, timer, config_rows, web)

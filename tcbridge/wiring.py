@@ -28,6 +28,7 @@ from tcbridge.feed.validator import validate_document
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync import RunHeavy, SyncCycle, run_inline
+from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
 from tcbridge.threatconnect.transport import make_agent
@@ -52,6 +53,7 @@ class Bridge:
     feedinfo: dict[str, Any]
     pool: HTTPConnectionPool
     client: ThreatConnectClient
+    sync_log: SyncLog | None = None
 
 
 def thread_runner(reactor: Any) -> RunHeavy:
@@ -192,6 +194,9 @@ def build_bridge(
         loaded = store.load_cache(read)
         if loaded is not None and loaded.history is not None:
             history = loaded.history
+    sync_log = SyncLog(config.cache_folder) if use_cache else None
+    if sync_log is not None:
+        sync_log.load()
     cycle = SyncCycle(
         config,
         client,
@@ -203,6 +208,7 @@ def build_bridge(
         history=history,
         pause=reactor_pause(reactor),
         build=ChildBuild(reactor, run_heavy) if threads and store.cache_dir else None,
+        sync_log=sync_log,
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)
@@ -215,6 +221,7 @@ def build_bridge(
         feedinfo=feedinfo_dict(info),
         pool=pool,
         client=client,
+        sync_log=sync_log,
     )
 
 

@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from tcbridge.logs import bridge_observer
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
+from tcbridge.synclog import SyncLog
 from tcbridge.web import pages
 from tcbridge.web.health import (
     DEFAULT_INTERVAL_SECONDS,
@@ -209,6 +210,8 @@ class FeedApp:
         before C{/healthz} says failing (keyword-only).
     :param request_counts: returns the ThreatConnect client's requests by
         outcome, for C{/metrics} (keyword-only; none by default).
+    :param sync_log: the sync history, for the page and C{/history.json}
+        (keyword-only).
     """
 
     app = Klein()
@@ -224,6 +227,7 @@ class FeedApp:
     _interval_seconds: float = field(default=DEFAULT_INTERVAL_SECONDS, kw_only=True)
     _stale_after_intervals: float = field(default=DEFAULT_STALE_AFTER_INTERVALS, kw_only=True)
     _request_counts: RequestCounts = field(default=no_requests, kw_only=True)
+    _sync_log: SyncLog | None = field(default=None, kw_only=True)
     _parsed: tuple[Snapshot, list[dict[str, Any]]] | None = field(default=None, init=False)
     _empty: Representation | None = field(default=None, init=False)
     _registry: CollectorRegistry = field(init=False)
@@ -348,7 +352,19 @@ class FeedApp:
             health=assess(
                 self._status, snapshot, now, self._interval_seconds, self._stale_after_intervals
             ),
+            history=None if self._sync_log is None else self._sync_log.records,
         )
+
+    @app.route("/history.json", methods=["GET", "HEAD"])
+    def history_json(self, request: IRequest) -> bytes:
+        """
+        The kept sync records, oldest first (see L{tcbridge.synclog}).
+        """
+        body = b'{"syncs":[]}' if self._sync_log is None else self._sync_log.as_json()
+        request.setHeader(b"Content-Type", JSON)
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+        return b"" if request.method == b"HEAD" else body
 
     @app.route("/feed.html", methods=["GET", "HEAD"])
     def feed_html(self, request: IRequest) -> pages.Page | Deferred[pages.Page]:

@@ -14,6 +14,8 @@ from twisted.web.template import Element, Tag, TagLoader, tags
 
 from tcbridge.status import SyncStatus
 from tcbridge.store import Snapshot
+from tcbridge.synclog import SyncRecord
+from tcbridge.web.charts import history_section
 from tcbridge.web.format import age, http_time, when
 from tcbridge.web.health import DEGRADED, FAILING, Health, held_back
 
@@ -132,6 +134,7 @@ def index_page(
     now: float,
     *,
     health: Health | None = None,
+    history: Sequence[SyncRecord] | None = None,
 ) -> Page:
     """
     The diagnostics page: sync state, health, feed age, the last error in
@@ -211,6 +214,8 @@ def index_page(
         tags.h2("Sync status"),
         summary,
     ]
+    if history is not None:
+        body += [tags.h2("Sync history"), *history_section(history)]
     if status.notices:
         body += [
             tags.h2("Configuration notices"),
