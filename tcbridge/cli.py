@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         "check-config",
         help="check the config, the credentials, the clock, the cache folder and the port",
     )
+    explain = commands.add_parser(
+        "explain",
+        help="say why each VALUE (hash, address, host name) is or is not in the feed, "
+        "from what the last sync saw",
+    )
+    explain.add_argument("values", nargs="+", metavar="VALUE")
     commands.add_parser(
         "accept-shrink",
         help="let the next sync publish its feed even if it shrank more than max_shrink_percent",
@@ -85,6 +91,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="feed JSON files")
     return parser
+
+
+def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
+    """
+    Explain each value from the service's cache folder (the published feed
+    and what the last sync saw); 1 if there is no cache folder or no feed.
+    """
+    from tcbridge.explain import explain
+    from tcbridge.seen import FILE_NAME
+    from tcbridge.store import CACHE_FILE_NAME
+    from tcbridge.sync import feed_settings
+    from tcbridge.synclog import SyncLog
+
+    folder = config.cache_folder
+    if folder is None:
+        out.write(f"tcbridge: {config.path} has no cache_folder, so nothing is kept to explain\n")
+        return EXIT_FAILED
+    try:
+        with open(os.path.join(folder, CACHE_FILE_NAME), "rb") as f:
+            feed = f.read()
+    except FileNotFoundError:
+        feed = b""
+    history = SyncLog(folder)
+    history.load()
+    last = history.records[-1] if history.records else None
+    held = last.error if last is not None and last.result == "held back" else None
+    settings, _ = feed_settings(config)
+    seen = os.path.join(folder, FILE_NAME)
+    if not feed and not os.path.exists(seen):
+        out.write(f"tcbridge: no sync has kept anything in {folder} yet\n")
+        return EXIT_FAILED
+    for value in values:
+        answer = explain(
+            value,
+            feed=feed,
+            seen_path=seen,
+            settings=settings,
+            exclusions=config.exclusions,
+            held_back=held,
+        )
+        out.write("\n".join(answer.lines()) + "\n")
+    return EXIT_OK
 
 
 def run_accept_shrink(config: Config, out: TextIO) -> int:
@@ -201,11 +249,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ConfigError as e:
             sys.stderr.write(f"tcbridge: {e}\n")
             raise SystemExit(EXIT_USAGE) from None
-    if args.command in ("accept-shrink", "check-config") and config is None:
+    if args.command in ("accept-shrink", "check-config", "explain") and config is None:
         parser.error(f"{args.command} needs --config FILE")
     if args.command == "accept-shrink":
         assert config is not None
         raise SystemExit(run_accept_shrink(config, sys.stdout))
+    if args.command == "explain":
+        assert config is not None
+        raise SystemExit(run_explain(config, args.values, sys.stdout))
     _start_logging(sys.stderr, args.verbose)
     freeze_startup_objects()
 

@@ -33,6 +33,7 @@ from tcbridge.feed.job import build_feed_file
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.secretstore import redact
+from tcbridge.seen import SeenWriter
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedFile, FeedStore, Snapshot
 from tcbridge.synclog import SyncLog, SyncRecord
@@ -182,6 +183,8 @@ class SyncCycle:
     :param run_heavy: where CPU-heavy steps (build, validate, serialise) and
         disk writes run; see L{RunHeavy}.
     :param sync_log: where each cycle is recorded (the page's history).
+    :param seen_folder: where each cycle keeps what ThreatConnect sent, for
+        explanations (L{tcbridge.seen}); none without it.
     :param build: builds the feed file elsewhere (a child process, see
         L{tcbridge.childbuild}); by default C{run_heavy} runs the build.
     :param pause: given to the pull so that big pages are handled in chunks
@@ -203,6 +206,7 @@ class SyncCycle:
     _history: AnyHistory = field(factory=ReportHistory, kw_only=True)
     _build: BuildFeed | None = field(default=None, kw_only=True)
     _sync_log: SyncLog | None = field(default=None, kw_only=True)
+    _seen_folder: str | None = field(default=None, kw_only=True)
     _pause: Callable[[], Awaitable[None]] | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
@@ -412,11 +416,35 @@ class SyncCycle:
         (validated as it is written), and hand it to C{finish}; the file is
         deleted if anything fails before it is installed.
         """
+        seen = SeenWriter(self._seen_folder) if self._seen_folder and record_history else None
+        try:
+            result = await self._pull_build_finish(finish, record_history, directory, seen)
+        except FeedHeldBackError:
+            if seen is not None:
+                seen.finish()
+            raise
+        except BaseException:
+            if seen is not None:
+                seen.discard()
+            raise
+        if seen is not None:
+            seen.finish()
+        return result
+
+    async def _pull_build_finish(
+        self,
+        finish: Callable[[FeedFile, FeedBuilder], Awaitable[T]],
+        record_history: bool,
+        directory: str | None,
+        seen: SeenWriter | None,
+    ) -> tuple[T, FeedBuilder, list[SourcePull]]:
         builder = FeedBuilder(self._settings, history=self._history, record_history=record_history)
         pulls: list[SourcePull] = []
         progress = self._status.progress
 
         def on_page(batches: Any) -> None:
+            if seen is not None:
+                seen.add(batches)
             builder.add(batches)
             if progress is not None:
                 progress.pages += 1

@@ -30,7 +30,7 @@ from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
 from tcbridge.web.guard import guard
 from tcbridge.web.listen import listener_endpoint
-from tcbridge.wiring import Bridge, build_bridge, images, start_demo
+from tcbridge.wiring import Bridge, build_bridge, explainer, images, start_demo
 
 log = Logger(observer=bridge_observer)
 
@@ -210,6 +210,7 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         stale_after_intervals=config.stale_after_intervals,
         request_counts=lambda: bridge.cycle.client.status_counts,
         sync_log=bridge.sync_log,
+        explain=explainer(bridge),
     )
     if options["config"]:
         reloader = Reloader(options["config"], bridge, reactor, timer, config_rows, web)

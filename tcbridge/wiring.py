@@ -7,6 +7,7 @@ steps).  Both the twistd plugin and the console command use it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +22,15 @@ from twisted.web.client import HTTPConnectionPool
 from tcbridge.cbserver import CbServerSync, feed_url_for
 from tcbridge.childbuild import ChildBuild
 from tcbridge.config import Config, Source
+from tcbridge.explain import Explanation, explain
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
 from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
+from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync import RunHeavy, SyncCycle, run_inline
+from tcbridge.sync import RunHeavy, SyncCycle, feed_settings, run_inline
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
@@ -209,6 +212,7 @@ def build_bridge(
         pause=reactor_pause(reactor),
         build=ChildBuild(reactor, run_heavy) if threads and store.cache_dir else None,
         sync_log=sync_log,
+        seen_folder=store.cache_dir if threads else None,
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)
@@ -281,3 +285,29 @@ def start_demo(
         ),
     )
     return Demo(config=config, port=port, simulator=simulator)
+
+
+def explainer(bridge: Bridge) -> Callable[[str], Explanation] | None:
+    """
+    What answers C{/explain} for a service: the published feed and what the
+    last sync saw in the cache folder, judged with the current settings
+    (C{None} without a cache folder).  Blocking: run it in a thread.
+    """
+    folder = bridge.store.cache_dir
+    if folder is None:
+        return None
+    seen_path = os.path.join(folder, SEEN_FILE_NAME)
+
+    def run(value: str) -> Explanation:
+        config = bridge.cycle.config
+        settings, _ = feed_settings(config)
+        return explain(
+            value,
+            feed=bridge.store.body(),
+            seen_path=seen_path,
+            settings=settings,
+            exclusions=config.exclusions,
+            held_back=bridge.status.held_back,
+        )
+
+    return run

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException
 
+from tcbridge.explain import Explanation
 from tcbridge.logs import bridge_observer
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
@@ -212,6 +213,8 @@ class FeedApp:
         outcome, for C{/metrics} (keyword-only; none by default).
     :param sync_log: the sync history, for the page and C{/history.json}
         (keyword-only).
+    :param explain: answers C{/explain} for one value (blocking: run with
+        C{run_heavy}; keyword-only).
     """
 
     app = Klein()
@@ -228,6 +231,7 @@ class FeedApp:
     _stale_after_intervals: float = field(default=DEFAULT_STALE_AFTER_INTERVALS, kw_only=True)
     _request_counts: RequestCounts = field(default=no_requests, kw_only=True)
     _sync_log: SyncLog | None = field(default=None, kw_only=True)
+    _explain: Callable[[str], Explanation] | None = field(default=None, kw_only=True)
     _parsed: tuple[Snapshot, list[dict[str, Any]]] | None = field(default=None, init=False)
     _empty: Representation | None = field(default=None, init=False)
     _registry: CollectorRegistry = field(init=False)
@@ -354,6 +358,38 @@ class FeedApp:
             ),
             history=None if self._sync_log is None else self._sync_log.records,
         )
+
+    @app.route("/explain", methods=["GET", "HEAD"])
+    def explain(self, request: IRequest) -> Deferred[Any] | pages.Page | bytes:
+        """
+        Why each C{value} asked for is (not) in the feed (see
+        L{tcbridge.explain}); C{format=json} for JSON.
+        """
+        args = request.args or {}
+        values = [v.decode("utf-8", "replace").strip() for v in args.get(b"value", [])]
+        values = [v for v in values if v][:20]
+        wants_json = args.get(b"format", [b""])[0] == b"json"
+        explain = self._explain
+        if explain is None or not values:
+            request.setHeader(b"Content-Type", HTML)
+            if explain is None:
+                request.setResponseCode(404)
+                return pages.message_page(
+                    "Explain", "Nothing is kept to explain (no cache_folder)."
+                )
+            return pages.explain_page([], "")
+
+        def answer(found: list[Explanation]) -> pages.Page | bytes:
+            if wants_json:
+                body = orjson.dumps([e.as_json() for e in found])
+                request.setHeader(b"Content-Type", JSON)
+                request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
+                return b"" if request.method == b"HEAD" else body
+            request.setHeader(b"Content-Type", HTML)
+            return pages.explain_page(found, values[0] if len(values) == 1 else "")
+
+        d: Deferred[list[Explanation]] = self._run_heavy(lambda: [explain(v) for v in values])
+        return d.addCallback(answer)
 
     @app.route("/history.json", methods=["GET", "HEAD"])
     def history_json(self, request: IRequest) -> bytes:

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from twisted.web.template import Element, Tag, TagLoader, tags
 
+from tcbridge.explain import Explanation
 from tcbridge.status import SyncStatus
 from tcbridge.store import Snapshot
 from tcbridge.synclog import SyncRecord
@@ -216,6 +217,7 @@ def index_page(
     ]
     if history is not None:
         body += [tags.h2("Sync history"), *history_section(history)]
+    body += [tags.h2("Explain"), explain_form()]
     if status.notices:
         body += [
             tags.h2("Configuration notices"),
@@ -453,6 +455,57 @@ def report_page(report: Mapping[str, Any], page_number: int) -> Page:
         _pager({"report": report["id"]}, page_number, pages),
         table(["Type", "Value"], [(k, tags.span(v, class_="ioc")) for k, v in shown]),
     )
+
+
+def explain_form(value: str = "") -> Tag:
+    """
+    The form that asks why a value is (not) in the feed.
+    """
+    return tags.form(
+        tags.label("Why is this IOC (not) in my feed? ", for_="value"),
+        tags.input(type="text", name="value", id="value", value=value, size="50"),
+        tags.input(type="submit", value="Explain"),
+        action="/explain",
+        method="get",
+    )
+
+
+def explain_page(answers: Sequence[Explanation], value: str) -> Page:
+    """
+    The answers for the values asked about.
+    """
+    body: list[Any] = [tags.h1("Explain"), explain_form(value)]
+    for answer in answers:
+        body.append(tags.h2(tags.span(answer.value, class_="ioc"), f" ({answer.kind})"))
+        body.append(tags.p(answer.verdict, class_="ok" if answer.in_feed else "warn"))
+        if answer.reporters:
+            body.append(
+                table(
+                    [
+                        "Owner",
+                        "Type",
+                        "ThreatConnect id",
+                        "Rating",
+                        "Confidence",
+                        "Score",
+                        "Left out",
+                    ],
+                    [
+                        (
+                            _link(r.owner, r.link) if r.link else r.owner,
+                            r.type,
+                            r.id,
+                            "" if r.rating is None else f"{r.rating:g}",
+                            "" if r.confidence is None else str(r.confidence),
+                            str(r.score),
+                            r.left_out or "kept",
+                        )
+                        for r in answer.reporters
+                    ],
+                )
+            )
+    body.append(tags.p(tags.a("Diagnostics", href="/")))
+    return page("Explain", *body)
 
 
 def message_page(title: str, message: str) -> Page:
