@@ -34,7 +34,7 @@ from tcbridge.feed.collect import Collector
 from tcbridge.feed.filters import Exclusions, indicator_score, parse_exclusion_file
 from tcbridge.feed.iocs import normalise_dns
 from tcbridge.feed.settings import BuildStats, FeedSettings
-from tcbridge.seen import search_key
+from tcbridge.seen import rows_with, search_key
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 
 _HEX = re.compile(r"[0-9a-fA-F]+").fullmatch
@@ -170,8 +170,8 @@ def find_in_feed(body: bytes, value: str, kind: str) -> tuple[str, int, str] | N
 
 def seen_rows(path: str, value: str) -> Iterator[list[Any]]:
     """
-    The lines of the last sync's file (L{tcbridge.seen}) that hold
-    C{value} among their keys.
+    The indicators of the last sync's file (L{tcbridge.seen}) that hold
+    C{value}.
     """
     key = search_key(value)
     if key is None:
@@ -191,15 +191,14 @@ def seen_rows(path: str, value: str) -> Iterator[list[Any]]:
                 begin = data.rfind(b"\n", 0, at) + 1
                 end = data.find(b"\n", at)
                 end = len(data) if end < 0 else end
-                row = orjson.loads(data[begin:end])
-                if key in row[0]:
+                for row in rows_with(orjson.loads(data[begin:end]), key)[: MAX_ROWS - found]:
                     found += 1
                     yield row
                 at = data.find(needle, end)
 
 
 def _indicator(row: list[Any]) -> Indicator:
-    _, kind, source, owner, ident, rating, confidence, assess, link, modified, values = row
+    kind, source, owner, ident, rating, confidence, assess, link, modified, values = row
     return Indicator(
         source=source,
         owner=owner,

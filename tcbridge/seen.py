@@ -5,11 +5,12 @@ one line of JSON each, in C{cache_folder/last-sync-indicators.jsonl}.
 L{tcbridge.explain} reads it to say why a value is, or is not, in the
 feed, without asking ThreatConnect again.
 
-A line: C{[keys, type, source, owner, id, rating, confidence,
-threatAssess, link, modified, values]} where C{keys} are the values in
-lower case (host names without a trailing dot) between which a search
-finds the line, and C{values} maps each value column (C{md5}, C{sha1},
-C{sha256}, C{ip}, C{host}) to the value as sent.  A sync writes a new
+A line per page (per batch): its type and source label, its columns as
+ThreatConnect sent them (C{owners}, C{ids}, C{ratings}, C{confidences},
+C{assess}, C{links}, C{modified}), its value columns (C{values}: C{md5},
+C{sha1}, C{sha256}, C{ip} or C{host}) and the same values as search keys
+(C{keys}: lower case, no surrounding space, no trailing dot), by which a
+search finds the line.  A sync writes a new
 file beside the old one and renames it over it when the sync ends with a
 feed (published or held back by the shrink guard); a failed sync leaves
 the previous one.
@@ -27,6 +28,7 @@ import orjson
 from tcbridge.threatconnect.records import VALUE_COLUMNS, IndicatorBatch
 
 FILE_NAME = "last-sync-indicators.jsonl"
+_COLUMNS = ("owners", "ids", "ratings", "confidences", "assess", "links", "modified")
 _PREFIX = ".tmp-"
 
 
@@ -53,38 +55,26 @@ class SeenWriter:
 
     def add(self, batches: Iterable[IndicatorBatch]) -> None:
         """
-        Append the indicators of one page.
+        Append the indicators of one page: one line per batch, its columns
+        dumped as they are (one C call; a row per indicator would cost the
+        reactor several times more).
         """
         out = self._file
         if out is None:
             return
         for batch in batches:
+            if not len(batch):
+                continue
             names = VALUE_COLUMNS.get(batch.type, ())
-            values = [batch.values[name] for name in names]
-            keys = (
-                [k for k in map(search_key, row) if k is not None]
-                for row in zip(*values, strict=True)
-            )
-            raw = (
-                {name: v for name, v in zip(names, row, strict=True) if v}
-                for row in zip(*values, strict=True)
-            )
-            count = len(batch)
-            rows = zip(
-                keys,
-                [batch.type] * count,
-                [batch.source] * count,
-                batch.column("owners"),
-                batch.column("ids"),
-                batch.column("ratings"),
-                batch.column("confidences"),
-                batch.column("assess"),
-                batch.column("links"),
-                batch.column("modified"),
-                raw,
-                strict=True,
-            )
-            out.write(b"\n".join(map(_line, rows)) + b"\n" if count else b"")
+            values = {name: batch.values[name] for name in names}
+            page = {
+                "type": batch.type,
+                "source": batch.source,
+                "keys": {name: [search_key(v) for v in column] for name, column in values.items()},
+                "values": values,
+                **{name: batch.column(name) for name in _COLUMNS},
+            }
+            out.write(orjson.dumps(page, default=str) + b"\n")
 
     def finish(self) -> None:
         """
@@ -109,5 +99,21 @@ class SeenWriter:
             pass
 
 
-def _line(row: tuple[Any, ...]) -> bytes:
-    return orjson.dumps(row, default=str)
+def rows_with(page: dict[str, Any], key: str) -> list[list[Any]]:
+    """
+    The indicators of one line (a page) that hold C{key}, each as C{[type,
+    source, owner, id, rating, confidence, threatAssess, link, modified,
+    values]}.
+    """
+    keys: dict[str, list[str | None]] = page["keys"]
+    found = sorted({i for column in keys.values() for i, k in enumerate(column) if k == key})
+    values: dict[str, list[Any]] = page["values"]
+    return [
+        [
+            page["type"],
+            page["source"],
+            *(page[name][i] for name in _COLUMNS),
+            {name: column[i] for name, column in values.items() if column[i]},
+        ]
+        for i in found
+    ]

@@ -26,16 +26,30 @@ from tests.helpers import result_of
 from tests.test_sync import Harness
 from tests.test_web import _get
 
+COLUMNS = ("owners", "ids", "ratings", "confidences", "assess", "links", "modified")
+
 
 def _synced(tmp_path: Path, **config: Any) -> tuple[Harness, list[list[Any]]]:
     """
-    A service sync into C{tmp_path}; the lines it kept.
+    A service sync into C{tmp_path}; the indicators it kept, each as
+    [keys, type, source, owner, id, rating, confidence, assess, link,
+    modified, values].
     """
     h = Harness(count=600, cache_dir=str(tmp_path), **config)
     h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock, seen_folder=str(tmp_path))
     result_of(h.run())
-    lines = (tmp_path / FILE_NAME).read_bytes().splitlines()
-    return h, [orjson.loads(line) for line in lines]
+    rows = []
+    for line in (tmp_path / FILE_NAME).read_bytes().splitlines():
+        page = orjson.loads(line)
+        for i in range(len(page["ids"])):
+            keys = [column[i] for column in page["keys"].values() if column[i]]
+            values = {name: column[i] for name, column in page["values"].items() if column[i]}
+            rows.append(
+                [keys, page["type"], page["source"]]
+                + [page[name][i] for name in COLUMNS]
+                + [values]
+            )
+    return h, rows
 
 
 def _ask(h: Harness, tmp_path: Path, value: str, **kw: Any) -> Any:
