@@ -74,10 +74,23 @@ def listener_line(reactor: Any, config: Config) -> tuple[str, bool]:
     return f"listener: OK, {where} is free", False
 
 
-async def run_check(reactor: Any, config: Config, out: TextIO) -> int:
+def _step(err: TextIO | None, what: str | None) -> None:
+    """
+    On a terminal, show what is being checked now as one line on C{err}
+    (C{None}: clear it); elsewhere nothing.
+    """
+    if err is None or not err.isatty():
+        return
+    err.write("\r\x1b[K" + (f"tcbridge: checking {what}..." if what else ""))
+    err.flush()
+
+
+async def run_check(reactor: Any, config: Config, out: TextIO, err: TextIO | None = None) -> int:
     """
     Run every check, print one line each; return 0 if nothing is wrong, 1
     otherwise.
+
+    :param err: where a terminal shows what is being checked now.
     """
     problems = 0
     out.write(f"config: OK, {config.path} ({config.layout} layout)\n")
@@ -86,12 +99,15 @@ async def run_check(reactor: Any, config: Config, out: TextIO) -> int:
     bridge = build_bridge(config, reactor, use_cache=False)
     client = bridge.client
     owners: list[str] | None = None
+    _step(err, f"the credentials with ThreatConnect at {config.api_url}")
     try:
         owners = await list_owners(client, api_version=config.api_version)
     except ThreatConnectError as e:
+        _step(err, None)
         out.write(f"credentials: PROBLEM, {e}\n")
         problems += 1
     else:
+        _step(err, None)
         shown = ", ".join(owners[:20]) + (", ..." if len(owners) > 20 else "")
         out.write(
             f"credentials: OK, API user {config.api_key} can see {len(owners)} owners: {shown}\n"

@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             from tcbridge.check import run_check
 
             assert config is not None
-            d = defer.ensureDeferred(run_check(reactor, config, sys.stdout))
+            d = defer.ensureDeferred(run_check(reactor, config, sys.stdout, sys.stderr))
         else:
             d = defer.ensureDeferred(run_write(reactor, config, args.file, sys.stderr))
 

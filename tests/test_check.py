@@ -21,6 +21,11 @@ from tests.helpers import free_port
 WriteFile = Callable[[str, str], str]
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def _reactor() -> Any:
     from twisted.internet import reactor
 
@@ -45,12 +50,20 @@ async def test_all_good(write_file: WriteFile, tmp_path: Path) -> None:
     server = await start_demo(_reactor(), count=50)
     try:
         config = load_config(write_file("tc.conf", _config(server, tmp_path, extra="sources=*\n")))
-        out = io.StringIO()
-        code = await check(_reactor(), config, out)
+        out, terminal, pipe = io.StringIO(), _Terminal(), io.StringIO()
+        code = await check(_reactor(), config, out, terminal)
+        assert await check(_reactor(), config, io.StringIO(), pipe) == 0
     finally:
         await server.stop()
     text = out.getvalue()
     assert code == 0, text
+    # On a terminal the step under way is one line, cleared when done; in a
+    # pipe nothing.
+    assert terminal.getvalue() == (
+        f"\r\x1b[Ktcbridge: checking the credentials with ThreatConnect at {server.base_url}..."
+        "\r\x1b[K"
+    )
+    assert pipe.getvalue() == ""
     assert "credentials: OK" in text and "Common Community" in text
     assert "clock: OK" in text
     assert "cache_folder: OK" in text
