@@ -23,6 +23,7 @@ from attrs import asdict, define, field, frozen
 from twisted.logger import Logger
 
 from tcbridge.logs import bridge_observer
+from tcbridge.store import write_atomic
 
 #: Syncs kept.
 KEEP = 500
@@ -141,8 +142,6 @@ class SyncLog:
             self.log.warn("Cannot write the sync history {path}: {error}", path=path, error=str(e))
 
     def _rewrite(self, path: str) -> None:
-        from tcbridge.store import write_atomic
-
         write_atomic(path, b"".join(orjson.dumps(r.to_json()) + b"\n" for r in self.records))
         self._lines = len(self.records)
 

@@ -6,6 +6,7 @@ C{failureResultOf}).
 
 from __future__ import annotations
 
+import io
 import socket
 from typing import Any, TypeVar
 
@@ -15,6 +16,15 @@ from twisted.python.failure import Failure
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 
 T = TypeVar("T")
+
+
+class Terminal(io.StringIO):
+    """
+    Text output that says it is a terminal.
+    """
+
+    def isatty(self) -> bool:
+        return True
 
 
 def free_port() -> int:

@@ -16,14 +16,9 @@ from tcbridge.check import clock_line
 from tcbridge.check import run_check as check
 from tcbridge.config import load_config
 from tcbridge.simulator import DemoServer, start_demo
-from tests.helpers import free_port
+from tests.helpers import Terminal, free_port
 
 WriteFile = Callable[[str, str], str]
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def _reactor() -> Any:
@@ -50,7 +45,7 @@ async def test_all_good(write_file: WriteFile, tmp_path: Path) -> None:
     server = await start_demo(_reactor(), count=50)
     try:
         config = load_config(write_file("tc.conf", _config(server, tmp_path, extra="sources=*\n")))
-        out, terminal, pipe = io.StringIO(), _Terminal(), io.StringIO()
+        out, terminal, pipe = io.StringIO(), Terminal(), io.StringIO()
         code = await check(_reactor(), config, out, terminal)
         assert await check(_reactor(), config, io.StringIO(), pipe) == 0
     finally:

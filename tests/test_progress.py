@@ -17,13 +17,8 @@ from tcbridge.feed.builder import FeedBuilder
 from tcbridge.progress import EVERY, ProgressLine
 from tcbridge.status import SyncProgress, SyncStatus
 from tcbridge.web.health import health_document
-from tests.helpers import result_of
+from tests.helpers import Terminal, result_of
 from tests.test_sync import Harness
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def _running(clock: Clock) -> SyncStatus:
@@ -41,7 +36,7 @@ def test_line_on_a_terminal() -> None:
     """
     clock = Clock()
     clock.advance(100)
-    out = _Terminal()
+    out = Terminal()
     status = _running(clock)
     line = ProgressLine(status, clock, out)
     line.start()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import numpy as np
@@ -373,14 +373,11 @@ class ChunkRenderer:
         buffer: _Buffer,
         segments: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
     ) -> None:
-        unique, inverse = np.unique(codes, return_inverse=True)
-        texts = []
-        for code in unique.tolist():
-            text = self.store.descriptions[code]
-            texts.append(b',"description":' + orjson.dumps(text) if text else b"")
-        starts, lengths = buffer.table(texts)
-        inverse = inverse.reshape(-1)
-        segments.append((starts[inverse], lengths[inverse]))
+        def text(code: int) -> bytes:
+            description = self.store.descriptions[code]
+            return b',"description":' + orjson.dumps(description) if description else b""
+
+        _per_code(codes, text, buffer, segments)
 
     def _tags(
         self,
@@ -388,14 +385,26 @@ class ChunkRenderer:
         buffer: _Buffer,
         segments: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
     ) -> None:
-        unique, inverse = np.unique(codes, return_inverse=True)
-        texts = []
-        for code in unique.tolist():
+        def text(code: int) -> bytes:
             tags = list(self.tag_sets[code][:MAX_TAGS])
-            texts.append(b',"tags":' + orjson.dumps(tags) if tags else b"")
-        starts, lengths = buffer.table(texts)
-        inverse = inverse.reshape(-1)
-        segments.append((starts[inverse], lengths[inverse]))
+            return b',"tags":' + orjson.dumps(tags) if tags else b""
+
+        _per_code(codes, text, buffer, segments)
+
+
+def _per_code(
+    codes: NDArray[np.int64],
+    text: Callable[[int], bytes],
+    buffer: _Buffer,
+    segments: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
+) -> None:
+    """
+    One segment per row: the text of its code, made once per distinct code.
+    """
+    unique, inverse = np.unique(codes, return_inverse=True)
+    starts, lengths = buffer.table([text(code) for code in unique.tolist()])
+    inverse = inverse.reshape(-1)
+    segments.append((starts[inverse], lengths[inverse]))
 
 
 def _ipv6(packed: bytes) -> bytes:
