@@ -135,9 +135,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--grouping", default="Condensed")
+    parser.add_argument(
+        "--restart-only",
+        metavar="DIR",
+        help="keep the run's files in DIR; if DIR already holds a synced cache, "
+        "only measure the restart on it (for working on the start path)",
+    )
     args = parser.parse_args()
+    if args.restart_only and (Path(args.restart_only) / "bench.conf").exists():
+        kept = Path(args.restart_only)
+        port = int(kept.joinpath("port").read_text())
+        for _ in range(3):
+            restart = first_byte(kept / "bench.conf", kept / "cache", port)
+            print(f"restart: first byte of the cached feed {restart:.2f} s after start")
+        return
     with simulator(args.count) as facts, tempfile.TemporaryDirectory() as tmp:
+        if args.restart_only:
+            tmp = args.restart_only
+            Path(tmp).mkdir(parents=True, exist_ok=True)
         port = free_port()
+        Path(tmp, "port").write_text(str(port))
         cache = Path(tmp) / "cache"
         config = Path(tmp) / "bench.conf"
         config.write_text(

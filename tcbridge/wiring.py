@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from attrs import frozen
 from treq.client import HTTPClient
+from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
 from tcbridge.cbserver import CbServerSync, feed_url_for
@@ -27,6 +29,7 @@ from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_
 from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
+from tcbridge.logs import bridge_observer
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
 
 DEMO_INDICATORS = 2000
 
+
+_log = Logger(namespace="tcbridge.wiring", observer=bridge_observer)
 
 @frozen
 class Bridge:
@@ -80,6 +85,26 @@ def reactor_pause(reactor: Any) -> Callable[[], Awaitable[None]]:
         await deferLater(reactor, 0, lambda: None)
 
     return pause
+
+
+def check_cached_feed(
+    store: FeedStore, status: SyncStatus, run_heavy: RunHeavy
+) -> defer.Deferred[None]:
+    """
+    Finish checking the cached feed the service began serving at start
+    (L{FeedStore.check_loaded}, in a thread); a damaged one is withdrawn
+    and the page says so.
+    """
+
+    def settle(problem: str | None) -> None:
+        if problem is not None:
+            warning = store.drop_loaded(problem)
+            if warning is not None:
+                status.notices = (*status.notices, warning)
+
+    d: defer.Deferred[None] = run_heavy(store.check_loaded).addCallback(settle)
+    d.addErrback(lambda failure: _log.failure("Checking the cached feed failed", failure))
+    return d
 
 
 def read_cached_feed(body: bytes) -> list[dict[str, Any]]:
@@ -194,9 +219,11 @@ def build_bridge(
             history = history_from_reports(reports)
             return reports
 
-        loaded = store.load_cache(read)
+        loaded = store.load_cache(read, check_later=threads)
         if loaded is not None and loaded.history is not None:
             history = loaded.history
+        if threads:
+            reactor.callWhenRunning(check_cached_feed, store, status, run_heavy)
     sync_log = SyncLog(config.cache_folder) if use_cache else None
     if sync_log is not None:
         sync_log.load()

@@ -15,6 +15,7 @@ import pytest
 from tcbridge.feed.builder import FeedBuilder
 from tcbridge.feed.history import ReportHistory, StoredHistory
 from tcbridge.feed.job import build_feed_file
+from tcbridge.status import SyncStatus
 from tcbridge.store import (
     CACHE_FILE_NAME,
     HISTORY_FILE_NAME,
@@ -24,6 +25,9 @@ from tcbridge.store import (
     count_iocs,
     write_atomic,
 )
+from tcbridge.sync import run_inline
+from tcbridge.wiring import check_cached_feed
+from tests.helpers import result_of
 from tests.test_feed_builder import file
 
 EMPTY = b'{"feedinfo":{},"reports":[]}'
@@ -229,3 +233,100 @@ def test_restart_with_an_unusable_history(tmp_path: Path, change: str) -> None:
         assert reads == [] and snapshot.history == history
     else:
         assert reads == [body] and snapshot.history is None
+
+
+def _flip_last_digit(body: bytes) -> bytes:
+    """
+    The same bytes with one digit changed: same size, different checksum.
+    """
+    at = max(body.rfind(d) for d in b"0123456789")
+    return body[:at] + (b"1" if body[at : at + 1] != b"1" else b"2") + body[at + 1 :]
+
+
+def test_checked_later_sound_cache_stays(tmp_path: Path) -> None:
+    """
+    The service serves a cached feed whose size matches its meta file at
+    once and checks its checksum afterwards: a sound one stays published.
+    """
+    cache = tmp_path / "cache"
+    body, _ = _published(cache)
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    snapshot = store.load_cache(_read, check_later=True)
+    assert snapshot is not None and store.current is snapshot
+    assert store.check_loaded() is None
+    assert store.current is snapshot and store.body() == body
+    assert (cache / CACHE_FILE_NAME).read_bytes() == body
+
+
+def test_checked_later_damage_withdraws_the_cached_feed(tmp_path: Path) -> None:
+    """
+    A cached feed damaged without changing its size (served for the moment
+    the check takes) is withdrawn once the check finds it: the empty feed is
+    served, the file is set aside, and the warning names it.
+    """
+    cache = tmp_path / "cache"
+    body, _ = _published(cache)
+    damaged = _flip_last_digit(body)
+    (cache / CACHE_FILE_NAME).write_bytes(damaged)
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    assert store.load_cache(_read, check_later=True) is not None
+    problem = store.check_loaded()
+    assert problem == "its checksum does not match the meta file"
+    warning = store.drop_loaded(problem)
+    assert store.current is None and store.body() == EMPTY
+    assert warning is not None and "was damaged (its checksum" in warning
+    assert not (cache / CACHE_FILE_NAME).exists()
+    [aside] = [p for p in cache.iterdir() if ".damaged-" in p.name]
+    assert aside.read_bytes() == damaged
+
+
+def test_checked_later_damage_after_a_newer_publish_changes_nothing(tmp_path: Path) -> None:
+    """
+    If a sync has published a newer feed before the check of the cached one
+    ends, the check's verdict no longer matters: the newer feed and its
+    file stay.
+    """
+    cache = tmp_path / "cache"
+    body, _ = _published(cache)
+    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body))
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    assert store.load_cache(_read, check_later=True) is not None
+    problem = store.check_loaded()
+    assert problem is not None
+    newer = Snapshot.of(body, 1, 1, 6.0)
+    store.swap(newer)
+    assert store.drop_loaded(problem) is None
+    assert store.current is newer and store.cache_warning is None
+    assert (cache / CACHE_FILE_NAME).exists()
+
+
+def test_checked_now_damage_is_never_served(tmp_path: Path) -> None:
+    """
+    Checked at once (write mode, tests), the same damage is found before
+    anything is served: the file is read as a feed instead, and set aside
+    when that fails too.
+    """
+    cache = tmp_path / "cache"
+    body, _ = _published(cache)
+    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body)[:-1] + b"x")
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    assert store.load_cache(_read) is None
+    assert store.cache_warning is not None and "was damaged" in store.cache_warning
+
+
+def test_service_check_puts_the_warning_on_the_page(tmp_path: Path) -> None:
+    """
+    The service's check after start (L{check_cached_feed}) withdraws a
+    damaged cached feed and adds the warning to the notices the page and
+    /healthz show.
+    """
+    cache = tmp_path / "cache"
+    body, _ = _published(cache)
+    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body))
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    status = SyncStatus(started_at=0.0, notices=("configured notice",))
+    assert store.load_cache(_read, check_later=True) is not None
+    result_of(check_cached_feed(store, status, run_inline))
+    assert store.current is None
+    assert status.notices[0] == "configured notice"
+    assert status.notices[1] == store.cache_warning

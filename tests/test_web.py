@@ -5,17 +5,20 @@ Site with StubTreq, as Carbon Black and a browser would see them.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
 import pytest
-from treq.testing import StubTreq
+import treq
+from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.task import Clock
+from twisted.web.http_headers import Headers
 
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot, count_iocs
 from tcbridge.threatconnect.records import SourcePull
-from tcbridge.web.app import FeedApp
+from tcbridge.web.app import STREAM_OVER, FeedApp
 from tests.helpers import result_of
 
 EMPTY = orjson.dumps({"feedinfo": {"name": "threatconnectintegration"}, "reports": []})
@@ -39,6 +42,13 @@ def _report(i: int, **extra: Any) -> dict[str, Any]:
 def _app(
     reports: list[dict[str, Any]] | None = None, status: SyncStatus | None = None
 ) -> tuple[StubTreq, FeedStore, SyncStatus, Clock]:
+    app, store, status, clock = _feed_app(reports, status)
+    return StubTreq(app.resource()), store, status, clock
+
+
+def _feed_app(
+    reports: list[dict[str, Any]] | None = None, status: SyncStatus | None = None
+) -> tuple[FeedApp, FeedStore, SyncStatus, Clock]:
     clock = Clock()
     clock.advance(1_800_000_000)
     store = FeedStore(empty_body=EMPTY)
@@ -54,7 +64,7 @@ def _app(
         {"name": "threatconnectintegration", "display_name": "ThreatConnect", "icon": "AAAA"},
         {"threatconnect.png": PNG, "carbonblack.png": PNG},
     )
-    return StubTreq(app.resource()), store, status, clock
+    return app, store, status, clock
 
 
 def _get(
@@ -336,3 +346,32 @@ def test_page_shows_exclusions_shared_and_warnings() -> None:
     assert "4 IOCs were reported by more than one owner" in text
     assert "Carbon Black advises fewer than 10,000 per feed" in text
     assert "7 reports were left out by max_reports" in text
+
+
+def test_big_feed_is_served_whole_piece_by_piece() -> None:
+    """
+    A feed of several megabytes (written to the connection in pieces, not
+    joined with the headers into a second copy) arrives byte for byte with
+    its Content-Length, plain and gzip-compressed.
+    """
+    noise = [hashlib.sha256(str(i).encode()).hexdigest() * 4 for i in range(24_000)]
+    reports = [_report(i, description=text) for i, text in enumerate(noise)]
+    app, store, _, _ = _feed_app(reports)
+    snapshot = store.current
+    assert snapshot is not None
+    assert len(snapshot.body) > 3 * STREAM_OVER
+    assert len(snapshot.gzip_body) > STREAM_OVER
+    agent = RequestTraversalAgent(app.resource())
+    for encoding, expected in ((b"identity", snapshot.body), (b"gzip", snapshot.gzip_body)):
+        d = agent.request(
+            b"GET",
+            b"http://127.0.0.1:6100/threatconnect/json",
+            Headers({b"Accept-Encoding": [encoding]}),
+        )
+        agent.flush()
+        response = result_of(d)
+        body = treq.content(response)
+        agent.flush()
+        assert response.code == 200
+        assert response.length == len(expected)  # from Content-Length
+        assert result_of(body) == expected

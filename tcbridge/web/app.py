@@ -22,10 +22,13 @@ from attrs import define, field, frozen
 from klein import Klein
 from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException
+from zope.interface import implementer
 
 from tcbridge.explain import Explanation
 from tcbridge.logs import bridge_observer
@@ -47,6 +50,9 @@ from tcbridge.web.metrics import (
     make_registry,
     no_requests,
 )
+
+#: Bodies bigger than this are written piece by piece (L{_Streamed}).
+STREAM_OVER = 1 << 20
 
 HTML = b"text/html; charset=utf-8"
 JSON = b"application/json"
@@ -179,6 +185,65 @@ def not_modified_since(if_modified_since: bytes, modified_at: int | None) -> boo
     return modified_at <= since.timestamp()
 
 
+@implementer(IPushProducer)
+class _Pieces:
+    """
+    Writes a body to a request 64 KiB at a time while the connection takes
+    it (Twisted pauses and resumes this producer as its send buffer fills
+    and drains), then finishes the request.
+    """
+
+    SIZE = 1 << 16
+
+    def __init__(self, request: Request, body: bytes) -> None:
+        self._request = request
+        self._view = memoryview(body)
+        self._sent = 0
+        self._paused = False
+        self._stopped = False
+
+    def start(self) -> None:
+        self._request.registerProducer(self, True)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        while not (self._paused or self._stopped) and self._sent < len(self._view):
+            piece = self._view[self._sent : self._sent + self.SIZE]
+            self._sent += len(piece)
+            self._request.write(piece.tobytes())
+        if not self._stopped and self._sent >= len(self._view):
+            self._stopped = True
+            self._request.unregisterProducer()
+            self._request.finish()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+
+
+class _Streamed(Resource):
+    """
+    A big body written to the connection in pieces as the client reads
+    them (L{_Pieces}), instead of in one call: Twisted would join the
+    status line and headers with the whole body into a new buffer, a
+    second copy of the feed (hundreds of megabytes for a big Expanded
+    feed) made on the reactor before the first byte leaves.
+    """
+
+    isLeaf = True
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self._body = body
+
+    def render(self, request: Request) -> int:
+        _Pieces(request, self._body).start()
+        return NOT_DONE_YET
+
+
 def _parse_reports(body: bytes) -> list[dict[str, Any]]:
     reports: list[dict[str, Any]] = orjson.loads(body)["reports"]
     return reports
@@ -271,7 +336,7 @@ class FeedApp:
         return empty
 
     @app.route("/threatconnect/json", methods=["GET", "HEAD"])
-    def feed_json(self, request: IRequest) -> bytes:
+    def feed_json(self, request: IRequest) -> bytes | Resource:
         """
         The published feed, exactly as published; before the first success,
         valid feedinfo with no reports.
@@ -307,7 +372,7 @@ class FeedApp:
         request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
         if request.method == b"HEAD":
             return b""
-        return body
+        return _Streamed(body) if len(body) > STREAM_OVER else body
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
