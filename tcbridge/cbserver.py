@@ -43,6 +43,7 @@ from twisted.logger import Logger
 
 from tcbridge.logs import bridge_observer
 from tcbridge.neterrors import is_cancellation, reason_text, tls_verification_failure
+from tcbridge.secrets import redact
 from tcbridge.threatconnect.transport import ProxyError
 
 __all__ = ["CbServerSync", "CbSyncError", "CbSyncResult", "feed_url_for"]
@@ -422,7 +423,7 @@ class CbServerSync:
                 )
             else:
                 text = f"cannot connect to {host}: {reason_text(exc)}"
-        return CbSyncError(self._hide(f"{step}: {text}"), step=step)
+        return CbSyncError(redact(f"{step}: {text}", [self.token], "(token hidden)"), step=step)
 
     def _http_error(self, step: str, status: int, body: bytes) -> CbSyncError:
         """
@@ -448,16 +449,8 @@ class CbServerSync:
         return CbSyncError(f"{step}: {text}", step=step, status=status)
 
     def _said(self, body: bytes) -> str:
-        said = self._hide(_server_says(body))
+        said = redact(_server_says(body), [self.token], "(token hidden)")
         return f": {said}" if said else ""
-
-    def _hide(self, text: str) -> str:
-        """
-        C{text} with the token, should a server echo it, removed.
-        """
-        if self.token:
-            text = text.replace(self.token, "(token hidden)")
-        return text
 
     def _json(self, step: str, status: int, body: bytes) -> Any:
         try:

@@ -14,7 +14,8 @@ from typing import Any, TextIO
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 
-from tcbridge.config import CLOCK_LIMIT_SECONDS, Config
+from tcbridge.config import Config
+from tcbridge.model import CLOCK_LIMIT_SECONDS
 from tcbridge.store import folder_problem
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.pull import list_owners

@@ -18,10 +18,11 @@ configuration.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import orjson
 from twisted.internet import defer, task
@@ -38,9 +39,17 @@ from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
 from tcbridge.progress import ProgressLine
+from tcbridge.secrets import (
+    DEFAULT_KEY_FILE,
+    KEY_FILE_OPTION,
+    SecretError,
+    create_key_file,
+    decrypt_secret,
+    encrypt_secret,
+)
 from tcbridge.store import count_iocs, write_atomic
 from tcbridge.sync import accept_marker, describe_failure, write_feed
-from tcbridge.wiring import build_bridge, start_demo
+from tcbridge.wiring import build_bridge
 
 # Each command imports what only it needs when it runs, so that write mode
 # (the one that handles millions of indicators) carries nothing else.
@@ -201,8 +210,10 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
     """
     listening = None
     if config is None:
+        from tcbridge.simulator.demo import start_demo
+
         demo = start_demo(reactor)
-        config, listening = demo.config, demo.port
+        config, listening = demo.config, demo.server.port
     set_log_level(config.log_level)
     bridge = build_bridge(config, reactor, use_cache=False, threads=False)
     line = ProgressLine(bridge.status, reactor, out)
@@ -226,6 +237,91 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
     return EXIT_OK
 
 
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _command_parser() -> _Parser:
+    parser = _Parser(
+        prog="tcbridge encrypt-secret",
+        description="Encrypt the ThreatConnect secret key (read from standard input) "
+        "for secret_key_encrypted, creating the key file if it does not exist.",
+        add_help=False,
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    parser.add_argument(
+        "--key-file",
+        default=DEFAULT_KEY_FILE,
+        metavar="PATH",
+        help=f"the key file (default {DEFAULT_KEY_FILE}); created with mode 0600 if missing",
+    )
+    return parser
+
+
+def _read_secret_input(stdin: TextIO, stderr: TextIO) -> str:
+    if stdin.isatty():
+        return getpass.getpass("ThreatConnect secret key: ", stream=stderr).strip()
+    return stdin.readline().strip()
+
+
+def encrypt_secret_command(
+    argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO
+) -> int:
+    """
+    C{tcbridge encrypt-secret [--key-file PATH]}: read the secret key from
+    standard input (one line; prompted for without echo on a terminal),
+    create the key file if it is missing, and print the two config lines::
+
+        secret_key_encrypted = tcb1:...
+        secret_key_encryption_key_file = PATH
+
+    :param argv: the arguments after C{encrypt-secret}.
+    :return: 0 on success, 1 on failure (one line on C{stderr}), 2 for a bad
+        command line.
+    """
+    parser = _command_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except _UsageError as e:
+        stderr.write(f"{parser.prog}: {e}\n")
+        return 2
+    if args.help:
+        parser.print_help(stdout)
+        return 0
+    key_file: str = args.key_file
+    try:
+        secret = _read_secret_input(stdin, stderr)
+    except (OSError, EOFError):
+        secret = ""
+    if not secret:
+        stderr.write(f"{parser.prog}: no secret key on standard input\n")
+        return 1
+    try:
+        created = False
+        if not os.path.lexists(key_file):
+            create_key_file(key_file)
+            created = True
+        token = encrypt_secret(secret, key_file)
+        if decrypt_secret(token, key_file) != secret:  # pragma: no cover - Fernet guarantees it
+            raise SecretError("secret_key_encrypted", "the value did not decrypt back")
+    except SecretError as e:
+        stderr.write(f"{parser.prog}: {e.problem}\n")
+        return 1
+    if created:
+        stderr.write(
+            f"{parser.prog}: created {key_file} (mode 0600); tcbridge must run as the "
+            "user that owns it\n"
+        )
+    stdout.write(f"secret_key_encrypted = {token}\n")
+    stdout.write(f"{KEY_FILE_OPTION} = {key_file}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """
     Entry point of the console script; exits with the command's status.
@@ -233,8 +329,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     return_freed_memory()
     if argv[:1] == ["encrypt-secret"]:
-        from tcbridge.secretstore import encrypt_secret_command
-
         raise SystemExit(encrypt_secret_command(argv[1:], sys.stdin, sys.stdout, sys.stderr))
     parser = _parser()
     args = parser.parse_args(argv)

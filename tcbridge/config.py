@@ -19,49 +19,20 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
-from tcbridge.secretstore import KEY_FILE_OPTION, SecretError, resolve_secret
-
-SourceKind = Literal["owner", "all", "path", "tql"]
-
-
-@frozen
-class Source:
-    """
-    One configured place to pull indicators from.
-
-    :ivar name: the label used in reports and diagnostics: the owner name for
-        C{kind="owner"}, C{"*"} for C{kind="all"}, the [sources] tag for
-        C{kind="path"}.
-    :ivar kind: C{"owner"}: one owner, pulled through the per-type v2
-        endpoints; C{"all"}: every owner listed by C{/v2/owners}; C{"path"}: a
-        2015-style API path (C{/v1/indicators/?owner=Common%20Community}),
-        pulled as written with paging parameters appended.
-        C{"tql"}: a v3 TQL query (a [sources] entry C{tag = tql:<query>}),
-        pulled through C{/v3/indicators} as written.
-    :ivar value: the owner name, C{"*"}, the API path exactly as written, or
-        the TQL query.
-    """
-
-    name: str
-    kind: SourceKind
-    value: str
-
-
-Grouping = Literal["Expanded", "Condensed", "MaxCondensed"]
-ScoreSource = Literal["rating", "confidence", "threatAssessScore", "max"]
-ApiVersion = Literal["v2", "v3"]
-
-#: ThreatConnect indicator types tcbridge turns into Carbon Black IOCs.
-KNOWN_TYPES = ("File", "Address", "Host")
-
-DEFAULT_LISTENER_ADDRESS = "127.0.0.1"
-DEFAULT_LISTENER_PORT = 6100
-DEFAULT_RETRIEVAL_MINUTES = 60.0
-DEFAULT_WEB_URL = "https://app.threatconnect.com/auth"
-DEFAULT_API_URL = "https://api.threatconnect.com"
-#: ThreatConnect refuses a request whose Timestamp is further off than this.
-CLOCK_LIMIT_SECONDS = 300
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+from tcbridge.model import (
+    DEFAULT_API_URL,
+    DEFAULT_LISTENER_ADDRESS,
+    DEFAULT_LISTENER_PORT,
+    DEFAULT_RETRIEVAL_MINUTES,
+    DEFAULT_WEB_URL,
+    KNOWN_TYPES,
+    LOG_LEVELS,
+    ApiVersion,
+    Grouping,
+    ScoreSource,
+    Source,
+)
+from tcbridge.secrets import KEY_FILE_OPTION, SecretError, mask, mask_url, resolve_secret
 
 # Options a later version implements: accepted, and reported as not yet active.
 _NOT_YET_ACTIVE = {
@@ -224,6 +195,20 @@ class Config:
     stale_after_intervals: float = 3.0
     notices: tuple[str, ...] = ()
 
+    def secrets(self) -> list[str]:
+        """
+        Every secret in this configuration, to strip from any text that
+        leaves the process (a last line of defence: messages are built
+        without them; see L{tcbridge.secrets.redact}).
+        """
+        found = [self.secret_key, self.cb_server_token or "", self.listener_password or ""]
+        found.append(self.listener_token or "")
+        if self.https_proxy:
+            password = urlsplit(self.https_proxy).password
+            if password:
+                found.append(password)
+        return [s for s in found if len(s) >= 4]
+
     def display(self) -> list[tuple[str, str]]:
         """
         The settings as (name, value) rows for the diagnostics page, with the
@@ -313,59 +298,6 @@ class Config:
             ("request timeout (s)", f"{self.request_timeout:g}"),
         ]
         return rows
-
-
-def mask(secret: str) -> str:
-    """
-    Show that a secret is set without showing any of it.
-    """
-    return "(set, hidden)" if secret else "(not set)"
-
-
-def _split_userinfo(rest: str) -> tuple[str, str] | None:
-    """
-    Split the part of a URL after C{scheme://} into user information and the
-    rest, erring on the side of treating text as a secret.
-
-    A password with an unencoded C{/}, C{?} or C{#} ends the authority early
-    in a strict parse (C{http://u:pa/ss@host}); when the authority then looks
-    like C{name:not-a-port} and an C{@} follows, everything up to the last
-    C{@} is taken as user information.
-    """
-    end = len(rest)
-    for sep in "/?#":
-        i = rest.find(sep)
-        if 0 <= i < end:
-            end = i
-    at = rest.rfind("@", 0, end)
-    if at >= 0:
-        return rest[:at], rest[at + 1 :]
-    authority = rest[:end]
-    _, colon, after = authority.partition(":")
-    if colon and not after.isdigit() and "@" in rest[end:]:
-        at = rest.rfind("@")
-        return rest[:at], rest[at + 1 :]
-    return None
-
-
-def mask_url(url: str) -> str:
-    """
-    C{url} with any password replaced by C{***}, for pages and logs:
-    C{http://user:***@proxy.example:3128}.  A URL without a password is
-    returned unchanged.
-
-    :param url: a URL, possibly malformed.
-    """
-    sep = url.find("://")
-    start = sep + 3 if sep >= 0 else 0
-    split = _split_userinfo(url[start:])
-    if split is None:
-        return url
-    userinfo, rest = split
-    user, colon, _ = userinfo.partition(":")
-    if not colon:
-        return url
-    return f"{url[:start]}{user}:***@{rest}"
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:

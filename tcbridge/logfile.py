@@ -24,7 +24,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -32,7 +31,6 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
     LogEvent,
-    LogLevel,
     LogLevelFilterPredicate,
     LogPublisher,
     formatEvent,
@@ -42,17 +40,9 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-Format = Literal["text", "json"]
+from tcbridge.model import parse_level
 
-#: The names C{log_level} accepts, as in L{tcbridge.logs.set_log_level}.
-LEVELS: Mapping[str, LogLevel] = {
-    "DEBUG": LogLevel.debug,
-    "INFO": LogLevel.info,
-    "WARNING": LogLevel.warn,
-    "WARN": LogLevel.warn,
-    "ERROR": LogLevel.error,
-    "CRITICAL": LogLevel.critical,
-}
+Format = Literal["text", "json"]
 
 #: Keys a JSON line always has; an event field of the same name is written
 #: as C{field_<name>} instead.
@@ -246,21 +236,6 @@ class FileLogging(FilteringLogObserver):
         """
         self._publisher.removeObserver(self)
         self.file_observer.close()
-
-
-def parse_level(name: str) -> LogLevel:
-    """
-    The L{LogLevel} for a C{log_level} name (C{DEBUG}, C{INFO}, C{WARNING},
-    C{ERROR}, C{CRITICAL}; any case).
-
-    :raises ValueError: for another name.
-    """
-    try:
-        return LEVELS[name.upper()]
-    except KeyError:
-        raise ValueError(
-            f"log level {name!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
-        ) from None
 
 
 def install_file_logging(

@@ -14,6 +14,8 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
+from tcbridge.model import parse_level
+
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 
 #: Give this as C{observer=} to every tcbridge L{twisted.logger.Logger}.
@@ -25,12 +27,5 @@ def set_log_level(name: str) -> None:
     Show tcbridge events of level C{name} (C{DEBUG}, C{INFO}, C{WARNING},
     C{ERROR}, C{CRITICAL}) and above.
     """
-    level = {
-        "DEBUG": LogLevel.debug,
-        "INFO": LogLevel.info,
-        "WARNING": LogLevel.warn,
-        "WARN": LogLevel.warn,
-        "ERROR": LogLevel.error,
-        "CRITICAL": LogLevel.critical,
-    }[name.upper()]
+    level = parse_level(name)
     _predicate.setLogLevelForNamespace("", level)

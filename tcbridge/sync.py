@@ -14,7 +14,6 @@ import os
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 from attrs import define, field
 from twisted.application.internet import TimerService
@@ -32,7 +31,7 @@ from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
-from tcbridge.secretstore import redact
+from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedFile, FeedStore, Snapshot
@@ -141,20 +140,6 @@ def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = N
         fields=fields,
         pause=pause,
     )
-
-
-def config_secrets(config: Config) -> list[str]:
-    """
-    Every secret in C{config}, to strip from any text that leaves the
-    process (a last line of defence: messages are built without them).
-    """
-    secrets = [config.secret_key, config.cb_server_token or "", config.listener_password or ""]
-    secrets.append(config.listener_token or "")
-    if config.https_proxy:
-        password = urlsplit(config.https_proxy).password
-        if password:
-            secrets.append(password)
-    return [s for s in secrets if len(s) >= 4]
 
 
 def describe_failure(failure: Failure) -> str:
@@ -390,7 +375,7 @@ class SyncCycle:
                     "(sync_deadline_minutes) and was stopped"
                 )
             )
-        message = redact(describe_failure(failure), config_secrets(self._config))
+        message = redact(describe_failure(failure), self._config.secrets())
         started = self._status.last_attempt
         self._status.failed(self._clock.seconds(), message)
         held = failure.check(FeedHeldBackError) is not None
@@ -511,7 +496,7 @@ class SyncCycle:
         def failed(failure: Failure) -> None:
             if not failure.check(CbSyncError):
                 self.log.failure("Carbon Black server sync failed", failure)
-            status.cb_last_error = redact(describe_failure(failure), config_secrets(self._config))
+            status.cb_last_error = redact(describe_failure(failure), self._config.secrets())
             status.cb_last_error_at = self._clock.seconds()
 
         def done(_: object) -> None:

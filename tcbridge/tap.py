@@ -30,7 +30,7 @@ from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
 from tcbridge.web.guard import guard
 from tcbridge.web.listen import listener_endpoint
-from tcbridge.wiring import Bridge, build_bridge, explainer, images, start_demo
+from tcbridge.wiring import Bridge, build_bridge, explainer, images
 
 log = Logger(observer=bridge_observer)
 
@@ -172,8 +172,10 @@ def build_service(options: Options, reactor: Any) -> MultiService:
     listening = None
     config: Config
     if options["demo"]:
+        from tcbridge.simulator.demo import start_demo
+
         demo = start_demo(reactor, listener_port=6100)
-        config, listening = demo.config, demo.port
+        config, listening = demo.config, demo.server.port
     else:
         config = options["loaded"]
     if options["port"] is not None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from attrs import frozen
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -23,7 +22,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from tcbridge.cbserver import CbServerSync, feed_url_for
 from tcbridge.childbuild import ChildBuild
-from tcbridge.config import Config, Source
+from tcbridge.config import Config
 from tcbridge.explain import Explanation, explain
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
 from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_reports
@@ -39,13 +38,8 @@ from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
 from tcbridge.threatconnect.transport import make_agent
 
-if TYPE_CHECKING:
-    from tcbridge.simulator import Simulator
-
-DEMO_INDICATORS = 2000
-
-
 _log = Logger(namespace="tcbridge.wiring", observer=bridge_observer)
+
 
 @frozen
 class Bridge:
@@ -261,57 +255,6 @@ def images() -> dict[str, bytes]:
     The logos the pages show, by file name.
     """
     return {name: get_icon_bytes(name) for name in ("threatconnect.png", "carbonblack.png")}
-
-
-@frozen
-class Demo:
-    """
-    The built-in ThreatConnect simulator, listening on a loopback port, and a
-    configuration that points the bridge at it.
-    """
-
-    config: Config
-    port: IListeningPort
-    simulator: Simulator
-
-
-def start_demo(
-    reactor: Any,
-    listener_port: int = 6100,
-    count: int = DEMO_INDICATORS,
-    cache_folder: str | None = None,
-) -> Demo:
-    """
-    Start the simulator on 127.0.0.1 (a free port) with fresh credentials and
-    generated data, and make a configuration for it: every owner, Condensed
-    grouping, the default filters.
-    """
-    # Imported here: only the demo needs the simulator (and its Klein app).
-    from tcbridge.simulator import Simulator, generate
-    from tcbridge.simulator.app import QuietSite, new_credentials
-
-    api_key, secret_key = new_credentials()
-    dataset = generate(count)
-    simulator = Simulator(dataset, reactor, {api_key: secret_key}, prefix="/api")
-    port = reactor.listenTCP(0, QuietSite(simulator.resource()), interface="127.0.0.1")
-    base = f"http://127.0.0.1:{port.getHost().port}/api"
-    config = Config(
-        path="(built-in demo: the ThreatConnect simulator)",
-        layout="demo",
-        api_url=base,
-        web_url="https://app.threatconnect.com/auth",
-        api_key=api_key,
-        secret_key=secret_key,
-        sources=(Source(name="*", kind="all", value="*"),),
-        listener_port=listener_port,
-        cache_folder=cache_folder,
-        notices=(
-            f"Demo mode: indicators come from the built-in ThreatConnect simulator at {base} "
-            f"({count} generated indicators in {len(dataset.owners)} owners), not from "
-            "ThreatConnect. Run with --config FILE for real use.",
-        ),
-    )
-    return Demo(config=config, port=port, simulator=simulator)
 
 
 def explainer(bridge: Bridge) -> Callable[[str], Explanation] | None:

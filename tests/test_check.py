@@ -15,7 +15,7 @@ import pytest_twisted
 from tcbridge.check import clock_line
 from tcbridge.check import run_check as check
 from tcbridge.config import load_config
-from tcbridge.simulator import DemoServer, start_demo
+from tcbridge.simulator import DemoServer, start_simulator
 from tests.helpers import Terminal, free_port
 
 WriteFile = Callable[[str, str], str]
@@ -42,7 +42,7 @@ async def test_all_good(write_file: WriteFile, tmp_path: Path) -> None:
     With good credentials, a correct clock and a writable cache folder,
     check-config lists the owners it can see and exits 0.
     """
-    server = await start_demo(_reactor(), count=50)
+    server = start_simulator(_reactor(), count=50)
     try:
         config = load_config(write_file("tc.conf", _config(server, tmp_path, extra="sources=*\n")))
         out, terminal, pipe = io.StringIO(), Terminal(), io.StringIO()
@@ -72,7 +72,7 @@ async def test_problems_are_reported(write_file: WriteFile, tmp_path: Path) -> N
     A wrong secret key is reported with ThreatConnect's message and the exit
     status is 1; an owner the user cannot see is a problem too.
     """
-    server = await start_demo(_reactor(), count=50)
+    server = start_simulator(_reactor(), count=50)
     try:
         bad = load_config(
             write_file("bad.conf", _config(server, tmp_path, "wrong-secret", "sources=*\n"))
@@ -100,7 +100,7 @@ async def test_clock_skew_reported(write_file: WriteFile, tmp_path: Path) -> Non
     A host clock off by more than 5 minutes is a problem named with its size
     and direction.
     """
-    server = await start_demo(_reactor(), count=50)
+    server = start_simulator(_reactor(), count=50)
     server.simulator.clock_skew = -1200
     try:
         config = load_config(write_file("tc.conf", _config(server, tmp_path, extra="sources=*\n")))

@@ -139,6 +139,6 @@ def test_encrypt_secret_command(
     assert "the-real-secret" not in out
     lines = dict(line.split(" = ", 1) for line in out.splitlines())
     assert lines["secret_key_encryption_key_file"] == str(key)
-    from tcbridge.secretstore import decrypt_secret
+    from tcbridge.secrets import decrypt_secret
 
     assert decrypt_secret(lines["secret_key_encrypted"], str(key)) == "the-real-secret"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tcbridge.config import ConfigError, ExclusionFile, Source, load_config
+from tcbridge.config import ConfigError, ExclusionFile, load_config
+from tcbridge.model import Source
 from tests.conftest import DATA
 from tests.helpers_tls import write_listener_pair
 
@@ -478,7 +479,7 @@ def test_encrypted_secret(write_file: WriteFile, tmp_path: Path) -> None:
     secret_key_encrypted made by 'tcbridge encrypt-secret' is decrypted with
     its key file.
     """
-    from tcbridge.secretstore import create_key_file, encrypt_secret
+    from tcbridge.secrets import create_key_file, encrypt_secret
 
     key = tmp_path / "secret.key"
     create_key_file(str(key))

@@ -33,7 +33,7 @@ from twisted.internet import defer, protocol, threads
 from twisted.internet.task import deferLater
 
 from tcbridge.feed.validator import validate_bytes
-from tcbridge.simulator import DemoServer, start_demo
+from tcbridge.simulator import DemoServer, start_simulator
 from tcbridge.store import CACHE_FILE_NAME
 from tests.helpers import free_port
 
@@ -299,8 +299,8 @@ async def test_sigkill_during_sync_never_serves_a_partial_feed(
     bridges = _Bridges(free_port(), cache)
     servers: list[DemoServer] = []
     try:
-        servers.append(await start_demo(reactor, count=COUNT, seed=1))
-        servers.append(await start_demo(reactor, count=COUNT, seed=2))
+        servers.append(start_simulator(reactor, count=COUNT, seed=1))
+        servers.append(start_simulator(reactor, count=COUNT, seed=2))
         configs = {
             name: write_file(
                 f"{name}.conf",

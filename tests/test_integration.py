@@ -22,7 +22,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
 from tcbridge.feed.validator import validate_bytes
-from tcbridge.simulator import DemoServer, start_demo
+from tcbridge.simulator import DemoServer, start_simulator
 from tests.helpers import free_port
 
 BIN = Path(sys.executable).parent
@@ -101,7 +101,7 @@ async def test_console_write_success(write_file: WriteFile, tmp_path: Path) -> N
     'tcbridge --config C write FILE' syncs once, writes a valid feed and
     exits 0.
     """
-    server = await start_demo(_reactor(), count=600)
+    server = start_simulator(_reactor(), count=600)
     try:
         config = write_file("tc.conf", _config(server))
         out_file = tmp_path / "feed.json"
@@ -123,7 +123,7 @@ async def test_console_write_failure_clock_skew(write_file: WriteFile, tmp_path:
     When ThreatConnect refuses the clock, the console command prints its
     message, exits non-zero and leaves the file untouched.
     """
-    server = await start_demo(_reactor(), count=100)
+    server = start_simulator(_reactor(), count=100)
     server.simulator.clock_skew = 3600
     try:
         config = write_file("tc.conf", _config(server))
@@ -164,7 +164,7 @@ async def test_twistd_write_mode(write_file: WriteFile, tmp_path: Path) -> None:
     """
     'twistd -n tcbridge --config C write FILE' writes a valid feed and stops.
     """
-    server = await start_demo(_reactor(), count=300)
+    server = start_simulator(_reactor(), count=300)
     try:
         config = write_file("tc.conf", _config(server))
         out_file = tmp_path / "feed.json"
@@ -195,7 +195,7 @@ async def test_twistd_serves_feed_and_cache_survives_restart(
     serves the cached feed at once and shows the error.
     """
     reactor = _reactor()
-    server = await start_demo(reactor, count=500)
+    server = start_simulator(reactor, count=500)
     port = free_port()
     cache = tmp_path / "cache"
     config = write_file("tc.conf", _config(server, port, str(cache), "max_attempts=1\n"))
@@ -274,7 +274,7 @@ async def test_twistd_reloads_on_sighup(write_file: WriteFile, tmp_path: Path) -
     new settings while the same feed keeps being served.
     """
     reactor = _reactor()
-    server = await start_demo(reactor, count=300)
+    server = start_simulator(reactor, count=300)
     port = free_port()
     config = write_file("tc.conf", _config(server, port))
     base = f"http://127.0.0.1:{port}"

@@ -22,9 +22,9 @@ from tcbridge.logfile import (
     format_json,
     install_file_logging,
     iso_utc,
-    parse_level,
 )
 from tcbridge.logs import bridge_observer
+from tcbridge.model import parse_level
 
 #: 2024-05-01T12:00:00.250Z
 WHEN = 1714564800.25

@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from tcbridge.simulator import Dataset, Simulator, generate, start_demo
+from tcbridge.simulator import Dataset, Simulator, generate, start_simulator
 from tcbridge.simulator.__main__ import parse_args
 from tcbridge.simulator.app import MSG_PAGING, RecordedRequest
 from tcbridge.simulator.data import PERIOD
@@ -789,14 +789,14 @@ def test_dataset_realism() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_start_demo_over_tcp() -> None:
+async def test_start_simulator_over_tcp() -> None:
     """
-    C{start_demo} listens on a loopback port with fresh credentials and
+    C{start_simulator} listens on a loopback port with fresh credentials and
     serves a signed page over real TCP.
     """
     from twisted.internet import reactor
 
-    demo = await start_demo(reactor, count=300)
+    demo = start_simulator(reactor, count=300)
     try:
         assert demo.base_url.startswith("http://127.0.0.1:")
         assert demo.base_url.endswith("/api")

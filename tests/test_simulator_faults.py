@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, ResponseNeverReceived
 from twisted.web.iweb import IResponse
 
-from tcbridge.simulator import start_demo
+from tcbridge.simulator import start_simulator
 from tcbridge.simulator.__main__ import parse_args
 from tcbridge.simulator.faults import FAULT_KINDS
 from tcbridge.threatconnect.signing import authorization
@@ -311,7 +311,7 @@ async def test_truncated_and_reset_over_tcp() -> None:
     """
     from twisted.internet import reactor
 
-    demo = await start_demo(reactor, count=60)
+    demo = start_simulator(reactor, count=60)
     try:
         demo.simulator.fault_next("truncated", keep=10)
         response = await _tcp_get(reactor, demo.base_url, demo.api_key, demo.secret_key)

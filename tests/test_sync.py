@@ -20,12 +20,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tcbridge.cbserver import CbServerSync
-from tcbridge.config import Config, ExclusionFile, Source
+from tcbridge.config import Config, ExclusionFile
 from tcbridge.feed import builder as builder_module
 from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.history import StoredHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_bytes
+from tcbridge.model import Source
 from tcbridge.simulator import Simulator, generate
 from tcbridge.status import SyncStatus
 from tcbridge.store import CACHE_FILE_NAME, HISTORY_FILE_NAME, META_FILE_NAME, FeedStore, count_iocs

@@ -12,7 +12,7 @@ import pytest
 from twisted.internet import defer
 from twisted.logger import LogLevel, capturedLogs
 
-from tcbridge.config import Source
+from tcbridge.model import Source
 from tcbridge.threatconnect.errors import ApiError, AuthError, ResponseError
 from tcbridge.threatconnect.listing import MAX_RESTARTS, SeenKeys
 from tcbridge.threatconnect.pull import (

@@ -21,7 +21,8 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import LogLevel, capturedLogs
 from twisted.web.client import HTTPConnectionPool, ResponseNeverReceived
 
-from tcbridge.threatconnect.transport import ProxyError, ProxyTimeoutError, make_agent, mask_url
+from tcbridge.secrets import mask_url
+from tcbridge.threatconnect.transport import ProxyError, ProxyTimeoutError, make_agent
 
 from .helpers_tls import LOCALHOST, PKI, Servers, make_pki
 

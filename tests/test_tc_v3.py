@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
-from tcbridge.config import Source
+from tcbridge.model import Source
 from tcbridge.threatconnect.errors import ResponseError
 from tcbridge.threatconnect.pull import PullOptions, pull_source
 from tcbridge.threatconnect.tql import build_tql, indicators_target

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import orjson
 
+from tcbridge.model import Grouping
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 
 from .collect import Collector
@@ -40,7 +41,7 @@ from .document import feedinfo_dict
 from .history import AnyHistory, ReportHistory, resolve
 from .render import Body, Chunk, FeedWriter
 from .reports import ReportContext
-from .settings import BuildStats, FeedSettings, Grouping, SourceCounts
+from .settings import BuildStats, FeedSettings, SourceCounts
 from .stamp import Stamper
 from .text import cb_tags
 from .validator import validate_feedinfo

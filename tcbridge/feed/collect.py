@@ -24,11 +24,12 @@ from collections.abc import Iterable, Sequence
 from itertools import compress
 from typing import Any, Final, Literal
 
+from tcbridge.model import KNOWN_TYPES
 from tcbridge.threatconnect.records import IndicatorBatch
 
 from .columns import MAX_TIMESTAMP, KindValues, LabelStore
 from .expanded import ExpandedStore
-from .filters import SUPPORTED_TYPES, Exclusions, indicator_score
+from .filters import Exclusions, indicator_score
 from .iocs import classify_ips, normalise_hosts, pack_hashes
 from .reserved import PRIVATE_ADDRESS, left_out
 from .settings import BuildStats, FeedSettings, SourceCounts
@@ -58,7 +59,7 @@ class Collector:
         self._scores: dict[object, int] = {}
         exclusions = settings.exclusions
         self._exclusions: Exclusions | None = exclusions if exclusions else None
-        self._enabled = settings.types & SUPPORTED_TYPES
+        self._enabled = settings.types.intersection(KNOWN_TYPES)
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -167,7 +168,7 @@ class Collector:
         store.counts.indicators += count
         kind = batch.type
         if kind not in self._enabled:
-            if kind in SUPPORTED_TYPES:
+            if kind in KNOWN_TYPES:
                 self._skip("type disabled", count)
             else:
                 name = one_line(str(kind))[:_MAX_TYPE_NAME]

@@ -21,6 +21,8 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from tcbridge.model import THREATCONNECT_HOME
+
 from .columns import FIXED_WIDTH
 from .expanded import KIND_ORDER, Entry, ExpandedStore, Value, content_suffix
 from .expanded_render import ChunkRenderer, Rendered, insert_stamps
@@ -29,7 +31,7 @@ from .render import Body, Chunk
 from .reports import ReportContext
 from .settings import BuildStats
 from .stamp import Stamper
-from .text import DEFAULT_WEB_URL, MAX_TAGS, http_link, source_prefixes
+from .text import MAX_TAGS, http_link, source_prefixes
 
 #: rows rendered at a time
 CHUNK = 2048
@@ -215,7 +217,7 @@ class _Entangled:
         if kind == "File":
             shown = shown[:8] + "..."
         report: dict[str, Any] = {
-            "link": link or http_link(context.settings.web_url) or DEFAULT_WEB_URL,
+            "link": link or http_link(context.settings.web_url) or THREATCONNECT_HOME,
             "title": f"ThreatConnect {context.title_name(labels)}: {kind} {shown} (score {score})",
             "score": score,
             "iocs": iocs,
@@ -401,7 +403,7 @@ class ExpandedReports:
             [self.prefixes.get(name, "source") for name in self.labels],
             [self.context.title_name([name]) for name in self.labels],
             self.tag_sets,
-            http_link(self.context.settings.web_url) or DEFAULT_WEB_URL,
+            http_link(self.context.settings.web_url) or THREATCONNECT_HOME,
         )
         by_kind = np.zeros(len(KIND_ORDER), dtype=np.int64)
         by_label = np.zeros(len(self.labels), dtype=np.int64)

@@ -36,11 +36,8 @@ from typing import Final, Literal
 from attrs import field, frozen
 
 from tcbridge.feed.iocs import classify_ip, normalise_dns, normalise_md5, normalise_sha256
+from tcbridge.model import ScoreSource
 
-#: ThreatConnect indicator types that map onto Carbon Black IOC kinds.
-SUPPORTED_TYPES: Final[frozenset[str]] = frozenset({"File", "Address", "Host"})
-
-ScoreSource = Literal["rating", "confidence", "threatAssessScore", "max"]
 ExclusionKind = Literal["hashes", "ips", "hosts"]
 _Buckets = tuple[tuple[int, dict[int, str]], ...]
 

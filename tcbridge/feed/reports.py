@@ -12,9 +12,11 @@ from collections.abc import Iterable, Sequence
 from typing import TypeVar
 from urllib.parse import quote
 
+from tcbridge.model import THREATCONNECT_HOME
+
 from .columns import LabelStore
 from .settings import BuildStats, FeedSettings
-from .text import DEFAULT_WEB_URL, one_line, origin, valid_text
+from .text import one_line, origin, valid_text
 
 T = TypeVar("T")
 
@@ -51,7 +53,7 @@ class ReportContext:
             return valid_text(self.settings.web_url).rstrip("/")
         store = self.labels.get(label)
         found = [] if store is None else [o for raw in store.origins if (o := origin(raw))]
-        return min(found) if found else DEFAULT_WEB_URL.rstrip("/")
+        return min(found) if found else THREATCONNECT_HOME.rstrip("/")
 
     def group_link(self, labels: Sequence[str], kind: str | None) -> str:
         """

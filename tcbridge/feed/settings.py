@@ -6,19 +6,18 @@ What a build is told (L{FeedSettings}) and what it reports (L{BuildStats}).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
 
 from attrs import Factory, define, field, frozen
 
-from .document import FeedInfo
-from .filters import SUPPORTED_TYPES, Exclusions, ScoreSource
-from .iocs import IOC_KINDS
+from tcbridge.model import KNOWN_TYPES, Grouping, ScoreSource
 
-Grouping = Literal["Expanded", "Condensed", "MaxCondensed"]
+from .document import FeedInfo
+from .filters import Exclusions
+from .iocs import IOC_KINDS
 
 
 def _all_types() -> frozenset[str]:
-    return SUPPORTED_TYPES
+    return frozenset(KNOWN_TYPES)
 
 
 def _type_set(types: Iterable[str]) -> frozenset[str]:

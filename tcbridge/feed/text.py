@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-DEFAULT_WEB_URL: Final = "https://app.threatconnect.com/"
 MAX_TAGS: Final = 20
 MAX_TAG: Final = 32
 

@@ -9,7 +9,7 @@ the integration tests and the benchmarks.  Run it on its own with
 C{python -m tcbridge.simulator --port 8443 --count 100000}.
 """
 
-from tcbridge.simulator.app import DemoServer, RecordedRequest, Simulator, start_demo
+from tcbridge.simulator.app import DemoServer, RecordedRequest, Simulator, start_simulator
 from tcbridge.simulator.data import Dataset, Front, generate
 from tcbridge.simulator.faults import FAULT_KINDS
 
@@ -21,5 +21,5 @@ __all__ = [
     "RecordedRequest",
     "Simulator",
     "generate",
-    "start_demo",
+    "start_simulator",
 ]

@@ -73,9 +73,9 @@ async def _serve(reactor: IReactorTCP, args: argparse.Namespace) -> None:
     Start the simulator, print how to reach it, and serve until the reactor
     stops.
     """
-    from tcbridge.simulator.app import start_demo
+    from tcbridge.simulator.app import start_simulator
 
-    demo = await start_demo(
+    demo = start_simulator(
         reactor,
         count=args.count,
         port=args.port,

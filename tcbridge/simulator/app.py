@@ -57,13 +57,10 @@ from urllib.parse import parse_qs, unquote_plus
 import orjson
 from attrs import field, frozen
 from klein import Klein
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
     IListeningPort,
-    IReactorTCP,
-    IReactorThreads,
     IReactorTime,
     ITCPTransport,
 )
@@ -88,7 +85,7 @@ __all__ = [
     "Simulator",
     "new_credentials",
     "simulator_prefix",
-    "start_demo",
+    "start_simulator",
 ]
 
 log = Logger(observer=bridge_observer)
@@ -918,8 +915,8 @@ def new_credentials() -> tuple[str, str]:
     return access_id, secret_key
 
 
-async def start_demo(
-    reactor: IReactorTCP,
+def start_simulator(
+    reactor: Any,
     count: int = 2000,
     port: int = 0,
     seed: int = 1,
@@ -931,7 +928,8 @@ async def start_demo(
     Start a simulator with C{count} generated indicators and fresh random
     credentials, listening on C{interface} (loopback by default).
 
-    :param reactor: the reactor (IReactorTCP and IReactorTime provider).
+    :param reactor: the reactor (IReactorTCP, IReactorTime and, with
+        C{prefetch}, IReactorThreads).
     :param count: File, Address and Host indicators over the default owners.
     :param port: TCP port, 0 for any free port.
     :param seed: data set seed.
@@ -944,14 +942,11 @@ async def start_demo(
     """
     access_id, secret_key = new_credentials()
     dataset = generate(count, seed=seed)
-    clock: IReactorTime = reactor  # type: ignore[assignment]
     runner: Runner | None = None
     if prefetch:
-        threaded: IReactorThreads = reactor  # type: ignore[assignment]
-        runner = partial(deferToThreadPool, threaded, threaded.getThreadPool())
-    simulator = Simulator(dataset, clock, {access_id: secret_key}, prefix=prefix, prefetch=runner)
-    endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface=interface)
-    listening = await endpoint.listen(QuietSite(simulator.resource()))
+        runner = partial(deferToThreadPool, reactor, reactor.getThreadPool())
+    simulator = Simulator(dataset, reactor, {access_id: secret_key}, prefix=prefix, prefetch=runner)
+    listening = reactor.listenTCP(port, QuietSite(simulator.resource()), interface=interface)
     actual = listening.getHost().port
     return DemoServer(
         base_url=f"http://{interface}:{actual}{simulator_prefix(prefix)}",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from attrs import field, frozen
@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from tcbridge.logs import bridge_observer
 
-from ..config import KNOWN_TYPES, Source
+from ..model import KNOWN_TYPES, ApiVersion, Source
 from .errors import ApiError, AuthError, ResponseError, ThreatConnectError
 from .listing import (
     JSONGetter,
@@ -40,8 +40,6 @@ from .tql import build_tql, indicators_target, ordered_types, owners_target
 from .v3 import next_link, page_data, relative_target
 
 log = Logger(observer=bridge_observer)
-
-ApiVersion = Literal["v2", "v3"]
 
 #: the per-type v2 endpoints pulled for owner sources, in this fixed order:
 #: (type name, branch, list key)

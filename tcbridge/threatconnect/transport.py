@@ -63,10 +63,10 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
-from tcbridge.config import mask_url
 from tcbridge.logs import bridge_observer
+from tcbridge.secrets import mask_url
 
-__all__ = ["ProxyError", "ProxyTimeoutError", "make_agent", "mask_url"]
+__all__ = ["ProxyError", "ProxyTimeoutError", "make_agent"]
 
 log = Logger(observer=bridge_observer)
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_secretstore -*-
+# -*- test-case-name: tests.test_secrets -*-
 """
 Where the ThreatConnect secret key comes from, and keeping it out of sight.
 
@@ -18,17 +18,19 @@ Everything here is a pure function of its arguments and the files they name:
 the environment is passed in, nothing is cached.  Problems are raised as
 L{SecretError}, one line naming the config key it belongs to; neither it nor
 L{SecretSource} ever holds the secret or any key material.
+
+How a secret looks when it has to be shown is decided here too, and only
+here: L{mask} (a secret as set or not), L{mask_url} (a URL's password as
+C{***}) and L{redact} (every secret taken out of a text, the last line of
+defence for error messages).
 """
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping, Sequence
-from typing import NoReturn, TextIO
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
 from attrs import frozen
@@ -383,13 +385,69 @@ def resolve_secret(
     )
 
 
+# Hiding secrets: the one place that decides how a secret looks when shown.
+
+
+def mask(secret: str) -> str:
+    """
+    Show that a secret is set without showing any of it.
+    """
+    return "(set, hidden)" if secret else "(not set)"
+
+
+def _split_userinfo(rest: str) -> tuple[str, str] | None:
+    """
+    Split the part of a URL after C{scheme://} into user information and the
+    rest, erring on the side of treating text as a secret.
+
+    A password with an unencoded C{/}, C{?} or C{#} ends the authority early
+    in a strict parse (C{http://u:pa/ss@host}); when the authority then looks
+    like C{name:not-a-port} and an C{@} follows, everything up to the last
+    C{@} is taken as user information.
+    """
+    end = len(rest)
+    for sep in "/?#":
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    at = rest.rfind("@", 0, end)
+    if at >= 0:
+        return rest[:at], rest[at + 1 :]
+    authority = rest[:end]
+    _, colon, after = authority.partition(":")
+    if colon and not after.isdigit() and "@" in rest[end:]:
+        at = rest.rfind("@")
+        return rest[:at], rest[at + 1 :]
+    return None
+
+
+def mask_url(url: str) -> str:
+    """
+    C{url} with any password replaced by C{***}, for pages and logs:
+    C{http://user:***@proxy.example:3128}.  A URL without a password is
+    returned unchanged.
+
+    :param url: a URL, possibly malformed.
+    """
+    sep = url.find("://")
+    start = sep + 3 if sep >= 0 else 0
+    split = _split_userinfo(url[start:])
+    if split is None:
+        return url
+    userinfo, rest = split
+    user, colon, _ = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{url[:start]}{user}:***@{rest}"
+
+
 _LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
+def redact(text: str, secrets: Iterable[str], hidden: str = "***") -> str:
     """
     Replace every occurrence of every non-empty secret in C{text}, as written
-    or URL-encoded, with C{***}.  A last line of defence for error text.
+    or URL-encoded, with C{hidden}.  A last line of defence for error text.
     """
     forms: set[str] = set()
     for secret in secrets:
@@ -399,90 +457,5 @@ def redact(text: str, secrets: Iterable[str]) -> str:
             forms.add(form)
             forms.add(_LOWER_HEX.sub(lambda m: m.group(0).lower(), form))
     for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, "***")
+        text = text.replace(form, hidden)
     return text
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-def _command_parser() -> _Parser:
-    parser = _Parser(
-        prog="tcbridge encrypt-secret",
-        description="Encrypt the ThreatConnect secret key (read from standard input) "
-        "for secret_key_encrypted, creating the key file if it does not exist.",
-        add_help=False,
-    )
-    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
-    parser.add_argument(
-        "--key-file",
-        default=DEFAULT_KEY_FILE,
-        metavar="PATH",
-        help=f"the key file (default {DEFAULT_KEY_FILE}); created with mode 0600 if missing",
-    )
-    return parser
-
-
-def _read_secret_input(stdin: TextIO, stderr: TextIO) -> str:
-    if stdin.isatty():
-        return getpass.getpass("ThreatConnect secret key: ", stream=stderr).strip()
-    return stdin.readline().strip()
-
-
-def encrypt_secret_command(
-    argv: Sequence[str], stdin: TextIO, stdout: TextIO, stderr: TextIO
-) -> int:
-    """
-    C{tcbridge encrypt-secret [--key-file PATH]}: read the secret key from
-    standard input (one line; prompted for without echo on a terminal),
-    create the key file if it is missing, and print the two config lines::
-
-        secret_key_encrypted = tcb1:...
-        secret_key_encryption_key_file = PATH
-
-    :param argv: the arguments after C{encrypt-secret}.
-    :return: 0 on success, 1 on failure (one line on C{stderr}), 2 for a bad
-        command line.
-    """
-    parser = _command_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except _UsageError as e:
-        stderr.write(f"{parser.prog}: {e}\n")
-        return 2
-    if args.help:
-        parser.print_help(stdout)
-        return 0
-    key_file: str = args.key_file
-    try:
-        secret = _read_secret_input(stdin, stderr)
-    except (OSError, EOFError):
-        secret = ""
-    if not secret:
-        stderr.write(f"{parser.prog}: no secret key on standard input\n")
-        return 1
-    try:
-        created = False
-        if not os.path.lexists(key_file):
-            create_key_file(key_file)
-            created = True
-        token = encrypt_secret(secret, key_file)
-        if decrypt_secret(token, key_file) != secret:  # pragma: no cover - Fernet guarantees it
-            raise SecretError("secret_key_encrypted", "the value did not decrypt back")
-    except SecretError as e:
-        stderr.write(f"{parser.prog}: {e.problem}\n")
-        return 1
-    if created:
-        stderr.write(
-            f"{parser.prog}: created {key_file} (mode 0600); tcbridge must run as the "
-            "user that owns it\n"
-        )
-    stdout.write(f"secret_key_encrypted = {token}\n")
-    stdout.write(f"{KEY_FILE_OPTION} = {key_file}\n")
-    return 0

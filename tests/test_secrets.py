@@ -1,5 +1,5 @@
 """
-Tests for L{tcbridge.secretstore}: every place the ThreatConnect secret key
+Tests for L{tcbridge.secrets}: every place the ThreatConnect secret key
 can come from, their precedence, the encrypted form and its key file, the
 C{encrypt-secret} command, and that no secret ever shows in an error.
 """
@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from tcbridge.secretstore import (
+from tcbridge.cli import encrypt_secret_command
+from tcbridge.secrets import (
     DEFAULT_KEY_FILE,
     SecretError,
     SecretSource,
     create_key_file,
     decrypt_secret,
     encrypt_secret,
-    encrypt_secret_command,
     redact,
     resolve_secret,
 )
