@@ -19,20 +19,17 @@ ours to guess.  Every call carries C{X-Auth-Token}; the token never appears in
 logs, C{repr}s or error messages.
 
 The caller builds the HTTP client (an agent from
-L{tcbridge.threatconnect.transport.make_agent} with the server's CA bundle and
+L{tcbridge.net.agent.make_agent} with the server's CA bundle and
 C{verify} setting, wrapped in treq's C{HTTPClient}); this module only takes
 it.  L{feed_url_for} gives the URL the server should fetch.
 """
 
 from __future__ import annotations
 
-import html
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-import treq
 from attrs import define, field, frozen
 from twisted.internet import error as ierror
 from twisted.internet.abstract import isIPv6Address
@@ -42,9 +39,16 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from tcbridge.logs import bridge_observer
-from tcbridge.neterrors import is_cancellation, reason_text, tls_verification_failure
+from tcbridge.net.body import BodyReader
+from tcbridge.net.errors import (
+    first_line,
+    is_cancellation,
+    one_line,
+    reason_text,
+    tls_verification_failure,
+)
+from tcbridge.net.proxy import ProxyError
 from tcbridge.secrets import redact
-from tcbridge.threatconnect.transport import ProxyError
 
 __all__ = ["CbServerSync", "CbSyncError", "CbSyncResult", "feed_url_for"]
 
@@ -55,8 +59,6 @@ DEFAULT_FEED_NAME = "threatconnectintegration"
 #: The path the bridge serves its feed on (as in 2015).
 FEED_PATH = "/threatconnect/json"
 
-_MAX_LINE = 200
-_TAG = re.compile(r"<[^>]*>")
 _WILDCARDS = {"", "0.0.0.0", "::", "[::]", "*"}  # noqa: S104 - compared, never bound
 
 
@@ -129,13 +131,6 @@ def feed_url_for(
     return f"{scheme}://{host}:{listener_port}{FEED_PATH}"
 
 
-def _one_line(text: str) -> str:
-    clean = " ".join(text.split())
-    if len(clean) > _MAX_LINE:
-        clean = clean[: _MAX_LINE - 3] + "..."
-    return clean
-
-
 def _server_says(body: bytes) -> str:
     """
     What an error body says, in one line: the C{reason}/C{message}/C{error}
@@ -149,13 +144,8 @@ def _server_says(body: bytes) -> str:
         for key in ("reason", "message", "error", "result"):
             value = parsed.get(key)
             if isinstance(value, str) and value.strip():
-                return _one_line(value)
-    text = _TAG.sub(" ", body.decode("utf-8", errors="replace"))
-    for line in text.splitlines():
-        clean = _one_line(html.unescape(line))
-        if clean:
-            return clean
-    return ""
+                return one_line(value)
+    return first_line(body)
 
 
 def _strip_url(url: str) -> str:
@@ -385,9 +375,11 @@ class CbServerSync:
         try:
             response = await self._http.request(method, url, **kwargs)
             remaining = max(self.timeout - (clock.seconds() - start), 0.0)
-            reading = treq.content(response)
-            reading.addTimeout(remaining, clock)
-            body: bytes = await reading
+            length = getattr(response, "length", None)
+            reader = BodyReader(length if isinstance(length, int) else None)
+            response.deliverBody(reader)
+            reader.finished.addTimeout(remaining, clock)
+            body = bytes(await reader.finished)
         except Exception as e:
             raise self._transport_error(step, e, clock.seconds() - start) from None
         status = int(response.code)

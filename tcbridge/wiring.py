@@ -29,6 +29,7 @@ from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_report
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
 from tcbridge.logs import bridge_observer
+from tcbridge.net.agent import make_agent
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
@@ -36,7 +37,6 @@ from tcbridge.sync import RunHeavy, SyncCycle, feed_settings, run_inline
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
-from tcbridge.threatconnect.transport import make_agent
 
 _log = Logger(namespace="tcbridge.wiring", observer=bridge_observer)
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tc_transport -*-
 """
-Tests for L{tcbridge.threatconnect.transport}: TLS policies and CONNECT
+Tests for L{tcbridge.net.agent} and L{tcbridge.net.proxy}: TLS policies and CONNECT
 proxies, against real servers on 127.0.0.1 and the real reactor.
 """
 
@@ -21,8 +21,9 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import LogLevel, capturedLogs
 from twisted.web.client import HTTPConnectionPool, ResponseNeverReceived
 
+from tcbridge.net.agent import make_agent
+from tcbridge.net.proxy import ProxyError, ProxyTimeoutError
 from tcbridge.secrets import mask_url
-from tcbridge.threatconnect.transport import ProxyError, ProxyTimeoutError, make_agent
 
 from .helpers_tls import LOCALHOST, PKI, Servers, make_pki
 

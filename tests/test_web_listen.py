@@ -28,9 +28,9 @@ from twisted.internet.task import Clock
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.server import Site
 
+from tcbridge.net.agent import make_agent
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot, count_iocs
-from tcbridge.threatconnect.transport import make_agent
 from tcbridge.web.app import FeedApp
 from tcbridge.web.guard import guard
 from tcbridge.web.listen import listener_endpoint, tls_options

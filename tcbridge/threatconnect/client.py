@@ -18,9 +18,7 @@ L{tcbridge.threatconnect.diagnosis} where tcbridge can tell what is wrong.
 
 from __future__ import annotations
 
-import html
 import random
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -31,16 +29,21 @@ from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.internet.protocol import connectionDone
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.client import URI, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import URI
 
 from tcbridge.logs import bridge_observer
-from tcbridge.neterrors import is_cancellation, reason_text, tls_verification_failure
+from tcbridge.net.body import BodyReader
+from tcbridge.net.errors import (
+    MAX_LINE,
+    first_line,
+    is_cancellation,
+    one_line,
+    reason_text,
+    tls_verification_failure,
+)
+from tcbridge.net.proxy import ProxyError
 
 from .diagnosis import EMPTY_ERROR_MESSAGE, diagnose
 from .errors import (
@@ -57,17 +60,12 @@ from .errors import (
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, backoff, retry_after_seconds, retry_reason
 from .signing import authorization
 from .slices import parse_in_slices
-from .transport import ProxyError
 
 log = Logger(observer=bridge_observer)
 
-_MAX_LINE = 200
-_TAG = re.compile(r"<[^>]*>")
 _EMPTY_ERROR_MESSAGE = EMPTY_ERROR_MESSAGE
 #: C{_interpret}'s "the body has not been parsed yet"
 _UNPARSED: Any = object()
-#: a body announced as longer than this is not made room for in advance
-_MAX_PREALLOCATE = 256 * 1024 * 1024
 
 
 class HTTPGetter(Protocol):
@@ -96,21 +94,6 @@ def _strip_base(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def _first_line(body: bytes | bytearray) -> str:
-    """
-    The first non-empty line of C{body}, HTML tags stripped, entities
-    unescaped, white space collapsed, at most 200 characters.
-    """
-    text = _TAG.sub(" ", body.decode("utf-8", errors="replace"))
-    for line in text.splitlines():
-        clean = " ".join(html.unescape(line).split())
-        if clean:
-            if len(clean) > _MAX_LINE:
-                clean = clean[: _MAX_LINE - 3] + "..."
-            return clean
-    return ""
-
-
 def _header(response: Any, name: bytes) -> str | None:
     """
     The last value of header C{name} in C{response}, or C{None}.
@@ -123,50 +106,6 @@ def _header(response: Any, name: bytes) -> str | None:
         return None
     value = values[-1]
     return value.decode("latin-1") if isinstance(value, bytes) else str(value)
-
-
-class _BodyReader(TwistedProtocol):
-    """
-    Collect a response body into a L{Deferred}; cancelling the Deferred stops
-    the transport, so a stalled body does not keep a connection forever.
-
-    :ivar received: bytes read so far.
-    :ivar close_delimited: the body ended when the connection closed and had
-        no length to check it against (Twisted's C{PotentialDataLoss}), so
-        it may be incomplete.
-    """
-
-    def __init__(self, length: int | None = None) -> None:
-        # One buffer, made at the announced length when there is one: a
-        # page of 10,000 indicators is never held twice.
-        self._buffer = bytearray(length if length is not None and length < _MAX_PREALLOCATE else 0)
-        self.received = 0
-        self.close_delimited = False
-        self.finished: Deferred[bytearray] = Deferred(self._cancel)
-
-    def _cancel(self, d: Deferred[bytes]) -> None:
-        transport = self.transport
-        if transport is not None:
-            transport.stopProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        end = self.received + len(data)
-        if end <= len(self._buffer):
-            self._buffer[self.received : end] = data
-        else:
-            del self._buffer[self.received :]
-            self._buffer += data
-        self.received = end
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.finished.called:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.close_delimited = reason.check(PotentialDataLoss) is not None
-            del self._buffer[self.received :]
-            self.finished.callback(self._buffer)
-        else:
-            self.finished.errback(reason)
 
 
 @define
@@ -411,7 +350,7 @@ class ThreatConnectClient:
         """
         length = getattr(response, "length", None)
         expected = length if isinstance(length, int) else None
-        reader = _BodyReader(expected)
+        reader = BodyReader(expected)
         response.deliverBody(reader)
         remaining = max(self.timeout - (self._clock.seconds() - start), 0.0)
         reader.finished.addTimeout(remaining, self._clock)
@@ -507,7 +446,7 @@ class ThreatConnectClient:
                 text, suffix = tc_message
                 return_detail = f"HTTP {status}: {text}{suffix}"
                 raise error_class(text, status=status, target=wire, detail=return_detail)
-            line = _first_line(body) or "empty response body"
+            line = first_line(body) or "empty response body"
             message = f"{head}: {line}"
             raise error_class(message, status=status, target=wire)
 
@@ -519,7 +458,7 @@ class ThreatConnectClient:
             elif parse_error.pos >= len(body.rstrip()):
                 message = f"JSON truncated after {len(body)} bytes ({head})"
             else:
-                message = f"body is not JSON ({head}): {_first_line(body)}"
+                message = f"body is not JSON ({head}): {first_line(body)}"
             raise NotJSONError(message, status=status, target=wire)
 
         if not isinstance(parsed, dict):
@@ -559,11 +498,9 @@ def _tc_message(parsed: Any) -> tuple[str, str] | None:
     for key in ("message", "errorMessage"):
         if key in parsed:
             value = parsed[key]
-            text = " ".join(str(value).split()) if value is not None else ""
+            text = one_line(str(value), 2 * MAX_LINE) if value is not None else ""
             if not text:
                 text = _EMPTY_ERROR_MESSAGE
-            if len(text) > 2 * _MAX_LINE:
-                text = text[: 2 * _MAX_LINE - 3] + "..."
             code = parsed.get("errCode")
             suffix = f" (errCode {code!s:.20})" if code not in (None, "") else ""
             return text, suffix

@@ -1,18 +1,49 @@
 # -*- test-case-name: tests.test_tc_client -*-
 """
-Reading Twisted's network errors: the exceptions inside its wrappers
-(C{ResponseNeverReceived} and friends), a one-line reason, TLS verification
-failures and cancellations.  Shared by the ThreatConnect client and the
-Carbon Black server sync.
+Network failures and error pages as one readable line: the exceptions inside
+Twisted's wrappers (C{ResponseNeverReceived} and friends), a one-line
+reason, TLS verification failures, cancellations, and the first line of an
+error page.  Shared by the ThreatConnect client and the Carbon Black server
+sync.
 """
 
 from __future__ import annotations
+
+import html
+import re
 
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
-_MAX_LINE = 200
+#: The longest line quoted from a server or an exception.
+MAX_LINE = 200
+_TAG = re.compile(r"<[^>]*>")
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """
+    C{text} on one line (white space collapsed), cut to C{limit} characters
+    with C{...}.
+    """
+    clean = " ".join(text.split())
+    if len(clean) > limit:
+        clean = clean[: limit - 3] + "..."
+    return clean
+
+
+def first_line(body: bytes | bytearray) -> str:
+    """
+    The first non-empty line of a response body (an HTML error page, say),
+    tags stripped, entities unescaped, on one line of at most L{MAX_LINE}
+    characters; C{""} if there is none.
+    """
+    text = _TAG.sub(" ", body.decode("utf-8", errors="replace"))
+    for line in text.splitlines():
+        clean = one_line(html.unescape(line))
+        if clean:
+            return clean
+    return ""
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -65,10 +96,7 @@ def reason_text(exc: BaseException) -> str:
         text = openssl_text(leaf) or " ".join(str(leaf).split()) or type(leaf).__name__
         if text not in parts:
             parts.append(text)
-    text = "; ".join(parts)
-    if len(text) > _MAX_LINE:
-        text = text[: _MAX_LINE - 3] + "..."
-    return text
+    return one_line("; ".join(parts))
 
 
 def tls_verification_failure(exc: BaseException) -> str | None:
