@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cbserver -*-
+# -*- test-case-name: tests.unit.test_cbserver -*-
 """
 Register the feed on a Carbon Black EDR server and ask it to synchronize.
 

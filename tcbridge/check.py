@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_check -*-
+# -*- test-case-name: tests.integration.test_check -*-
 """
 C{tcbridge check-config}: everything that can be checked before running the
 bridge, each as one line, with an honest exit status: the config file, the

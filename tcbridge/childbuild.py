@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_childbuild -*-
+# -*- test-case-name: tests.unit.test_childbuild -*-
 """
 Build the service's feeds in a child process (L{tcbridge.feed.job}).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.unit.test_config -*-
 """
 Configuration: an INI file (2015 bridge layout or v2 connector layout) read into
 a frozen L{Config}.  Every bad value is reported as one L{ConfigError} line

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_explain -*-
+# -*- test-case-name: tests.unit.test_explain -*-
 """
 Why is this IOC (not) in my feed?
 

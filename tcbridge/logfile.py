@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_logfile -*-
+# -*- test-case-name: tests.unit.test_logfile -*-
 """
 The bridge's own log file, next to (not instead of) twistd's log: size-based
 rotation and one event per line, as text or as JSON, so a log kept for

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_logs -*-
+# -*- test-case-name: tests.unit.test_logfile -*-
 """
 The bridge's log level.  Every tcbridge logger publishes through
 L{bridge_observer}, which drops events below the configured C{log_level}

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cli -*-
+# -*- test-case-name: tests.unit.test_cli -*-
 """
 Give freed memory back to the system, and keep the garbage collector off
 what never dies.
@@ -24,7 +24,7 @@ the reactor stalled for 30 ms every few pages.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import gc
 import sys
 from collections.abc import Iterator
@@ -37,12 +37,12 @@ _M_ARENA_MAX: Final = -8
 _THRESHOLD: Final = 128 * 1024
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    # The running process's own symbols: the C library is already loaded, and
+    # ctypes.util.find_library would run ldconfig in a child process to find it.
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
     return libc if hasattr(libc, "mallopt") else None

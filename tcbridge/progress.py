@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_progress -*-
+# -*- test-case-name: tests.unit.test_progress -*-
 """
 A live progress line on a terminal: what the running sync is doing, one
 line rewritten in place a few times a second (C{tcbridge write}).  On

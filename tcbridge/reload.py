@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_reload -*-
+# -*- test-case-name: tests.unit.test_reload -*-
 """
 Reloading the configuration on SIGHUP without dropping the served feed: the
 next sync uses the new settings, the page shows them, and a file with a

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_secrets -*-
+# -*- test-case-name: tests.unit.test_secrets -*-
 """
 Where the ThreatConnect secret key comes from, and keeping it out of sight.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_explain -*-
+# -*- test-case-name: tests.unit.test_explain -*-
 """
 What the last sync saw: every indicator ThreatConnect sent, as it came,
 one line of JSON each, in C{cache_folder/last-sync-indicators.jsonl}.

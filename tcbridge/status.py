@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sync -*-
+# -*- test-case-name: tests.unit.test_sync -*-
 """
 What the bridge knows about its own syncs, for the diagnostics page and the
 log: the last attempt, the last success, the last error in ThreatConnect's own

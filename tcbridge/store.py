@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_store -*-
+# -*- test-case-name: tests.unit.test_store -*-
 """
 The feed store: the one published feed snapshot that every reader sees, and
 its copy on disk that lets a restarted bridge serve the last good feed at once.

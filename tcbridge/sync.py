@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sync -*-
+# -*- test-case-name: tests.unit.test_sync -*-
 """
 One sync cycle (every source -> feed -> validation -> publish), and the timer
 service that runs it every C{feed_retrieval_minutes}.

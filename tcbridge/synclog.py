@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_synclog -*-
+# -*- test-case-name: tests.unit.test_synclog -*-
 """
 The record of past syncs: one line of JSON per sync in
 C{cache_folder/sync-history.jsonl}, the last L{KEEP} of them, kept across

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """
 The twistd plugin's options and service tree: C{twistd -n tcbridge --config
 FILE} serves the feed; C{... write FILE} syncs once, writes the feed and stops;

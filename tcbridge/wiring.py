@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """
 Builds the bridge's objects from a L{Config} and a reactor: the one place
 that chooses real collaborators (a pooled treq client, a thread pool for heavy

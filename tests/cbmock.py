@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cbserver -*-
+# -*- test-case-name: tests.unit.test_cbserver -*-
 """
 A small, faithful mock of the Carbon Black EDR server's feed API
 (C{reference/cb-feed.md} section 3, "Minimal faithful mock"), served with

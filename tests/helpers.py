@@ -27,6 +27,17 @@ class Terminal(io.StringIO):
         return True
 
 
+def real_reactor() -> Any:
+    """
+    The global reactor pytest-twisted runs: for integration tests only
+    (unit tests use L{twisted.internet.task.Clock} and
+    L{treq.testing.StubTreq}).
+    """
+    from twisted.internet import reactor
+
+    return reactor
+
+
 def free_port() -> int:
     """
     A TCP port on 127.0.0.1 that nothing listens on right now.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_client -*-
+# -*- test-case-name: tests.unit.test_tc_client -*-
 """
 Test helpers for the ThreatConnect side: a scripted ThreatConnect resource
 that records the raw request target (and headers) of every request, answers

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_transport -*-
+# -*- test-case-name: tests.integration.test_tc_transport -*-
 """
 Test helpers for real-socket TLS and proxy tests on 127.0.0.1: a throwaway
 certificate authority, a twisted.web server (TLS or plain) and a small HTTP

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_v3 -*-
+# -*- test-case-name: tests.unit.test_tc_v3 -*-
 """
 Test helpers for v3 paging: a tiny in-memory ThreatConnect v3
 (C{/v3/indicators} keyed by the decoded TQL, C{/v3/security/owners}) whose

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 The Carbon Black side of tcbridge: IOC normalisation and validation
 (L{iocs}), filters and exclusion lists (L{filters}), grouping indicators into

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 Build one feed: take in pages (L{FeedBuilder.add}), then stream the
 document out once (L{FeedBuilder.build_to}).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 Packed columns: how the values of a feed are kept between the pages and
 the build, a few bytes per value and no object per value.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 The fixed parts of the feed document: the C{feedinfo} object (with the
 ThreatConnect icons embedded as base64) and the empty document served before

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 The Expanded feed: one report per ThreatConnect indicator, kept in
 columns (L{ExpandedStore}: about 30 bytes per indicator plus its packed

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 Rendering Expanded reports many at a time: a chunk of rows (indicators that
 are a report each) becomes one run of comma-separated report JSON, built by

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 The reports of an Expanded feed, planned and rendered from an
 L{ExpandedStore} (see L{tcbridge.feed.expanded} for the rules).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_filters -*-
+# -*- test-case-name: tests.unit.test_feed_filters -*-
 """
 Filters applied while building a feed: which ThreatConnect types are
 supported, how an indicator's score is computed, and the user's exclusion

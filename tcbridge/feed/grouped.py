@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 The reports of a Condensed feed (one per labels, IOC kind and score) or a
 MaxCondensed feed (one per labels and score, every kind together), made

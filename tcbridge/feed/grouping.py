@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 Grouping for the Condensed and MaxCondensed feeds: every label's packed
 column of one IOC kind sorted together and walked once, so that each value

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_history -*-
+# -*- test-case-name: tests.unit.test_feed_history -*-
 """
 Report timestamp history: what each published report's timestamp and
 content digest were, so that a report's timestamp moves only when its

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_iocs -*-
+# -*- test-case-name: tests.unit.test_feed_iocs -*-
 """
 IOC value normalisation and validation: the one place where tcbridge decides
 what a valid Carbon Black IOC value is.

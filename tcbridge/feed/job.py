@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_job -*-
+# -*- test-case-name: tests.unit.test_feed_job -*-
 """
 One feed build as a job: everything a build needs, written to a file, run
 by a child process (C{python -m tcbridge.feed.job JOB OUTCOME}), its

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 IOC lists as JSON text, straight from packed values: the inside of a JSON
 list (C{"a","b"}), byte-identical to what orjson writes for the same

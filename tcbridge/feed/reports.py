@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 What every report needs besides its IOCs: how its labels are named in
 titles, where its links point, and the counting of what went into the

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_reserved -*-
+# -*- test-case-name: tests.unit.test_feed_reserved -*-
 """
 Values that can never be a meaningful IOC, and private ones.
 

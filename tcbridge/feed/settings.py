@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 What a build is told (L{FeedSettings}) and what it reports (L{BuildStats}).
 """

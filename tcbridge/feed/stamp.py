@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_history -*-
+# -*- test-case-name: tests.unit.test_feed_history -*-
 """
 Report timestamps from the history (see L{tcbridge.feed.history}): a
 report keeps its recorded timestamp while its content digest is unchanged;

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_builder -*-
+# -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 Text that goes into reports: tags, titles, slugs and links, made safe
 (valid UTF-8, one line, only what Carbon Black accepts).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_feed_validator -*-
+# -*- test-case-name: tests.unit.test_feed_validator -*-
 """
 Check a feed document against the Carbon Black feed rules (items 1-20 of the
 "Validator checklist" in reference/cb-feed.md) before it is published.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_transport -*-
+# -*- test-case-name: tests.integration.test_tc_transport -*-
 """
 The agent the bridge reaches servers with (ThreatConnect, and the Carbon
 Black server when it synchronizes the feed there): an

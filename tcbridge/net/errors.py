@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_client -*-
+# -*- test-case-name: tests.unit.test_tc_client -*-
 """
 Network failures and error pages as one readable line: the exceptions inside
 Twisted's wrappers (C{ResponseNeverReceived} and friends), a one-line

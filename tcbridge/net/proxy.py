@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_transport -*-
+# -*- test-case-name: tests.integration.test_tc_transport -*-
 """
 Reaching a server through an HTTP proxy: the proxy URL read and checked
 (L{parse_proxy}), and an endpoint factory (L{ProxyEndpointFactory}) whose

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_simulator -*-
+# -*- test-case-name: tests.unit.test_simulator -*-
 """
 A ThreatConnect API simulator: generated indicators served through a signed
 subset of the v1/v2/v3 REST API (v3 with a TQL subset), with injectable

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_simulator -*-
+# -*- test-case-name: tests.unit.test_simulator -*-
 """
 Run the ThreatConnect API simulator on its own::
 

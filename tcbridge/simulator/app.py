@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_simulator -*-
+# -*- test-case-name: tests.unit.test_simulator -*-
 """
 The ThreatConnect API simulator: a Klein app that serves a generated
 L{Dataset} through a signed subset of the v1/v2 API.

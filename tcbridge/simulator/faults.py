@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_simulator_faults -*-
+# -*- test-case-name: tests.unit.test_simulator_faults -*-
 """
 Injected faults for the ThreatConnect simulator (see
 L{tcbridge.simulator.app.Simulator.fault_next}).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_simulator_v3 -*-
+# -*- test-case-name: tests.unit.test_simulator_v3 -*-
 """
 A small subset of ThreatConnect Query Language (TQL), as the simulator's
 C{/v3/indicators?tql=} understands it.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_client -*-
+# -*- test-case-name: tests.unit.test_tc_client -*-
 """
 A signed ThreatConnect HTTP client over an injected treq client and clock.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_diagnosis -*-
+# -*- test-case-name: tests.unit.test_tc_diagnosis -*-
 """
 Hints that turn ThreatConnect's terse errors into something a user can act
 on.

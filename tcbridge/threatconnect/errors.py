@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_client,tests.test_tc_diagnosis -*-
+# -*- test-case-name: tests.unit.test_tc_client,tests.unit.test_tc_diagnosis -*-
 """
 Typed errors for talking to ThreatConnect.
 

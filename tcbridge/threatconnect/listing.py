@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_pull -*-
+# -*- test-case-name: tests.unit.test_tc_pull -*-
 """
 Reading listings: paged queries over indicators, read page after page with
 the next request already on its way while a page is parsed and handed on.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_parse -*-
+# -*- test-case-name: tests.unit.test_tc_parse -*-
 """
 Pure functions turning raw ThreatConnect JSON into L{IndicatorBatch} columns
 (no object per indicator: a page is read field by field).

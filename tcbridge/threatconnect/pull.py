@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_pull -*-
+# -*- test-case-name: tests.unit.test_tc_pull -*-
 """
 Pulling one configured source: which listings it is made of (an owner's
 types on v2, an owner's TQL query on v3, every visible owner for C{*}, a

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_parse -*-
+# -*- test-case-name: tests.unit.test_tc_parse -*-
 """
 Plain records that leave the ThreatConnect side: L{IndicatorBatch}, the
 indicators of one page and one type column by column (what a pull hands on:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_retry -*-
+# -*- test-case-name: tests.unit.test_tc_retry -*-
 """
 When and how long the ThreatConnect client waits before trying a request
 again.

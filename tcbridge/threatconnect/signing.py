@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_signing -*-
+# -*- test-case-name: tests.unit.test_signing -*-
 """
 ThreatConnect HMAC request signing: a pure function of the request target as
 sent, the method, the timestamp and the secret key.

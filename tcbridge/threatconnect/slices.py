@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_client -*-
+# -*- test-case-name: tests.unit.test_tc_client -*-
 """
 Parsing a big page a slice at a time.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_tql -*-
+# -*- test-case-name: tests.unit.test_tc_tql -*-
 """
 Building ThreatConnect Query Language (TQL) for C{/v3/indicators} from the
 settings, and the request targets that carry it.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tc_v3 -*-
+# -*- test-case-name: tests.unit.test_tc_v3 -*-
 """
 The v3 side of paging: checking and turning ThreatConnect's absolute C{next}
 links into targets relative to the client's base URL, moving their

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web -*-
+# -*- test-case-name: tests.unit.test_web -*-
 """
 The bridge's HTTP routes: the feed for Carbon Black (with validators,
 conditional requests and gzip), the diagnostics page, the HTML view of the

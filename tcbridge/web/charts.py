@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_synclog -*-
+# -*- test-case-name: tests.unit.test_synclog -*-
 """
 The sync history on the page: two small SVG charts drawn on the server
 (IOCs in the feed and sync duration, each sync a point, failed and held

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_guard -*-
+# -*- test-case-name: tests.unit.test_web_guard -*-
 """
 Optional protection for the whole web listener: an IP allow-list, then HTTP
 Basic and/or Bearer-token authentication.

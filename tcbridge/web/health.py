@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_health -*-
+# -*- test-case-name: tests.unit.test_web_health -*-
 """
 How healthy the bridge is, in one word and a few reasons, for C{/healthz},
 the diagnostics page and the metrics.

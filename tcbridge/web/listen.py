@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_listen -*-
+# -*- test-case-name: tests.integration.test_web_listen -*-
 """
 The web listener's endpoint: plain TCP on an IPv4 or IPv6 address, or TLS
 with a certificate chain and key read from PEM files.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_metrics -*-
+# -*- test-case-name: tests.unit.test_web_metrics -*-
 """
 Prometheus metrics for C{/metrics}, read from the sync status, the store and
 the ThreatConnect client at scrape time.

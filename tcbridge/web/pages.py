@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web -*-
+# -*- test-case-name: tests.unit.test_web -*-
 """
 The HTML pages, built with twisted.web.template tags so that every value,
 including hostile text from ThreatConnect, is escaped.
