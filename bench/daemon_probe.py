@@ -36,7 +36,7 @@ def main() -> None:
     last = [time.perf_counter()]
     reported = [False]
 
-    meta = Path(options["loaded"].cache_folder) / META_FILE_NAME
+    meta = Path(options["loaded"].sync.cache_folder) / META_FILE_NAME
 
     def tick() -> None:
         now = time.perf_counter()

@@ -62,9 +62,9 @@ def listener_line(reactor: Any, config: Config) -> tuple[str, bool]:
     Try to listen where the bridge would; a port in use is only a note (the
     bridge itself may be running).
     """
-    where = f"{config.listener_address}:{config.listener_port}"
+    where = f"{config.listener.address}:{config.listener.port}"
     try:
-        port = reactor.listenTCP(config.listener_port, Factory(), interface=config.listener_address)
+        port = reactor.listenTCP(config.listener.port, Factory(), interface=config.listener.address)
     except CannotListenError as e:
         reason = e.socketError.strerror if getattr(e, "socketError", None) else str(e)
         return (
@@ -100,9 +100,9 @@ async def run_check(reactor: Any, config: Config, out: TextIO, err: TextIO | Non
     bridge = build_bridge(config, reactor, use_cache=False)
     client = bridge.client
     owners: list[str] | None = None
-    _step(err, f"the credentials with ThreatConnect at {config.api_url}")
+    _step(err, f"the credentials with ThreatConnect at {config.threatconnect.api_url}")
     try:
-        owners = await list_owners(client, api_version=config.api_version)
+        owners = await list_owners(client, api_version=config.threatconnect.api_version)
     except ThreatConnectError as e:
         _step(err, None)
         out.write(f"credentials: PROBLEM, {e}\n")
@@ -110,11 +110,10 @@ async def run_check(reactor: Any, config: Config, out: TextIO, err: TextIO | Non
     else:
         _step(err, None)
         shown = ", ".join(owners[:20]) + (", ..." if len(owners) > 20 else "")
-        out.write(
-            f"credentials: OK, API user {config.api_key} can see {len(owners)} owners: {shown}\n"
-        )
+        user = config.threatconnect.api_key
+        out.write(f"credentials: OK, API user {user} can see {len(owners)} owners: {shown}\n")
     if owners is not None:
-        for source in config.sources:
+        for source in config.threatconnect.sources:
             if source.kind == "owner" and source.value not in owners:
                 out.write(
                     f"sources: PROBLEM, owner {source.value!r} is not visible to this API user\n"
@@ -124,7 +123,7 @@ async def run_check(reactor: Any, config: Config, out: TextIO, err: TextIO | Non
     line, bad = clock_line(*(exchange if exchange else (None, None)))
     out.write(line + "\n")
     problems += bad
-    for line, bad in (cache_line(config.cache_folder), listener_line(reactor, config)):
+    for line, bad in (cache_line(config.sync.cache_folder), listener_line(reactor, config)):
         out.write(line + "\n")
         problems += bad
     await bridge.pool.closeCachedConnections()

@@ -113,7 +113,7 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
     from tcbridge.sync import feed_settings
     from tcbridge.synclog import SyncLog
 
-    folder = config.cache_folder
+    folder = config.sync.cache_folder
     if folder is None:
         out.write(f"tcbridge: {config.path} has no cache_folder, so nothing is kept to explain\n")
         return EXIT_FAILED
@@ -137,7 +137,7 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
             feed=feed,
             seen_path=seen,
             settings=settings,
-            exclusions=config.exclusions,
+            exclusions=config.feed.exclusions,
             held_back=held,
         )
         out.write("\n".join(answer.lines()) + "\n")
@@ -214,7 +214,7 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
 
         demo = start_demo(reactor)
         config, listening = demo.config, demo.server.port
-    set_log_level(config.log_level)
+    set_log_level(config.logging.level)
     bridge = build_bridge(config, reactor, use_cache=False, threads=False)
     line = ProgressLine(bridge.status, reactor, out)
     line.start()

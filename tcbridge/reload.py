@@ -24,18 +24,19 @@ from tcbridge.wiring import Bridge, make_cb_sync, make_client
 
 log = Logger(observer=bridge_observer)
 
-#: Settings that only take effect when tcbridge starts again.
-_RESTART_KEYS = (
-    "listener_address",
-    "listener_port",
-    "listener_tls_cert",
-    "listener_tls_key",
-    "listener_username",
-    "listener_password",
-    "listener_token",
-    "listener_allow",
-    "log_file",
-    "log_format",
+#: Settings that only take effect when tcbridge starts again, by the name
+#: users write in the file.
+_RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("listener_address", lambda c: c.listener.address),
+    ("listener_port", lambda c: c.listener.port),
+    ("listener_tls_cert", lambda c: c.listener.tls_cert),
+    ("listener_tls_key", lambda c: c.listener.tls_key),
+    ("listener_username", lambda c: c.listener.username),
+    ("listener_password", lambda c: c.listener.password),
+    ("listener_token", lambda c: c.listener.token),
+    ("listener_allow", lambda c: c.listener.allow),
+    ("log_file", lambda c: c.logging.file),
+    ("log_format", lambda c: c.logging.format),
 )
 
 
@@ -74,7 +75,7 @@ class Reloader:
             log.error("{message}", message=message)
             status.notices = (*[n for n in status.notices if not n.startswith("Reload")], message)
             return False
-        changed = [k for k in _RESTART_KEYS if getattr(config, k) != getattr(self._listening, k)]
+        changed = [k for k, value in _RESTART_KEYS if value(config) != value(self._listening)]
         notices: tuple[str, ...] = ()
         if changed:
             notices = (
@@ -89,15 +90,15 @@ class Reloader:
         self._bridge.cycle.reconfigure(
             config, client, make_cb_sync(config, self._reactor, self._bridge.pool), notices
         )
-        self._bridge.store.cache_dir = config.cache_folder
-        seconds = config.feed_retrieval_minutes * 60.0
+        self._bridge.store.cache_dir = config.sync.cache_folder
+        seconds = config.sync.feed_retrieval_minutes * 60.0
         self._timer.step = seconds
         loop = getattr(self._timer, "_loop", None)  # TimerService keeps its LoopingCall here
         if loop is not None:
             loop.interval = seconds
-        set_log_level(config.log_level)
+        set_log_level(config.logging.level)
         if self._web is not None:
-            self._web.set_schedule(seconds, config.stale_after_intervals)
+            self._web.set_schedule(seconds, config.sync.stale_after_intervals)
         self._config_rows[:] = config.display()
         log.info("Configuration reloaded from {path}", path=self._path)
         return True

@@ -69,9 +69,9 @@ def accept_marker(config: Config) -> str | None:
     The file whose presence accepts the next shrinking feed (written by
     C{tcbridge accept-shrink}); C{None} without a cache folder.
     """
-    if config.cache_folder is None:
+    if config.sync.cache_folder is None:
         return None
-    return os.path.join(config.cache_folder, ACCEPT_SHRINK_FILE)
+    return os.path.join(config.sync.cache_folder, ACCEPT_SHRINK_FILE)
 
 
 class FeedHeldBackError(Exception):
@@ -101,23 +101,23 @@ def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
     """
     lists = []
     problems: list[str] = []
-    for excluded in config.exclusions:
+    for excluded in config.feed.exclusions:
         parsed, bad = parse_exclusion_file(
             excluded.kind, excluded.option, excluded.path, excluded.lines
         )
         lists.append(parsed)
         problems += bad
     settings = FeedSettings(
-        grouping=config.grouping,
-        types=config.types,
-        score_source=config.score_source,
-        min_rating=config.min_rating,
-        min_score=config.min_score,
-        exclude_reserved=config.exclude_reserved,
-        exclude_private=config.exclude_private,
+        grouping=config.feed.grouping,
+        types=config.feed.types,
+        score_source=config.feed.score_source,
+        min_rating=config.feed.min_rating,
+        min_score=config.feed.min_score,
+        exclude_reserved=config.feed.exclude_reserved,
+        exclude_private=config.feed.exclude_private,
         exclusions=Exclusions.of(lists),
-        max_reports=config.max_reports,
-        web_url=config.web_url,
+        max_reports=config.feed.max_reports,
+        web_url=config.threatconnect.web_url,
     )
     return settings, problems
 
@@ -130,13 +130,13 @@ def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = N
     score is asked for when scores come from it.
     """
     fields: tuple[str, ...] = ("tags",)
-    if config.score_source in ("threatAssessScore", "max"):
+    if config.feed.score_source in ("threatAssessScore", "max"):
         fields += ("threatAssess",)
     return PullOptions(
-        api_version=config.api_version,
-        page_size=config.page_size,
-        types=config.types,
-        min_rating=config.min_rating,
+        api_version=config.threatconnect.api_version,
+        page_size=config.threatconnect.page_size,
+        types=config.feed.types,
+        min_rating=config.feed.min_rating,
         fields=fields,
         pause=pause,
     )
@@ -298,11 +298,13 @@ class SyncCycle:
         """
         self._apply_pending()
         status = self._status
-        status.begin(self._clock.seconds(), len(self._config.sources))
+        status.begin(self._clock.seconds(), len(self._config.threatconnect.sources))
         requests_before = self._client.requests
-        self.log.info("Sync started: {sources} sources", sources=len(self._config.sources))
+        self.log.info(
+            "Sync started: {sources} sources", sources=len(self._config.threatconnect.sources)
+        )
         work = defer.ensureDeferred(self._pull_and_build(finish, record_history, directory))
-        deadline = self._config.sync_deadline_minutes
+        deadline = self._config.sync.deadline_minutes
         expired: list[bool] = []
 
         def expire() -> None:
@@ -435,7 +437,7 @@ class SyncCycle:
                 progress.pages += 1
                 progress.indicators += sum(map(len, batches))
 
-        for number, source in enumerate(self._config.sources):
+        for number, source in enumerate(self._config.threatconnect.sources):
             if progress is not None:
                 progress.source, progress.done = source.name, number
             pull = await pull_source(self._client, source, self._pull_options, on_page)
@@ -449,7 +451,7 @@ class SyncCycle:
         if directory is None:
             directory = await self._run_heavy(self._store.build_directory)
         if progress is not None:
-            progress.phase, progress.done = "building", len(self._config.sources)
+            progress.phase, progress.done = "building", len(self._config.threatconnect.sources)
         feed = await self._build_file(builder, directory, record_history)
         if progress is not None:
             progress.phase = "publishing"
@@ -514,7 +516,7 @@ class SyncCycle:
         current = self._store.current
         if current is None or current.iocs == 0:
             return None
-        limit = self._config.max_shrink_percent
+        limit = self._config.sync.max_shrink_percent
         drop = 100.0 * (current.iocs - new_iocs) / current.iocs
         if new_iocs > 0 and drop <= limit:
             return None
@@ -552,7 +554,7 @@ class SyncCycle:
         child process when the cycle has a L{BuildFeed}, else with
         C{run_heavy}.  The whole feed is never held as Python objects.
         """
-        pretty = self._config.pretty_print_json
+        pretty = self._config.feed.pretty_print_json
         try:
             if self._build is not None:
                 return await self._build(builder, directory, gzip=gzip, pretty=pretty)

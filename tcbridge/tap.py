@@ -113,11 +113,11 @@ class _FileLog(Service):
         super().startService()
         config = self._config
         self._logging = install_file_logging(
-            config.log_file or "",
-            level=config.log_level,
-            max_bytes=config.log_max_bytes,
-            backups=config.log_backups,
-            fmt=config.log_format,
+            config.logging.file or "",
+            level=config.logging.level,
+            max_bytes=config.logging.max_bytes,
+            backups=config.logging.backups,
+            fmt=config.logging.format,
         )
 
     def stopService(self) -> None:
@@ -179,16 +179,16 @@ def build_service(options: Options, reactor: Any) -> MultiService:
     else:
         config = options["loaded"]
     if options["port"] is not None:
-        config = evolve(config, listener_port=options["port"])
-    set_log_level(config.log_level)
-    if not write and config.cache_folder is not None:
-        problem = folder_problem(config.cache_folder)
+        config = evolve(config, listener=evolve(config.listener, port=options["port"]))
+    set_log_level(config.logging.level)
+    if not write and config.sync.cache_folder is not None:
+        problem = folder_problem(config.sync.cache_folder)
         if problem is not None:
             sys.stderr.write(f"tcbridge: {config.path}: [bridge] cache_folder: {problem}\n")
             raise SystemExit(2)
     bridge = build_bridge(config, reactor, use_cache=not write, threads=not write)
     top = MultiService()
-    if config.log_file:
+    if config.logging.file:
         _FileLog(config).setServiceParent(top)
     _Cleanup(bridge, listening).setServiceParent(top)
     for notice in config.notices:
@@ -197,7 +197,7 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         path = options.subOptions["path"]
         WriteOnceService(bridge.cycle, path, reactor.stop).setServiceParent(top)
         return top
-    timer = sync_timer(bridge.cycle, config.feed_retrieval_minutes, reactor)
+    timer = sync_timer(bridge.cycle, config.sync.feed_retrieval_minutes, reactor)
     timer.setServiceParent(top)
     config_rows = config.display()
     web = FeedApp(
@@ -208,8 +208,8 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         bridge.feedinfo,
         images(),
         bridge.run_heavy,
-        interval_seconds=config.feed_retrieval_minutes * 60.0,
-        stale_after_intervals=config.stale_after_intervals,
+        interval_seconds=config.sync.feed_retrieval_minutes * 60.0,
+        stale_after_intervals=config.sync.stale_after_intervals,
         request_counts=lambda: bridge.cycle.client.status_counts,
         sync_log=bridge.sync_log,
         explain=explainer(bridge),
@@ -220,20 +220,20 @@ def build_service(options: Options, reactor: Any) -> MultiService:
     try:
         endpoint = listener_endpoint(
             reactor,
-            address=config.listener_address,
-            port=config.listener_port,
-            tls_cert=config.listener_tls_cert,
-            tls_key=config.listener_tls_key,
+            address=config.listener.address,
+            port=config.listener.port,
+            tls_cert=config.listener.tls_cert,
+            tls_key=config.listener.tls_key,
         )
     except ValueError as e:
         sys.stderr.write(f"tcbridge: {config.path}: [bridge] {e}\n")
         raise SystemExit(2) from None
     resource = guard(
         web.resource(),
-        username=config.listener_username,
-        password=config.listener_password,
-        token=config.listener_token,
-        allow=[ip_network(net) for net in config.listener_allow],
+        username=config.listener.username,
+        password=config.listener.password,
+        token=config.listener.token,
+        allow=[ip_network(net) for net in config.listener.allow],
         clock=reactor,
     )
     _Listener(endpoint, Site(resource), config).setServiceParent(top)
@@ -259,8 +259,8 @@ class _Listener(StreamServerEndpointService):
 
 
 def _log_port(port: IListeningPort, config: Config) -> IListeningPort:
-    scheme = "https" if config.listener_tls_cert else "http"
-    host = config.listener_address
+    scheme = "https" if config.listener.tls_cert else "http"
+    host = config.listener.address
     if ":" in host:
         host = f"[{host}]"
     number = port.getHost().port  # type: ignore[attr-defined]

@@ -131,19 +131,19 @@ def make_client(
     agent = make_agent(
         reactor,
         pool=pool,
-        connect_timeout=config.request_timeout,
-        proxy=config.https_proxy,
-        ca_file=config.ca_file,
-        verify=config.verify_tls,
+        connect_timeout=config.threatconnect.request_timeout,
+        proxy=config.threatconnect.https_proxy,
+        ca_file=config.threatconnect.ca_file,
+        verify=config.threatconnect.verify_tls,
     )
     return ThreatConnectClient(
         HTTPClient(agent),
         reactor,
-        config.api_url,
-        config.api_key,
-        config.secret_key,
-        timeout=config.request_timeout,
-        retry=RetryPolicy(attempts=config.max_attempts),
+        config.threatconnect.api_url,
+        config.threatconnect.api_key,
+        config.threatconnect.secret_key,
+        timeout=config.threatconnect.request_timeout,
+        retry=RetryPolicy(attempts=config.threatconnect.max_attempts),
         slice_pause=reactor_pause(reactor) if serving else None,
     )
 
@@ -153,30 +153,30 @@ def make_cb_sync(config: Config, reactor: Any, pool: HTTPConnectionPool) -> CbSe
     The Carbon Black server sync for C{config}, or C{None} when it is off.
     TLS to the Carbon Black server is verified unless the user turned it off.
     """
-    if config.cb_server_url is None or config.cb_server_token is None:
+    if config.carbonblack.server_url is None or config.carbonblack.server_token is None:
         return None
     agent = make_agent(
         reactor,
         pool=pool,
-        connect_timeout=config.request_timeout,
-        ca_file=config.cb_ca_file,
-        verify=config.cb_verify_tls,
+        connect_timeout=config.threatconnect.request_timeout,
+        ca_file=config.carbonblack.ca_file,
+        verify=config.carbonblack.verify_tls,
     )
     feed_url = feed_url_for(
-        config.listener_address,
-        config.listener_port,
-        config.host_address,
-        tls=config.listener_tls_cert is not None,
+        config.listener.address,
+        config.listener.port,
+        config.carbonblack.host_address,
+        tls=config.listener.tls_cert is not None,
     )
     return CbServerSync(
         HTTPClient(agent),
         reactor,
-        config.cb_server_url,
-        config.cb_server_token,
+        config.carbonblack.server_url,
+        config.carbonblack.server_token,
         feed_url,
-        timeout=config.request_timeout,
-        feed_username=config.listener_username,
-        feed_password=config.listener_password,
+        timeout=config.threatconnect.request_timeout,
+        feed_username=config.listener.username,
+        feed_password=config.listener.password,
     )
 
 
@@ -199,7 +199,7 @@ def build_bridge(
     info = FeedInfo()
     store = FeedStore(
         empty_body=dumps(empty_document(info)),
-        cache_dir=config.cache_folder if use_cache else None,
+        cache_dir=config.sync.cache_folder if use_cache else None,
     )
     status = SyncStatus(started_at=reactor.seconds(), notices=config.notices)
     run_heavy = thread_runner(reactor) if threads else run_inline
@@ -218,7 +218,7 @@ def build_bridge(
             history = loaded.history
         if threads:
             reactor.callWhenRunning(check_cached_feed, store, status, run_heavy)
-    sync_log = SyncLog(config.cache_folder) if use_cache else None
+    sync_log = SyncLog(config.sync.cache_folder) if use_cache else None
     if sync_log is not None:
         sync_log.load()
     cycle = SyncCycle(
@@ -276,7 +276,7 @@ def explainer(bridge: Bridge) -> Callable[[str], Explanation] | None:
             feed=bridge.store.body(),
             seen_path=seen_path,
             settings=settings,
-            exclusions=config.exclusions,
+            exclusions=config.feed.exclusions,
             held_back=bridge.status.held_back,
         )
 

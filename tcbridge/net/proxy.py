@@ -475,9 +475,7 @@ class ProxyEndpointFactory:
     TLS inside the tunnel for C{https}, plain for C{http}.
     """
 
-    def __init__(
-        self, reactor: Any, proxy: Proxy, policy: IPolicyForHTTPS, timeout: float
-    ) -> None:
+    def __init__(self, reactor: Any, proxy: Proxy, policy: IPolicyForHTTPS, timeout: float) -> None:
         self._reactor = reactor
         self._proxy = proxy
         self._policy = policy

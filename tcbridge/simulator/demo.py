@@ -11,7 +11,7 @@ from typing import Any
 
 from attrs import frozen
 
-from tcbridge.config import Config
+from tcbridge.config import Config, ListenerSettings, SyncSettings, ThreatConnectSettings
 from tcbridge.model import DEFAULT_WEB_URL, Source
 from tcbridge.simulator.app import DemoServer, start_simulator
 
@@ -44,13 +44,15 @@ def start_demo(
     config = Config(
         path="(built-in demo: the ThreatConnect simulator)",
         layout="demo",
-        api_url=server.base_url,
-        web_url=DEFAULT_WEB_URL,
-        api_key=server.api_key,
-        secret_key=server.secret_key,
-        sources=(Source(name="*", kind="all", value="*"),),
-        listener_port=listener_port,
-        cache_folder=cache_folder,
+        threatconnect=ThreatConnectSettings(
+            api_url=server.base_url,
+            web_url=DEFAULT_WEB_URL,
+            api_key=server.api_key,
+            secret_key=server.secret_key,
+            sources=(Source(name="*", kind="all", value="*"),),
+        ),
+        listener=ListenerSettings(port=listener_port),
+        sync=SyncSettings(cache_folder=cache_folder),
         notices=(
             "Demo mode: indicators come from the built-in ThreatConnect simulator at "
             f"{server.base_url} ({count} generated indicators in {len(server.owners)} "

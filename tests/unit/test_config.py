@@ -55,15 +55,19 @@ def test_2015_reference_file_loads(write_file: WriteFile) -> None:
     """
     config = load_config(write_file("cb.conf", _filled("bridge-2015.conf")))
     assert config.layout == "2015"
-    assert config.api_url == "https://api.threatconnect.com"
-    assert config.sources == (
+    assert config.threatconnect.api_url == "https://api.threatconnect.com"
+    assert config.threatconnect.sources == (
         Source("CommonCommunity", "path", "/v1/indicators/?owner=Common%20Community"),
     )
-    assert config.types == frozenset({"File", "Host"})
-    assert (config.score_source, config.min_rating, config.min_score) == ("confidence", None, 1)
-    assert (config.listener_address, config.listener_port) == ("127.0.0.1", 6100)
-    assert config.feed_retrieval_minutes == 60
-    assert config.secret_key == "s3cr3t-value"
+    assert config.feed.types == frozenset({"File", "Host"})
+    assert (config.feed.score_source, config.feed.min_rating, config.feed.min_score) == (
+        "confidence",
+        None,
+        1,
+    )
+    assert (config.listener.address, config.listener.port) == ("127.0.0.1", 6100)
+    assert config.sync.feed_retrieval_minutes == 60
+    assert config.threatconnect.secret_key == "s3cr3t-value"
 
 
 def test_v2_reference_file_loads(write_file: WriteFile) -> None:
@@ -74,13 +78,17 @@ def test_v2_reference_file_loads(write_file: WriteFile) -> None:
     """
     config = load_config(write_file("connector.conf", _filled("connector-v2.conf")))
     assert config.layout == "v2"
-    assert config.sources == (Source(name="*", kind="all", value="*"),)
-    assert config.types == frozenset({"File", "Address", "Host"})
-    assert (config.score_source, config.min_rating, config.min_score) == ("rating", 1, 0)
-    assert config.grouping == "Condensed"
-    assert config.max_reports == 10000
-    assert config.web_url == "https://app.threatconnect.com/auth"
-    assert config.cache_folder == "/usr/share/cb/integrations/cb-threatconnect-connector/cache"
+    assert config.threatconnect.sources == (Source(name="*", kind="all", value="*"),)
+    assert config.feed.types == frozenset({"File", "Address", "Host"})
+    assert (config.feed.score_source, config.feed.min_rating, config.feed.min_score) == (
+        "rating",
+        1,
+        0,
+    )
+    assert config.feed.grouping == "Condensed"
+    assert config.feed.max_reports == 10000
+    assert config.threatconnect.web_url == "https://app.threatconnect.com/auth"
+    assert config.sync.cache_folder == "/usr/share/cb/integrations/cb-threatconnect-connector/cache"
 
 
 @pytest.mark.parametrize("name", ["bridge-2015.conf", "connector-v2.conf"])
@@ -106,7 +114,7 @@ def test_interpolation_is_off(write_file: WriteFile) -> None:
         "Subscribers=/v2/indicators?owner=Subscriber%20Community&filters=rating%3E3",
     )
     config = load_config(write_file("cb.conf", text))
-    assert config.sources[1] == Source(
+    assert config.threatconnect.sources[1] == Source(
         name="Subscribers",
         kind="path",
         value="/v2/indicators?owner=Subscriber%20Community&filters=rating%3E3",
@@ -257,14 +265,14 @@ def test_owner_list_and_options(write_file: WriteFile, tmp_path: Path) -> None:
         "listener_port=6200\nfeed_retrieval_minutes=15\nlog_level=debug\n",
     ).replace("sources=*", "sources=Common Community, Acme Corp")
     config = load_config(write_file("ok.conf", text))
-    assert config.sources == (
+    assert config.threatconnect.sources == (
         Source("Common Community", "owner", "Common Community"),
         Source("Acme Corp", "owner", "Acme Corp"),
     )
-    assert config.grouping == "MaxCondensed"
-    assert config.types == frozenset({"Host", "File"})
-    assert (config.min_rating, config.min_score) == (2.5, 0)
-    assert config.exclusions == (
+    assert config.feed.grouping == "MaxCondensed"
+    assert config.feed.types == frozenset({"Host", "File"})
+    assert (config.feed.min_rating, config.feed.min_score) == (2.5, 0)
+    assert config.feed.exclusions == (
         ExclusionFile(
             "hosts",
             "filtered_hosts",
@@ -272,9 +280,9 @@ def test_owner_list_and_options(write_file: WriteFile, tmp_path: Path) -> None:
             ("# safe hosts", "example.com", "", "  intranet.local  # ours"),
         ),
     )
-    assert (config.listener_port, config.feed_retrieval_minutes) == (6200, 15)
-    assert config.log_level == "DEBUG"
-    assert config.cache_folder is None
+    assert (config.listener.port, config.sync.feed_retrieval_minutes) == (6200, 15)
+    assert config.logging.level == "DEBUG"
+    assert config.sync.cache_folder is None
 
 
 def test_default_cache_folder_beside_config(write_file: WriteFile, tmp_path: Path) -> None:
@@ -283,7 +291,7 @@ def test_default_cache_folder_beside_config(write_file: WriteFile, tmp_path: Pat
     config file, so a restart serves the last good feed.
     """
     config = load_config(write_file("etc/ok.conf", V2_MINIMAL.replace("cache_folder=\n", "")))
-    assert config.cache_folder == str(tmp_path / "etc" / "cache")
+    assert config.sync.cache_folder == str(tmp_path / "etc" / "cache")
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "tcbridge.conf.example"
@@ -322,7 +330,7 @@ def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -
     v2_text = v2_text.replace("secret_key=\n", "secret_key=2\n")
     config = load_config(write_file("v2.conf", v2_text))
     assert not [n for n in config.notices if "not a tcbridge option" in n], config.notices
-    assert config.sources == (Source("*", "all", "*"),)
+    assert config.threatconnect.sources == (Source("*", "all", "*"),)
 
     legacy = _uncommented(
         [line[2:] if line.startswith("# ") else line for line in legacy_part.splitlines()[2:]]
@@ -335,8 +343,8 @@ def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -
     config = load_config(write_file("legacy.conf", legacy))
     assert config.layout == "2015"
     assert not [n for n in config.notices if "not a tcbridge option" in n], config.notices
-    assert config.types == frozenset({"Host"})
-    assert config.sources[-1].kind == "tql"
+    assert config.feed.types == frozenset({"Host"})
+    assert config.threatconnect.sources[-1].kind == "tql"
 
 
 def test_network_options(write_file: WriteFile, tmp_path: Path) -> None:
@@ -353,10 +361,10 @@ def test_network_options(write_file: WriteFile, tmp_path: Path) -> None:
         "sync_deadline_minutes=12\n",
     )
     config = load_config(write_file("ok.conf", text))
-    assert config.api_version == "v3"
-    assert config.https_proxy == "http://proxyuser:pr0xy-pass@proxy.example:3128"
-    assert (config.ca_file, config.verify_tls) == (str(ca), True)
-    assert (config.max_attempts, config.sync_deadline_minutes) == (3, 12)
+    assert config.threatconnect.api_version == "v3"
+    assert config.threatconnect.https_proxy == "http://proxyuser:pr0xy-pass@proxy.example:3128"
+    assert (config.threatconnect.ca_file, config.threatconnect.verify_tls) == (str(ca), True)
+    assert (config.threatconnect.max_attempts, config.sync.deadline_minutes) == (3, 12)
     shown = str(config.display()) + repr(config)
     assert "pr0xy-pass" not in shown
     assert "http://proxyuser:***@proxy.example:3128" in shown
@@ -368,7 +376,7 @@ def test_tls_verification_off_is_warned(write_file: WriteFile) -> None:
     notice for the page and the log.
     """
     config = load_config(write_file("ok.conf", _v2("", "ssl_verify_api_requests=false\n")))
-    assert config.verify_tls is False
+    assert config.threatconnect.verify_tls is False
     assert any("TLS verification of ThreatConnect is OFF" in n for n in config.notices)
 
 
@@ -418,7 +426,9 @@ def test_tql_source(write_file: WriteFile) -> None:
     """
     text = V2_MINIMAL + '[sources]\nHot=tql:typeName in ("Host") AND rating >= 4\n'
     config = load_config(write_file("ok.conf", text))
-    assert config.sources[-1] == Source("Hot", "tql", 'typeName in ("Host") AND rating >= 4')
+    assert config.threatconnect.sources[-1] == Source(
+        "Hot", "tql", 'typeName in ("Host") AND rating >= 4'
+    )
     with pytest.raises(ConfigError, match="empty TQL query"):
         load_config(write_file("bad.conf", V2_MINIMAL + "[sources]\nHot=tql:  \n"))
 
@@ -440,7 +450,7 @@ def test_scoring_options(
     both honoured, in the main section or in [bridge].
     """
     config = load_config(write_file("ok.conf", text))
-    assert (config.score_source, config.min_rating, config.min_score) == expected
+    assert (config.feed.score_source, config.feed.min_rating, config.feed.min_score) == expected
 
 
 def test_bad_score_source(write_file: WriteFile) -> None:
@@ -459,7 +469,7 @@ def test_secret_from_environment_and_file(write_file: WriteFile, tmp_path: Path)
     """
     text = V2_MINIMAL.replace("secret_key=s3cr3t-value\n", "")
     config = load_config(write_file("env.conf", text), environ={"TCBRIDGE_SECRET_KEY": "from-env"})
-    assert config.secret_key == "from-env"
+    assert config.threatconnect.secret_key == "from-env"
     assert "TCBRIDGE_SECRET_KEY" in dict(config.display())["secret_key"]
     secret_file = tmp_path / "secret"
     secret_file.write_text("from-file\n")
@@ -470,7 +480,7 @@ def test_secret_from_environment_and_file(write_file: WriteFile, tmp_path: Path)
         ),
         environ={},
     )
-    assert config.secret_key == "from-file"
+    assert config.threatconnect.secret_key == "from-file"
     assert "from-file" not in str(config.display())
 
 
@@ -489,7 +499,7 @@ def test_encrypted_secret(write_file: WriteFile, tmp_path: Path) -> None:
         f"secret_key_encrypted={token}\nsecret_key_encryption_key_file={key}\n",
     )
     config = load_config(write_file("enc.conf", text), environ={})
-    assert config.secret_key == "decrypted-secret"
+    assert config.threatconnect.secret_key == "decrypted-secret"
 
 
 def test_listener_security_options(write_file: WriteFile, tmp_path: Path) -> None:
@@ -506,10 +516,10 @@ def test_listener_security_options(write_file: WriteFile, tmp_path: Path) -> Non
         "listener_allow=10.1.2.3, 192.168.0.0/16,2001:db8::/32\n",
     )
     config = load_config(write_file("ok.conf", text))
-    assert (config.listener_tls_cert, config.listener_tls_key) == (str(cert), str(key))
-    assert (config.listener_username, config.listener_password) == ("cb", "pw-value")
-    assert config.listener_token == "tok-value"
-    assert config.listener_allow == ("10.1.2.3/32", "192.168.0.0/16", "2001:db8::/32")
+    assert (config.listener.tls_cert, config.listener.tls_key) == (str(cert), str(key))
+    assert (config.listener.username, config.listener.password) == ("cb", "pw-value")
+    assert config.listener.token == "tok-value"
+    assert config.listener.allow == ("10.1.2.3/32", "192.168.0.0/16", "2001:db8::/32")
     shown = str(config.display()) + repr(config)
     assert "pw-value" not in shown and "tok-value" not in shown
     assert "https://127.0.0.1:6100" in shown
@@ -562,12 +572,12 @@ def test_carbon_black_sync_options(write_file: WriteFile) -> None:
             ),
         )
     )
-    assert (on.cb_server_url, on.cb_server_token, on.cb_verify_tls) == (
+    assert (on.carbonblack.server_url, on.carbonblack.server_token, on.carbonblack.verify_tls) == (
         "https://cb.example",
         "tk",
         False,
     )
-    assert on.host_address == "10.0.0.5"
+    assert on.carbonblack.host_address == "10.0.0.5"
     assert any("Carbon Black server is OFF" in n for n in on.notices)
     assert "tk" not in repr(on)
     off = load_config(
@@ -580,7 +590,7 @@ def test_carbon_black_sync_options(write_file: WriteFile) -> None:
             ),
         )
     )
-    assert off.cb_server_url is None
+    assert off.carbonblack.server_url is None
     with pytest.raises(ConfigError, match="carbonblack_server_token: missing"):
         load_config(write_file("bad.conf", _v2("", "carbonblack_server_url=https://cb.example\n")))
 
@@ -600,7 +610,12 @@ def test_log_file_options(write_file: WriteFile, tmp_path: Path) -> None:
             ),
         )
     )
-    assert (config.log_file, config.log_max_bytes, config.log_backups, config.log_format) == (
+    assert (
+        config.logging.file,
+        config.logging.max_bytes,
+        config.logging.backups,
+        config.logging.format,
+    ) == (
         f"{tmp_path}/tc.log",
         200000,
         2,

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from attrs import evolve
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
@@ -23,6 +22,7 @@ from tcbridge.store import FeedStore
 from tcbridge.sync import SyncCycle, feed_settings
 from tcbridge.web.app import FeedApp
 from tests.helpers import result_of
+from tests.helpers_config import with_settings
 from tests.unit.test_sync import Harness
 from tests.unit.test_web import _get
 
@@ -59,7 +59,7 @@ def _ask(h: Harness, tmp_path: Path, value: str, **kw: Any) -> Any:
         feed=h.store.body(),
         seen_path=str(tmp_path / FILE_NAME),
         settings=settings,
-        exclusions=h.config.exclusions,
+        exclusions=h.config.feed.exclusions,
         **kw,
     )
 
@@ -104,7 +104,7 @@ def test_why_not(tmp_path: Path) -> None:
     assert "SHA-1" in _ask(h, tmp_path, "a" * 40).verdict
     host = next(r for r in rows if r[1] == "Host" and r[5] and r[5] >= 3)[0][0]
     excluded = ExclusionFile("hosts", "filtered_hosts", "/etc/tcbridge/hosts.txt", ("# x", host))
-    h.config = evolve(h.config, exclusions=(excluded,))
+    h.config = with_settings(h.config, exclusions=(excluded,))
     h.store = FeedStore(empty_body=b'{"feedinfo":{},"reports":[]}')
     answer = _ask(h, tmp_path, host)
     assert f"left out by the exclusion rule /etc/tcbridge/hosts.txt:2: {host}" in answer.verdict
@@ -120,7 +120,7 @@ def test_held_back_or_cut(tmp_path: Path) -> None:
     h.store = FeedStore(empty_body=b'{"feedinfo":{},"reports":[]}')
     answer = _ask(h, tmp_path, value, held_back="it has no IOCs at all")
     assert "held back by the shrink guard (it has no IOCs at all)" in answer.verdict
-    h.config = evolve(h.config, max_reports=5)
+    h.config = with_settings(h.config, max_reports=5)
     assert "cut by max_reports (5 reports kept" in _ask(h, tmp_path, value).verdict
 
 
@@ -135,7 +135,7 @@ def test_console_command(tmp_path: Path) -> None:
     text = out.getvalue()
     assert text.startswith(rows[0][0][0]) and "\n8.8.8.8 (ipv4): not in the published feed" in text
     out = io.StringIO()
-    assert run_explain(evolve(h.config, cache_folder=None), ["8.8.8.8"], out) == 1
+    assert run_explain(with_settings(h.config, cache_folder=None), ["8.8.8.8"], out) == 1
     assert "no cache_folder" in out.getvalue()
 
 

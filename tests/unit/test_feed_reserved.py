@@ -137,7 +137,7 @@ def test_config_options(tmp_path: Path) -> None:
     path = tmp_path / "a.conf"
     path.write_text(base)
     config = load_config(str(path))
-    assert (config.exclude_reserved, config.exclude_private) == (True, False)
+    assert (config.feed.exclude_reserved, config.feed.exclude_private) == (True, False)
     assert ("left out", "reserved values") in config.display()
     path.write_text(base + "exclude_reserved=false\nexclude_private=yes\n")
     config = load_config(str(path))

@@ -56,7 +56,7 @@ def test_reload_applies_new_settings(write_file: WriteFile) -> None:
     )
     assert reload_service.reloader.reload() is True
     bridge_cycle = reload_service.reloader._bridge.cycle
-    assert [s.value for s in bridge_cycle.config.sources] == ["Acme Corp"]
+    assert [s.value for s in bridge_cycle.config.threatconnect.sources] == ["Acme Corp"]
     timer = next(s for s in service if isinstance(s, TimerService))
     assert timer.step == 15 * 60
     web = reload_service.reloader._web
@@ -76,7 +76,9 @@ def test_bad_file_keeps_everything(write_file: WriteFile) -> None:
     write_file("tc.conf", CONFIG.replace("listener_port=6200", "listener_port=x"))
     assert reload_service.reloader.reload() is False
     reloader = reload_service.reloader
-    assert [s.value for s in reloader._bridge.cycle.config.sources] == ["Common Community"]
+    assert [s.value for s in reloader._bridge.cycle.config.threatconnect.sources] == [
+        "Common Community"
+    ]
     notices = reloader._bridge.status.notices
     assert any(
         "Reload failed" in n and "listener_port: 'x' is not a whole number" in n for n in notices

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 import pytest
-from attrs import evolve
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -20,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tcbridge.cbserver import CbServerSync
-from tcbridge.config import Config, ExclusionFile
+from tcbridge.config import ExclusionFile
 from tcbridge.feed import builder as builder_module
 from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.history import StoredHistory, history_from_reports
@@ -45,6 +44,7 @@ from tcbridge.web.app import FeedApp
 from tcbridge.wiring import read_cached_feed
 from tests.cbmock import CbMock, fetch_through
 from tests.helpers import failure_of, result_of
+from tests.helpers_config import make_config, with_settings
 
 KEY = "12345678901234567890"
 SECRET = "simulated-secret"
@@ -97,9 +97,9 @@ class Harness:
             "cache_folder": cache_dir,
         }
         defaults.update(config)
-        self.config = Config(**defaults)
+        self.config = make_config(**defaults)
         self.store = FeedStore(
-            empty_body=dumps(empty_document(FeedInfo())), cache_dir=self.config.cache_folder
+            empty_body=dumps(empty_document(FeedInfo())), cache_dir=self.config.sync.cache_folder
         )
         self.status = SyncStatus(started_at=START)
         self.cycle = SyncCycle(self.config, self.client, self.store, self.status, self.clock)
@@ -356,7 +356,7 @@ def test_config_evolve_keeps_secret_hidden() -> None:
     """
     h = Harness()
     assert SECRET not in repr(h.client)
-    assert SECRET not in repr(evolve(h.config, listener_port=1))
+    assert SECRET not in repr(with_settings(h.config, listener_port=1))
 
 
 class Hang(Resource):
