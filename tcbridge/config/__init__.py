@@ -5,7 +5,8 @@ L{ConfigError} line naming the file, section, key and what is expected.
 
   - L{record}: the records (L{Config} and one per concern);
   - L{reader}: single values, and L{ConfigError};
-  - L{sections}: the parts both layouts share;
+  - L{sections}: the ThreatConnect and feed parts;
+  - L{bridge}: the listener, the Carbon Black server and logging;
   - L{layouts}: the two layouts, and L{load_config}.
 """
 

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
+from tcbridge.config.bridge import BridgeReader
 from tcbridge.config.reader import ConfigError
 from tcbridge.config.record import (
     Config,
@@ -123,7 +124,7 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
 
 
-class LayoutReader(SectionReader):
+class LayoutReader(SectionReader, BridgeReader):
     """
     Reads a whole file, in the layout it is written in.
     """
