@@ -13,12 +13,12 @@ from types import FrameType
 from typing import Any
 
 from attrs import define, field
-from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.logger import Logger
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import bridge_observer, set_log_level
+from tcbridge.sync.service import SyncService
 from tcbridge.web.app import FeedApp
 from tcbridge.wiring import Bridge, make_cb_sync, make_client
 
@@ -54,7 +54,7 @@ class Reloader:
     _path: str
     _bridge: Bridge
     _reactor: Any
-    _timer: TimerService
+    _timer: SyncService
     _config_rows: list[tuple[str, str]]
     _web: FeedApp | None = None
     _listening: Config = field(init=False)
@@ -91,11 +91,8 @@ class Reloader:
             config, client, make_cb_sync(config, self._reactor, self._bridge.pool), notices
         )
         self._bridge.store.cache_dir = config.sync.cache_folder
-        seconds = config.sync.feed_retrieval_minutes * 60.0
-        self._timer.step = seconds
-        loop = getattr(self._timer, "_loop", None)  # TimerService keeps its LoopingCall here
-        if loop is not None:
-            loop.interval = seconds
+        self._timer.set_interval(config.sync.feed_retrieval_minutes)
+        seconds = self._timer.interval
         set_log_level(config.logging.level)
         if self._web is not None:
             self._web.set_schedule(seconds, config.sync.stale_after_intervals)

@@ -44,18 +44,32 @@ _log = Logger(namespace="tcbridge.wiring", observer=bridge_observer)
 @frozen
 class Bridge:
     """
-    The parts of a running bridge, wired together.
+    The parts of a running bridge, wired together.  The configuration and
+    the ThreatConnect client are the cycle's (a reload gives the cycle new
+    ones), so none of these parts is left holding old ones.
     """
 
-    config: Config
     cycle: SyncCycle
     store: FeedStore
     status: SyncStatus
     run_heavy: RunHeavy
     feedinfo: dict[str, Any]
     pool: HTTPConnectionPool
-    client: ThreatConnectClient
     sync_log: SyncLog | None = None
+
+    @property
+    def config(self) -> Config:
+        """
+        The configuration in use (the latest one read).
+        """
+        return self.cycle.config
+
+    @property
+    def client(self) -> ThreatConnectClient:
+        """
+        The ThreatConnect client in use.
+        """
+        return self.cycle.client
 
 
 def thread_runner(reactor: Any) -> RunHeavy:
@@ -238,14 +252,12 @@ def build_bridge(
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)
     return Bridge(
-        config=config,
         cycle=cycle,
         store=store,
         status=status,
         run_heavy=run_heavy,
         feedinfo=feedinfo_dict(info),
         pool=pool,
-        client=client,
         sync_log=sync_log,
     )
 

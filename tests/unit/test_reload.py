@@ -9,11 +9,11 @@ import os
 import signal
 from collections.abc import Callable
 
-from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 
 from tcbridge.reload import ReloadService
+from tcbridge.sync.service import SyncService
 from tcbridge.tap import Options, build_service
 
 WriteFile = Callable[[str, str], str]
@@ -57,8 +57,8 @@ def test_reload_applies_new_settings(write_file: WriteFile) -> None:
     assert reload_service.reloader.reload() is True
     bridge_cycle = reload_service.reloader._bridge.cycle
     assert [s.value for s in bridge_cycle.config.threatconnect.sources] == ["Acme Corp"]
-    timer = next(s for s in service if isinstance(s, TimerService))
-    assert timer.step == 15 * 60
+    timer = next(s for s in service if isinstance(s, SyncService))
+    assert timer.interval == 15 * 60
     web = reload_service.reloader._web
     assert web is not None and web._interval_seconds == 15 * 60
     rows = dict(reload_service.reloader._config_rows)
@@ -114,3 +114,46 @@ def test_sighup_triggers_reload(write_file: WriteFile) -> None:
         reload_service.stopService()
     assert calls == [reload_service.reloader.reload]
     assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_reload_leaves_no_stale_object(write_file: WriteFile) -> None:
+    """
+    After a reload everything that serves or syncs sees the new file: the
+    bridge's configuration and client are the cycle's new ones (the old
+    client's request counts carried over), the next cycle signs with the new
+    key and asks the new URL, the timer waits the new interval once it is
+    running, and the page shows the new settings; nothing keeps the old
+    configuration.
+    """
+    path = write_file("tc.conf", CONFIG)
+    service, reload_service, reactor = _service(path)
+    reloader = reload_service.reloader
+    bridge = reloader._bridge
+    old_config, old_client = bridge.config, bridge.client
+    timer = next(s for s in service if isinstance(s, SyncService))
+    timer.startService()
+    old_client.requests = 7
+    write_file(
+        "tc.conf",
+        CONFIG.replace("https://tc.example/api", "https://tc2.example/api")
+        .replace("api_key=1234", "api_key=5678")
+        .replace("feed_retrieval_minutes=60", "feed_retrieval_minutes=5"),
+    )
+    assert reloader.reload() is True
+    assert bridge.config is bridge.cycle.config is not old_config
+    assert bridge.config.threatconnect.api_url == "https://tc2.example/api"
+    assert bridge.client is bridge.cycle.client is not old_client
+    assert (bridge.client.base_url, bridge.client.api_key) == ("https://tc2.example/api", "5678")
+    assert bridge.client.requests == 7
+    assert timer.interval == 5 * 60
+    assert dict(reloader._config_rows)["ThreatConnect API url"] == "https://tc2.example/api"
+    # The wait already under way keeps its length; the ones after it are new.
+    started = [bridge.status.last_attempt]
+    for wait in (60 * 60, 5 * 60):
+        bridge.cycle.cancel()
+        reactor.advance(wait)
+        started.append(bridge.status.last_attempt)
+    assert started[0] is not None
+    assert [t - started[0] for t in started if t is not None] == [0, 3600, 3900]
+    bridge.cycle.cancel()
+    timer.stopService()

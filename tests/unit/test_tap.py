@@ -10,13 +10,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from twisted.application.internet import TimerService
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from tcbridge.sync import WriteOnceService
+from tcbridge.sync.service import SyncService
 from tcbridge.tap import Options, build_service
 
 WriteFile = Callable[[str, str], str]
@@ -112,8 +112,8 @@ def test_service_tree_listens_and_syncs(write_file: WriteFile) -> None:
     reactor = MemoryReactorClock()
     options = _options("--config", write_file("ok.conf", CONFIG))
     service = build_service(options, reactor)
-    timers = [s for s in service if isinstance(s, TimerService)]
-    assert len(timers) == 1 and timers[0].step == 3600
+    timers = [s for s in service if isinstance(s, SyncService)]
+    assert len(timers) == 1 and timers[0].interval == 3600
     service.startService()
     assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
         (6200, "127.0.0.1")
@@ -143,7 +143,7 @@ def test_write_subcommand_builds_one_shot_service(write_file: WriteFile) -> None
     service = build_service(options, reactor)
     writers = [s for s in service if isinstance(s, WriteOnceService)]
     assert len(writers) == 1
-    assert not any(isinstance(s, TimerService) for s in service)
+    assert not any(isinstance(s, SyncService) for s in service)
 
 
 def test_demo_starts_simulator_on_loopback() -> None:

@@ -1,11 +1,10 @@
 # -*- test-case-name: tests.unit.test_sync -*-
 """
-One sync cycle (every source -> feed -> validation -> publish), and the timer
-service that runs it every C{feed_retrieval_minutes}.
-
-A cycle is all or nothing: if any source fails, or the feed does not
-validate, nothing is published and the previous feed stays in place.  The
-timer survives every failure.
+One sync cycle: every source pulled, the feed built and validated into a
+file, then handed to the L{Publisher} (or, in write mode, installed at a
+path); within C{sync_deadline_minutes}, with the status and the sync
+history updated either way.  All or nothing: if any source fails, or the
+feed does not validate, nothing is published.
 """
 
 from __future__ import annotations
@@ -13,20 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from attrs import define, field
-from twisted.application.internet import TimerService
-from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tcbridge.cbserver import CbServerSync, CbSyncError, CbSyncResult
+from tcbridge.cbserver import CbServerSync
 from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
-from tcbridge.feed.filters import Exclusions, parse_exclusion_file
 from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
 from tcbridge.logs import bridge_observer
@@ -35,128 +31,20 @@ from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedFile, FeedStore, Snapshot
+from tcbridge.sync.errors import (
+    FeedHeldBackError,
+    FeedInvalidError,
+    SyncDeadlineError,
+    describe_failure,
+)
+from tcbridge.sync.publish import Publisher
+from tcbridge.sync.work import BuildFeed, RunHeavy, T, feed_settings, pull_options, run_inline
 from tcbridge.synclog import SyncLog, SyncRecord
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
 from tcbridge.threatconnect.pull import PullOptions, pull_source
 from tcbridge.threatconnect.records import SourcePull
-
-T = TypeVar("T")
-
-#: Runs a blocking function somewhere that does not stall the reactor (a
-#: thread in production; inline in unit tests) and returns a Deferred.
-RunHeavy = Callable[..., "defer.Deferred[Any]"]
-
-#: Builds a feed into a temporary file: C{build(builder, directory, *,
-#: gzip, pretty)}; see L{tcbridge.childbuild.ChildBuild}.
-BuildFeed = Callable[..., Awaitable[FeedFile]]
-
-
-def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-    """
-    A L{RunHeavy} that runs C{f} at once in the caller's thread: for tests and
-    for small feeds.
-    """
-    return defer.maybeDeferred(f, *args)
-
-
-ACCEPT_SHRINK_FILE = "accept-shrink"
-
-
-def accept_marker(config: Config) -> str | None:
-    """
-    The file whose presence accepts the next shrinking feed (written by
-    C{tcbridge accept-shrink}); C{None} without a cache folder.
-    """
-    if config.sync.cache_folder is None:
-        return None
-    return os.path.join(config.sync.cache_folder, ACCEPT_SHRINK_FILE)
-
-
-class FeedHeldBackError(Exception):
-    """
-    The new feed shrank more than allowed and was not published.
-    """
-
-
-class SyncDeadlineError(Exception):
-    """
-    A sync ran longer than C{sync_deadline_minutes}; it was stopped and
-    nothing was published.
-    """
-
-
-class FeedInvalidError(Exception):
-    """
-    The built feed broke a Carbon Black feed rule; it is not published.
-    """
-
-
-def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
-    """
-    The feed builder's settings for a configuration, and the problems found
-    in its exclusion files (one line each, C{file:line: ...}; a bad line is
-    skipped, never fatal).
-    """
-    lists = []
-    problems: list[str] = []
-    for excluded in config.feed.exclusions:
-        parsed, bad = parse_exclusion_file(
-            excluded.kind, excluded.option, excluded.path, excluded.lines
-        )
-        lists.append(parsed)
-        problems += bad
-    settings = FeedSettings(
-        grouping=config.feed.grouping,
-        types=config.feed.types,
-        score_source=config.feed.score_source,
-        min_rating=config.feed.min_rating,
-        min_score=config.feed.min_score,
-        exclude_reserved=config.feed.exclude_reserved,
-        exclude_private=config.feed.exclude_private,
-        exclusions=Exclusions.of(lists),
-        max_reports=config.feed.max_reports,
-        web_url=config.threatconnect.web_url,
-    )
-    return settings, problems
-
-
-def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = None) -> PullOptions:
-    """
-    How to page through ThreatConnect for a configuration.  On v3 the
-    minimum rating goes into the TQL query (filtering on ThreatConnect's
-    side; the feed builder applies it again either way), and the ThreatAssess
-    score is asked for when scores come from it.
-    """
-    fields: tuple[str, ...] = ("tags",)
-    if config.feed.score_source in ("threatAssessScore", "max"):
-        fields += ("threatAssess",)
-    return PullOptions(
-        api_version=config.threatconnect.api_version,
-        page_size=config.threatconnect.page_size,
-        types=config.feed.types,
-        min_rating=config.feed.min_rating,
-        fields=fields,
-        pause=pause,
-    )
-
-
-def describe_failure(failure: Failure) -> str:
-    """
-    One line for the page and the log: ThreatConnect's own words for an API
-    failure, otherwise the exception's type and text.
-    """
-    error = failure.value
-    if isinstance(
-        error,
-        ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError | CbSyncError,
-    ):
-        return str(error)
-    if isinstance(error, defer.CancelledError):
-        return "the sync was cancelled (the bridge is stopping)"
-    text = str(error) or repr(error)
-    return f"{type(error).__name__}: {text}"
 
 
 @define
@@ -176,7 +64,7 @@ class SyncCycle:
         with a pause on the reactor between them (C{None} in unit tests).
     """
 
-    log = Logger(observer=bridge_observer)
+    log = Logger(namespace="tcbridge.sync.SyncCycle", observer=bridge_observer)
 
     _config: Config
     _client: ThreatConnectClient
@@ -197,9 +85,18 @@ class SyncCycle:
     _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
         init=False, default=None
     )
-    _cb_running: defer.Deferred[Any] | None = field(init=False, default=None)
+    _publisher: Publisher = field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._publisher = Publisher(
+            self._config,
+            self._store,
+            self._status,
+            self._clock,
+            self._run_heavy,
+            self._cb_sync,
+            self._history,
+        )
         self._configure()
 
     def _configure(self) -> None:
@@ -251,6 +148,7 @@ class SyncCycle:
         if self._pending is None:
             return
         self._config, self._client, self._cb_sync = self._pending
+        self._publisher.reconfigure(self._config, self._cb_sync)
         self._pending = None
         self._configure()
 
@@ -262,7 +160,7 @@ class SyncCycle:
             if it ran past C{sync_deadline_minutes}); the status and the store
             are updated either way (the store only on success).
         """
-        snapshot: Snapshot = await self._cycle(self._publish, record_history=True)
+        snapshot: Snapshot = await self._cycle(self._publisher.publish, record_history=True)
         return snapshot
 
     async def write(self, path: str) -> FeedFile:
@@ -425,7 +323,9 @@ class SyncCycle:
         directory: str | None,
         seen: SeenWriter | None,
     ) -> tuple[T, FeedBuilder, list[SourcePull]]:
-        builder = FeedBuilder(self._settings, history=self._history, record_history=record_history)
+        builder = FeedBuilder(
+            self._settings, history=self._publisher.history, record_history=record_history
+        )
         pulls: list[SourcePull] = []
         progress = self._status.progress
 
@@ -461,91 +361,6 @@ class SyncCycle:
             feed.discard()
             raise
         return result, builder, pulls
-
-    async def _publish(self, feed: FeedFile, builder: FeedBuilder) -> Snapshot:
-        """
-        Publish a built feed, unless the shrink guard holds it back.
-        """
-        held = self._shrink_guard(feed.iocs)
-        if held is not None:
-            self._status.held_back = held
-            raise FeedHeldBackError(held)
-        snapshot: Snapshot = await self._run_heavy(
-            self._store.publish, feed, builder.history, self._clock.seconds()
-        )
-        self._store.swap(snapshot)
-        self._history = snapshot.history if snapshot.history is not None else builder.history
-        self._status.held_back = None
-        self._start_cb_sync()
-        return snapshot
-
-    def _start_cb_sync(self) -> None:
-        """
-        Ask the Carbon Black server to synchronize the feed just published,
-        without waiting: its outcome goes to the status and the log and never
-        affects publishing.  A request still under way is not doubled.
-        """
-        if self._cb_sync is None or self._cb_running is not None:
-            return
-        status = self._status
-        running = defer.ensureDeferred(self._cb_sync.synchronize())
-        self._cb_running = running
-
-        def synced(result: CbSyncResult) -> None:
-            status.cb_last_sync = result.at
-            status.cb_feed_id = result.feed_id
-
-        def failed(failure: Failure) -> None:
-            if not failure.check(CbSyncError):
-                self.log.failure("Carbon Black server sync failed", failure)
-            status.cb_last_error = redact(describe_failure(failure), self._config.secrets())
-            status.cb_last_error_at = self._clock.seconds()
-
-        def done(_: object) -> None:
-            self._cb_running = None
-
-        running.addCallbacks(synced, failed).addBoth(done)
-
-    def _shrink_guard(self, new_iocs: int) -> str | None:
-        """
-        Say why C{new} must not replace the published feed, or C{None} if it
-        may: it may not when it has more than C{max_shrink_percent} fewer
-        IOCs, or none at all while the published feed has some, unless the
-        user accepted the shrink (C{tcbridge accept-shrink}).
-        """
-        current = self._store.current
-        if current is None or current.iocs == 0:
-            return None
-        limit = self._config.sync.max_shrink_percent
-        drop = 100.0 * (current.iocs - new_iocs) / current.iocs
-        if new_iocs > 0 and drop <= limit:
-            return None
-        marker = accept_marker(self._config)
-        if marker is not None and os.path.exists(marker):
-            os.unlink(marker)
-            self.log.warn(
-                "Publishing a feed {drop:.0f}% smaller than the last one ({new} IOCs instead "
-                "of {old}): the shrink was accepted with tcbridge accept-shrink",
-                drop=drop,
-                new=new_iocs,
-                old=current.iocs,
-            )
-            return None
-        how = (
-            f"run 'tcbridge --config {self._config.path} accept-shrink' to publish it at the "
-            "next sync"
-            if marker is not None
-            else "set cache_folder so that 'tcbridge accept-shrink' can accept it"
-        )
-        if new_iocs == 0:
-            why = "it has no IOCs at all"
-        else:
-            why = f"it is {drop:.0f}% smaller, more than max_shrink_percent = {limit:g}"
-        return (
-            f"A new feed with {new_iocs} IOCs was held back and the published feed "
-            f"({current.iocs} IOCs) kept: {why}. If ThreatConnect really has fewer "
-            f"indicators now, {how}, or raise max_shrink_percent."
-        )
 
     async def _build_file(self, builder: FeedBuilder, directory: str, gzip: bool) -> FeedFile:
         """
@@ -614,81 +429,3 @@ class SyncCycle:
             await self.run()
         except Exception:  # noqa: S110 (run() has logged and recorded it)
             pass
-
-
-def sync_timer(cycle: SyncCycle, minutes: float, clock: IReactorTime) -> TimerService:
-    """
-    A timer service that runs C{cycle} at start and then every C{minutes};
-    a cycle still running delays the next one rather than overlapping it.
-    """
-    timer = _SyncTimer(minutes * 60.0, cycle)
-    timer.clock = clock
-    return timer
-
-
-class _SyncTimer(TimerService):
-    """
-    The sync timer; stopping it also stops a cycle in progress, so a
-    shutdown never waits for ThreatConnect.
-    """
-
-    def __init__(self, step: float, cycle: SyncCycle) -> None:
-        super().__init__(step, cycle.run_logged)
-        self._cycle = cycle
-
-    def stopService(self) -> defer.Deferred[None]:
-        self._cycle.cancel()
-        return super().stopService()
-
-
-class WriteOnceService(MultiService):
-    """
-    Write mode under twistd: sync once, write the feed to a file, stop the
-    reactor.  twistd cannot exit non-zero, so a failure is logged as critical
-    (the C{tcbridge write} console command gives an honest exit status).
-    """
-
-    log = Logger(observer=bridge_observer)
-
-    def __init__(self, cycle: SyncCycle, path: str, stop: Callable[[], None]) -> None:
-        super().__init__()
-        self._cycle = cycle
-        self._path = path
-        self._stop = stop
-        self.done: defer.Deferred[bool] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self.done = defer.ensureDeferred(self._write())
-
-    async def _write(self) -> bool:
-        try:
-            await write_feed(self._cycle, self._path)
-            return True
-        except Exception as e:
-            message = describe_failure(Failure()) if not isinstance(e, OSError) else str(e)
-            self.log.critical(
-                "Write mode failed, {path} was not written: {error}",
-                path=self._path,
-                error=message,
-            )
-            return False
-        finally:
-            self._stop()
-
-
-async def write_feed(cycle: SyncCycle, path: str) -> FeedFile:
-    """
-    Sync once and write the feed to C{path} atomically.
-
-    :raises Exception: if the sync fails or the file cannot be written
-        (C{path} is then untouched).
-    """
-    feed = await cycle.write(path)
-    cycle.log.info(
-        "Wrote {reports} reports with {iocs} IOCs to {path}",
-        reports=feed.reports,
-        iocs=feed.iocs,
-        path=path,
-    )
-    return feed

@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.unit.test_sync -*-
+"""
+What a sync cycle works with: where heavy steps run (L{RunHeavy}), how a
+feed file is built (L{BuildFeed}), and the feed builder's and the pull's
+settings made from a configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+
+from tcbridge.config import Config
+from tcbridge.feed.builder import FeedSettings
+from tcbridge.feed.filters import Exclusions, parse_exclusion_file
+from tcbridge.store import FeedFile
+from tcbridge.threatconnect.pull import PullOptions
+
+T = TypeVar("T")
+
+#: Runs a blocking function somewhere that does not stall the reactor (a
+#: thread in production; inline in unit tests) and returns a Deferred.
+RunHeavy = Callable[..., "defer.Deferred[Any]"]
+
+#: Builds a feed into a temporary file: C{build(builder, directory, *,
+#: gzip, pretty)}; see L{tcbridge.childbuild.ChildBuild}.
+BuildFeed = Callable[..., Awaitable[FeedFile]]
+
+
+def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+    """
+    A L{RunHeavy} that runs C{f} at once in the caller's thread: for tests and
+    for small feeds.
+    """
+    return defer.maybeDeferred(f, *args)
+
+
+def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
+    """
+    The feed builder's settings for a configuration, and the problems found
+    in its exclusion files (one line each, C{file:line: ...}; a bad line is
+    skipped, never fatal).
+    """
+    lists = []
+    problems: list[str] = []
+    for excluded in config.feed.exclusions:
+        parsed, bad = parse_exclusion_file(
+            excluded.kind, excluded.option, excluded.path, excluded.lines
+        )
+        lists.append(parsed)
+        problems += bad
+    settings = FeedSettings(
+        grouping=config.feed.grouping,
+        types=config.feed.types,
+        score_source=config.feed.score_source,
+        min_rating=config.feed.min_rating,
+        min_score=config.feed.min_score,
+        exclude_reserved=config.feed.exclude_reserved,
+        exclude_private=config.feed.exclude_private,
+        exclusions=Exclusions.of(lists),
+        max_reports=config.feed.max_reports,
+        web_url=config.threatconnect.web_url,
+    )
+    return settings, problems
+
+
+def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = None) -> PullOptions:
+    """
+    How to page through ThreatConnect for a configuration.  On v3 the
+    minimum rating goes into the TQL query (filtering on ThreatConnect's
+    side; the feed builder applies it again either way), and the ThreatAssess
+    score is asked for when scores come from it.
+    """
+    fields: tuple[str, ...] = ("tags",)
+    if config.feed.score_source in ("threatAssessScore", "max"):
+        fields += ("threatAssess",)
+    return PullOptions(
+        api_version=config.threatconnect.api_version,
+        page_size=config.threatconnect.page_size,
+        types=config.feed.types,
+        min_rating=config.feed.min_rating,
+        fields=fields,
+        pause=pause,
+    )
