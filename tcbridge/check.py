@@ -15,8 +15,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 
 from tcbridge.config import Config
+from tcbridge.files import folder_problem
 from tcbridge.model import CLOCK_LIMIT_SECONDS
-from tcbridge.store import folder_problem
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.pull import list_owners
 from tcbridge.threatconnect.retry import http_date

@@ -29,8 +29,9 @@ from twisted.python.failure import Failure
 from tcbridge.feed.builder import FeedBuilder, FeedValidationError
 from tcbridge.feed.history import StoredHistory
 from tcbridge.feed.job import BuildJob, read_outcome, write_job
+from tcbridge.feedfile import FeedFile
+from tcbridge.files import TEMP_PREFIX, unlink_quietly
 from tcbridge.logs import bridge_observer
-from tcbridge.store import TEMP_PREFIX, FeedFile, unlink_quietly
 
 #: Keep at most this much of what the child writes to stderr, for errors.
 _STDERR_KEPT = 8192

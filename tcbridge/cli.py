@@ -36,6 +36,7 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.files import write_atomic
 from tcbridge.logs import set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
 from tcbridge.progress import ProgressLine
@@ -47,7 +48,7 @@ from tcbridge.secrets import (
     decrypt_secret,
     encrypt_secret,
 )
-from tcbridge.store import count_iocs, write_atomic
+from tcbridge.store import count_iocs
 from tcbridge.sync import accept_marker, describe_failure, write_feed
 from tcbridge.wiring import build_bridge
 

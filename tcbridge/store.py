@@ -3,7 +3,8 @@
 The feed store: the one published feed snapshot that every reader sees, and
 its copy on disk that lets a restarted bridge serve the last good feed at once.
 
-A build streams the feed into a temporary file (L{write_feed_file}), never
+A build streams the feed into a temporary file
+(L{tcbridge.feedfile.write_feed_file}), never
 holding the document in memory.  Publishing (L{FeedStore.publish}) renames
 that file over the cache file and swaps the in-memory L{Snapshot}: a reader
 gets the old feed or the new one, never a mix, and a crash leaves either
@@ -35,23 +36,27 @@ import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from email.utils import formatdate
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from attrs import define, field, frozen
 from twisted.logger import Logger
 
 from tcbridge.feed.history import AnyHistory, ReportHistory, StoredHistory, resolve
-from tcbridge.feed.render import FeedWriter
+from tcbridge.feedfile import META_VERSION, FeedFile
+from tcbridge.files import (
+    TEMP_PREFIX,
+    file_check,
+    read_file,
+    unlink_quietly,
+    write_atomic,
+)
 from tcbridge.logs import bridge_observer
 
 CACHE_FILE_NAME = "threatconnect-feed.json"
 GZIP_FILE_NAME = CACHE_FILE_NAME + ".gz"
 HISTORY_FILE_NAME = "threatconnect-feed.history"
 META_FILE_NAME = "threatconnect-feed.meta.json"
-#: Temporary files of L{write_atomic} and L{write_feed_file} start with this.
-TEMP_PREFIX = ".tmp-"
-_META_VERSION = 1
 #: Temporary files: feeds and histories being written, build jobs and
 #: their outcomes (L{tcbridge.childbuild}).
 _TEMP_SUFFIXES = (".json", ".history", ".job", ".outcome")
@@ -157,166 +162,6 @@ def count_iocs(reports: Sequence[dict[str, Any]]) -> int:
     )
 
 
-def _fsync_directory(directory: str) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """
-    Replace the file at C{path} with C{data} so that a reader or a crash sees
-    the old content or the new, never part of it: temporary file in the same
-    directory, fsync, rename, fsync of the directory.
-
-    This blocks; call it from a thread for large data.
-
-    :raises OSError: if the directory is missing or not writable; the old
-        file is then untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-@define
-class FeedFile:
-    """
-    A feed built into a temporary file, not published yet: L{install} it
-    where it belongs, or L{discard} it.
-
-    :ivar path: the temporary file.
-    :ivar size: its size in bytes.
-    :ivar sha256: its SHA-256 (hex).
-    :ivar crc32: its CRC-32.
-    :ivar gzip_body: the feed gzip-compressed, if that was asked for.
-    :ivar reports: reports in the feed.
-    :ivar iocs: IOC values in the feed.
-    :ivar history_path: the built feed's report history, saved in a
-        temporary file beside it by a build in a child process.
-    """
-
-    path: str
-    size: int
-    sha256: str
-    crc32: int
-    gzip_body: bytes | None
-    reports: int = 0
-    iocs: int = 0
-    history_path: str | None = None
-
-    def install(self, target: str) -> None:
-        """
-        Rename the file to C{target} (atomically, durably).
-        """
-        os.chmod(self.path, 0o644)
-        os.replace(self.path, target)
-        _fsync_directory(os.path.dirname(os.path.abspath(target)))
-
-    def discard(self) -> None:
-        """
-        Delete the temporary file (and history file).
-        """
-        unlink_quietly(self.path)
-        if self.history_path is not None:
-            unlink_quietly(self.history_path)
-
-    def meta(self) -> dict[str, Any]:
-        """
-        What the meta file records about this feed.
-        """
-        gz = self.gzip_body or b""
-        return {
-            "version": _META_VERSION,
-            "size": self.size,
-            "crc32": self.crc32,
-            "sha256": self.sha256,
-            "reports": self.reports,
-            "iocs": self.iocs,
-            "gzip_size": len(gz),
-            "gzip_crc32": zlib.crc32(gz),
-        }
-
-
-def write_feed_file(
-    directory: str,
-    build: Callable[[FeedWriter], None],
-    *,
-    gzip: bool = False,
-    pretty: bool = False,
-) -> FeedFile:
-    """
-    Stream a feed into a new temporary file in C{directory}: C{build} gets
-    a L{FeedWriter} on it.  Blocking: call it in a thread.
-
-    :raise Exception: whatever C{build} raises (the file is then deleted).
-    """
-    fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            out: IO[bytes] = f
-            writer = FeedWriter(out, gzip=gzip, pretty=pretty)
-            build(writer)
-            os.fsync(f.fileno())
-    except BaseException:
-        unlink_quietly(path)
-        raise
-    return FeedFile(
-        path=path,
-        size=writer.size,
-        sha256=writer.sha256,
-        crc32=writer.crc32,
-        gzip_body=writer.gzip_bytes() if gzip else None,
-    )
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _file_check(path: str, name: str) -> dict[str, int]:
-    """
-    The size and CRC-32 of a file, for the meta file, as C{<name>_size}
-    and C{<name>_crc32}.
-    """
-    data = _read_file(path)
-    return {f"{name}_size": len(data), f"{name}_crc32": zlib.crc32(data)}
-
-
-def folder_problem(folder: str) -> str | None:
-    """
-    Why the feed cannot be kept in C{folder} (made if missing, then written
-    to for real), or C{None} if it can.
-    """
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=TEMP_PREFIX, suffix=".json"):
-            pass
-    except OSError as e:
-        return f"{folder!r} cannot be used ({e.strerror or e})"
-    return None
-
-
 @define
 class FeedStore:
     """
@@ -390,13 +235,13 @@ class FeedStore:
         """
         gz = feed.gzip_body
         if gz is None:
-            gz = gzip.compress(_read_file(feed.path), compresslevel=6, mtime=0)
+            gz = gzip.compress(read_file(feed.path), compresslevel=6, mtime=0)
             feed.gzip_body = gz
         path = self.cache_path
         if path is None:
             if feed.history_path is not None:
                 history = StoredHistory(feed.history_path).load()
-            body = _read_file(feed.path)
+            body = read_file(feed.path)
             feed.discard()
             return Snapshot.made(
                 body, feed.sha256, gz, feed.reports, feed.iocs, now, history=history
@@ -411,10 +256,10 @@ class FeedStore:
         elif history is not None:
             self._write_history(resolve(history))
         if history is not None:
-            meta.update(_file_check(self._beside(HISTORY_FILE_NAME), "history"))
+            meta.update(file_check(self._beside(HISTORY_FILE_NAME), "history"))
         feed.install(path)
         write_atomic(self._beside(META_FILE_NAME), orjson.dumps(meta))
-        body = _read_file(path)
+        body = read_file(path)
         return Snapshot.made(body, feed.sha256, gz, feed.reports, feed.iocs, now, history=history)
 
     def _write_history(self, history: ReportHistory) -> None:
@@ -459,16 +304,16 @@ class FeedStore:
         size is compared now and the CRC is left to L{check_loaded}.
         """
         try:
-            meta = orjson.loads(_read_file(self._beside(META_FILE_NAME)))
+            meta = orjson.loads(read_file(self._beside(META_FILE_NAME)))
             if (
                 not isinstance(meta, dict)
-                or meta.get("version") != _META_VERSION
+                or meta.get("version") != META_VERSION
                 or meta.get("size") != len(body)
                 or not isinstance(meta.get("crc32"), int)
                 or (not check_later and meta["crc32"] != zlib.crc32(body))
             ):
                 return None
-            gz = _read_file(self._beside(GZIP_FILE_NAME))
+            gz = read_file(self._beside(GZIP_FILE_NAME))
             if meta.get("gzip_size") != len(gz) or meta.get("gzip_crc32") != zlib.crc32(gz):
                 return None
             history = self._history(meta)
@@ -534,7 +379,7 @@ class FeedStore:
         path = self._beside(HISTORY_FILE_NAME)
         try:
             if "history_size" in meta:
-                if _file_check(path, "history") != {
+                if file_check(path, "history") != {
                     "history_size": meta["history_size"],
                     "history_crc32": meta.get("history_crc32"),
                 }:
@@ -573,7 +418,7 @@ class FeedStore:
             return None
         self._remove_leftovers()
         try:
-            body = _read_file(path)
+            body = read_file(path)
             mtime = os.stat(path).st_mtime
         except FileNotFoundError:
             return None

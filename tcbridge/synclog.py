@@ -22,8 +22,8 @@ import orjson
 from attrs import asdict, define, field, frozen
 from twisted.logger import Logger
 
+from tcbridge.files import write_atomic
 from tcbridge.logs import bridge_observer
-from tcbridge.store import write_atomic
 
 #: Syncs kept.
 KEEP = 500

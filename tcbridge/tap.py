@@ -21,11 +21,11 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.files import folder_problem
 from tcbridge.logfile import FileLogging, install_file_logging
 from tcbridge.logs import bridge_observer, set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
 from tcbridge.reload import Reloader, ReloadService
-from tcbridge.store import folder_problem
 from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
 from tcbridge.web.guard import guard

@@ -28,8 +28,8 @@ from typing import Final
 
 from attrs import frozen
 
+from tcbridge.feedfile import FeedFile, write_feed_file
 from tcbridge.memory import return_freed_memory, reusing_buffers
-from tcbridge.store import FeedFile, write_feed_file
 
 from .builder import FeedBuilder, FeedValidationError
 from .history import ReportHistory, StoredHistory

@@ -25,12 +25,13 @@ from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
+from tcbridge.feedfile import FeedFile
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SourceRow, SyncStatus
-from tcbridge.store import FeedFile, FeedStore, Snapshot
+from tcbridge.store import FeedStore, Snapshot
 from tcbridge.sync.errors import (
     FeedHeldBackError,
     FeedInvalidError,

@@ -20,10 +20,11 @@ from tcbridge.cbserver import CbServerSync, CbSyncError, CbSyncResult
 from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder
 from tcbridge.feed.history import AnyHistory, ReportHistory
+from tcbridge.feedfile import FeedFile
 from tcbridge.logs import bridge_observer
 from tcbridge.secrets import redact
 from tcbridge.status import SyncStatus
-from tcbridge.store import FeedFile, FeedStore, Snapshot
+from tcbridge.store import FeedStore, Snapshot
 from tcbridge.sync.errors import FeedHeldBackError, describe_failure
 from tcbridge.sync.work import RunHeavy
 

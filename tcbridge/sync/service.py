@@ -15,8 +15,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tcbridge.feedfile import FeedFile
 from tcbridge.logs import bridge_observer
-from tcbridge.store import FeedFile
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.errors import describe_failure
 

@@ -15,7 +15,7 @@ from twisted.internet import defer
 from tcbridge.config import Config
 from tcbridge.feed.builder import FeedSettings
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
-from tcbridge.store import FeedFile
+from tcbridge.feedfile import FeedFile
 from tcbridge.threatconnect.pull import PullOptions
 
 T = TypeVar("T")

@@ -15,6 +15,7 @@ import pytest
 from tcbridge.feed.builder import FeedBuilder
 from tcbridge.feed.history import ReportHistory, StoredHistory
 from tcbridge.feed.job import build_feed_file
+from tcbridge.files import write_atomic
 from tcbridge.status import SyncStatus
 from tcbridge.store import (
     CACHE_FILE_NAME,
@@ -23,7 +24,6 @@ from tcbridge.store import (
     FeedStore,
     Snapshot,
     count_iocs,
-    write_atomic,
 )
 from tcbridge.sync import run_inline
 from tcbridge.wiring import check_cached_feed
