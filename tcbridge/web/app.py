@@ -42,6 +42,7 @@ from tcbridge.web.health import (
     assess,
     health_document,
 )
+from tcbridge.web.index import index_page
 from tcbridge.web.metrics import (
     CONTENT_TYPE,
     BridgeCollector,
@@ -412,7 +413,7 @@ class FeedApp:
         request.setHeader(b"Content-Type", HTML)
         now = self._clock.seconds()
         snapshot = self._store.current
-        return pages.index_page(
+        return index_page(
             self._status,
             snapshot,
             self._config_rows,
