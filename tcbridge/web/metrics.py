@@ -46,8 +46,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from tcbridge.status import SyncStatus
-from tcbridge.store import FeedStore
-from tcbridge.web.health import STATES, assess, held_back
+from tcbridge.store import FeedStore, Snapshot
+from tcbridge.web.health import STATES, Health, assess, held_back
 
 #: The classic Prometheus text format that C{generate_latest} writes.
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -95,11 +95,17 @@ class BridgeCollector(Collector):
         """
         status = self._status
         snapshot = self._store.current
-        now = self._clock()
-
+        health = assess(
+            status, snapshot, self._clock(), self._interval, self._stale_after_intervals
+        )
         yield GaugeMetricFamily("tcbridge_up", "1 while the bridge answers.", value=1)
+        yield from self._health(health)
+        yield from self._syncs(status)
+        yield from self._feed(status, snapshot, health)
+        yield from self._requests_and_skips(status)
+        yield from self._schedule_and_cb(status)
 
-        health = assess(status, snapshot, now, self._interval, self._stale_after_intervals)
+    def _health(self, health: Health) -> Iterable[Metric]:
         states = GaugeMetricFamily(
             "tcbridge_health_status",
             "1 for the bridge's current /healthz state, 0 for the others.",
@@ -109,6 +115,7 @@ class BridgeCollector(Collector):
             states.add_metric([state], 1 if health.state == state else 0)
         yield states
 
+    def _syncs(self, status: SyncStatus) -> Iterable[Metric]:
         cycles = CounterMetricFamily(
             "tcbridge_sync_cycles", "Finished sync cycles by result.", labels=["result"]
         )
@@ -141,6 +148,9 @@ class BridgeCollector(Collector):
             value=status.last_attempt or 0.0,
         )
 
+    def _feed(
+        self, status: SyncStatus, snapshot: Snapshot | None, health: Health
+    ) -> Iterable[Metric]:
         yield GaugeMetricFamily(
             "tcbridge_feed_reports",
             "Reports in the published feed.",
@@ -180,6 +190,7 @@ class BridgeCollector(Collector):
             value=0 if held_back(status) is None else 1,
         )
 
+    def _requests_and_skips(self, status: SyncStatus) -> Iterable[Metric]:
         requests = CounterMetricFamily(
             "tcbridge_threatconnect_requests",
             "ThreatConnect requests by outcome: the HTTP status, or timeout, connection, "
@@ -199,6 +210,7 @@ class BridgeCollector(Collector):
             skipped.add_metric([reason], count)
         yield skipped
 
+    def _schedule_and_cb(self, status: SyncStatus) -> Iterable[Metric]:
         yield GaugeMetricFamily(
             "tcbridge_sync_interval_seconds",
             "The configured time between syncs (feed_retrieval_minutes).",
