@@ -18,7 +18,7 @@ from tcbridge.config import Config
 from tcbridge.files import folder_problem
 from tcbridge.model import CLOCK_LIMIT_SECONDS
 from tcbridge.threatconnect.errors import ThreatConnectError
-from tcbridge.threatconnect.pull import list_owners
+from tcbridge.threatconnect.owners import list_owners
 from tcbridge.threatconnect.retry import http_date
 from tcbridge.wiring import build_bridge
 

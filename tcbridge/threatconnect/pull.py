@@ -12,7 +12,7 @@ Errors propagate: the caller makes a cycle all-or-nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from tcbridge.logs import bridge_observer
 
 from ..model import KNOWN_TYPES, ApiVersion, Source
-from .errors import ApiError, AuthError, ResponseError, ThreatConnectError
+from .errors import ApiError, AuthError, ThreatConnectError
 from .listing import (
     JSONGetter,
     Listing,
@@ -34,10 +34,11 @@ from .listing import (
     v2_listing,
     v3_listing,
 )
-from .parse import ParsedPage, parse_generic_page, parse_owners, parse_typed_page
+from .owners import list_owners, not_visible_message, owners_and_pages
+from .parse import ParsedPage, parse_generic_page, parse_typed_page
 from .records import SourcePull
-from .tql import build_tql, indicators_target, ordered_types, owners_target
-from .v3 import next_link, page_data, relative_target
+from .tql import build_tql, indicators_target, ordered_types
+from .v2 import page_items, paged_target, warn_short_first_page
 
 log = Logger(observer=bridge_observer)
 
@@ -48,11 +49,6 @@ TYPED_BRANCHES: tuple[tuple[str, str, str], ...] = (
     ("Address", "addresses", "address"),
     ("Host", "hosts", "host"),
 )
-
-#: how many visible owners an unknown-owner message names at most
-_MAX_NAMED_OWNERS = 25
-
-_PAGING_KEYS = frozenset({"resultstart", "resultlimit"})
 
 
 def _at_least(minimum: int) -> Callable[[Any, Any, int], None]:
@@ -124,143 +120,6 @@ class PullOptions:
         return min(self.overlap, self.page_size // 4)
 
 
-def _join(path: str, params: str) -> str:
-    return f"{path}{'&' if '?' in path else '?'}{params}"
-
-
-def paged_target(path: str, start: int, limit: int) -> str:
-    """
-    C{path} exactly as written, with C{resultStart}/C{resultLimit} set:
-    appended with C{&} (or C{?} when there is no query), replacing any paging
-    parameters already there.  Nothing else is re-encoded.
-    """
-    base, sep, query = path.partition("?")
-    if sep:
-        kept = [
-            part
-            for part in query.split("&")
-            if part and part.partition("=")[0].lower() not in _PAGING_KEYS
-        ]
-        base = f"{base}?{'&'.join(kept)}" if kept else f"{base}?"
-    paging = f"resultStart={start}&resultLimit={limit}"
-    if base.endswith("?"):
-        return base + paging
-    return _join(base, paging)
-
-
-def _page_items(client: JSONGetter, target: str, body: Any, key: str) -> list[Any]:
-    """
-    The list under C{data.<key>}: a missing key or C{null} is an empty page,
-    a missing C{data} object or a non-list is a L{ResponseError}.
-    """
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, dict):
-        raise ResponseError(
-            "the response has no 'data' object",
-            target=client.request_target(target),
-        )
-    items = data.get(key)
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise ResponseError(
-            f"'data.{key}' is a {type(items).__name__}, expected a list",
-            target=client.request_target(target),
-        )
-    return items
-
-
-def _warn_short_first_page(target: str, body: Any, items: list[Any], page_size: int) -> None:
-    count = body["data"].get("resultCount")
-    if isinstance(count, int) and count > len(items) and len(items) < page_size:
-        log.warn(
-            "{target} says resultCount={count} but sent {sent} of the "
-            "{limit} asked for; the server may cap resultLimit lower",
-            target=target,
-            count=count,
-            sent=len(items),
-            limit=page_size,
-        )
-
-
-async def _pages(
-    client: JSONGetter, make_target: Callable[[int], str], key: str, page_size: int
-) -> AsyncIterator[list[Any]]:
-    """
-    Yield the raw item list of each v2 page, stopping after a short page
-    (no overlap: used for owner lists).
-    """
-    start = 0
-    while True:
-        target = make_target(start)
-        body = await client.get_json(target)
-        items = _page_items(client, target, body, key)
-        if start == 0:
-            _warn_short_first_page(target, body, items, page_size)
-        yield items
-        if len(items) < page_size:
-            return
-        start += len(items)
-
-
-async def _v2_owners(client: JSONGetter, page_size: int) -> tuple[list[str], int]:
-    owners: list[str] = []
-    seen: set[str] = set()
-    pages = 0
-    async for items in _pages(
-        client,
-        lambda start: f"/v2/owners?resultStart={start}&resultLimit={page_size}",
-        "owner",
-        page_size,
-    ):
-        pages += 1
-        for name in parse_owners(items):
-            if name not in seen:
-                seen.add(name)
-                owners.append(name)
-    return owners, pages
-
-
-async def _v3_owners(client: JSONGetter, page_size: int) -> tuple[list[str], int]:
-    owners: list[str] = []
-    seen: set[str] = set()
-    pages = 0
-    target: str | None = owners_target(start=0, limit=page_size)
-    while target is not None:
-        body = await client.get_json(target)
-        pages += 1
-        wire = client.request_target(target)
-        new = [name for name in parse_owners(page_data(body, wire)) if name not in seen]
-        seen.update(new)
-        owners.extend(new)
-        link = next_link(body, wire)
-        # A page that adds nobody while pointing on is a loop, not a list.
-        target = relative_target(client.base_url, link) if link and new else None
-    return owners, pages
-
-
-async def _owners_and_pages(
-    client: JSONGetter, page_size: int, api_version: ApiVersion = "v2"
-) -> tuple[list[str], int]:
-    if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
-    if api_version == "v3":
-        return await _v3_owners(client, page_size)
-    return await _v2_owners(client, page_size)
-
-
-async def list_owners(
-    client: JSONGetter, page_size: int = 10000, *, api_version: ApiVersion = "v2"
-) -> list[str]:
-    """
-    Every owner name the API user can see, in ThreatConnect's order, without
-    repeats: C{GET /v2/owners} paged by C{resultStart}, or (v3)
-    C{GET /v3/security/owners} following its C{next} links.
-    """
-    owners, _ = await _owners_and_pages(client, page_size, api_version)
-    return owners
-
-
 def _v2_includes(options: PullOptions) -> str:
     """
     v2 adds tags (and the ThreatAssess fields) only when asked to.
@@ -274,9 +133,9 @@ def _v2_includes(options: PullOptions) -> str:
 
 def _typed_items(client: JSONGetter, key: str, page_size: int) -> Callable[[Page, Any], list[Any]]:
     def items_of(page: Page, body: Any) -> list[Any]:
-        items = _page_items(client, page.target, body, key)
+        items = page_items(client, page.target, body, key)
         if page.start == 0:
-            _warn_short_first_page(page.target, body, items, page_size)
+            warn_short_first_page(page.target, body, items, page_size)
         return items
 
     return items_of
@@ -353,7 +212,7 @@ def _path_listing(client: JSONGetter, source: Source, options: PullOptions) -> L
         return parse_generic_page(items, source.name, owner, active_only=options.active_only)
 
     def items_of(page: Page, body: Any) -> list[Any]:
-        return _page_items(client, page.target, body, "indicator")
+        return page_items(client, page.target, body, "indicator")
 
     return v2_listing(
         client,
@@ -448,7 +307,7 @@ async def pull_source(
         owners = (source.value.strip(),)
         await _pull_owner(client, owners[0], options, tally, on_page)
     elif source.kind == "all":
-        names, owner_pages = await _owners_and_pages(client, options.page_size, options.api_version)
+        names, owner_pages = await owners_and_pages(client, options.page_size, options.api_version)
         owners = tuple(names)
         tally.pages += owner_pages
         listings = [one for owner in owners for one in _owner_listings(client, owner, options)]
@@ -498,13 +357,6 @@ async def _visible_owners(client: JSONGetter, options: PullOptions) -> list[str]
         return None
 
 
-def _not_visible_message(owner: str, visible: list[str]) -> str:
-    named = ", ".join(visible[:_MAX_NAMED_OWNERS]) or "no owners at all"
-    if len(visible) > _MAX_NAMED_OWNERS:
-        named += f" and {len(visible) - _MAX_NAMED_OWNERS} more"
-    return f"owner '{owner}' is not visible to this API user; it can see: {named}"
-
-
 async def _check_owner_visible(client: JSONGetter, owner: str, options: PullOptions) -> None:
     """
     After a v3 owner listing came back empty: raise L{AuthError} if the
@@ -523,7 +375,7 @@ async def _check_owner_visible(client: JSONGetter, owner: str, options: PullOpti
     first = indicators_target(
         tql, start=0, limit=options.page_size, fields=options.fields, sorting=options.sorting
     )
-    message = _not_visible_message(owner, visible)
+    message = not_visible_message(owner, visible)
     raise AuthError(
         message,
         target=client.request_target(first),
@@ -545,7 +397,7 @@ async def _unknown_owner_error(
     visible = await _visible_owners(client, options)
     if visible is None or owner in visible:
         return error
-    message = _not_visible_message(owner, visible)
+    message = not_visible_message(owner, visible)
     kind = AuthError if isinstance(error, AuthError) else ApiError
     return kind(
         message,

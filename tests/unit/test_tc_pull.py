@@ -15,13 +15,10 @@ from twisted.logger import LogLevel, capturedLogs
 from tcbridge.model import Source
 from tcbridge.threatconnect.errors import ApiError, AuthError, ResponseError
 from tcbridge.threatconnect.listing import MAX_RESTARTS, SeenKeys
-from tcbridge.threatconnect.pull import (
-    PullOptions,
-    list_owners,
-    paged_target,
-    pull_source,
-)
+from tcbridge.threatconnect.owners import list_owners
+from tcbridge.threatconnect.pull import PullOptions, pull_source
 from tcbridge.threatconnect.records import Indicator, SourcePull
+from tcbridge.threatconnect.v2 import paged_target
 from tests.helpers import Pages, failure_of, result_of
 from tests.helpers_tc import (
     PagingTC,
