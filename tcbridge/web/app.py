@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from typing import Any
 
 import orjson
@@ -22,13 +22,11 @@ from attrs import define, field, frozen
 from klein import Klein
 from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import HTTPException
-from zope.interface import implementer
 
 from tcbridge.explain import Explanation
 from tcbridge.logs import bridge_observer
@@ -36,6 +34,7 @@ from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
 from tcbridge.synclog import SyncLog
 from tcbridge.web import pages
+from tcbridge.web.conditional import accepts_gzip, none_match, not_modified_since
 from tcbridge.web.health import (
     DEFAULT_INTERVAL_SECONDS,
     DEFAULT_STALE_AFTER_INTERVALS,
@@ -51,9 +50,7 @@ from tcbridge.web.metrics import (
     make_registry,
     no_requests,
 )
-
-#: Bodies bigger than this are written piece by piece (L{_Streamed}).
-STREAM_OVER = 1 << 20
+from tcbridge.web.stream import STREAM_OVER, Streamed
 
 HTML = b"text/html; charset=utf-8"
 JSON = b"application/json"
@@ -113,136 +110,6 @@ def _header(request: IRequest, name: bytes) -> bytes | None:
     if not values:
         return None
     return b",".join(values)
-
-
-def accepts_gzip(accept_encoding: bytes | None) -> bool:
-    """
-    Whether a response may be gzip-compressed for this C{Accept-Encoding}
-    (RFC 9110 section 12.5.3): C{gzip} (or C{x-gzip}, or C{*} when gzip is
-    not named) with a q-value above 0, unless C{identity} is named with a
-    higher q-value.  Unparsable q-values count as 0.
-    """
-    if not accept_encoding:
-        return False
-    qualities: dict[str, float] = {}
-    for item in accept_encoding.decode("latin-1").split(","):
-        coding, _, params = item.partition(";")
-        coding = coding.strip().lower()
-        if not coding:
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
-                if not 0.0 <= q <= 1.0:
-                    q = 0.0
-        qualities[coding] = max(q, qualities.get(coding, 0.0))
-    if "gzip" in qualities or "x-gzip" in qualities:
-        q_gzip = max(qualities.get("gzip", 0.0), qualities.get("x-gzip", 0.0))
-    else:
-        q_gzip = qualities.get("*", 0.0)
-    if q_gzip <= 0.0:
-        return False
-    return qualities.get("identity", 0.0) <= q_gzip
-
-
-def _opaque(tag: bytes) -> bytes:
-    tag = tag.strip()
-    if tag[:2] in (b"W/", b"w/"):
-        tag = tag[2:]
-    return tag
-
-
-def none_match(if_none_match: bytes, etag: bytes) -> bool:
-    """
-    Whether C{If-None-Match} matches C{etag} (the weak comparison of RFC
-    9110 section 13.1.2): C{*}, or any listed tag, C{W/} or not.
-    """
-    wanted = _opaque(etag)
-    for tag in if_none_match.split(b","):
-        tag = tag.strip()
-        if tag == b"*" or (tag and _opaque(tag) == wanted):
-            return True
-    return False
-
-
-def not_modified_since(if_modified_since: bytes, modified_at: int | None) -> bool:
-    """
-    Whether C{If-Modified-Since} is at or after C{modified_at}; an
-    unparsable date, or no modification time, means "modified".
-    """
-    if modified_at is None:
-        return False
-    try:
-        since = parsedate_to_datetime(if_modified_since.decode("latin-1"))
-    except (TypeError, ValueError, IndexError):
-        return False
-    if since.tzinfo is None:
-        return False
-    return modified_at <= since.timestamp()
-
-
-@implementer(IPushProducer)
-class _Pieces:
-    """
-    Writes a body to a request 64 KiB at a time while the connection takes
-    it (Twisted pauses and resumes this producer as its send buffer fills
-    and drains), then finishes the request.
-    """
-
-    SIZE = 1 << 16
-
-    def __init__(self, request: Request, body: bytes) -> None:
-        self._request = request
-        self._view = memoryview(body)
-        self._sent = 0
-        self._paused = False
-        self._stopped = False
-
-    def start(self) -> None:
-        self._request.registerProducer(self, True)
-        self.resumeProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        while not (self._paused or self._stopped) and self._sent < len(self._view):
-            piece = self._view[self._sent : self._sent + self.SIZE]
-            self._sent += len(piece)
-            self._request.write(piece.tobytes())
-        if not self._stopped and self._sent >= len(self._view):
-            self._stopped = True
-            self._request.unregisterProducer()
-            self._request.finish()
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-
-
-class _Streamed(Resource):
-    """
-    A big body written to the connection in pieces as the client reads
-    them (L{_Pieces}), instead of in one call: Twisted would join the
-    status line and headers with the whole body into a new buffer, a
-    second copy of the feed (hundreds of megabytes for a big Expanded
-    feed) made on the reactor before the first byte leaves.
-    """
-
-    isLeaf = True
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__()
-        self._body = body
-
-    def render(self, request: Request) -> int:
-        _Pieces(request, self._body).start()
-        return NOT_DONE_YET
 
 
 def _parse_reports(body: bytes) -> list[dict[str, Any]]:
@@ -373,7 +240,7 @@ class FeedApp:
         request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
         if request.method == b"HEAD":
             return b""
-        return _Streamed(body) if len(body) > STREAM_OVER else body
+        return Streamed(body) if len(body) > STREAM_OVER else body
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:

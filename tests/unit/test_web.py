@@ -18,7 +18,8 @@ from twisted.web.http_headers import Headers
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot, count_iocs
 from tcbridge.threatconnect.records import SourcePull
-from tcbridge.web.app import STREAM_OVER, FeedApp
+from tcbridge.web.app import FeedApp
+from tcbridge.web.stream import STREAM_OVER
 from tests.helpers import result_of
 
 EMPTY = orjson.dumps({"feedinfo": {"name": "threatconnectintegration"}, "reports": []})

@@ -23,7 +23,8 @@ from twisted.web.http_headers import Headers
 
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
-from tcbridge.web.app import FeedApp, accepts_gzip, none_match, not_modified_since
+from tcbridge.web.app import FeedApp
+from tcbridge.web.conditional import accepts_gzip, none_match, not_modified_since
 from tests.helpers import result_of
 
 EMPTY = orjson.dumps({"feedinfo": {"name": "threatconnectintegration"}, "reports": []})
