@@ -17,12 +17,11 @@ configuration.
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import orjson
 from twisted.internet import defer, task
@@ -33,15 +32,16 @@ from twisted.logger import (
     globalLogBeginner,
     textFileLogObserver,
 )
+from twisted.python import usage
 from twisted.python.failure import Failure
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.files import write_atomic
 from tcbridge.logs import set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
+from tcbridge.options import CommandOptions, EncryptSecretOptions
 from tcbridge.progress import ProgressLine
 from tcbridge.secrets import (
-    DEFAULT_KEY_FILE,
     KEY_FILE_OPTION,
     SecretError,
     create_key_file,
@@ -59,48 +59,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tcbridge",
-        description="ThreatConnect to Carbon Black EDR bridge: one-shot commands. "
-        "Run the service with: twistd -n tcbridge --config FILE",
-    )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("-c", "--config", help="configuration file (2015 or v2 layout)")
-    source.add_argument(
-        "--demo", action="store_true", help="use the built-in ThreatConnect simulator"
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log progress to stderr, not only errors"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    write = commands.add_parser("write", help="sync once and write the feed to FILE")
-    write.add_argument("file", help="where to write the feed (replaced atomically)")
-    commands.add_parser(
-        "encrypt-secret",
-        help="encrypt the ThreatConnect secret key for secret_key_encrypted "
-        "(encrypt-secret --help for its options)",
-    )
-    commands.add_parser(
-        "check-config",
-        help="check the config, the credentials, the clock, the cache folder and the port",
-    )
-    explain = commands.add_parser(
-        "explain",
-        help="say why each VALUE (hash, address, host name) is or is not in the feed, "
-        "from what the last sync saw",
-    )
-    explain.add_argument("values", nargs="+", metavar="VALUE")
-    commands.add_parser(
-        "accept-shrink",
-        help="let the next sync publish its feed even if it shrank more than max_shrink_percent",
-    )
-    validate = commands.add_parser(
-        "validate", help="check feed files against the Carbon Black feed rules"
-    )
-    validate.add_argument("files", nargs="+", metavar="FILE", help="feed JSON files")
-    return parser
+_ENCRYPT = "tcbridge encrypt-secret"
 
 
 def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
@@ -238,32 +197,6 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
     return EXIT_OK
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-def _command_parser() -> _Parser:
-    parser = _Parser(
-        prog="tcbridge encrypt-secret",
-        description="Encrypt the ThreatConnect secret key (read from standard input) "
-        "for secret_key_encrypted, creating the key file if it does not exist.",
-        add_help=False,
-    )
-    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
-    parser.add_argument(
-        "--key-file",
-        default=DEFAULT_KEY_FILE,
-        metavar="PATH",
-        help=f"the key file (default {DEFAULT_KEY_FILE}); created with mode 0600 if missing",
-    )
-    return parser
-
-
 def _read_secret_input(stdin: TextIO, stderr: TextIO) -> str:
     if stdin.isatty():
         return getpass.getpass("ThreatConnect secret key: ", stream=stderr).strip()
@@ -285,22 +218,30 @@ def encrypt_secret_command(
     :return: 0 on success, 1 on failure (one line on C{stderr}), 2 for a bad
         command line.
     """
-    parser = _command_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except _UsageError as e:
-        stderr.write(f"{parser.prog}: {e}\n")
-        return 2
-    if args.help:
-        parser.print_help(stdout)
+    options = EncryptSecretOptions()
+    if "--help" in argv or "-h" in argv:
+        stdout.write(f"Usage: {_ENCRYPT} [--key-file PATH]\n{options}")
         return 0
-    key_file: str = args.key_file
+    try:
+        options.parseOptions(list(argv))
+    except usage.UsageError as e:
+        stderr.write(f"{_ENCRYPT}: {e}\n")
+        return EXIT_USAGE
+    return run_encrypt_secret(options["key-file"], stdin, stdout, stderr)
+
+
+def run_encrypt_secret(key_file: str, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """
+    Encrypt the secret key read from C{stdin} with C{key_file} (created if
+    missing) and print the two config lines; 1 (one line on C{stderr}) if
+    that fails.
+    """
     try:
         secret = _read_secret_input(stdin, stderr)
     except (OSError, EOFError):
         secret = ""
     if not secret:
-        stderr.write(f"{parser.prog}: no secret key on standard input\n")
+        stderr.write(f"{_ENCRYPT}: no secret key on standard input\n")
         return 1
     try:
         created = False
@@ -311,11 +252,11 @@ def encrypt_secret_command(
         if decrypt_secret(token, key_file) != secret:  # pragma: no cover - Fernet guarantees it
             raise SecretError("secret_key_encrypted", "the value did not decrypt back")
     except SecretError as e:
-        stderr.write(f"{parser.prog}: {e.problem}\n")
+        stderr.write(f"{_ENCRYPT}: {e.problem}\n")
         return 1
     if created:
         stderr.write(
-            f"{parser.prog}: created {key_file} (mode 0600); tcbridge must run as the "
+            f"{_ENCRYPT}: created {key_file} (mode 0600); tcbridge must run as the "
             "user that owns it\n"
         )
     stdout.write(f"secret_key_encrypted = {token}\n")
@@ -329,40 +270,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     return_freed_memory()
-    if argv[:1] == ["encrypt-secret"]:
-        raise SystemExit(encrypt_secret_command(argv[1:], sys.stdin, sys.stdout, sys.stderr))
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "validate":
-        raise SystemExit(run_validate(args.files, sys.stdout))
-    if not args.config and not args.demo:
-        parser.error(f"{args.command} needs --config FILE, or --demo for the built-in simulator")
+    options = CommandOptions()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        sys.stderr.write(f"tcbridge: {e}\nRun 'tcbridge --help' for the commands.\n")
+        raise SystemExit(EXIT_USAGE) from None
+    command, sub = options.subCommand, options.subOptions
+    if command == "encrypt-secret":
+        raise SystemExit(run_encrypt_secret(sub["key-file"], sys.stdin, sys.stdout, sys.stderr))
+    if command == "validate":
+        raise SystemExit(run_validate(sub["values"], sys.stdout))
     config = None
-    if args.config:
+    if options["config"]:
         try:
-            config = load_config(args.config)
+            config = load_config(options["config"])
         except ConfigError as e:
             sys.stderr.write(f"tcbridge: {e}\n")
             raise SystemExit(EXIT_USAGE) from None
-    if args.command in ("accept-shrink", "check-config", "explain") and config is None:
-        parser.error(f"{args.command} needs --config FILE")
-    if args.command == "accept-shrink":
+    if command == "accept-shrink":
         assert config is not None
         raise SystemExit(run_accept_shrink(config, sys.stdout))
-    if args.command == "explain":
+    if command == "explain":
         assert config is not None
-        raise SystemExit(run_explain(config, args.values, sys.stdout))
-    _start_logging(sys.stderr, args.verbose)
+        raise SystemExit(run_explain(config, sub["values"], sys.stdout))
+    _start_logging(sys.stderr, options["verbose"])
     freeze_startup_objects()
 
     def run(reactor: Any) -> defer.Deferred[None]:
-        if args.command == "check-config":
+        if command == "check-config":
             from tcbridge.check import run_check
 
             assert config is not None
             d = defer.ensureDeferred(run_check(reactor, config, sys.stdout, sys.stderr))
         else:
-            d = defer.ensureDeferred(run_write(reactor, config, args.file, sys.stderr))
+            d = defer.ensureDeferred(run_write(reactor, config, sub["path"], sys.stderr))
 
         def exit_with(code: int) -> None:
             if code:

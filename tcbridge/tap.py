@@ -17,7 +17,6 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.python import usage
 from twisted.web.server import Site
 
 from tcbridge.config import Config, ConfigError, load_config
@@ -25,6 +24,7 @@ from tcbridge.files import folder_problem
 from tcbridge.logfile import FileLogging, install_file_logging
 from tcbridge.logs import bridge_observer, set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
+from tcbridge.options import ServiceOptions
 from tcbridge.reload import Reloader, ReloadService
 from tcbridge.sync import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
@@ -35,61 +35,18 @@ from tcbridge.wiring import Bridge, build_bridge, explainer, images
 log = Logger(observer=bridge_observer)
 
 
-class WriteOptions(usage.Options):
+class Options(ServiceOptions):
     """
-    C{write FILE}: sync once, write the feed to FILE, stop.
+    Command line of C{twistd tcbridge} (see L{ServiceOptions}); the
+    configuration file is loaded here, so that a bad one is one line on
+    stderr and exit status 2 before twistd starts anything.
     """
-
-    synopsis = "FILE"
-
-    def parseArgs(self, path: str) -> None:  # type: ignore[override]
-        """
-        Take the one argument, the file to write.
-        """
-        self["path"] = path
-
-
-class Options(usage.Options):
-    """
-    Command line of C{twistd tcbridge}.
-    """
-
-    synopsis = "[--config FILE | --demo] [--port PORT] [write FILE]"
-    longdesc = (
-        "Pull indicators from ThreatConnect and serve them as a Carbon Black EDR feed "
-        "at http://<listener_address>:<listener_port>/threatconnect/json, with a "
-        "diagnostics page at /."
-    )
-    optParameters = [
-        ["config", "c", None, "Configuration file (2015 bridge or v2 connector layout)."],
-        ["port", "p", None, "Listen on this port instead of the configured listener_port."],
-    ]
-    optFlags = [
-        ["demo", None, "Run against the built-in ThreatConnect simulator (no account needed)."],
-    ]
-    subCommands = [
-        ["write", None, WriteOptions, "Sync once, write the feed to FILE and stop."],
-    ]
 
     def postOptions(self) -> None:
         """
-        Check the choice of config and demo, and load the config file; a bad
-        file is one line on stderr and exit status 2, never a traceback.
+        Check the command line, then load the config file.
         """
-        if self["demo"] and self["config"]:
-            raise usage.UsageError("--demo and --config exclude each other")
-        if not self["demo"] and not self["config"]:
-            raise usage.UsageError(
-                "give --config FILE, or --demo to try the built-in ThreatConnect simulator"
-            )
-        if self["port"] is not None:
-            try:
-                port = int(self["port"])
-            except ValueError:
-                raise usage.UsageError(f"--port {self['port']!r} is not a port number") from None
-            if not 1 <= port <= 65535:
-                raise usage.UsageError(f"--port {port} is out of range 1-65535")
-            self["port"] = port
+        super().postOptions()
         self["loaded"] = None
         if self["config"]:
             try:

@@ -142,3 +142,41 @@ def test_encrypt_secret_command(
     from tcbridge.secrets import decrypt_secret
 
     assert decrypt_secret(lines["secret_key_encrypted"], str(key)) == "the-real-secret"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "tcbridge: give a command: write, check-config, explain"),
+        (["--demo", "--config", "x.conf", "write", "f"], "--demo and --config exclude each other"),
+        (["--demo", "check-config"], "tcbridge: check-config needs --config FILE\n"),
+        (["explain", "8.8.8.8"], "tcbridge: explain needs --config FILE\n"),
+        (["--config", "x.conf", "explain"], "tcbridge: give at least one VALUE"),
+        (["--bogus", "write", "f"], "tcbridge: option --bogus not recognized"),
+        (["write"], "tcbridge: Wrong number of arguments."),
+        (["validate"], "tcbridge: give at least one FILE"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    A bad command line (parsed by the same option tree as twistd's) is one
+    message and a pointer to --help on stderr, exit status 2, no traceback.
+    """
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Run 'tcbridge --help'" in err and "Traceback" not in err
+
+
+def test_twistd_and_console_share_the_source_options() -> None:
+    """
+    --config and --demo are declared once, for twistd and the console
+    command alike.
+    """
+    from tcbridge.options import CommandOptions, ServiceOptions
+
+    for options in (ServiceOptions(), CommandOptions()):
+        assert {"config", "demo"} <= set(options.keys())
+        assert options.longOpt.count("config=") == 1

@@ -580,7 +580,7 @@ def test_command_bad_arguments() -> None:
     """
     code, out, err = _run(["--bogus"], SECRET)
     assert (code, out) == (2, "")
-    assert err == "tcbridge encrypt-secret: unrecognized arguments: --bogus\n"
+    assert err == "tcbridge encrypt-secret: option --bogus not recognized\n"
 
 
 def test_command_help() -> None:
