@@ -190,8 +190,7 @@ class CommandOptions(_Source):
             "accept-shrink",
             None,
             _NoArguments,
-            "Let the next sync publish its feed even if it shrank more than "
-            "max_shrink_percent.",
+            "Let the next sync publish its feed even if it shrank more than max_shrink_percent.",
         ],
         ["validate", None, ValidateOptions, "Check feed files against the Carbon Black rules."],
         [

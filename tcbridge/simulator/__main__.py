@@ -73,7 +73,7 @@ async def _serve(reactor: IReactorTCP, args: argparse.Namespace) -> None:
     Start the simulator, print how to reach it, and serve until the reactor
     stops.
     """
-    from tcbridge.simulator.app import start_simulator
+    from tcbridge.simulator.server import start_simulator
 
     demo = start_simulator(
         reactor,

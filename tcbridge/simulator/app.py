@@ -46,52 +46,48 @@ L{Simulator.fault_next}; see L{tcbridge.simulator.faults}).
 
 from __future__ import annotations
 
-import secrets
-import string
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from hmac import compare_digest
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import parse_qs
 
-import orjson
-from attrs import field, frozen
+from attrs import frozen
 from klein import Klein
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IListeningPort,
     IReactorTime,
     ITCPTransport,
 )
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.web import http
 from twisted.web.http import datetimeToString
-from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from tcbridge.logs import bridge_observer
-from tcbridge.simulator import tql
-from tcbridge.simulator.data import TYPES, Dataset, Front, Run, Slot, generate, page_runs
+from tcbridge.simulator.data import Dataset
 from tcbridge.simulator.faults import STATUS_KINDS, Fault, make_fault
+from tcbridge.simulator.listings import Listings, Runner
+from tcbridge.simulator.params import (
+    MSG_ACCESS_DENIED,
+    MSG_INVALID_TIMESTAMP,
+    MSG_NOT_FOUND,
+    MSG_SIGNATURE,
+    MSG_TIME_RANGE,
+    FailureError,
+    envelope,
+    error_body,
+    header,
+    indicator_types,
+    paging,
+    wants_count,
+)
 from tcbridge.threatconnect.signing import signature
 
-__all__ = [
-    "DemoServer",
-    "QuietSite",
-    "RecordedRequest",
-    "Simulator",
-    "new_credentials",
-    "simulator_prefix",
-    "start_simulator",
-]
+__all__ = ["RecordedRequest", "Simulator", "simulator_prefix"]
 
 log = Logger(observer=bridge_observer)
 
-#: Runs a page-building function, typically in a thread; see L{Simulator}.
-Runner = Callable[[Callable[[], bytes]], "Deferred[bytes]"]
 
 #: v2 per-type branches the simulator serves: branch -> (type name, list key).
 BRANCHES: Final = {
@@ -99,28 +95,6 @@ BRANCHES: Final = {
     "addresses": ("Address", "address"),
     "hosts": ("Host", "host"),
 }
-
-#: The C{/v2/types/indicatorTypes} answer for the generated types.
-_INDICATOR_TYPES: Final = (
-    ("Address", "addresses", "address", "ip"),
-    ("EmailAddress", "emailAddresses", "emailAddress", "address"),
-    ("File", "files", "file", "md5"),
-    ("Host", "hosts", "host", "hostName"),
-    ("URL", "urls", "url", "text"),
-)
-
-MAX_RESULT_LIMIT: Final = 10000
-DEFAULT_RESULT_LIMIT: Final = 100
-
-MSG_INVALID_TIMESTAMP: Final = "Invalid timestamp"
-MSG_TIME_RANGE: Final = "Timestamp out of acceptable time range"
-MSG_ACCESS_DENIED: Final = "Access Denied"
-MSG_SIGNATURE: Final = "Signature data did not match expected result"
-MSG_NOT_FOUND: Final = "The requested resource was not found"
-MSG_PAGING: Final = (
-    "The resultStart and resultLimit query parameters must be integers and the "
-    "maximum value for resultLimit is 10000"
-)
 
 #: Keep at most this many entries in L{Simulator.requests}; older ones are dropped.
 MAX_RECORDED: Final = 100_000
@@ -150,70 +124,12 @@ class RecordedRequest:
     fault: str | None = None
 
 
-class _FailureError(Exception):
-    """
-    Answer the current request with an error envelope (v2, or v3 for
-    C{/v3/} paths).
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _error_body(v3: bool, message: str) -> bytes:
-    """
-    Return the v2 or v3 error envelope for C{message}.
-    """
-    if v3:
-        return orjson.dumps({"status": "Error", "errCode": "0x1001", "message": message})
-    return orjson.dumps({"status": "Failure", "message": message})
-
-
-def _active_only(slot: Slot) -> bool:
-    """
-    Say whether the items of C{slot} are active.
-    """
-    return slot.active
-
-
-def _inactive_only(slot: Slot) -> bool:
-    """
-    Say whether the items of C{slot} are inactive.
-    """
-    return not slot.active
-
-
-def _any_slot(slot: Slot) -> bool:
-    """
-    Accept every slot.
-    """
-    return True
-
-
-_V2_VIEWS: Final[dict[frozenset[bool], Callable[[Slot], bool]]] = {
-    frozenset((True,)): _active_only,
-    frozenset((False,)): _inactive_only,
-    frozenset((True, False)): _any_slot,
-    frozenset(): lambda slot: False,
-}
-
-
 def _transport(request: Request) -> ITCPTransport:
     """
     Return the connection C{request} came in on.
     """
     transport: ITCPTransport = request.channel.transport  # type: ignore[assignment]
     return transport
-
-
-def _header(request: IRequest, name: bytes) -> str | None:
-    """
-    Return the first value of request header C{name} as text, or C{None}.
-    """
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")
 
 
 def simulator_prefix(prefix: str) -> str:
@@ -224,7 +140,7 @@ def simulator_prefix(prefix: str) -> str:
     return f"/{prefix}" if prefix else ""
 
 
-class Simulator:
+class Simulator(Listings):
     """
     A ThreatConnect API simulator over a generated L{Dataset}.
 
@@ -265,26 +181,14 @@ class Simulator:
             own work overlaps the client's.  Answers are byte-identical with
             or without it.
         """
-        self._dataset = dataset
+        super().__init__(dataset, simulator_prefix(prefix), prefetch)
         self._clock = clock
         self._credentials = dict(credentials)
-        self._prefix = simulator_prefix(prefix)
         self._auth_error_status = auth_error_status
         self._skew_window = skew_window
         self._faults: list[Fault] = []
-        self._fronts: dict[tuple[str, str], Front] = {}
-        self._served: tuple[str, str] | None = None
-        self._prefetch = prefetch
-        self._prefetched: tuple[tuple[object, ...], Deferred[bytes]] | None = None
         self.requests: list[RecordedRequest] = []
         self.clock_skew: float = 0.0
-
-    @property
-    def dataset(self) -> Dataset:
-        """
-        The data set being served.
-        """
-        return self._dataset
 
     def resource(self) -> IResource:
         """
@@ -332,56 +236,6 @@ class Simulator:
         if times > 0:
             self._faults.append(fault)
 
-    def shift(self, owner: str, type: str, shift: int) -> None:
-        """
-        Make C{shift} new items appear at the front of C{owner}'s C{type}
-        listing (positive), or the first C{-shift} items of its active
-        listing disappear (negative), in every listing that includes them
-        (v2 per-type and generic, v3).  This is what the C{"changing"} fault
-        does after serving a request.
-
-        New items are active, have fresh ids and values, and come newest
-        first.  Deletions take the newest inserted items first, then the
-        generated ones in order (inactive ones before a deleted active one go
-        too).
-
-        :raises KeyError: for an unknown owner or type.
-        """
-        front = self._fronts.get((owner, type), Front())
-        self._fronts[(owner, type)] = self._dataset.shift_front(owner, type, front, shift)
-
-    def front(self, owner: str, type: str) -> Front:
-        """
-        Return how the front of C{owner}'s C{type} listing has changed.
-        """
-        return self._fronts.get((owner, type), Front())
-
-    def visible_count(self, owner: str, type: str, active: bool = True) -> int:
-        """
-        Return how many active (or inactive) C{type} items of C{owner} the
-        listings serve now: L{Dataset.active_count} plus inserted, minus
-        deleted items.
-
-        :raises KeyError: for an unknown owner or type.
-        """
-        test = _active_only if active else _inactive_only
-        return len(self._run(owner, type, ("v2", frozenset((active,))), test))
-
-    def _run(
-        self,
-        owner: str,
-        type: str,
-        key: object,
-        test: Callable[[Slot], bool],
-        item_test: Callable[[str], bool] | None = None,
-        item_key: object = None,
-    ) -> Run:
-        """
-        Select C{owner}'s C{type} items with the current front.
-        """
-        front = self._fronts.get((owner, type))
-        return self._dataset.run(owner, type, key, test, item_test, front, item_key)
-
     def _take_fault(self, target: str) -> Fault | None:
         """
         Use up one application of the first pending fault matching C{target}.
@@ -401,8 +255,8 @@ class Simulator:
         """
         target = request.uri.decode("latin-1")
         method = request.method.decode("latin-1")
-        timestamp = _header(request, b"timestamp")
-        authorization = _header(request, b"authorization")
+        timestamp = header(request, b"timestamp")
+        authorization = header(request, b"authorization")
         v3 = self._strip_prefix(target.partition("?")[0]).startswith("/v3/")
         request.setHeader(b"Date", datetimeToString(int(self.now())))
         body: bytes | Deferred[bytes]
@@ -424,9 +278,9 @@ class Simulator:
                 status = 200
                 body = self._route(method, target, request)
                 request.setHeader(b"Content-Type", b"application/json")
-        except _FailureError as failure:
+        except FailureError as failure:
             status = failure.status
-            body = _error_body(v3, failure.message)
+            body = error_body(v3, failure.message)
             request.setHeader(b"Content-Type", b"application/json")
         request.setResponseCode(status)
         self._record(method, target, timestamp, authorization, status, fault)
@@ -511,23 +365,23 @@ class Simulator:
         """
         Check ThreatConnect's HMAC authentication over the raw C{target}.
 
-        :raises _FailureError: with the message ThreatConnect gives.
+        :raises FailureError: with the message ThreatConnect gives.
         """
         status = self._auth_error_status
         if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()):
-            raise _FailureError(status, MSG_INVALID_TIMESTAMP)
+            raise FailureError(status, MSG_INVALID_TIMESTAMP)
         ts = int(timestamp)
         if abs(self.now() - ts) > self._skew_window:
-            raise _FailureError(status, MSG_TIME_RANGE)
+            raise FailureError(status, MSG_TIME_RANGE)
         if authorization is None or not authorization.startswith("TC "):
-            raise _FailureError(status, MSG_ACCESS_DENIED)
+            raise FailureError(status, MSG_ACCESS_DENIED)
         access_id, sep, given = authorization[3:].partition(":")
         secret = self._credentials.get(access_id)
         if not sep or secret is None:
-            raise _FailureError(status, MSG_ACCESS_DENIED)
+            raise FailureError(status, MSG_ACCESS_DENIED)
         expected = signature(secret, target, method, ts)
         if not compare_digest(expected.encode("ascii"), given.encode("latin-1")):
-            raise _FailureError(status, MSG_SIGNATURE)
+            raise FailureError(status, MSG_SIGNATURE)
 
     def _strip_prefix(self, path: str) -> str:
         """
@@ -543,416 +397,37 @@ class Simulator:
         """
         Serve an authenticated request for C{target}.
 
-        :raises _FailureError: for unknown paths, bad parameters or owners.
+        :raises FailureError: for unknown paths, bad parameters or owners.
         """
         path, _, query = target.partition("?")
         path = self._strip_prefix(path)
         if not path:
-            raise _FailureError(404, MSG_NOT_FOUND)
+            raise FailureError(404, MSG_NOT_FOUND)
         if len(path) > 1:
             path = path.rstrip("/")
         if method not in ("GET", "HEAD"):
-            raise _FailureError(405, "Method not allowed")
+            raise FailureError(405, "Method not allowed")
         params = {k.lower(): v for k, v in parse_qs(query, keep_blank_values=True).items()}
         if path == "/v3/indicators":
             return self._v3_indicators(params, request, query)
         if path == "/v3/security/owners":
             return self._v3_owners(params, request, query)
         if path == "/v3/indicators/deleted":
-            start, _ = _paging(params)
-            count = b',"count":0' if start == 0 and _wants_count(params) else b""
+            start, _ = paging(params)
+            count = b',"count":0' if start == 0 and wants_count(params) else b""
             return b'{"data":[]' + count + b',"status":"Success"}'
         if path == "/v2/owners":
             return self._owners(params)
         if path == "/v2/types/indicatorTypes":
-            return _envelope("indicatorType", _indicator_types(), 0, True)
+            return envelope("indicatorType", indicator_types(), 0, True)
         if path in ("/v2/indicators", "/v1/indicators"):
             return self._generic(params)
         if path == "/v2/indicators/deleted":
             self._owner(params)
-            start, _ = _paging(params)
-            return _envelope("indicator", [], 0, start == 0)
+            start, _ = paging(params)
+            return envelope("indicator", [], 0, start == 0)
         if path.startswith("/v2/indicators/"):
             branch = BRANCHES.get(path[len("/v2/indicators/") :])
             if branch is not None:
                 return self._typed(params, *branch)
-        raise _FailureError(404, MSG_NOT_FOUND)
-
-    def _owner(self, params: dict[str, list[str]]) -> str:
-        """
-        Return the owner a request names, or the default owner.
-
-        :raises _FailureError: 403 for an owner the API user cannot see.
-        """
-        names = params.get("owner")
-        if not names:
-            return self._dataset.default_owner
-        if names[0] not in self._dataset.owners:
-            raise _FailureError(403, MSG_ACCESS_DENIED)
-        return names[0]
-
-    def _owners(self, params: dict[str, list[str]]) -> bytes:
-        """
-        Serve C{/v2/owners}.
-        """
-        start, limit = _paging(params)
-        ds = self._dataset
-        owners = [
-            {"id": ds.owner_id(name), "name": name, "type": ds.owner_type(name)}
-            for name in ds.owners[start : start + limit]
-        ]
-        return _envelope("owner", owners, len(ds.owners), start == 0)
-
-    def _typed(self, params: dict[str, list[str]], type: str, key: str) -> bytes | Deferred[bytes]:
-        """
-        Serve one page of a per-type listing.
-        """
-        owner = self._owner(params)
-        start, limit = _paging(params)
-        tags = _wants_tags(params)
-        active = _v2_active(params)
-        run = self._run(owner, type, ("v2", active), _V2_VIEWS[active])
-        count = len(run)
-        self._served = (owner, type)
-
-        def build(at: int) -> bytes:
-            return _raw_envelope(key, b"[" + run.typed(at, at + limit, tags) + b"]", count, at == 0)
-
-        listing = ("typed", owner, type, limit, tags, active, self.front(owner, type))
-        return self._page(listing, start, limit, count, build)
-
-    def _generic(self, params: dict[str, list[str]]) -> bytes | Deferred[bytes]:
-        """
-        Serve one page of the generic (type and summary) listing.
-        """
-        owner = self._owner(params)
-        start, limit = _paging(params)
-        active = _v2_active(params)
-        runs = [self._run(owner, t, ("v2", active), _V2_VIEWS[active]) for t in TYPES]
-        total = sum(len(run) for run in runs)
-        self._served = (owner, TYPES[0])
-
-        def build(at: int) -> bytes:
-            parts = [run.generic(lo, hi) for run, lo, hi in page_runs(runs, at, at + limit)]
-            return _raw_envelope("indicator", b"[" + b",".join(parts) + b"]", total, at == 0)
-
-        fronts = tuple(self.front(owner, t) for t in TYPES)
-        return self._page(("generic", owner, limit, active, fronts), start, limit, total, build)
-
-    def _v3_indicators(self, params: dict[str, list[str]], request: Request, query: str) -> bytes:
-        """
-        Serve one page of C{/v3/indicators}.
-        """
-        start, limit = _paging(params)
-        try:
-            conditions = tql.parse(_tql_text(params))
-        except tql.TqlError as e:
-            raise _FailureError(400, str(e)) from None
-        plan = tql.plan(conditions)
-        ds = self._dataset
-        if "owner" in params:
-            scope = [self._owner(params)]
-        elif plan.owner_conditions:
-            scope = list(ds.owners)
-        else:
-            scope = [ds.default_owner]
-        item_test = plan.item_test()
-        runs = [
-            self._run(owner, type, plan.slot_key, plan.slot_test, item_test, plan.item_key)
-            for owner in plan.owners(scope)
-            for type in plan.types
-        ]
-        if runs:
-            self._served = (runs[0].owner, runs[0].type)
-        elif scope and plan.types:
-            self._served = (scope[0], plan.types[0])
-        fields = {f.strip().lower() for value in params.get("fields", ()) for f in value.split(",")}
-        tags, assess = "tags" in fields, "threatassess" in fields
-        total = sum(len(run) for run in runs)
-        page = page_runs(runs, start, start + limit)
-        items = b",".join(run.v3(lo, hi, tags, assess) for run, lo, hi in page)
-        path = "/v3/indicators"
-        return self._v3_page(items, total, start, limit, params, request, path, query)
-
-    def _v3_owners(self, params: dict[str, list[str]], request: Request, query: str) -> bytes:
-        """
-        Serve C{/v3/security/owners}.
-        """
-        start, limit = _paging(params)
-        ds = self._dataset
-        owners = [
-            {
-                "id": ds.owner_id(name),
-                "name": name,
-                "type": ds.owner_type(name),
-                "ownerRole": "Director",
-                "permIndicator": "FULL",
-            }
-            for name in ds.owners[start : start + limit]
-        ]
-        items = orjson.dumps(owners)[1:-1]
-        total = len(ds.owners)
-        path = "/v3/security/owners"
-        return self._v3_page(items, total, start, limit, params, request, path, query)
-
-    def _v3_page(
-        self,
-        items: bytes,
-        total: int,
-        start: int,
-        limit: int,
-        params: dict[str, list[str]],
-        request: Request,
-        path: str,
-        query: str,
-    ) -> bytes:
-        """
-        Wrap serialised C{items} in the v3 envelope, with C{count} (asked
-        for, at start 0), C{next} and C{prev}.
-        """
-        out = [b'{"data":[', items, b"]"]
-        if start == 0 and _wants_count(params):
-            out.append(b',"count":%d' % total)
-        if limit > 0 and start + limit < total:
-            out.append(b',"next":' + orjson.dumps(self._link(request, path, query, start + limit)))
-        if start > 0:
-            back = max(start - limit, 0)
-            out.append(b',"prev":' + orjson.dumps(self._link(request, path, query, back)))
-        out.append(b',"status":"Success"}')
-        return b"".join(out)
-
-    def _link(self, request: Request, path: str, query: str, start: int) -> str:
-        """
-        Return the absolute URL of C{path} with the raw C{query}, whose
-        C{resultStart} is set to C{start}; scheme and host come from the
-        request.
-        """
-        scheme = "https" if request.isSecure() else "http"
-        host = _header(request, b"host")
-        if not host:
-            address = request.getHost()
-            host = f"{getattr(address, 'host', '127.0.0.1')}:{getattr(address, 'port', 80)}"
-        pieces = []
-        placed = False
-        for piece in query.split("&") if query else []:
-            if unquote_plus(piece.partition("=")[0]).lower() == "resultstart":
-                if not placed:
-                    pieces.append(f"resultStart={start}")
-                    placed = True
-                continue
-            pieces.append(piece)
-        if not placed:
-            pieces.append(f"resultStart={start}")
-        return f"{scheme}://{host}{self._prefix}{path}?{'&'.join(pieces)}"
-
-    def _page(
-        self,
-        listing: tuple[object, ...],
-        start: int,
-        limit: int,
-        total: int,
-        build: Callable[[int], bytes],
-    ) -> bytes | Deferred[bytes]:
-        """
-        Return page C{build(start)} of C{listing}, from the prefetched page if
-        it is that one, and prefetch the next page if a runner is set.
-        """
-        key = (*listing, start)
-        pending, self._prefetched = self._prefetched, None
-        body: bytes | Deferred[bytes]
-        if pending is not None and pending[0] == key:
-            body = pending[1]
-            body.addErrback(lambda _: build(start))
-        else:
-            if pending is not None:
-                pending[1].addErrback(lambda _: None)
-            body = build(start)
-        after = start + limit
-        if self._prefetch is not None and limit > 0 and after < total:
-            self._prefetched = ((*listing, after), self._prefetch(lambda: build(after)))
-        return body
-
-
-def _paging(params: dict[str, list[str]]) -> tuple[int, int]:
-    """
-    Return C{(resultStart, resultLimit)} from the query.
-
-    :raises _FailureError: 400 for non-integers, negative values or a limit over
-        L{MAX_RESULT_LIMIT}.
-    """
-    try:
-        start = int(params["resultstart"][0]) if "resultstart" in params else 0
-        limit = int(params["resultlimit"][0]) if "resultlimit" in params else DEFAULT_RESULT_LIMIT
-    except ValueError:
-        raise _FailureError(400, MSG_PAGING) from None
-    if start < 0 or limit < 0 or limit > MAX_RESULT_LIMIT:
-        raise _FailureError(400, MSG_PAGING)
-    return start, limit
-
-
-def _tql_text(params: dict[str, list[str]]) -> str:
-    """
-    Return the query's TQL; several C{tql=} parameters are AND-ed.
-    """
-    return " AND ".join(t for t in params.get("tql", ()) if t.strip())
-
-
-def _wants_count(params: dict[str, list[str]]) -> bool:
-    """
-    Say whether the query asks for C{count=true}.
-    """
-    return any(v.lower() == "true" for v in params.get("count", ()))
-
-
-def _v2_active(params: dict[str, list[str]]) -> frozenset[bool]:
-    """
-    Return the C{active} values a v2 query selects: only C{True} unless
-    C{filters=} has C{active=...} terms (AND-ed, or OR-ed with
-    C{orParams=true}).
-    """
-    wanted = []
-    for value in params.get("filters", ()):
-        for term in value.split(","):
-            name, sep, rest = term.strip().partition("=")
-            if sep and name.strip().lower() == "active":
-                wanted.append(rest.strip().lower() == "true")
-    if not wanted:
-        return frozenset((True,))
-    values = frozenset(wanted)
-    if any(v.lower() == "true" for v in params.get("orparams", ())) or len(values) == 1:
-        return values
-    return frozenset()
-
-
-def _wants_tags(params: dict[str, list[str]]) -> bool:
-    """
-    Say whether the query asks for tags (C{includes=tags} or C{includeTags=true}).
-    """
-    return "tags" in params.get("includes", ()) or "true" in params.get("includetags", ())
-
-
-def _indicator_types() -> list[dict[str, Any]]:
-    """
-    Return the C{indicatorType} list for the generated types.
-    """
-    return [
-        {
-            "name": name,
-            "custom": "false",
-            "parsable": "true",
-            "apiBranch": branch,
-            "apiEntity": entity,
-            "value1Label": label,
-        }
-        for name, branch, entity, label in _INDICATOR_TYPES
-    ]
-
-
-def _envelope(key: str, items: list[dict[str, Any]], count: int, with_count: bool) -> bytes:
-    """
-    Serialise a v2 success envelope; C{resultCount} only when C{with_count}.
-    """
-    data: dict[str, Any] = {"resultCount": count, key: items} if with_count else {key: items}
-    return orjson.dumps({"status": "Success", "data": data})
-
-
-def _raw_envelope(key: str, items: bytes, count: int, with_count: bool) -> bytes:
-    """
-    Like L{_envelope}, for C{items} already serialised as a JSON array.
-    """
-    head = f'"resultCount":{count},' if with_count else ""
-    return b"".join([f'{{"status":"Success","data":{{{head}"{key}":'.encode(), items, b"}}"])
-
-
-class QuietSite(Site):
-    """
-    A L{Site} that writes no access log: the simulator logs requests at debug
-    level only.
-    """
-
-    def log(self, request: http.Request) -> None:
-        """
-        Do not log C{request}.
-        """
-
-
-@frozen
-class DemoServer:
-    """
-    A simulator listening on a loopback port, with generated credentials.
-
-    :ivar base_url: e.g. C{"http://127.0.0.1:41234/api"}.
-    :ivar api_key: the generated API access id.
-    :ivar secret_key: the generated secret key.
-    :ivar owners: the owners the data set has.
-    :ivar simulator: the running simulator.
-    :ivar port: the listening port; C{port.stopListening()} stops it.
-    """
-
-    base_url: str
-    api_key: str
-    secret_key: str = field(repr=False)
-    owners: tuple[str, ...]
-    simulator: Simulator
-    port: IListeningPort
-
-    def stop(self) -> Deferred[None]:
-        """
-        Stop listening; the Deferred fires when the port is closed.
-        """
-        result = self.port.stopListening()
-        return result if result is not None else succeed(None)
-
-
-def new_credentials() -> tuple[str, str]:
-    """
-    Return a random C{(access id, secret key)} pair shaped like
-    ThreatConnect's: a 20-digit access id and a 64-character secret.
-    """
-    access_id = "".join(secrets.choice(string.digits) for _ in range(20))
-    alphabet = string.ascii_letters + string.digits
-    secret_key = "".join(secrets.choice(alphabet) for _ in range(64))
-    return access_id, secret_key
-
-
-def start_simulator(
-    reactor: Any,
-    count: int = 2000,
-    port: int = 0,
-    seed: int = 1,
-    prefix: str = "/api",
-    interface: str = "127.0.0.1",
-    prefetch: bool = False,
-) -> DemoServer:
-    """
-    Start a simulator with C{count} generated indicators and fresh random
-    credentials, listening on C{interface} (loopback by default).
-
-    :param reactor: the reactor (IReactorTCP, IReactorTime and, with
-        C{prefetch}, IReactorThreads).
-    :param count: File, Address and Host indicators over the default owners.
-    :param port: TCP port, 0 for any free port.
-    :param seed: data set seed.
-    :param prefix: API path prefix.
-    :param interface: address to listen on.
-    :param prefetch: build the next page of a listing in the reactor's
-        thread pool ahead of the request (see L{Simulator}); worth it when
-        the simulator has a process of its own, not when it shares one with
-        the client.
-    """
-    access_id, secret_key = new_credentials()
-    dataset = generate(count, seed=seed)
-    runner: Runner | None = None
-    if prefetch:
-        runner = partial(deferToThreadPool, reactor, reactor.getThreadPool())
-    simulator = Simulator(dataset, reactor, {access_id: secret_key}, prefix=prefix, prefetch=runner)
-    listening = reactor.listenTCP(port, QuietSite(simulator.resource()), interface=interface)
-    actual = listening.getHost().port
-    return DemoServer(
-        base_url=f"http://{interface}:{actual}{simulator_prefix(prefix)}",
-        api_key=access_id,
-        secret_key=secret_key,
-        owners=dataset.owners,
-        simulator=simulator,
-        port=listening,
-    )
+        raise FailureError(404, MSG_NOT_FOUND)

@@ -13,7 +13,7 @@ from attrs import frozen
 
 from tcbridge.config import Config, ListenerSettings, SyncSettings, ThreatConnectSettings
 from tcbridge.model import DEFAULT_WEB_URL, Source
-from tcbridge.simulator.app import DemoServer, start_simulator
+from tcbridge.simulator.server import DemoServer, start_simulator
 
 #: How many indicators the demo's simulator generates.
 DEMO_INDICATORS = 2000

@@ -39,7 +39,8 @@ from typing import Final
 
 from attrs import frozen
 
-from tcbridge.simulator.data import TYPES, Slot
+from tcbridge.simulator.slots import Slot
+from tcbridge.simulator.tables import TYPES
 
 __all__ = ["Condition", "Plan", "TqlError", "parse", "plan"]
 

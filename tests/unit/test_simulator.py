@@ -22,8 +22,9 @@ from twisted.web.http_headers import Headers
 
 from tcbridge.simulator import Dataset, Simulator, generate
 from tcbridge.simulator.__main__ import parse_args
-from tcbridge.simulator.app import MSG_PAGING, RecordedRequest
-from tcbridge.simulator.data import PERIOD
+from tcbridge.simulator.app import RecordedRequest
+from tcbridge.simulator.params import MSG_PAGING
+from tcbridge.simulator.tables import PERIOD
 from tcbridge.threatconnect.signing import authorization
 from tests.helpers import result_of
 

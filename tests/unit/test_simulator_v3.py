@@ -12,7 +12,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tcbridge.simulator.data import TYPES, Dataset
+from tcbridge.simulator.data import Dataset
+from tcbridge.simulator.tables import TYPES
 from tcbridge.simulator.tql import TqlError, parse
 from tests.helpers import result_of
 from tests.unit.test_simulator import Harness, Reply, harness, sign
