@@ -12,8 +12,8 @@ C{python -m tcbridge.simulator --port 8443 --count 100000}.
 from tcbridge.simulator.app import RecordedRequest, Simulator
 from tcbridge.simulator.data import Dataset, generate
 from tcbridge.simulator.faults import FAULT_KINDS
+from tcbridge.simulator.runs import Front
 from tcbridge.simulator.server import DemoServer, start_simulator
-from tcbridge.simulator.slots import Front
 
 __all__ = [
     "FAULT_KINDS",

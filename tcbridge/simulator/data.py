@@ -44,12 +44,8 @@ from typing import Any
 import orjson
 from attrs import field, frozen
 
-from tcbridge.simulator.slots import (
-    Front,
-    Run,
-    Slot,
-    _Listing,
-)
+from tcbridge.simulator.runs import Front, Run
+from tcbridge.simulator.slots import Slot, _Listing
 from tcbridge.simulator.tables import (
     _TYPE_CODE,
     DEFAULT_OWNERS,

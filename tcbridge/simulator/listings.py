@@ -30,7 +30,8 @@ from tcbridge.simulator.params import (
     wants_count,
     wants_tags,
 )
-from tcbridge.simulator.slots import Front, Run, Slot, page_runs
+from tcbridge.simulator.runs import Front, Run, page_runs
+from tcbridge.simulator.slots import Slot
 from tcbridge.simulator.tables import TYPES
 
 #: Runs a page-building function, typically in a thread; see L{Simulator}.

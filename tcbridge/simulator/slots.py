@@ -1,9 +1,8 @@
 # -*- test-case-name: tests.unit.test_simulator -*-
 """
 The items of one owner and type, computed on demand: their slots (the
-attributes that repeat every L{PERIOD} items), selections of them
-(L{Run}), changes at the front of a listing (L{Front}), and their JSON text
-in the v2 and v3 forms.
+attributes that repeat every L{PERIOD} items) and their JSON text in the v2
+and v3 forms.
 """
 
 from __future__ import annotations
@@ -11,11 +10,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
 import orjson
-from attrs import field, frozen
+from attrs import frozen
 
 if TYPE_CHECKING:
     from tcbridge.simulator.data import Dataset
@@ -28,6 +27,7 @@ from tcbridge.simulator.tables import (
     _INACTIVE_BELOW,
     _IPV4_SPACE,
     _IPV4_STEP,
+    _LINK_PAGES,
     _MAX_MASKS,
     _MODIFIED_SPAN,
     _RATINGS,
@@ -497,108 +497,3 @@ def _assess(d: bytes) -> str:
         f',"threatAssessScoreObserved":{d[28] % 101}'
         f',"threatAssessScoreFalsePositive":0'
     )
-
-
-@frozen
-class Front:
-    """
-    How the front of one owner and type's listing has changed (see
-    L{Dataset.shift_front}).
-
-    :ivar added: how many new items precede the generated ones, the newest
-        first.
-    :ivar cut: generated items with a lower index are deleted.
-    """
-
-    added: int = 0
-    cut: int = 0
-
-
-@frozen
-class Run:
-    """
-    The selected items of one owner and type, in listing order: first the
-    inserted items (C{head}), then the generated items of ranks C{lo} to
-    C{hi} among those whose slot is in C{mask} (or C{explicit}, when a
-    per-item condition applies).
-    """
-
-    owner: str
-    type: str
-    listing: _Listing = field(repr=False, eq=False)
-    head: list[int] = field(repr=False)
-    mask: tuple[int, ...] = field(repr=False)
-    lo: int
-    hi: int
-    explicit: list[int] | None = field(repr=False)
-
-    def __len__(self) -> int:
-        """
-        Return how many items the run selects.
-        """
-        body = self.hi - self.lo if self.explicit is None else len(self.explicit)
-        return len(self.head) + body
-
-    def indexes(self, start: int, stop: int) -> Sequence[int]:
-        """
-        Return the item indexes at positions C{start} to C{stop} (exclusive)
-        of the run.
-        """
-        h = len(self.head)
-        out: list[int] = self.head[start:stop] if start < h else []
-        a, b = max(start - h, 0), max(stop - h, 0)
-        if a >= b:
-            return out
-        if self.explicit is not None:
-            rest: Sequence[int] = self.explicit[a:b]
-        else:
-            rest = self.listing.indexes(self.mask, self.lo + a, min(self.lo + b, self.hi))
-        if not out:
-            return rest
-        out.extend(rest)
-        return out
-
-    def typed(self, start: int, stop: int, tags: bool) -> bytes:
-        """
-        Return positions C{start} to C{stop} in the v2 per-type form.
-        """
-        return self.listing.typed_at(self.indexes(start, stop), tags)
-
-    def generic(self, start: int, stop: int) -> bytes:
-        """
-        Return positions C{start} to C{stop} in the v2 generic form.
-        """
-        return self.listing.generic_at(self.indexes(start, stop))
-
-    def v3(self, start: int, stop: int, tags: bool, assess: bool) -> bytes:
-        """
-        Return positions C{start} to C{stop} in the v3 form.
-        """
-        return self.listing.v3(self.indexes(start, stop), tags, assess)
-
-
-def page_runs(runs: Sequence[Run], start: int, stop: int) -> list[tuple[Run, int, int]]:
-    """
-    Return C{(run, from, to)} for the parts of the concatenation of C{runs}
-    at positions C{start} to C{stop}.
-    """
-    parts = []
-    offset = 0
-    for run in runs:
-        n = len(run)
-        lo, hi = max(start - offset, 0), min(stop - offset, n)
-        if lo < hi:
-            parts.append((run, lo, hi))
-        offset += n
-        if offset >= stop:
-            break
-    return parts
-
-
-_LINK_PAGES: Final = (
-    "file.xhtml?file=",
-    "address.xhtml?address=",
-    "host.xhtml?host=",
-    "url.xhtml?orgid=",
-    "emailaddress.xhtml?emailaddress=",
-)

@@ -218,3 +218,12 @@ _INACTIVE_BELOW: Final = 5
 
 #: Masks cached per listing, at most.
 _MAX_MASKS: Final = 256
+
+
+_LINK_PAGES: Final = (
+    "file.xhtml?file=",
+    "address.xhtml?address=",
+    "host.xhtml?host=",
+    "url.xhtml?orgid=",
+    "emailaddress.xhtml?emailaddress=",
+)
