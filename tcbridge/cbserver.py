@@ -277,27 +277,16 @@ class CbServerSync:
             request["username"] = self.feed_username
             request["password"] = self.feed_password
         status, body = await self._call("POST", "/api/v1/feed", request, step)
-        if status == 409:
-            raise CbSyncError(
-                f"{step}: Carbon Black could not read the feed at {self.feed_url} (409)"
-                f"{self._said(body)}; check that the server can reach that URL "
-                "and that the feed is valid",
-                step=step,
-                status=status,
-            )
-        if status == 408:
-            raise CbSyncError(
-                f"{step}: Carbon Black timed out fetching the feed at {self.feed_url} (408)",
-                step=step,
-                status=status,
-            )
-        if status == 500:
-            raise CbSyncError(
-                f"{step}: the Carbon Black server failed (500){self._said(body)}; "
-                f"usually it cannot retrieve the feed at {self.feed_url}",
-                step=step,
-                status=status,
-            )
+        known = {
+            409: f"Carbon Black could not read the feed at {self.feed_url} (409)"
+            f"{self._said(body)}; check that the server can reach that URL "
+            "and that the feed is valid",
+            408: f"Carbon Black timed out fetching the feed at {self.feed_url} (408)",
+            500: f"the Carbon Black server failed (500){self._said(body)}; "
+            f"usually it cannot retrieve the feed at {self.feed_url}",
+        }
+        if status in known:
+            raise CbSyncError(f"{step}: {known[status]}", step=step, status=status)
         if not 200 <= status < 300:
             raise self._http_error(step, status, body)
         feed = self._json(step, status, body)
@@ -317,19 +306,13 @@ class CbServerSync:
         path = f"/api/v1/feed/{feed_id}/synchronize"
         step = f"synchronizing feed {feed_id} (POST {path})"
         status, body = await self._call("POST", path, {"full_sync": False}, step)
-        if status == 409:
-            raise CbSyncError(
-                f"{step}: the feed is disabled in Carbon Black (409): enable it in the console",
-                step=step,
-                status=status,
-            )
-        if status == 404:
-            raise CbSyncError(
-                f"{step}: Carbon Black has no feed {feed_id} (404); it was probably "
-                "removed meanwhile, the next sync registers it again",
-                step=step,
-                status=status,
-            )
+        known = {
+            409: "the feed is disabled in Carbon Black (409): enable it in the console",
+            404: f"Carbon Black has no feed {feed_id} (404); it was probably removed "
+            "meanwhile, the next sync registers it again",
+        }
+        if status in known:
+            raise CbSyncError(f"{step}: {known[status]}", step=step, status=status)
         if not 200 <= status < 300:
             raise self._http_error(step, status, body)
 

@@ -98,26 +98,27 @@ def _refuse_case_twins(path: str, parser: configparser.RawConfigParser) -> None:
     Keys are matched without regard to case, so C{Url} and C{url} in one
     section are the same key set twice; so are C{[Bridge]} and C{[bridge]}.
     """
-    sections: dict[str, str] = {}
+    earlier = _first_of_each_case(parser.sections())
     for section in parser.sections():
-        earlier = sections.setdefault(section.lower(), section)
-        if earlier != section:
-            raise ConfigError(
-                path,
-                section,
-                None,
-                f"is [{earlier}] again (names ignore case); merge the two sections into one",
-            )
-        keys: dict[str, str] = {}
+        if earlier[section] != section:
+            problem = f"is [{earlier[section]}] again (names ignore case)"
+            raise ConfigError(path, section, None, f"{problem}; merge the two sections into one")
+        first = _first_of_each_case(parser.options(section))
         for option in parser.options(section):
-            first = keys.setdefault(option.lower(), option)
-            if first != option:
-                raise ConfigError(
-                    path,
-                    section,
-                    option,
-                    f"sets {first} again (keys ignore case); keep one of the two lines",
-                )
+            if first[option] != option:
+                problem = f"sets {first[option]} again (keys ignore case)"
+                raise ConfigError(path, section, option, f"{problem}; keep one of the two lines")
+
+
+def _first_of_each_case(names: list[str]) -> dict[str, str]:
+    """
+    For each name, the first of C{names} that equals it without regard to
+    case.
+    """
+    first: dict[str, str] = {}
+    for name in names:
+        first.setdefault(name.lower(), name)
+    return {name: first[name.lower()] for name in names}
 
 
 def _first_line(text: str) -> str:

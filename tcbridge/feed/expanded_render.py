@@ -213,8 +213,8 @@ class ChunkRenderer:
         fixed(b',"iocs":{')
         self._iocs(kinds, values, buffer, segments)
         fixed(b"}")
-        self._descriptions(descriptions, buffer, segments)
-        self._tags(tag_codes, buffer, segments)
+        _per_code(descriptions, self._description_text, buffer, segments)
+        _per_code(tag_codes, self._tags_text, buffer, segments)
         fixed(b"}")
         return _gather(buffer.array(), segments, count, stamp_segment)
 
@@ -367,29 +367,13 @@ class ChunkRenderer:
             segments.append((np.full(count, closing, dtype=np.int64), np.where(has, 2, 0)))
             earlier |= has
 
-    def _descriptions(
-        self,
-        codes: NDArray[np.int64],
-        buffer: _Buffer,
-        segments: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
-    ) -> None:
-        def text(code: int) -> bytes:
-            description = self.store.descriptions[code]
-            return b',"description":' + orjson.dumps(description) if description else b""
+    def _description_text(self, code: int) -> bytes:
+        description = self.store.descriptions[code]
+        return b',"description":' + orjson.dumps(description) if description else b""
 
-        _per_code(codes, text, buffer, segments)
-
-    def _tags(
-        self,
-        codes: NDArray[np.int64],
-        buffer: _Buffer,
-        segments: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
-    ) -> None:
-        def text(code: int) -> bytes:
-            tags = list(self.tag_sets[code][:MAX_TAGS])
-            return b',"tags":' + orjson.dumps(tags) if tags else b""
-
-        _per_code(codes, text, buffer, segments)
+    def _tags_text(self, code: int) -> bytes:
+        tags = list(self.tag_sets[code][:MAX_TAGS])
+        return b',"tags":' + orjson.dumps(tags) if tags else b""
 
 
 def _per_code(

@@ -219,13 +219,8 @@ class _TunnelProtocol(Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         t = self._tunnel
-        self._fail(
-            ProxyTimeoutError(
-                f"proxy {t.proxy.name} did not answer CONNECT {t.target} "
-                f"within {t.timeout:g} seconds",
-                proxy=t.proxy.name,
-                target=t.target,
-            )
+        self._refuse(
+            f"did not answer CONNECT {t.target} within {t.timeout:g} seconds", ProxyTimeoutError
         )
 
     def _stop_timer(self) -> None:
@@ -233,6 +228,18 @@ class _TunnelProtocol(Protocol):
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
+
+    def _refuse(
+        self, what: str, kind: type[ProxyError] = ProxyError, status: int | None = None
+    ) -> None:
+        """
+        Give up on the tunnel with a L{ProxyError} (or C{kind}) saying the
+        proxy C{what}.
+        """
+        t = self._tunnel
+        self._fail(
+            kind(f"proxy {t.proxy.name} {what}", proxy=t.proxy.name, target=t.target, status=status)
+        )
 
     def _fail(self, error: Exception) -> None:
         """
@@ -267,39 +274,21 @@ class _TunnelProtocol(Protocol):
         t = self._tunnel
         if end < 0:
             if len(self._buffer) > _MAX_HEAD:
-                self._fail(
-                    ProxyError(
-                        f"proxy {t.proxy.name} sent an over-long answer to CONNECT {t.target}",
-                        proxy=t.proxy.name,
-                        target=t.target,
-                    )
-                )
+                self._refuse(f"sent an over-long answer to CONNECT {t.target}")
             return
         head, rest = self._buffer[:end], self._buffer[end + 4 :]
         self._buffer = b""
         status_line = head.split(b"\r\n", 1)[0]
         words = status_line.split(None, 2)
         if len(words) < 2 or not words[0].startswith(b"HTTP/") or not words[1].isdigit():
-            self._fail(
-                ProxyError(
-                    f"proxy {t.proxy.name} sent an invalid answer to CONNECT {t.target}: "
-                    f"{_sanitize(status_line)!r}",
-                    proxy=t.proxy.name,
-                    target=t.target,
-                )
+            self._refuse(
+                f"sent an invalid answer to CONNECT {t.target}: {_sanitize(status_line)!r}"
             )
             return
         status = int(words[1])
         if not 200 <= status < 300:
             shown = _sanitize(b" ".join(words[1:]))
-            self._fail(
-                ProxyError(
-                    f"proxy {t.proxy.name} refused CONNECT {t.target}: {shown}",
-                    proxy=t.proxy.name,
-                    target=t.target,
-                    status=status,
-                )
-            )
+            self._refuse(f"refused CONNECT {t.target}: {shown}", status=status)
             return
         self._stop_timer()
         self._start_inner(rest)
@@ -330,16 +319,7 @@ class _TunnelProtocol(Protocol):
             return
         t = self._tunnel
         if not t.ready.called:
-            t.ready.errback(
-                Failure(
-                    ProxyError(
-                        f"proxy {t.proxy.name} closed the connection before answering "
-                        f"CONNECT {t.target}",
-                        proxy=t.proxy.name,
-                        target=t.target,
-                    )
-                )
-            )
+            self._refuse(f"closed the connection before answering CONNECT {t.target}")
 
 
 @define(eq=False)

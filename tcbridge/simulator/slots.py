@@ -400,19 +400,7 @@ class _Listing:
         Return items C{indexes} as comma-separated JSON objects in UTF-8,
         per-type form.
         """
-        slots = self._slots
-        slot_of = self._slot
-        value_of = self._value
-        id_base = self._id_base
-        link_owner = self._link_owner
-        out = []
-        for index in indexes:
-            slot = slots[index % PERIOD] or slot_of(index % PERIOD)
-            link, fields, _ = value_of(index, slot)
-            ident = slot.id_text.format(id_base + index)
-            extra = slot.tail + slot.tags if tags else slot.tail
-            out.append(f'{{"id":{ident}{slot.head}{link}{link_owner}"{extra}{fields}}}'.encode())
-        return b",".join(out)
+        return self._v2_at(indexes, generic=False, tags=tags)
 
     def generic(self, start: int, stop: int) -> bytes:
         """
@@ -426,6 +414,13 @@ class _Listing:
         Return items C{indexes} as comma-separated JSON objects in UTF-8,
         generic form.
         """
+        return self._v2_at(indexes, generic=True, tags=False)
+
+    def _v2_at(self, indexes: Sequence[int], generic: bool, tags: bool) -> bytes:
+        """
+        Items C{indexes} in a v2 form: per-type (with or without tags), or
+        generic (with C{type} and C{summary}).
+        """
         slots = self._slots
         slot_of = self._slot
         value_of = self._value
@@ -434,12 +429,18 @@ class _Listing:
         out = []
         for index in indexes:
             slot = slots[index % PERIOD] or slot_of(index % PERIOD)
-            link, _, summary = value_of(index, slot)
+            link, fields, summary = value_of(index, slot)
             ident = slot.id_text.format(id_base + index)
-            out.append(
-                f'{{"id":{ident}{slot.generic_head}{link}{link_owner}"{slot.tail}'
-                f',"summary":"{summary}"}}'.encode()
-            )
+            if generic:
+                out.append(
+                    f'{{"id":{ident}{slot.generic_head}{link}{link_owner}"{slot.tail}'
+                    f',"summary":"{summary}"}}'.encode()
+                )
+            else:
+                extra = slot.tail + slot.tags if tags else slot.tail
+                out.append(
+                    f'{{"id":{ident}{slot.head}{link}{link_owner}"{extra}{fields}}}'.encode()
+                )
         return b",".join(out)
 
     def v3(self, indexes: Sequence[int], tags: bool, assess: bool) -> bytes:

@@ -324,29 +324,19 @@ async def pull_source(
     return _finish(source, owners, tally)
 
 
+#: The counts a pull reports, as named in L{Tally} and L{SourcePull}.
+_COUNTS = ("indicators", "skipped", "inactive", "duplicates", "restarts", "pages")
+
+
 def _finish(source: Source, owners: tuple[str, ...], tally: Tally) -> SourcePull:
-    result = SourcePull(
-        source=source.name,
-        owners=owners,
-        indicators=tally.indicators,
-        skipped=tally.skipped,
-        pages=tally.pages,
-        inactive=tally.inactive,
-        duplicates=tally.duplicates,
-        restarts=tally.restarts,
-    )
+    counts: dict[str, int] = {name: getattr(tally, name) for name in _COUNTS}
     log.info(
         "Pulled source {source}: {indicators} indicators, {skipped} skipped, "
         "{inactive} inactive, {duplicates} repeated, {restarts} restarts, {pages} pages",
         source=source.name,
-        indicators=result.indicators,
-        skipped=result.skipped,
-        inactive=result.inactive,
-        duplicates=result.duplicates,
-        restarts=result.restarts,
-        pages=result.pages,
+        **counts,
     )
-    return result
+    return SourcePull(source=source.name, owners=owners, **counts)
 
 
 async def _visible_owners(client: JSONGetter, options: PullOptions) -> list[str] | None:
