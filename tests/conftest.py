@@ -1,8 +1,13 @@
 """
-Shared fixtures and helpers for the tcbridge tests.
+Shared fixtures for the tcbridge tests.
 
-Unit tests use task.Clock and treq.testing.StubTreq and never the global
-reactor; the few integration tests use pytest-twisted's real reactor.
+Unit tests (C{tests/unit}, whose conftest refuses sockets, processes and
+sleeping) use task.Clock and treq.testing.StubTreq and never the global
+reactor; integration tests (C{tests/integration}) use pytest-twisted's real
+reactor (L{tests.helpers.real_reactor}).  Shared helpers: L{tests.helpers}
+(Deferred results, terminals), L{tests.helpers_tc} (the ThreatConnect fake),
+L{tests.helpers_config} (configs by flat option names), L{tests.helpers_tls},
+L{tests.cbmock} (a Carbon Black server).
 """
 
 from __future__ import annotations

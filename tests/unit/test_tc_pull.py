@@ -21,14 +21,16 @@ from tcbridge.threatconnect.records import Indicator, SourcePull
 from tcbridge.threatconnect.v2 import paged_target
 from tests.helpers import Pages, failure_of, result_of
 from tests.helpers_tc import (
+    V3TC,
     PagingTC,
     ScriptedTC,
+    changing,
     in_order,
     json_reply,
     make_client,
     success,
+    v3_item,
 )
-from tests.helpers_v3 import V3TC, changing, v3_item
 
 ALL_TYPES = frozenset({"File", "Address", "Host"})
 CC = "Common Community"

@@ -25,8 +25,7 @@ from tcbridge.threatconnect.v3 import (
     with_result_start,
 )
 from tests.helpers import Pages, failure_of, result_of
-from tests.helpers_tc import in_order, json_reply, make_client
-from tests.helpers_v3 import V3TC, v3_item
+from tests.helpers_tc import V3TC, in_order, json_reply, make_client, v3_item
 
 BASE = "https://app.threatconnect.com/api"
 CC = "Common Community"
