@@ -8,13 +8,13 @@ L{install_file_logging} is what C{makeService} calls; L{file_log_observer}
 is the observer on its own.  Text lines look like twistd's, with an
 ISO-8601 UTC time::
 
-    2024-05-01T12:00:00.123Z [tcbridge.sync.SyncCycle#info] Sync published 135 reports ...
+    2024-05-01T12:00:00.123Z [tcbridge.sync.cycle.SyncCycle#info] Sync published 135 reports ...
 
 JSON lines are one object each, with C{time}, C{level}, C{namespace},
 C{message} (the formatted text) and the event's own JSON-serialisable
 fields; a failure adds C{traceback}::
 
-    {"time":"2024-05-01T12:00:00.123Z","level":"info","namespace":"tcbridge.sync.SyncCycle",
+    {"time":"2024-05-01T12:00:00.123Z","level":"info","namespace":"tcbridge.sync.cycle.SyncCycle",
      "message":"Sync published 135 reports ...","reports":135,"iocs":84325,"seconds":2.0}
 """
 

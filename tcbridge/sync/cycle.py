@@ -65,7 +65,7 @@ class SyncCycle:
         with a pause on the reactor between them (C{None} in unit tests).
     """
 
-    log = Logger(namespace="tcbridge.sync.SyncCycle", observer=bridge_observer)
+    log = Logger(observer=bridge_observer)
 
     _config: Config
     _client: ThreatConnectClient

@@ -50,7 +50,7 @@ class Publisher:
     :ivar history: the published feed's report history.
     """
 
-    log = Logger(namespace="tcbridge.sync.SyncCycle", observer=bridge_observer)
+    log = Logger(observer=bridge_observer)
 
     _config: Config
     _store: FeedStore
