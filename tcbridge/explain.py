@@ -40,6 +40,8 @@ from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 _HEX = re.compile(r"[0-9a-fA-F]+").fullmatch
 #: At most this many reporting indicators are listed.
 MAX_ROWS = 50
+#: Why an indicator ThreatConnect marks inactive is not in the feed.
+INACTIVE = "marked inactive in ThreatConnect, so left out"
 
 
 @frozen
@@ -198,7 +200,7 @@ def seen_rows(path: str, value: str) -> Iterator[list[Any]]:
 
 
 def _indicator(row: list[Any]) -> Indicator:
-    kind, source, owner, ident, rating, confidence, assess, link, modified, values = row
+    kind, source, owner, ident, rating, confidence, assess, link, modified, values, _ = row
     return Indicator(
         source=source,
         owner=owner,
@@ -302,6 +304,8 @@ def explain(
     for row in seen_rows(seen_path, text) if seen_path else ():
         indicator = _indicator(row)
         score, why = _judge(indicator, settings, exclusions, text, kind)
+        if row[-1]:
+            why = INACTIVE
         reporters.append(
             Reporter(
                 indicator.owner or indicator.source,

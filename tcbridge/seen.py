@@ -53,7 +53,14 @@ class SeenWriter:
         fd, self._path = tempfile.mkstemp(prefix=_PREFIX, suffix=".json", dir=folder)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb")
 
-    def add(self, batches: Iterable[IndicatorBatch]) -> None:
+    def add_inactive(self, batches: Iterable[IndicatorBatch]) -> None:
+        """
+        Append indicators ThreatConnect sent but marks inactive (left out of
+        the feed), flagged so.
+        """
+        self.add(batches, inactive=True)
+
+    def add(self, batches: Iterable[IndicatorBatch], inactive: bool = False) -> None:
         """
         Append the indicators of one page: one line per batch, its columns
         dumped as they are (one C call; a row per indicator would cost the
@@ -67,13 +74,15 @@ class SeenWriter:
                 continue
             names = VALUE_COLUMNS.get(batch.type, ())
             values = {name: batch.values[name] for name in names}
-            page = {
+            page: dict[str, Any] = {
                 "type": batch.type,
                 "source": batch.source,
                 "keys": {name: [search_key(v) for v in column] for name, column in values.items()},
                 "values": values,
                 **{name: batch.column(name) for name in _COLUMNS},
             }
+            if inactive:
+                page["inactive"] = True
             out.write(orjson.dumps(page, default=str) + b"\n")
 
     def finish(self) -> None:
@@ -103,7 +112,7 @@ def rows_with(page: dict[str, Any], key: str) -> list[list[Any]]:
     """
     The indicators of one line (a page) that hold C{key}, each as C{[type,
     source, owner, id, rating, confidence, threatAssess, link, modified,
-    values]}.
+    values, inactive]}.
     """
     keys: dict[str, list[str | None]] = page["keys"]
     found = sorted({i for column in keys.values() for i, k in enumerate(column) if k == key})
@@ -114,6 +123,7 @@ def rows_with(page: dict[str, Any], key: str) -> list[list[Any]]:
             page["source"],
             *(page[name][i] for name in _COLUMNS),
             {name: column[i] for name, column in values.items() if column[i]},
+            bool(page.get("inactive")),
         ]
         for i in found
     ]

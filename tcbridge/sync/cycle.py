@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, NoReturn
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -338,10 +338,13 @@ class SyncCycle:
                 progress.pages += 1
                 progress.indicators += sum(map(len, batches))
 
+        options = self._pull_options
+        if seen is not None:
+            options = evolve(options, on_inactive=seen.add_inactive)
         for number, source in enumerate(self._config.threatconnect.sources):
             if progress is not None:
                 progress.source, progress.done = source.name, number
-            pull = await pull_source(self._client, source, self._pull_options, on_page)
+            pull = await pull_source(self._client, source, options, on_page)
             self.log.info(
                 "Pulled {source}: {indicators} indicators in {pages} pages",
                 source=source.name,

@@ -294,6 +294,7 @@ class _Reader:
     on_page: OnPage
     pause: Callable[[], Awaitable[None]] | None
     chunk: int
+    on_inactive: OnPage | None = None
     _ahead: defer.Deferred[Any] | None = None
 
     def _fetch(self, page: Page, key: str | None) -> None:
@@ -416,6 +417,8 @@ class _Reader:
             rest = listing.parse(items[start : start + step])
             tally.skipped += rest.skipped
             tally.inactive += rest.inactive
+            if self.on_inactive is not None and rest.left_inactive:
+                self.on_inactive(rest.left_inactive)
             kept += _new_indicators(rest.batches, seen, attempt, tally, count_repeats=True)
             tally.indicators += sum(map(len, kept))
             self.on_page(kept)
@@ -434,6 +437,7 @@ async def read_listings(
     on_page: OnPage,
     pause: Callable[[], Awaitable[None]] | None = None,
     chunk: int = 2000,
+    on_inactive: OnPage | None = None,
 ) -> None:
     """
     Read C{listings} in order, each to its end, handing every page's new
@@ -442,8 +446,10 @@ async def read_listings(
     :param pause: if set, each page is parsed and handed on in chunks of
         C{chunk} items with C{await pause()} between them, so a large page
         never holds the reactor for long.
+    :param on_inactive: if set, given the indicators of each page that
+        ThreatConnect marks inactive (left out of C{on_page}'s).
     """
-    await _Reader(client, tally, on_page, pause, chunk).read(listings)
+    await _Reader(client, tally, on_page, pause, chunk, on_inactive).read(listings)
 
 
 def v2_listing(

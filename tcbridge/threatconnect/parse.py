@@ -25,7 +25,7 @@ from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from .records import VALUE_COLUMNS, Indicator, IndicatorBatch
 
@@ -168,23 +168,24 @@ def _items(items: Any) -> tuple[list[Any], int]:
     return [], 1
 
 
-def _usable(items: list[Any], active_only: bool) -> tuple[list[dict[str, Any]], int, int]:
+def _usable(
+    items: list[Any], active_only: bool
+) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]]]:
     """
     The items that are objects (and, with C{active_only}, not marked
-    inactive), and how many were not objects and how many were inactive.
+    inactive), how many were not objects, and the inactive ones.
     """
     skipped = 0
     if items and set(map(type, items)) != {dict}:
         objects = [item for item in items if isinstance(item, dict)]
         skipped = len(items) - len(objects)
         items = objects
-    inactive = 0
+    inactive: list[dict[str, Any]] = []
     if active_only and items:
         flags = [item.get("active") for item in items]
         if flags.count(None) + flags.count(True) != len(flags):
-            active = [item for item in items if not is_inactive(item)]
-            inactive = len(items) - len(active)
-            items = active
+            inactive = [item for item in items if is_inactive(item)]
+            items = [item for item in items if not is_inactive(item)]
     return items, skipped, inactive
 
 
@@ -347,11 +348,14 @@ class ParsedPage:
         first appearance), each in ThreatConnect's order.
     :ivar skipped: items that could not be read as indicators.
     :ivar inactive: items left out because ThreatConnect marks them inactive.
+    :ivar left_inactive: those items, read as indicators (for explaining
+        why a value is not in the feed; never built into one).
     """
 
     batches: list[IndicatorBatch]
     skipped: int = 0
     inactive: int = 0
+    left_inactive: list[IndicatorBatch] = field(factory=list)
 
     def __len__(self) -> int:
         return sum(map(len, self.batches))
@@ -399,7 +403,15 @@ def parse_typed_page(
     }
     usable, values, valueless = _drop_valueless(usable, values)
     batches = [_batch(usable, type_name, values, source, owner, True)] if usable else []
-    return ParsedPage(batches, skipped + junk + valueless, inactive)
+    left = (
+        parse_typed_page(entity, inactive, source, owner, active_only=False) if inactive else None
+    )
+    return ParsedPage(
+        batches,
+        skipped + junk + valueless,
+        len(inactive),
+        left.batches if left is not None else [],
+    )
 
 
 def split_file_summary(summary: str) -> dict[str, str]:
@@ -474,6 +486,7 @@ def parse_generic_page(
     walk, skipped = _items(items)
     usable, junk, inactive = _usable(walk, active_only)
     skipped += junk
+    left = parse_generic_page(inactive, source, owner, active_only=False) if inactive else None
     by_type: dict[str, list[dict[str, Any]]] = {}
     canonical: dict[Any, str | None] = {}
     for item in usable:
@@ -497,7 +510,7 @@ def parse_generic_page(
             skipped += valueless
         if members:
             batches.append(_batch(members, type_name, values, source, owner, False))
-    return ParsedPage(batches, skipped, inactive)
+    return ParsedPage(batches, skipped, len(inactive), left.batches if left is not None else [])
 
 
 def parse_owners(data: Any) -> list[str]:

@@ -98,6 +98,8 @@ class PullOptions:
         C{threatAssess} when scores come from ThreatAssess).
     :ivar sorting: v3 only: a C{sorting=} value such as C{"dateAdded ASC"},
         or C{None} to send none.
+    :ivar on_inactive: if set, given the indicators ThreatConnect sent but
+        marks inactive (they never reach the feed), page by page.
     """
 
     api_version: ApiVersion = field(default="v2", validator=in_(("v2", "v3")))
@@ -110,6 +112,7 @@ class PullOptions:
     fields: tuple[str, ...] = ("tags",)
     pause: Callable[[], Awaitable[None]] | None = field(default=None, eq=False)
     chunk: int = 1000
+    on_inactive: OnPage | None = field(default=None, eq=False)
 
     @property
     def effective_overlap(self) -> int:
@@ -251,7 +254,9 @@ async def _read(
     on_page: OnPage,
     options: PullOptions,
 ) -> None:
-    await read_listings(client, listings, tally, on_page, options.pause, options.chunk)
+    await read_listings(
+        client, listings, tally, on_page, options.pause, options.chunk, options.on_inactive
+    )
 
 
 async def _pull_owner(

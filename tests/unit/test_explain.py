@@ -15,7 +15,8 @@ from twisted.internet.task import Clock
 
 from tcbridge.cli import run_explain
 from tcbridge.config import ExclusionFile
-from tcbridge.explain import canonical, explain
+from tcbridge.explain import INACTIVE, canonical, explain
+from tcbridge.model import Source
 from tcbridge.seen import FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
@@ -161,3 +162,29 @@ def test_http(tmp_path: Path) -> None:
     assert [f["value"] for f in found] == [value, "8.8.8.8"] and found[0]["reporters"]
     bare = StubTreq(FeedApp(h.store, SyncStatus(started_at=0.0), clock).resource())
     assert _get(bare, "/explain?value=x")[0] == 404
+
+
+def test_inactive_in_threatconnect(tmp_path: Path) -> None:
+    """
+    A value ThreatConnect sent but marks inactive (here through a TQL
+    source that asks for inactive indicators) is kept in what the last sync
+    saw, flagged, and explained as inactive with its owner and id; it never
+    reaches the feed.
+    """
+    sources = (
+        Source("*", "all", "*"),
+        Source("old", "tql", 'ownerName EQ "Common Community" AND indicatorActive EQ false'),
+    )
+    h, _ = _synced(tmp_path, sources=sources)
+    assert h.status.pulls[1].inactive > 0
+    lines = [orjson.loads(line) for line in (tmp_path / FILE_NAME).read_bytes().splitlines()]
+    flagged = [page for page in lines if page.get("inactive")]
+    assert sum(len(page["ids"]) for page in flagged) == h.status.pulls[1].inactive
+    page = next(p for p in flagged if p["type"] == "Host")
+    value = page["values"]["host"][0]
+    answer = _ask(h, tmp_path, value)
+    assert answer.in_feed is None
+    assert answer.verdict == f"not in the published feed: {INACTIVE}"
+    [reporter] = answer.reporters
+    assert (reporter.owner, reporter.id) == ("Common Community", page["ids"][0])
+    assert value not in h.store.body().decode()
