@@ -34,7 +34,7 @@ import ipaddress
 import socket
 from array import array
 from itertools import compress
-from typing import Final
+from typing import Any, Final, cast
 
 from tcbridge.threatconnect.records import IndicatorBatch
 
@@ -187,6 +187,22 @@ class ExpandedStore:
     def __len__(self) -> int:
         return len(self.label)
 
+    def _describe_all(self, raws: list[Any]) -> list[int]:
+        """
+        The description code of each raw description (known texts found in
+        one pass; new ones, and anything that is not text, one by one).
+        """
+        try:
+            found: list[int | None] = list(map(self._description_index.get, raws))
+        except TypeError:  # something unhashable where a description goes
+            return [self._describe(raw) for raw in raws]
+        if None not in found:
+            return cast("list[int]", found)
+        return [
+            self._describe(raw) if code is None else code
+            for code, raw in zip(found, raws, strict=True)
+        ]
+
     def _describe(self, raw: object) -> int:
         if not isinstance(raw, str):
             return 0
@@ -228,24 +244,23 @@ class ExpandedStore:
             column = self.values[kind_values.kind]
             column.rows.extend([row_of[p] for p in kind_values.positions])
             column.data += kind_values.packed_bytes()
-        chosen = [rows[p] for p in used]
+        every = len(used) == count
+        chosen = rows if every else [rows[p] for p in used]
         self.label += array("H", [store.index]) * len(used)
         self.type += array("B", [TYPE_CODE[batch.type]]) * len(used)
-        self.kinds.frombytes(bytes(kinds[p] for p in used) if len(used) != count else bytes(kinds))
-        self.score.extend([scores[p] for p in used])
-        self.stamp.extend([stamps[p] for p in used])
-        self.tags.extend([tags[p] for p in used])
+        self.kinds.frombytes(bytes(kinds) if every else bytes(kinds[p] for p in used))
+        self.score.extend(scores if every else [scores[p] for p in used])
+        self.stamp.extend(stamps if every else [stamps[p] for p in used])
+        self.tags.extend(tags if every else [tags[p] for p in used])
         descriptions = batch.descriptions
-        describe = self._describe
-        self.description.extend([describe(descriptions[row]) for row in chosen])
+        self.description.extend(self._describe_all([descriptions[row] for row in chosen]))
         ids = batch.ids
         idents = [ids[row] for row in chosen]
-        self._add_idents(idents, batch.type, values, used)
-        self._add_links(batch, chosen, idents, values, used)
+        firsts = _first_values(values, used)
+        self._add_idents(idents, batch.type, firsts)
+        self._add_links(batch, chosen, idents, firsts)
 
-    def _add_idents(
-        self, idents: list[str], type_name: str, values: list[KindValues], used: list[int]
-    ) -> None:
+    def _add_idents(self, idents: list[str], type_name: str, firsts: list[Value]) -> None:
         """
         The ids of the rows just added: plain numbers kept as numbers, the
         others as text (a hash of the first value for an indicator without
@@ -255,7 +270,6 @@ class ExpandedStore:
         if _plain_numbers(idents):
             self.number.extend(map(int, idents))
             return
-        firsts = _first_values(values, used)
         for offset, ident in enumerate(idents):
             if ident.isascii() and ident.isdigit() and len(ident) <= 20:
                 if len(ident) <= _MAX_NUMBER_DIGITS and (ident[0] != "0" or ident == "0"):
@@ -271,23 +285,21 @@ class ExpandedStore:
         batch: IndicatorBatch,
         chosen: list[int],
         idents: list[str],
-        values: list[KindValues],
-        used: list[int],
+        firsts: list[Value],
     ) -> None:
         """
         The link template of each row just added (a row whose link has the
         same shape as the one before it costs one comparison).
         """
-        firsts = _first_values(values, used)
-        raw_columns = batch.values
         links = batch.links
         templates = self.templates
         codes = []
         # The template last made for each way the value can appear.
         recent: dict[str, tuple[int, str, str]] = {}
+        raws = _raw_values(batch, chosen, firsts)
         for offset, row in enumerate(chosen):
             kind, text = firsts[offset]
-            raw = _raw_value(raw_columns, batch.type, kind, row)
+            raw = raws[offset]
             link = links[row]
             if raw:
                 middle = kind if raw == text else kind + "^" if raw == text.upper() else ""
@@ -385,15 +397,14 @@ def _first_values(values: list[KindValues], used: list[int]) -> list[Value]:
     return [first[p] for p in used]
 
 
-def _raw_value(
-    columns: dict[str, list[str | None]], type_name: str, kind: str, row: int
-) -> str | None:
+def _raw_values(batch: IndicatorBatch, rows: list[int], firsts: list[Value]) -> list[str | None]:
     """
-    The first value of an indicator as ThreatConnect sent it, which its web
-    link may hold.
+    The first value of each indicator at C{rows} as ThreatConnect sent it,
+    which its web link may hold (for a File, the hash of the kind its first
+    value is).
     """
-    if type_name == "File":
-        return columns[kind][row]
-    if type_name == "Address":
-        return columns["ip"][row]
-    return columns["host"][row]
+    columns = batch.values
+    if batch.type == "File":
+        return [columns[kind][row] for (kind, _), row in zip(firsts, rows, strict=True)]
+    column = columns["ip" if batch.type == "Address" else "host"]
+    return [column[row] for row in rows]
