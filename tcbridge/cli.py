@@ -70,7 +70,7 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
     from tcbridge.explain import explain
     from tcbridge.seen import FILE_NAME
     from tcbridge.store import CACHE_FILE_NAME
-    from tcbridge.sync import feed_settings
+    from tcbridge.sync import as_of, feed_settings
     from tcbridge.synclog import SyncLog
 
     folder = config.sync.cache_folder
@@ -86,11 +86,16 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
     history.load()
     last = history.records[-1] if history.records else None
     held = last.error if last is not None and last.result == "held back" else None
-    settings, _ = feed_settings(config)
     seen = os.path.join(folder, FILE_NAME)
     if not feed and not os.path.exists(seen):
         out.write(f"tcbridge: no sync has kept anything in {folder} yet\n")
         return EXIT_FAILED
+    settings, _ = feed_settings(config)
+    # Judged as of the last sync: when it started, else when it kept its file.
+    if last is not None:
+        settings = as_of(settings, config, last.started)
+    elif os.path.exists(seen):
+        settings = as_of(settings, config, os.path.getmtime(seen))
     for value in values:
         answer = explain(
             value,

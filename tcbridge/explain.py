@@ -24,13 +24,14 @@ import mmap
 import os
 import re
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from attrs import frozen
 
 from tcbridge.config import ExclusionFile
-from tcbridge.feed.collect import Collector
+from tcbridge.feed.collect import AGED_OUT, Collector
 from tcbridge.feed.filters import Exclusions, indicator_score, parse_exclusion_file
 from tcbridge.feed.iocs import normalise_dns
 from tcbridge.feed.settings import BuildStats, FeedSettings
@@ -217,6 +218,15 @@ def _indicator(row: list[Any]) -> Indicator:
     )
 
 
+def _day(seconds: float | None) -> str:
+    """
+    A date, as C{2026-12-02} (UTC).
+    """
+    if seconds is None:
+        return "never"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d")
+
+
 def _rule(exclusions: Sequence[ExclusionFile], name: str, kind: str, value: str) -> str:
     """
     The exclusion rule, as C{file:line: rule}, of list C{name} that
@@ -273,6 +283,11 @@ def _judge(
         return score, f"not a valid Carbon Black value ({reason})"
     if reason == "sha1 only (no Carbon Black type)":
         return score, "only a SHA-1, which Carbon Black feeds cannot hold"
+    if reason == AGED_OUT:
+        return score, (
+            f"aged out: last modified {_day(indicator.last_modified)}, before "
+            f"{_day(settings.modified_after)} (max_age_days before the last sync)"
+        )
     if reason == "type disabled":
         return score, f"{indicator.type} indicators are turned off (ioc_types)"
     if reason in ("reserved address", "reserved name"):

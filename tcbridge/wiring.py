@@ -33,7 +33,7 @@ from tcbridge.net.agent import make_agent
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync import RunHeavy, SyncCycle, feed_settings, run_inline
+from tcbridge.sync import RunHeavy, SyncCycle, as_of, feed_settings, run_inline
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
@@ -283,6 +283,9 @@ def explainer(bridge: Bridge) -> Callable[[str], Explanation] | None:
     def run(value: str) -> Explanation:
         config = bridge.cycle.config
         settings, _ = feed_settings(config)
+        last_sync = bridge.status.last_attempt
+        if last_sync is not None:
+            settings = as_of(settings, config, last_sync)
         return explain(
             value,
             feed=bridge.store.body(),

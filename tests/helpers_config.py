@@ -42,6 +42,7 @@ FLAT: dict[str, tuple[str, str]] = {
             "min_score",
             "exclude_reserved",
             "exclude_private",
+            "max_age_days",
             "grouping",
             "max_reports",
             "exclusions",

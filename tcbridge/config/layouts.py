@@ -249,6 +249,7 @@ class LayoutReader(SectionReader, BridgeReader):
             min_score=scoring.min_score,
             exclude_reserved=scoring.exclude_reserved,
             exclude_private=scoring.exclude_private,
+            max_age_days=scoring.max_age_days,
             grouping=grouping,
             max_reports=max_reports,
             exclusions=exclusions,

@@ -100,6 +100,8 @@ class FeedOptions:
     :ivar min_rating: indicators rated below this (0-5) are left out;
         C{None} for no rating filter.
     :ivar min_score: IOCs scored below this are left out (0-100).
+    :ivar max_age_days: indicators whose C{lastModified} is older than
+        this many days at the sync are left out; C{None}: no age limit.
     :ivar exclusions: the configured exclusion files, with their raw lines
         (the feed side interprets them).
     """
@@ -110,6 +112,7 @@ class FeedOptions:
     min_score: int = 20
     exclude_reserved: bool = True
     exclude_private: bool = False
+    max_age_days: int | None = None
     grouping: Grouping = "Condensed"
     max_reports: int | None = None
     exclusions: tuple[ExclusionFile, ...] = ()
@@ -270,6 +273,12 @@ def _feed_rows(feed: FeedOptions) -> list[tuple[str, str]]:
         ("minimum rating", "none" if feed.min_rating is None else f"{feed.min_rating:g}"),
         ("minimum score", str(feed.min_score)),
         ("left out", ", ".join(left_out) or "nothing by rule"),
+        (
+            "max_age_days",
+            "no age limit"
+            if feed.max_age_days is None
+            else f"{feed.max_age_days} (indicators last modified longer ago are left out)",
+        ),
         ("grouping", feed.grouping),
         ("max_reports", "no limit" if feed.max_reports is None else str(feed.max_reports)),
     ]

@@ -79,6 +79,7 @@ class Scoring:
     min_score: int
     exclude_reserved: bool
     exclude_private: bool
+    max_age_days: int | None
 
 
 class SectionReader(Reader):
@@ -185,8 +186,9 @@ class SectionReader(Reader):
         default_min_score: int,
     ) -> Scoring:
         """
-        score_source, ioc_min_rating and ioc_min_score; each may sit in the
-        layout's main section or in [bridge].
+        score_source, ioc_min_rating, ioc_min_score, the reserved, private
+        and age rules; each may sit in the layout's main section or in
+        [bridge].
         """
 
         def where(key: str) -> str:
@@ -214,12 +216,14 @@ class SectionReader(Reader):
         min_score = self.integer(where("ioc_min_score"), "ioc_min_score", default_min_score, 0, 100)
         reserved = self.boolean(where("exclude_reserved"), "exclude_reserved", True)
         private = self.boolean(where("exclude_private"), "exclude_private", False)
+        max_age = self.integer(where("max_age_days"), "max_age_days", 0, 0, 36500)
         return Scoring(
             score_source=source,
             min_rating=min_rating or None,
             min_score=min_score,
             exclude_reserved=reserved,
             exclude_private=private,
+            max_age_days=max_age or None,
         )
 
     def ioc_types(self, section: str) -> frozenset[str]:

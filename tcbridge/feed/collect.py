@@ -13,8 +13,8 @@ C{unsupported type <T>}, C{type disabled}, C{below minimum rating},
 C{below minimum score}, C{sha1 only (no Carbon Black type)},
 C{missing value}, C{invalid ipv4/ipv6}, C{invalid dns}; per value
 C{invalid md5}, C{invalid sha256}, C{reserved address}, C{reserved name},
-C{private or documentation address} (L{tcbridge.feed.reserved}) and
-C{excluded} (also per list in C{excluded_by}).
+C{private or documentation address} (L{tcbridge.feed.reserved}),
+C{excluded} (also per list in C{excluded_by}) and, per indicator, L{AGED_OUT}.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from .settings import BuildStats, FeedSettings, SourceCounts
 from .text import MAX_TAGS, cb_tags, one_line
 
 _MAX_TYPE_NAME: Final = 40
+#: The skip reason of an indicator older than C{max_age_days}.
+AGED_OUT: Final = "aged out (max_age_days)"
 
 
 class Collector:
@@ -156,6 +158,16 @@ class Collector:
         self._skip("below minimum rating", len(rows) - len(kept))
         return kept
 
+    def _recent(self, batch: IndicatorBatch, rows: list[int], after: int) -> list[int]:
+        """
+        The rows modified at or after C{after} (or with no C{lastModified});
+        the others are counted as aged out.
+        """
+        modified = batch.modified
+        kept = [row for row in rows if (m := modified[row]) is None or m >= after]
+        self._skip(AGED_OUT, len(rows) - len(kept))
+        return kept
+
     # -- taking in a batch -------------------------------------------------
 
     def add(self, batch: IndicatorBatch) -> None:
@@ -175,6 +187,8 @@ class Collector:
                 self._skip(f"unsupported type {name}", count)
             return
         rows = self._rated(batch, list(range(count)))
+        if self.settings.modified_after is not None and rows:
+            rows = self._recent(batch, rows, self.settings.modified_after)
         if not rows:
             return
         scores = self.scores(batch)

@@ -44,6 +44,10 @@ class FeedSettings:
         IOC (loopback, multicast... see L{tcbridge.feed.reserved}).
     :ivar exclude_private: also leave out private and documentation
         addresses.
+    :ivar modified_after: indicators whose C{lastModified} (seconds since
+        the epoch) is before this are left out as aged out (C{max_age_days}
+        before the sync); C{None}: no age limit.  An indicator without a
+        C{lastModified} is never aged out.
     :ivar exclusions: values never put in the feed.
     :ivar max_reports: keep only this many reports (highest score, then
         newest, then smallest id).
@@ -59,6 +63,7 @@ class FeedSettings:
     exclude_reserved: bool = True
     exclude_private: bool = False
     exclusions: Exclusions = Factory(Exclusions)
+    modified_after: int | None = None
     max_reports: int | None = None
     web_url: str = ""
     feedinfo: FeedInfo = Factory(FeedInfo)

@@ -15,7 +15,14 @@ from tcbridge.sync.errors import (
 )
 from tcbridge.sync.publish import ACCEPT_SHRINK_FILE, Publisher, accept_marker
 from tcbridge.sync.service import WriteOnceService, sync_timer, write_feed
-from tcbridge.sync.work import BuildFeed, RunHeavy, feed_settings, pull_options, run_inline
+from tcbridge.sync.work import (
+    BuildFeed,
+    RunHeavy,
+    as_of,
+    feed_settings,
+    pull_options,
+    run_inline,
+)
 
 __all__ = [
     "ACCEPT_SHRINK_FILE",
@@ -28,6 +35,7 @@ __all__ = [
     "SyncDeadlineError",
     "WriteOnceService",
     "accept_marker",
+    "as_of",
     "describe_failure",
     "feed_settings",
     "pull_options",

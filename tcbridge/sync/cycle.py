@@ -39,7 +39,15 @@ from tcbridge.sync.errors import (
     describe_failure,
 )
 from tcbridge.sync.publish import Publisher
-from tcbridge.sync.work import BuildFeed, RunHeavy, T, feed_settings, pull_options, run_inline
+from tcbridge.sync.work import (
+    BuildFeed,
+    RunHeavy,
+    T,
+    as_of,
+    feed_settings,
+    pull_options,
+    run_inline,
+)
 from tcbridge.synclog import SyncLog, SyncRecord
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
@@ -324,8 +332,9 @@ class SyncCycle:
         directory: str | None,
         seen: SeenWriter | None,
     ) -> tuple[T, FeedBuilder, list[SourcePull]]:
+        settings = as_of(self._settings, self._config, self._clock.seconds())
         builder = FeedBuilder(
-            self._settings, history=self._publisher.history, record_history=record_history
+            settings, history=self._publisher.history, record_history=record_history
         )
         pulls: list[SourcePull] = []
         progress = self._status.progress

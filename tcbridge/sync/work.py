@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from attrs import evolve
 from twisted.internet import defer
 
 from tcbridge.config import Config
@@ -64,6 +65,17 @@ def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
         web_url=config.threatconnect.web_url,
     )
     return settings, problems
+
+
+def as_of(settings: FeedSettings, config: Config, now: float) -> FeedSettings:
+    """
+    C{settings} for a sync at C{now}: with C{max_age_days}, indicators last
+    modified longer ago than that are left out.
+    """
+    days = config.feed.max_age_days
+    if days is None:
+        return settings
+    return evolve(settings, modified_after=int(now) - days * 86400)
 
 
 def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = None) -> PullOptions:

@@ -623,3 +623,32 @@ def test_log_file_options(write_file: WriteFile, tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="is not a writable folder"):
         load_config(write_file("bad.conf", _v2("", "log_file=/nonexistent/dir/tc.log\n")))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (V2_MINIMAL, None),
+        (_v2("max_age_days=0\n"), None),
+        (_v2("max_age_days=90\n"), 90),
+        (_v2("", "max_age_days=365\n"), 365),
+    ],
+)
+def test_max_age_days(write_file: WriteFile, text: str, expected: int | None) -> None:
+    """
+    max_age_days (off by default; 0 is off) is read in the main section or
+    in [bridge] and shown on the page.
+    """
+    config = load_config(write_file("ok.conf", text))
+    assert config.feed.max_age_days == expected
+    shown = dict(config.display())["max_age_days"]
+    assert shown == "no age limit" if expected is None else shown.startswith(f"{expected} ")
+
+
+@pytest.mark.parametrize("value", ["-1", "ninety", "36501", "1.5"])
+def test_bad_max_age_days(write_file: WriteFile, value: str) -> None:
+    """
+    A max_age_days that is not a whole number of days up to 36500 is one line.
+    """
+    with pytest.raises(ConfigError, match=r"\[threatconnect\] max_age_days: "):
+        load_config(write_file("bad.conf", _v2(f"max_age_days={value}\n")))

@@ -20,7 +20,8 @@ from tcbridge.model import Source
 from tcbridge.seen import FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync import SyncCycle, feed_settings
+from tcbridge.sync import SyncCycle, as_of, feed_settings
+from tcbridge.synclog import SyncLog
 from tcbridge.web.app import FeedApp
 from tests.helpers import result_of
 from tests.helpers_config import with_settings
@@ -37,7 +38,15 @@ def _synced(tmp_path: Path, **config: Any) -> tuple[Harness, list[list[Any]]]:
     modified, values].
     """
     h = Harness(count=600, cache_dir=str(tmp_path), **config)
-    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock, seen_folder=str(tmp_path))
+    h.cycle = SyncCycle(
+        h.config,
+        h.client,
+        h.store,
+        h.status,
+        h.clock,
+        seen_folder=str(tmp_path),
+        sync_log=SyncLog(str(tmp_path)),
+    )
     result_of(h.run())
     rows = []
     for line in (tmp_path / FILE_NAME).read_bytes().splitlines():
@@ -188,3 +197,27 @@ def test_inactive_in_threatconnect(tmp_path: Path) -> None:
     [reporter] = answer.reporters
     assert (reporter.owner, reporter.id) == ("Common Community", page["ids"][0])
     assert value not in h.store.body().decode()
+
+
+def test_aged_out(tmp_path: Path) -> None:
+    """
+    A value whose indicator was last modified longer ago than max_age_days
+    before the sync is explained as aged out, with both dates.
+    """
+    days = 4 * 365
+    h, rows = _synced(tmp_path, max_age_days=days)
+    cutoff = int(h.status.last_attempt or 0) - days * 86400
+    old = next(r for r in rows if r[1] == "Host" and r[9] is not None and r[9] < cutoff)
+    settings, _ = feed_settings(h.config)
+    answer = explain(
+        old[0][0],
+        feed=h.store.body(),
+        seen_path=str(tmp_path / FILE_NAME),
+        settings=as_of(settings, h.config, h.status.last_attempt or 0),
+    )
+    assert answer.in_feed is None
+    assert "aged out: last modified " in answer.verdict
+    assert "(max_age_days before the last sync)" in answer.verdict
+    out = io.StringIO()
+    assert run_explain(h.config, [old[0][0]], out) == 0
+    assert "aged out" in out.getvalue()

@@ -736,3 +736,26 @@ def test_min_rating_and_min_score_both_apply() -> None:
     kept = [r["score"] for r in orjson.loads(result_of(strict.run()).body)["reports"]]
     assert min(all_scores) < 60 and min(kept) >= 70
     assert strict.status.skipped.get("below minimum rating", 0) > 0
+
+
+def test_max_age_days_leaves_out_old_indicators() -> None:
+    """
+    With max_age_days, indicators last modified longer ago than that before
+    the sync are left out and counted as aged out; every report left (one
+    per indicator in Expanded, stamped with its lastModified) is recent
+    enough, and without the limit the older ones are back.
+    """
+    days = 4 * 365
+    aged = Harness(count=900, grouping="Expanded", max_age_days=days)
+    result_of(aged.run())
+    cutoff = START - days * 86400
+    left_out = aged.status.skipped.get("aged out (max_age_days)", 0)
+    doc = orjson.loads(aged.store.body())
+    assert left_out > 0 and doc["reports"]
+    assert all(report["timestamp"] >= cutoff for report in doc["reports"])
+    everything = Harness(count=900, grouping="Expanded")
+    result_of(everything.run())
+    all_reports = orjson.loads(everything.store.body())["reports"]
+    assert "aged out (max_age_days)" not in everything.status.skipped
+    assert any(report["timestamp"] < cutoff for report in all_reports)
+    assert len(all_reports) > len(doc["reports"])
