@@ -15,11 +15,16 @@ Served under a configurable prefix (C{/api} or none)::
     GET /v2/types/indicatorTypes
     GET /v2/indicators/files | addresses | hosts   (owner=, resultStart=, resultLimit=)
     GET /v2/indicators  and  /v1/indicators[/]      (generic: type + summary)
-    GET /v2/indicators/deleted                      (always empty)
+    GET /v2/indicators/deleted                      (owner=, type=; paged)
     GET /v3/indicators   (tql=, fields=, resultStart=, resultLimit=, owner=,
                           sorting=, count=true)
     GET /v3/security/owners   (resultStart=, resultLimit=, count=true)
-    GET /v3/indicators/deleted                      (always empty)
+    GET /v3/indicators/deleted    (owner=, type=, deletedSince=; paged)
+    POST /_simulator/churn        (a test harness's: {"fraction": F, "seed": S})
+
+v2 listings take C{modifiedSince=} (ISO 8601): only items whose
+C{lastModified} is at or after it.  Data changes over time through
+L{Simulator.change} and L{Simulator.churn} (L{tcbridge.simulator.changes}).
 
 Inactive indicators (about 2%, see L{tcbridge.simulator.data}) are hidden by
 default: from v2 unless C{filters=} names C{active=false} (C{filters=active%3D
@@ -46,12 +51,14 @@ L{Simulator.fault_next}; see L{tcbridge.simulator.faults}).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from hmac import compare_digest
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-from attrs import frozen
+import orjson
+from attrs import evolve, frozen
 from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -65,6 +72,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request
 
 from tcbridge.logs import bridge_observer
+from tcbridge.simulator.changes import Changed, apply_change, churn_plan
 from tcbridge.simulator.data import Dataset
 from tcbridge.simulator.faults import STATUS_KINDS, Fault, make_fault
 from tcbridge.simulator.listings import Listings, Runner
@@ -79,9 +87,8 @@ from tcbridge.simulator.params import (
     error_body,
     header,
     indicator_types,
-    paging,
-    wants_count,
 )
+from tcbridge.simulator.tables import TYPED_TYPES
 from tcbridge.threatconnect.signing import signature
 
 __all__ = ["RecordedRequest", "Simulator", "simulator_prefix"]
@@ -393,6 +400,66 @@ class Simulator(Listings):
             return ""
         return path[len(self._prefix) :]
 
+    def change(
+        self, owner: str, type: str, index: int, *, touch: bool = True, **state: Any
+    ) -> Changed:
+        """
+        Change generated item C{index} of C{owner}'s C{type} listing now:
+        C{rating}, C{confidence}, C{tag_names}, C{active} as given, or
+        C{deleted=True} to delete it.  C{lastModified} moves to now unless
+        C{touch} is false (ThreatConnect does not move it on every change,
+        tags for one).  Returns the item's new state.
+
+        :raises KeyError: for an unknown owner or type.
+        :raises IndexError: for an index beyond the listing.
+        """
+        now = int(self.now())
+        current = self._dataset.changes.of(owner, type).get(index)
+        if current is None:
+            current = Changed.of(self._dataset.item_slot(owner, type, index))
+        deleted = bool(state.pop("deleted", False))
+        new = evolve(current, **state)
+        if touch:
+            new = evolve(new, modified=now)
+        if deleted:
+            new = evolve(new, deleted_at=now)
+        self._dataset.changes.record(owner, type, index, new)
+        return new
+
+    def churn(self, fraction: float, seed: int = 1) -> list[tuple[str, str, int, str]]:
+        """
+        Change C{fraction} of the per-type items at random, now (see
+        L{tcbridge.simulator.changes.churn_plan}: rating, confidence and tag
+        changes, deactivations, deletions); the same seed gives the same
+        changes.  Returns them as C{(owner, type, index, what)}.
+        """
+        ds = self._dataset
+        counts = [(o, t, ds.count(o, t)) for o in ds.owners for t in TYPED_TYPES]
+        plan = churn_plan(counts, fraction, seed)
+        rng = random.Random(seed)
+        now = int(self.now())
+        for owner, type, index, what in plan:
+            current = ds.changes.of(owner, type).get(index)
+            if current is None:
+                current = Changed.of(ds.item_slot(owner, type, index))
+            ds.changes.record(owner, type, index, apply_change(current, what, now, rng))
+        return plan
+
+    def _churn_request(self, request: Request) -> bytes:
+        """
+        C{POST /_simulator/churn} with C{{"fraction": F, "seed": S}}: L{churn}
+        (for benchmarks that change the data between syncs from another
+        process; signed like every request).
+        """
+        try:
+            doc = orjson.loads(request.content.read() if request.content else b"")
+            fraction = float(doc["fraction"])
+            seed = int(doc.get("seed", 1))
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+            raise FailureError(400, 'expected {"fraction": 0.005, "seed": 1}') from None
+        plan = self.churn(fraction, seed)
+        return orjson.dumps({"changed": len(plan), "status": "Success"})
+
     def _route(self, method: str, target: str, request: Request) -> bytes | Deferred[bytes]:
         """
         Serve an authenticated request for C{target}.
@@ -405,6 +472,8 @@ class Simulator(Listings):
             raise FailureError(404, MSG_NOT_FOUND)
         if len(path) > 1:
             path = path.rstrip("/")
+        if path == "/_simulator/churn" and method == "POST":
+            return self._churn_request(request)
         if method not in ("GET", "HEAD"):
             raise FailureError(405, "Method not allowed")
         params = {k.lower(): v for k, v in parse_qs(query, keep_blank_values=True).items()}
@@ -413,9 +482,7 @@ class Simulator(Listings):
         if path == "/v3/security/owners":
             return self._v3_owners(params, request, query)
         if path == "/v3/indicators/deleted":
-            start, _ = paging(params)
-            count = b',"count":0' if start == 0 and wants_count(params) else b""
-            return b'{"data":[]' + count + b',"status":"Success"}'
+            return self._v3_deleted(params)
         if path == "/v2/owners":
             return self._owners(params)
         if path == "/v2/types/indicatorTypes":
@@ -423,9 +490,7 @@ class Simulator(Listings):
         if path in ("/v2/indicators", "/v1/indicators"):
             return self._generic(params)
         if path == "/v2/indicators/deleted":
-            self._owner(params)
-            start, _ = paging(params)
-            return envelope("indicator", [], 0, start == 0)
+            return self._v2_deleted(params)
         if path.startswith("/v2/indicators/"):
             branch = BRANCHES.get(path[len("/v2/indicators/") :])
             if branch is not None:

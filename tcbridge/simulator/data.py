@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 from attrs import field, frozen
 
+from tcbridge.simulator.changes import Changed, Changes, effective
 from tcbridge.simulator.runs import Front, Run
 from tcbridge.simulator.slots import Slot, _Listing
 from tcbridge.simulator.tables import (
@@ -76,6 +77,8 @@ class Dataset:
     _counts: tuple[tuple[int, ...], ...] = field(repr=False)
     _owner_index: dict[str, int] = field(eq=False, repr=False)
     _listings: dict[tuple[int, int], _Listing] = field(eq=False, repr=False, factory=dict)
+    #: what changed since the data set was generated (L{tcbridge.simulator.changes})
+    changes: Changes = field(eq=False, repr=False, factory=Changes)
 
     def owner_type(self, owner: str) -> str:
         """
@@ -224,7 +227,68 @@ class Dataset:
                     if len(listing.explicit) >= 16:
                         listing.explicit.clear()
                     listing.explicit[cache_key] = explicit
-        return Run(owner, type, listing, head, mask, lo, hi, explicit)
+        changed = self.changes.of(owner, type)
+        if changed:
+            base = explicit if explicit is not None else listing.indexes(mask, lo, hi)
+            explicit = self._with_changes(
+                listing, changed, (key, item_key, lo, hi, front), base, slot_test, item_test
+            )
+            cut = min(front.cut, n)
+            explicit = [i for i in explicit if i >= cut]
+        return Run(owner, type, listing, head, mask, lo, hi, explicit, changed)
+
+    def summary(self, owner: str, type: str, index: int) -> str:
+        """
+        The summary (generic form's value) of item C{index} of C{owner}'s
+        C{type} listing.
+        """
+        return self._listing(self._owner_index[owner], _TYPE_CODE[type]).summary(index)
+
+    def item_slot(self, owner: str, type: str, index: int) -> Slot:
+        """
+        The generated slot of item C{index} of C{owner}'s C{type} listing.
+
+        :raises KeyError: for an unknown owner or type.
+        :raises IndexError: for an index beyond the listing.
+        """
+        o = self._owner_index[owner]
+        code = _TYPE_CODE[type]
+        if not 0 <= index < self._counts[o][code]:
+            raise IndexError(f"{owner} has no {type} item {index}")
+        return self._listing(o, code).slot(index)
+
+    def _with_changes(
+        self,
+        listing: _Listing,
+        changed: dict[int, Changed],
+        key: object,
+        base: Sequence[int],
+        slot_test: Callable[[Slot], bool],
+        item_test: Callable[[str], bool] | None,
+    ) -> list[int]:
+        """
+        The generated items a selection takes when some items changed: those
+        of C{base} (what it takes from the generated data) that did not
+        change, and the changed ones (not deleted) whose new state passes
+        C{slot_test} (and C{item_test}), in index order.  Cached per
+        selection and change count.
+        """
+        cache_key = ("changes", key, self.changes.version)
+        found = listing.explicit.get(cache_key)
+        if found is not None:
+            return found
+        kept = [i for i in base if i not in changed]
+        for index, state in changed.items():
+            if state.deleted_at is not None:
+                continue
+            slot = effective(listing.slot(index), state)
+            if slot_test(slot) and (item_test is None or item_test(listing.summary(index))):
+                kept.append(index)
+        kept.sort()
+        if len(listing.explicit) >= 16:
+            listing.explicit.clear()
+        listing.explicit[cache_key] = kept
+        return kept
 
     def shift_front(self, owner: str, type: str, front: Front, shift: int) -> Front:
         """

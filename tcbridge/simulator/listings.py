@@ -9,7 +9,7 @@ recording, which L{tcbridge.simulator.app.Simulator} adds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote_plus
 
 import orjson
@@ -17,13 +17,16 @@ from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from tcbridge.simulator import tql
+from tcbridge.simulator.changes import Changed, iso
 from tcbridge.simulator.data import Dataset
 from tcbridge.simulator.params import (
     MSG_ACCESS_DENIED,
     FailureError,
     envelope,
     header,
+    modified_since,
     paging,
+    parse_time,
     raw_envelope,
     tql_text,
     v2_active,
@@ -65,6 +68,19 @@ _V2_VIEWS: Final[dict[frozenset[bool], Callable[[Slot], bool]]] = {
     frozenset((True, False)): _any_slot,
     frozenset(): lambda slot: False,
 }
+
+
+def _v2_selection(
+    active: frozenset[bool], since: int | None
+) -> tuple[object, Callable[[Slot], bool]]:
+    """
+    The v2 selection of items by C{active} flag and, if given, by
+    C{lastModified} at or after C{since}: its cache key and slot test.
+    """
+    view = _V2_VIEWS[active]
+    if since is None:
+        return ("v2", active), view
+    return ("v2", active, since), lambda slot: view(slot) and slot.modified >= since
 
 
 class Listings:
@@ -170,14 +186,17 @@ class Listings:
         start, limit = paging(params)
         tags = wants_tags(params)
         active = v2_active(params)
-        run = self._run(owner, type, ("v2", active), _V2_VIEWS[active])
+        selection, test = _v2_selection(active, modified_since(params))
+        run = self._run(owner, type, selection, test)
         count = len(run)
         self._served = (owner, type)
 
         def build(at: int) -> bytes:
             return raw_envelope(key, b"[" + run.typed(at, at + limit, tags) + b"]", count, at == 0)
 
-        listing = ("typed", owner, type, limit, tags, active, self.front(owner, type))
+        version = self._dataset.changes.version
+        front = self.front(owner, type)
+        listing = ("typed", owner, type, limit, tags, selection, front, version)
         return self._page(listing, start, limit, count, build)
 
     def _generic(self, params: dict[str, list[str]]) -> bytes | Deferred[bytes]:
@@ -187,7 +206,8 @@ class Listings:
         owner = self._owner(params)
         start, limit = paging(params)
         active = v2_active(params)
-        runs = [self._run(owner, t, ("v2", active), _V2_VIEWS[active]) for t in TYPES]
+        selection, test = _v2_selection(active, modified_since(params))
+        runs = [self._run(owner, t, selection, test) for t in TYPES]
         total = sum(len(run) for run in runs)
         self._served = (owner, TYPES[0])
 
@@ -196,7 +216,62 @@ class Listings:
             return raw_envelope("indicator", b"[" + b",".join(parts) + b"]", total, at == 0)
 
         fronts = tuple(self.front(owner, t) for t in TYPES)
-        return self._page(("generic", owner, limit, active, fronts), start, limit, total, build)
+        listing = ("generic", owner, limit, selection, fronts, self._dataset.changes.version)
+        return self._page(listing, start, limit, total, build)
+
+    def _v2_deleted(self, params: dict[str, list[str]]) -> bytes:
+        """
+        Serve one page of C{/v2/indicators/deleted}: an owner's deleted
+        items (of C{type}, if given), without ids, C{lastModified} null.
+        """
+        owner = self._owner(params)
+        start, limit = paging(params)
+        items = [
+            {
+                "ownerName": owner,
+                "type": type,
+                "dateAdded": iso(self._dataset.item_slot(owner, type, index).added),
+                "lastModified": None,
+                "summary": self._dataset.summary(owner, type, index),
+            }
+            for type, index, _ in self._deleted(params, owner)
+        ]
+        return envelope("indicator", items[start : start + limit], len(items), start == 0)
+
+    def _v3_deleted(self, params: dict[str, list[str]]) -> bytes:
+        """
+        Serve one page of C{/v3/indicators/deleted}: the deleted items of
+        C{owner} (every owner without it), of C{type} if given, deleted at
+        or after C{deletedSince} if given.
+        """
+        start, limit = paging(params)
+        owners = [self._owner(params)] if "owner" in params else list(self._dataset.owners)
+        items = [
+            {
+                "ownerName": owner,
+                "type": type,
+                "summary": self._dataset.summary(owner, type, index),
+                "dateDeleted": iso(state.deleted_at or 0),
+            }
+            for owner in owners
+            for type, index, state in self._deleted(params, owner)
+        ]
+        doc: dict[str, Any] = {"data": items[start : start + limit], "status": "Success"}
+        if start == 0 and wants_count(params):
+            doc["count"] = len(items)
+        return orjson.dumps(doc)
+
+    def _deleted(self, params: dict[str, list[str]], owner: str) -> list[tuple[str, int, Changed]]:
+        """
+        An owner's deleted items that C{type=} and C{deletedSince=} select.
+        """
+        wanted = params.get("type", [None])[0]
+        since = parse_time((params.get("deletedsince") or [""])[0])
+        return [
+            (type, index, state)
+            for type, index, state in self._dataset.changes.deleted(owner, wanted)
+            if since is None or (state.deleted_at or 0) >= since
+        ]
 
     def _v3_indicators(self, params: dict[str, list[str]], request: Request, query: str) -> bytes:
         """

@@ -6,6 +6,7 @@ envelopes its answers are wrapped in.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -152,3 +153,28 @@ def header(request: IRequest, name: bytes) -> str | None:
     """
     value = request.getHeader(name)
     return None if value is None else value.decode("latin-1")
+
+
+def parse_time(text: str) -> int | None:
+    """
+    Epoch seconds of an ISO 8601 time (C{2026-12-02T03:40:00Z},
+    C{+00:00} or no zone: UTC), or C{None} for an empty text.
+
+    :raises FailureError: (400) for a text that is not such a time.
+    """
+    if not text.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise FailureError(400, f"Invalid date: {text}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def modified_since(params: dict[str, list[str]]) -> int | None:
+    """
+    The v2 C{modifiedSince=} time, if given.
+    """
+    return parse_time((params.get("modifiedsince") or [""])[0])

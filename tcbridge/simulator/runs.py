@@ -6,10 +6,12 @@ Selections of a listing's items (L{Run}), pages cut across several runs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import field, frozen
+
+from tcbridge.simulator.changes import Changed, patch
 
 if TYPE_CHECKING:
     from tcbridge.simulator.slots import _Listing
@@ -47,6 +49,8 @@ class Run:
     lo: int
     hi: int
     explicit: list[int] | None = field(repr=False)
+    #: changed items of the listing, by index (L{tcbridge.simulator.changes})
+    changed: dict[int, Changed] | None = field(default=None, repr=False, eq=False)
 
     def __len__(self) -> int:
         """
@@ -78,19 +82,51 @@ class Run:
         """
         Return positions C{start} to C{stop} in the v2 per-type form.
         """
-        return self.listing.typed_at(self.indexes(start, stop), tags)
+        return self._render(
+            self.indexes(start, stop), "typed", tags, lambda ix: self.listing.typed_at(ix, tags)
+        )
 
     def generic(self, start: int, stop: int) -> bytes:
         """
         Return positions C{start} to C{stop} in the v2 generic form.
         """
-        return self.listing.generic_at(self.indexes(start, stop))
+        return self._render(self.indexes(start, stop), "generic", False, self.listing.generic_at)
 
     def v3(self, start: int, stop: int, tags: bool, assess: bool) -> bytes:
         """
         Return positions C{start} to C{stop} in the v3 form.
         """
-        return self.listing.v3(self.indexes(start, stop), tags, assess)
+        return self._render(
+            self.indexes(start, stop), "v3", tags, lambda ix: self.listing.v3(ix, tags, assess)
+        )
+
+    def _render(
+        self,
+        indexes: Sequence[int],
+        form: str,
+        tags: bool,
+        render: Callable[[Sequence[int]], bytes],
+    ) -> bytes:
+        """
+        Items C{indexes} in C{form}, changed ones with their new state.
+        """
+        changed = self.changed
+        if not changed or not any(i in changed for i in indexes):
+            return render(indexes)
+        parts: list[bytes] = []
+        plain: list[int] = []
+        for index in indexes:
+            state = changed.get(index)
+            if state is None:
+                plain.append(index)
+                continue
+            if plain:
+                parts.append(render(plain))
+                plain = []
+            parts.append(patch(render([index]), state, form, tags, self.listing.tag_link))
+        if plain:
+            parts.append(render(plain))
+        return b",".join(parts)
 
 
 def page_runs(runs: Sequence[Run], start: int, stop: int) -> list[tuple[Run, int, int]]:

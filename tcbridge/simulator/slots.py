@@ -129,6 +129,8 @@ class _Listing:
         self._tag_links = tuple(
             f"{_WEB}/tags/tag.xhtml?tag={quote(tag)}&owner={owner_q}" for tag in _TAGS
         )
+        #: the start of a tag's link, its name to follow (changed items)
+        self.tag_link = f"{_WEB}/tags/tag.xhtml?owner={owner_q}&tag="
         self._prefix = f"{ds.seed}\x00{owner}\x00{type}\x00".encode()
         self._prefix0 = f"{ds.seed}\x00{ds.owners[0]}\x00{type}\x00".encode()
         self._value_prefix = f"{ds.seed}\x00\x00{type}\x00".encode()
@@ -214,6 +216,12 @@ class _Listing:
             return []
         first = self.rank(mask, n)
         return [self.index(mask, first + k) for k in range(added)]
+
+    def slot(self, index: int) -> Slot:
+        """
+        The slot of item C{index}.
+        """
+        return self._slot(index % PERIOD)
 
     def summary(self, index: int) -> str:
         """
