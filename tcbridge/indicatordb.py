@@ -1,0 +1,409 @@
+# -*- test-case-name: tests.unit.test_indicatordb -*-
+"""
+The indicator store: every indicator the bridge knows, in a SQLite database
+in C{cache_folder} (the standard library's C{sqlite3}, WAL journal), kept
+across restarts so that a sync can ask ThreatConnect only for what changed.
+
+One row per C{(instance, source, owner, type, value)}: the rating,
+confidence, ThreatAssess score, dates, tags, active flag, ThreatConnect id,
+link, description and the IOC values.  Per C{(instance, source)}: the
+watermark (the newest C{lastModified} a sync saw, for the next delta) and
+when the last full and the last delta sync ended.
+
+Guarantees:
+
+  - A sync's changes (L{StoreChanges}) are one transaction
+    (L{IndicatorDB.apply}): a crash or
+    a SIGKILL at any point leaves the state before it.
+  - The schema carries a version (SQLite's C{user_version}) and migrates
+    forward (L{MIGRATIONS}, one step at a time, each in a transaction).
+  - A damaged database, or one made by a newer tcbridge, is set aside as
+    C{<name>.damaged-<time>} with a warning and a new one is started
+    (L{IndicatorDB.open}); its C{needs_full_sync} says a full sync must fill
+    it again.
+
+Every method blocks; L{ThreadedIndicatorDB} runs them in a thread of their
+own (a connection is used by one thread only), off the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
+
+import orjson
+from attrs import field, frozen
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from tcbridge.logs import bridge_observer
+
+T = TypeVar("T")
+
+log = Logger(observer=bridge_observer)
+
+FILE_NAME: Final = "indicators.sqlite3"
+
+#: Schema steps: version N is reached by running MIGRATIONS[N - 1] on a
+#: database at version N - 1 (version 0: empty).
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """CREATE TABLE indicators (
+            instance TEXT NOT NULL,
+            source TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            type TEXT NOT NULL,
+            value TEXT NOT NULL,
+            id TEXT,
+            rating REAL,
+            confidence INTEGER,
+            assess INTEGER,
+            added INTEGER,
+            modified INTEGER,
+            tags TEXT NOT NULL DEFAULT '[]',
+            active INTEGER NOT NULL DEFAULT 1,
+            link TEXT,
+            ioc_values TEXT NOT NULL,
+            PRIMARY KEY (instance, source, owner, type, value)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE sources (
+            instance TEXT NOT NULL,
+            source TEXT NOT NULL,
+            watermark INTEGER,
+            last_full REAL,
+            PRIMARY KEY (instance, source)
+        )""",
+    ),
+    (
+        "ALTER TABLE indicators ADD COLUMN description TEXT",
+        "ALTER TABLE sources ADD COLUMN last_delta REAL",
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+_COLUMNS: Final = (
+    "instance",
+    "source",
+    "owner",
+    "type",
+    "value",
+    "id",
+    "rating",
+    "confidence",
+    "assess",
+    "added",
+    "modified",
+    "tags",
+    "active",
+    "link",
+    "ioc_values",
+    "description",
+)
+
+# Made of the fixed column names above, never of input.
+_INSERT: Final = (
+    f"INSERT OR REPLACE INTO indicators ({', '.join(_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM indicators"  # noqa: S608
+
+
+class NewerDatabaseError(Exception):
+    """
+    The database was made by a newer tcbridge (a higher schema version).
+    """
+
+
+@frozen
+class StoredIndicator:
+    """
+    One indicator as stored.
+
+    :ivar value: the indicator's identity within its owner and type (its
+        first value, as ThreatConnect sent it).
+    :ivar values: its IOC values by column (C{md5}, C{sha256}, C{ip}...).
+    """
+
+    instance: str
+    source: str
+    owner: str
+    type: str
+    value: str
+    id: str | None = None
+    rating: float | None = None
+    confidence: int | None = None
+    assess: int | None = None
+    added: int | None = None
+    modified: int | None = None
+    tags: tuple[str, ...] = ()
+    active: bool = True
+    link: str | None = None
+    values: dict[str, str] = field(factory=dict)
+    description: str | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        """
+        The row, in L{_COLUMNS} order.
+        """
+        return (
+            self.instance,
+            self.source,
+            self.owner,
+            self.type,
+            self.value,
+            self.id,
+            self.rating,
+            self.confidence,
+            self.assess,
+            self.added,
+            self.modified,
+            orjson.dumps(list(self.tags)).decode(),
+            int(self.active),
+            self.link,
+            orjson.dumps(self.values, option=orjson.OPT_SORT_KEYS).decode(),
+            self.description,
+        )
+
+    @classmethod
+    def of_row(cls, row: tuple[Any, ...]) -> StoredIndicator:
+        """
+        The indicator a row holds.
+        """
+        (instance, source, owner, type_, value, id_, rating, confidence, assess, added,
+         modified, tags, active, link, values, description) = row  # fmt: skip
+        return cls(
+            instance,
+            source,
+            owner,
+            type_,
+            value,
+            id_,
+            rating,
+            confidence,
+            assess,
+            added,
+            modified,
+            tuple(orjson.loads(tags)),
+            bool(active),
+            link,
+            orjson.loads(values),
+            description,
+        )
+
+
+@frozen
+class SourceState:
+    """
+    What the store knows of one source: its watermark and when the last
+    full and delta syncs of it ended.
+    """
+
+    watermark: int | None = None
+    last_full: float | None = None
+    last_delta: float | None = None
+
+
+@frozen
+class StoreChanges:
+    """
+    One sync's changes to the store, applied in one transaction.
+
+    :ivar replace: sources whose whole content is replaced (a full sync):
+        their old rows go, C{upsert} brings the new ones.
+    :ivar upsert: indicators added or updated.
+    :ivar remove: keys C{(instance, source, owner, type, value)} that leave.
+    :ivar states: per C{(instance, source)}, its new state.
+    """
+
+    replace: tuple[tuple[str, str], ...] = ()
+    upsert: tuple[StoredIndicator, ...] = ()
+    remove: tuple[tuple[str, str, str, str, str], ...] = ()
+    states: dict[tuple[str, str], SourceState] = field(factory=dict)
+
+
+class IndicatorDB:
+    """
+    The store over one SQLite file; use L{open}.
+
+    :ivar path: the database file.
+    :ivar needs_full_sync: the store is new (or was set aside), so only a
+        full sync can fill it.
+    :ivar warning: what happened to a database that was set aside, if any.
+    """
+
+    def __init__(self, path: str, connection: sqlite3.Connection, fresh: bool) -> None:
+        self.path = path
+        self._db = connection
+        self.needs_full_sync = fresh
+        self.warning: str | None = None
+
+    @classmethod
+    def open(cls, folder: str, clock: Callable[[], float] = time.time) -> IndicatorDB:
+        """
+        Open (or create) the store in C{folder}, migrating it forward; a
+        damaged database, or one a newer tcbridge made, is set aside and a
+        new one started.
+        """
+        path = os.path.join(folder, FILE_NAME)
+        existed = os.path.exists(path)
+        try:
+            return cls._open(path, existed)
+        except (sqlite3.DatabaseError, NewerDatabaseError) as e:
+            aside = f"{path}.damaged-{int(clock())}"
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.replace(path + suffix, aside + suffix)
+            db = cls._open(path, False)
+            db.warning = (
+                f"The indicator store {path} could not be used ({e}); it was set aside as "
+                f"{aside} and a new one started: the next sync is a full sync."
+            )
+            log.warn("{warning}", warning=db.warning)
+            return db
+
+    @classmethod
+    def _open(cls, path: str, existed: bool) -> IndicatorDB:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            if existed:
+                ok = connection.execute("PRAGMA quick_check").fetchone()
+                if ok is None or ok[0] != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check says {ok}")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise NewerDatabaseError(
+                    f"schema version {version}, newer than this tcbridge's {SCHEMA_VERSION}"
+                )
+            migrate(connection, version)
+            empty = connection.execute("SELECT count(*) FROM sources").fetchone()[0] == 0
+        except BaseException:
+            connection.close()
+            raise
+        return cls(path, connection, fresh=not existed or empty)
+
+    def close(self) -> None:
+        """
+        Close the database.
+        """
+        self._db.close()
+
+    def apply(self, changes: StoreChanges) -> None:
+        """
+        Apply one sync's changes in one transaction: all of them, or (if
+        anything fails, or the process dies) none.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for instance, source in changes.replace:
+                db.execute(
+                    "DELETE FROM indicators WHERE instance = ? AND source = ?", (instance, source)
+                )
+            db.executemany(_INSERT, (indicator.row() for indicator in changes.upsert))
+            db.executemany(
+                "DELETE FROM indicators WHERE instance = ? AND source = ? AND owner = ? "
+                "AND type = ? AND value = ?",
+                changes.remove,
+            )
+            for (instance, source), state in changes.states.items():
+                db.execute(
+                    "INSERT OR REPLACE INTO sources "
+                    "(instance, source, watermark, last_full, last_delta) VALUES (?, ?, ?, ?, ?)",
+                    (instance, source, state.watermark, state.last_full, state.last_delta),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if changes.replace:
+            self.needs_full_sync = False
+
+    def state(self, instance: str, source: str) -> SourceState:
+        """
+        What the store knows of one source (nothing yet: all C{None}).
+        """
+        row = self._db.execute(
+            "SELECT watermark, last_full, last_delta FROM sources "
+            "WHERE instance = ? AND source = ?",
+            (instance, source),
+        ).fetchone()
+        return SourceState(*row) if row else SourceState()
+
+    def indicators(self, instance: str | None = None) -> Iterator[StoredIndicator]:
+        """
+        Every stored indicator (of C{instance}, if given), in key order.
+        """
+        query = _SELECT
+        params: tuple[str, ...] = ()
+        if instance is not None:
+            query += " WHERE instance = ?"
+            params = (instance,)
+        query += " ORDER BY instance, source, owner, type, value"
+        for row in self._db.execute(query, params):
+            yield StoredIndicator.of_row(row)
+
+    def count(self) -> int:
+        """
+        How many indicators are stored.
+        """
+        return int(self._db.execute("SELECT count(*) FROM indicators").fetchone()[0])
+
+
+def migrate(connection: sqlite3.Connection, version: int) -> None:
+    """
+    Bring a database at schema C{version} to L{SCHEMA_VERSION}, one step at
+    a time, each step and its new version in one transaction.
+    """
+    for number in range(version, SCHEMA_VERSION):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number]:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {number + 1}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+
+class ThreadedIndicatorDB:
+    """
+    An L{IndicatorDB} whose every call runs in one thread of its own, off
+    the reactor, one call at a time; the store is opened by the first call.
+    """
+
+    def __init__(self, reactor: Any, folder: str) -> None:
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="tcbridge-indicatordb")
+        self._reactor = reactor
+        self._folder = folder
+        self._db: IndicatorDB | None = None
+        self._pool.start()
+        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+
+    def _in_thread(self, method: Callable[..., T], *args: Any) -> T:
+        if self._db is None:
+            self._db = IndicatorDB.open(self._folder)
+        return method(self._db, *args)
+
+    async def run(self, method: Callable[..., T], *args: Any) -> T:
+        """
+        Run C{method(db, *args)} in the store's thread.
+        """
+        result: T = await deferToThreadPool(
+            self._reactor, self._pool, self._in_thread, method, *args
+        )
+        return result
+
+    async def close(self) -> None:
+        """
+        Close the database and stop the thread.
+        """
+        await self.run(IndicatorDB.close)
+        self._reactor.removeSystemEventTrigger(self._trigger)
+        self._pool.stop()

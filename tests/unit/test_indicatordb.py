@@ -1,0 +1,153 @@
+"""
+The indicator store (L{tcbridge.indicatordb}): rows and source states kept
+across reopening, a sync's changes all or nothing, forward migration of the
+schema, and a damaged or newer database set aside for a fresh one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tcbridge.indicatordb import (
+    FILE_NAME,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    IndicatorDB,
+    SourceState,
+    StoreChanges,
+    StoredIndicator,
+    migrate,
+)
+
+
+def _indicator(n: int, source: str = "*", **extra: object) -> StoredIndicator:
+    fields: dict[str, object] = {
+        "id": str(1000 + n),
+        "rating": 3.0,
+        "confidence": 50 + n,
+        "modified": 1_700_000_000 + n,
+        "tags": ("APT", f"t{n}"),
+        "values": {"host": f"host{n}.example"},
+        "link": f"https://tc.example/host{n}",
+    }
+    fields.update(extra)
+    return StoredIndicator("tc", source, "Common Community", "Host", f"host{n}.example", **fields)
+
+
+def _full(db: IndicatorDB, indicators: list[StoredIndicator], at: float) -> None:
+    db.apply(
+        StoreChanges(
+            replace=(("tc", "*"),),
+            upsert=tuple(indicators),
+            states={("tc", "*"): SourceState(watermark=1_700_000_100, last_full=at)},
+        )
+    )
+
+
+def test_kept_across_reopening(tmp_path: Path) -> None:
+    """
+    What a full sync stores is there, unchanged and in key order, after the
+    store is opened again; a new store says it needs a full sync, a filled
+    one does not.
+    """
+    db = IndicatorDB.open(str(tmp_path))
+    assert db.needs_full_sync
+    stored = [_indicator(n) for n in (3, 1, 2)]
+    _full(db, stored, 5.0)
+    db.close()
+    again = IndicatorDB.open(str(tmp_path))
+    assert not again.needs_full_sync
+    assert list(again.indicators()) == sorted(stored, key=lambda i: i.value)
+    assert again.state("tc", "*") == SourceState(1_700_000_100, 5.0, None)
+    assert again.state("tc", "other") == SourceState()
+    assert again.warning is None
+
+
+def test_a_delta_updates_and_removes(tmp_path: Path) -> None:
+    """
+    A delta's upserts replace rows by key and its removals take them out;
+    a full sync's replace drops what the source no longer has.
+    """
+    db = IndicatorDB.open(str(tmp_path))
+    _full(db, [_indicator(n) for n in range(5)], 1.0)
+    db.apply(
+        StoreChanges(
+            upsert=(_indicator(1, rating=5.0), _indicator(9)),
+            remove=(("tc", "*", "Common Community", "Host", "host2.example"),),
+            states={("tc", "*"): SourceState(1_700_000_200, 1.0, 2.0)},
+        )
+    )
+    got = {i.value: i for i in db.indicators()}
+    assert sorted(got) == [f"host{n}.example" for n in (0, 1, 3, 4, 9)]
+    assert got["host1.example"].rating == 5.0
+    assert db.state("tc", "*").last_delta == 2.0
+    _full(db, [_indicator(7)], 3.0)
+    assert [i.value for i in db.indicators()] == ["host7.example"]
+
+
+def test_a_failed_change_leaves_the_previous_state(tmp_path: Path) -> None:
+    """
+    If applying a sync's changes fails part way, none of them is kept.
+    """
+    db = IndicatorDB.open(str(tmp_path))
+    _full(db, [_indicator(n) for n in range(3)], 1.0)
+    before = list(db.indicators())
+    broken = _indicator(99, values={"host": object()})  # not serialisable: fails mid-way
+    with pytest.raises(TypeError):
+        db.apply(
+            StoreChanges(
+                replace=(("tc", "*"),),
+                upsert=(_indicator(50), broken),
+                states={("tc", "*"): SourceState(1, 9.0)},
+            )
+        )
+    assert list(db.indicators()) == before
+    assert db.state("tc", "*").last_full == 1.0
+
+
+def test_schema_migrates_forward(tmp_path: Path) -> None:
+    """
+    A store made at schema version 1 is brought to the current version when
+    opened, its rows kept (the new column empty).
+    """
+    path = tmp_path / FILE_NAME
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("BEGIN")
+    for statement in MIGRATIONS[0]:
+        connection.execute(statement)
+    connection.execute("PRAGMA user_version = 1")
+    connection.execute("COMMIT")
+    connection.execute(
+        "INSERT INTO indicators (instance, source, owner, type, value, ioc_values) "
+        "VALUES ('tc', '*', 'O', 'Host', 'a.example', '{\"host\":\"a.example\"}')"
+    )
+    connection.execute("INSERT INTO sources (instance, source, watermark) VALUES ('tc', '*', 7)")
+    connection.close()
+    db = IndicatorDB.open(str(tmp_path))
+    assert db._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    [kept] = db.indicators()
+    assert (kept.value, kept.description, kept.values) == ("a.example", None, {"host": "a.example"})
+    assert db.state("tc", "*") == SourceState(7, None, None)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "newer"])
+def test_unusable_store_is_set_aside(tmp_path: Path, damage: str) -> None:
+    """
+    A file that is not a SQLite database, or a store from a newer tcbridge,
+    is set aside with a warning; a new, empty store needs a full sync.
+    """
+    path = tmp_path / FILE_NAME
+    if damage == "garbage":
+        path.write_bytes(b"not a database at all" * 100)
+    else:
+        connection = sqlite3.connect(path)
+        migrate(connection, 0)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        connection.close()
+    db = IndicatorDB.open(str(tmp_path), clock=lambda: 1234.0)
+    assert db.needs_full_sync and db.count() == 0
+    assert db.warning is not None and "set aside as" in db.warning
+    assert (tmp_path / f"{FILE_NAME}.damaged-1234").exists()
