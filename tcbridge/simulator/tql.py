@@ -12,7 +12,7 @@ Grammar (keywords and field names are case-insensitive)::
     value  := "double-quoted string" | number | true | false
 
 Strings are in double quotes; a backslash escapes the next character.
-C{OR} and grouping parentheses are refused, as are unknown fields, operators
+C{OR} is refused (parentheses only group AND-ed clauses), as are unknown fields, operators
 a field does not take and values of the wrong kind: L{parse} raises
 L{TqlError} with a message naming the problem (the simulator answers 400).
 
@@ -185,24 +185,42 @@ class _Parser:
         """
         if not self._tokens:
             return ()
-        conditions = [self._clause()]
+        conditions = self._terms(closing=False)
+        return tuple(conditions)
+
+    def _terms(self, closing: bool) -> list[Condition]:
+        """
+        Terms joined by AND, up to the end (or, C{closing}, a C{)}).
+        """
+        conditions = self._term()
         while self._pos < len(self._tokens):
             kind, text = self._next("AND")
             if kind == "word" and text.lower() == "and":
-                conditions.append(self._clause())
+                conditions += self._term()
             elif kind == "word" and text.lower() == "or":
                 raise TqlError("Invalid TQL: OR is not supported, only AND")
+            elif closing and kind == "punct" and text == ")":
+                return conditions
             else:
                 raise TqlError(f"Invalid TQL: AND expected, found {text!r}")
-        return tuple(conditions)
+        if closing:
+            raise TqlError("Invalid TQL: ) expected at the end of the query")
+        return conditions
+
+    def _term(self) -> list[Condition]:
+        """
+        One clause, or a group of them in parentheses.
+        """
+        if self._pos < len(self._tokens) and self._tokens[self._pos] == ("punct", "("):
+            self._pos += 1
+            return self._terms(closing=True)
+        return [self._clause()]
 
     def _clause(self) -> Condition:
         """
         Parse C{field op value} or C{field [NOT] IN (...)}.
         """
         kind, text = self._next("a field name")
-        if kind == "punct" and text == "(":
-            raise TqlError("Invalid TQL: parentheses are only supported around IN lists")
         if kind != "word":
             raise TqlError(f"Invalid TQL: a field name expected, found {text!r}")
         field = _FIELDS.get(text.lower())

@@ -271,7 +271,9 @@ def test_inactive_items_hidden_unless_asked_v3() -> None:
     [
         "bogus EQ 1",
         'typeName EQ "File" OR rating > 1',
-        '(typeName EQ "File")',
+        '(typeName EQ "File" OR rating > 1)',
+        '(typeName EQ "File"',
+        'typeName EQ "File")',
         'typeName EQ "File" rating > 1',
         "rating >= high",
         'rating >= "4"',
@@ -287,9 +289,9 @@ def test_inactive_items_hidden_unless_asked_v3() -> None:
 )
 def test_bad_tql_is_400(query: str) -> None:
     """
-    Unknown fields, OR, grouping parentheses, wrong value kinds, operators a
-    field does not take and syntax errors answer 400 in the v3 envelope with
-    a message naming the problem.
+    Unknown fields, OR (grouped or not), unbalanced parentheses, wrong value
+    kinds, operators a field does not take and syntax errors answer 400 in
+    the v3 envelope with a message naming the problem.
     """
     h = harness(count=30)
     reply = v3(h, query)
@@ -385,3 +387,14 @@ def test_inactive_items_hidden_unless_filtered_v2() -> None:
     assert generic["resultCount"] == ds.active_total(CC)
     assert h.sim.visible_count(CC, "Host") == ds.active_count(CC, "Host")
     assert h.sim.visible_count(CC, "Host", active=False) == inactive
+
+
+def test_parentheses_group_and_ed_clauses() -> None:
+    """
+    Parentheses around AND-ed clauses (as a client adds a term to a query
+    it did not write) select what the clauses without them select.
+    """
+    h = harness(count=300)
+    plain = _ids(h, 'typeName EQ "Host" AND rating >= 3')
+    grouped = _ids(h, '(typeName EQ "Host" AND (rating >= 3)) AND indicatorActive EQ true')
+    assert plain and grouped == plain
