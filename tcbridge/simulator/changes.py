@@ -95,7 +95,12 @@ def patch(item: bytes, changed: Changed, form: str, tags: bool, tag_link: str) -
                 doc["tags"] = {"data": [{"name": name} for name in changed.tag_names]}
             else:
                 doc.pop("tags", None)
-    elif form == "typed" and tags:
+    else:
+        if changed.active:
+            doc.pop("active", None)
+        else:
+            doc["active"] = False
+    if form == "typed" and tags:
         if changed.tag_names:
             doc["tag"] = [{"name": n, "webLink": f"{tag_link}{n}"} for n in changed.tag_names]
         else:

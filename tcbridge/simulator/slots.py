@@ -439,13 +439,16 @@ class _Listing:
             slot = slots[index % PERIOD] or slot_of(index % PERIOD)
             link, fields, summary = value_of(index, slot)
             ident = slot.id_text.format(id_base + index)
+            # v2 says nothing of the active flag, except for an inactive item
+            # (which is only served when asked for).
+            tail = slot.tail if slot.active else slot.tail + ',"active":false'
             if generic:
                 out.append(
-                    f'{{"id":{ident}{slot.generic_head}{link}{link_owner}"{slot.tail}'
+                    f'{{"id":{ident}{slot.generic_head}{link}{link_owner}"{tail}'
                     f',"summary":"{summary}"}}'.encode()
                 )
             else:
-                extra = slot.tail + slot.tags if tags else slot.tail
+                extra = tail + slot.tags if tags else tail
                 out.append(
                     f'{{"id":{ident}{slot.head}{link}{link_owner}"{extra}{fields}}}'.encode()
                 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -37,7 +38,7 @@ from .listing import (
 from .owners import list_owners, not_visible_message, owners_and_pages
 from .parse import ParsedPage, parse_generic_page, parse_typed_page
 from .records import SourcePull
-from .tql import build_tql, indicators_target, ordered_types
+from .tql import build_tql, encode_param, indicators_target, ordered_types, tql_string
 from .v2 import page_items, paged_target, warn_short_first_page
 
 log = Logger(observer=bridge_observer)
@@ -100,6 +101,13 @@ class PullOptions:
         or C{None} to send none.
     :ivar on_inactive: if set, given the indicators ThreatConnect sent but
         marks inactive (they never reach the feed), page by page.
+    :ivar modified_since: if set (epoch seconds), a delta: owner and C{*}
+        sources ask only for indicators modified at or after it (v2
+        C{modifiedSince=}, v3 and TQL sources C{lastModified >=} in the
+        TQL), inactive ones included (they come to C{on_inactive}) and the
+        minimum rating left to the feed side, so that an indicator that was
+        deactivated or rated down is seen and can leave.  2015 API paths
+        cannot be filtered and are pulled whole.
     """
 
     api_version: ApiVersion = field(default="v2", validator=in_(("v2", "v3")))
@@ -113,6 +121,7 @@ class PullOptions:
     pause: Callable[[], Awaitable[None]] | None = field(default=None, eq=False)
     chunk: int = 1000
     on_inactive: OnPage | None = field(default=None, eq=False)
+    modified_since: int | None = None
 
     @property
     def effective_overlap(self) -> int:
@@ -134,6 +143,37 @@ def _v2_includes(options: PullOptions) -> str:
     )
 
 
+def _since(tql: str, modified_since: int | None) -> str:
+    """
+    C{tql}, with C{lastModified >= <time>} added for a delta (the query in
+    parentheses, so that the term narrows whatever it says).
+    """
+    if modified_since is None:
+        return tql
+    term = f"lastModified >= {tql_string(iso_time(modified_since))}"
+    return f"({tql}) AND {term}" if tql.strip() else term
+
+
+def _v2_delta(modified_since: int | None) -> str:
+    """
+    The v2 parameters of a delta: C{modifiedSince=} (percent-encoded, the
+    C{+} of an offset included), and inactive indicators as well as active
+    ones.
+    """
+    if modified_since is None:
+        return ""
+    since = encode_param(iso_time(modified_since))
+    return f"&modifiedSince={since}&filters=active%3Dtrue%2Cactive%3Dfalse&orParams=true"
+
+
+def iso_time(seconds: int) -> str:
+    """
+    Epoch seconds in ThreatConnect's ISO 8601 form, UTC:
+    C{2026-12-02T03:40:00Z}.
+    """
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _typed_items(client: JSONGetter, key: str, page_size: int) -> Callable[[Page, Any], list[Any]]:
     def items_of(page: Page, body: Any) -> list[Any]:
         items = page_items(client, page.target, body, key)
@@ -151,24 +191,46 @@ def _owner_listings(client: JSONGetter, owner: str, options: PullOptions) -> lis
     """
     size = options.page_size
     active_only = options.active_only
+    delta = options.modified_since is not None
     if options.api_version == "v3":
         types = ordered_types(options.types)
         if not types:
             return []
-        tql = build_tql(
-            owner=owner, types=types, min_rating=options.min_rating, active_only=active_only
-        )
-        first = indicators_target(
-            tql, start=0, limit=size, fields=options.fields, sorting=options.sorting
-        )
 
         def parse_v3(items: list[Any]) -> ParsedPage:
             return parse_generic_page(items, owner, owner, active_only=active_only)
 
         label = f"{owner} {'/'.join(types)}"
-        return [v3_listing(client, label, first, parse_v3, options.effective_overlap)]
+        queries = [
+            build_tql(
+                owner=owner, types=types, min_rating=options.min_rating, active_only=active_only
+            )
+        ]
+        if delta:
+            # ThreatConnect hides inactive indicators unless asked: a second
+            # query asks for those deactivated since, so that they can leave.
+            queries = [
+                _since(build_tql(owner=owner, types=types), options.modified_since),
+                _since(
+                    build_tql(owner=owner, types=types, active_only=False)
+                    + " AND indicatorActive EQ false",
+                    options.modified_since,
+                ),
+            ]
+        return [
+            v3_listing(
+                client,
+                label,
+                indicators_target(
+                    tql, start=0, limit=size, fields=options.fields, sorting=options.sorting
+                ),
+                parse_v3,
+                options.effective_overlap,
+            )
+            for tql in queries
+        ]
     quoted = quote(owner, safe="")
-    includes = _v2_includes(options)
+    includes = _v2_includes(options) + _v2_delta(options.modified_since)
     listings = []
     for type_name, branch, key in TYPED_BRANCHES:
         if type_name not in options.types:
@@ -238,7 +300,7 @@ def _tql_listing(client: JSONGetter, source: Source, options: PullOptions) -> Li
         return parse_generic_page(items, source.name, "", active_only=options.active_only)
 
     first = indicators_target(
-        source.value.strip(),
+        _since(source.value.strip(), options.modified_since),
         start=0,
         limit=options.page_size,
         fields=options.fields,
