@@ -7,6 +7,7 @@ L{tcbridge.feed.serialize}: indicators in, a valid deterministic feed out.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import random
 import re
@@ -21,9 +22,11 @@ from hypothesis import strategies as st
 from tcbridge.feed.builder import FeedBuilder, FeedSettings
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
 from tcbridge.feed.filters import Exclusions
+from tcbridge.feed.job import build_feed_file
 from tcbridge.feed.serialize import dumps, dumps_pretty
 from tcbridge.feed.validator import validate_bytes, validate_document
 from tcbridge.threatconnect.records import Indicator
+from tests.helpers import result_of
 
 MD5 = "9d67e81c0a6f1b5e4e1f2d3c4b5a6978"
 SHA256 = "0123456789abcdef" * 4
@@ -735,3 +738,53 @@ def test_missing_ids_beside_numeric_ones() -> None:
     )
     ids = sorted(report["id"].rsplit("-", 1)[1] for report in doc["reports"])
     assert ids[:2] == ["0", "12"] and ids[2].startswith("h") and len(ids) == 3
+
+
+@functools.cache
+def _pulled_records(count: int) -> list[Any]:
+    """
+    Every indicator a pull of all owners of a simulator with C{count}
+    indicators hands on, as records, in the order they came.
+    """
+    from twisted.internet import defer
+
+    from tcbridge.model import Source
+    from tcbridge.threatconnect.pull import PullOptions, pull_source
+    from tests.unit.test_sync import Harness
+
+    h = Harness(count=count)
+    batches: list[Any] = []
+    d = defer.ensureDeferred(
+        pull_source(h.client, Source("*", "all", "*"), PullOptions(), batches.extend)
+    )
+    result_of(h.settle(d))
+    return [record for batch in batches for record in batch.records()]
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    grouping=st.sampled_from(["Expanded", "Condensed", "MaxCondensed"]),
+    seed=st.integers(min_value=0, max_value=2**32),
+    chunk=st.integers(min_value=1, max_value=700),
+)
+def test_feed_bytes_do_not_depend_on_the_order_indicators_come_in(
+    tmp_path_factory: pytest.TempPathFactory, grouping: str, seed: int, chunk: int
+) -> None:
+    """
+    The same indicators, taken in in any order and in pages of any size,
+    give byte-identical feeds: a feed built from a store of indicators (in
+    its own order) is the feed a pull gives.
+    """
+    pulled = _pulled_records(1500)
+    shuffled = list(pulled)
+    random.Random(seed).shuffle(shuffled)
+    folder = str(tmp_path_factory.mktemp("feeds"))
+    feeds = []
+    for records, size in ((pulled, 500), (shuffled, chunk)):
+        builder = FeedBuilder(FeedSettings(grouping=grouping))
+        for at in range(0, len(records), size):
+            builder.add(records[at : at + size])
+        built = build_feed_file(builder, folder, gzip=False, pretty=False)
+        with open(built.path, "rb") as f:
+            feeds.append(f.read())
+    assert feeds[0] == feeds[1]
