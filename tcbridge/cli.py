@@ -49,7 +49,9 @@ from tcbridge.secrets import (
     encrypt_secret,
 )
 from tcbridge.store import count_iocs
-from tcbridge.sync import accept_marker, describe_failure, write_feed
+from tcbridge.sync.errors import describe_failure
+from tcbridge.sync.publish import accept_marker
+from tcbridge.sync.service import write_feed
 from tcbridge.wiring import build_bridge
 
 # Each command imports what only it needs when it runs, so that write mode
@@ -70,7 +72,7 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
     from tcbridge.explain import explain
     from tcbridge.seen import FILE_NAME
     from tcbridge.store import CACHE_FILE_NAME
-    from tcbridge.sync import as_of, feed_settings
+    from tcbridge.sync.work import as_of, feed_settings
     from tcbridge.synclog import SyncLog
 
     folder = config.sync.cache_folder

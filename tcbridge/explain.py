@@ -200,22 +200,28 @@ def seen_rows(path: str, value: str) -> Iterator[list[Any]]:
                 at = data.find(needle, end)
 
 
+#: The Indicator fields of a seen row's first columns, in order (see
+#: L{tcbridge.seen.rows_with}).
+_ROW_FIELDS = (
+    "type",
+    "source",
+    "owner",
+    "id",
+    "rating",
+    "confidence",
+    "threat_assess_score",
+    "web_link",
+    "last_modified",
+)
+_VALUE_FIELDS = ("md5", "sha1", "sha256", "ip", "host")
+
+
 def _indicator(row: list[Any]) -> Indicator:
-    kind, source, owner, ident, rating, confidence, assess, link, modified, values, _ = row
-    return Indicator(
-        source=source,
-        owner=owner,
-        type=kind,
-        id=ident,
-        rating=rating,
-        confidence=confidence,
-        threat_assess_score=assess,
-        web_link=link,
-        last_modified=modified,
-        **{
-            name: v for name, v in values.items() if name in ("md5", "sha1", "sha256", "ip", "host")
-        },
-    )
+    """
+    The indicator a row of what the last sync saw describes.
+    """
+    values = {name: v for name, v in row[len(_ROW_FIELDS)].items() if name in _VALUE_FIELDS}
+    return Indicator(**dict(zip(_ROW_FIELDS, row, strict=False)), **values)
 
 
 def _day(seconds: float | None) -> str:

@@ -26,7 +26,7 @@ from tcbridge.logs import bridge_observer, set_log_level
 from tcbridge.memory import freeze_startup_objects, return_freed_memory
 from tcbridge.options import ServiceOptions
 from tcbridge.reload import Reloader, ReloadService
-from tcbridge.sync import WriteOnceService, sync_timer
+from tcbridge.sync.service import WriteOnceService, sync_timer
 from tcbridge.web.app import FeedApp
 from tcbridge.web.guard import guard
 from tcbridge.web.listen import listener_endpoint

@@ -33,7 +33,8 @@ from tcbridge.net.agent import make_agent
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync import RunHeavy, SyncCycle, as_of, feed_settings, run_inline
+from tcbridge.sync.cycle import SyncCycle
+from tcbridge.sync.work import RunHeavy, as_of, feed_settings, run_inline
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
@@ -142,22 +143,23 @@ def make_client(
     :param serving: the reactor also serves HTTP, so big pages are parsed a
         slice at a time; write mode, which serves nothing, parses each whole.
     """
+    tc = config.threatconnect
     agent = make_agent(
         reactor,
         pool=pool,
-        connect_timeout=config.threatconnect.request_timeout,
-        proxy=config.threatconnect.https_proxy,
-        ca_file=config.threatconnect.ca_file,
-        verify=config.threatconnect.verify_tls,
+        connect_timeout=tc.request_timeout,
+        proxy=tc.https_proxy,
+        ca_file=tc.ca_file,
+        verify=tc.verify_tls,
     )
     return ThreatConnectClient(
         HTTPClient(agent),
         reactor,
-        config.threatconnect.api_url,
-        config.threatconnect.api_key,
-        config.threatconnect.secret_key,
-        timeout=config.threatconnect.request_timeout,
-        retry=RetryPolicy(attempts=config.threatconnect.max_attempts),
+        tc.api_url,
+        tc.api_key,
+        tc.secret_key,
+        timeout=tc.request_timeout,
+        retry=RetryPolicy(attempts=tc.max_attempts),
         slice_pause=reactor_pause(reactor) if serving else None,
     )
 
@@ -169,12 +171,10 @@ def make_cb_sync(config: Config, reactor: Any, pool: HTTPConnectionPool) -> CbSe
     """
     if config.carbonblack.server_url is None or config.carbonblack.server_token is None:
         return None
+    cb = config.carbonblack
+    timeout = config.threatconnect.request_timeout
     agent = make_agent(
-        reactor,
-        pool=pool,
-        connect_timeout=config.threatconnect.request_timeout,
-        ca_file=config.carbonblack.ca_file,
-        verify=config.carbonblack.verify_tls,
+        reactor, pool=pool, connect_timeout=timeout, ca_file=cb.ca_file, verify=cb.verify_tls
     )
     feed_url = feed_url_for(
         config.listener.address,

@@ -87,16 +87,8 @@ class BridgeReader(Reader):
                     f"The listener on {address} accepts every client: set listener_allow to the "
                     "Carbon Black server's address, or listener_username/listener_password."
                 )
-        return ListenerSettings(
-            address=address,
-            port=port,
-            tls_cert=cert,
-            tls_key=key,
-            username=username,
-            password=password,
-            token=token,
-            allow=tuple(allow),
-        )
+        # In the order of ListenerSettings' fields.
+        return ListenerSettings(address, port, cert, key, username, password, token, tuple(allow))
 
     def tls_pair(self, cert: str, key: str) -> None:
         """

@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
+from attrs import asdict
+
 from tcbridge.config.bridge import BridgeReader
 from tcbridge.config.reader import ConfigError
 from tcbridge.config.record import (
@@ -244,16 +246,11 @@ class LayoutReader(SectionReader, BridgeReader):
         """
         return FeedOptions(
             types=types,
-            score_source=scoring.score_source,
-            min_rating=scoring.min_rating,
-            min_score=scoring.min_score,
-            exclude_reserved=scoring.exclude_reserved,
-            exclude_private=scoring.exclude_private,
-            max_age_days=scoring.max_age_days,
             grouping=grouping,
             max_reports=max_reports,
             exclusions=exclusions,
             pretty_print_json=self.boolean("bridge", "pretty_print_json", False),
+            **asdict(scoring, recurse=False),
         )
 
     def finish(
@@ -299,14 +296,6 @@ class LayoutReader(SectionReader, BridgeReader):
         )
         threatconnect = self.threatconnect(account, sources, network)
         self.report_leftovers()
-        return Config(
-            path=self.path,
-            layout=layout,
-            threatconnect=threatconnect,
-            feed=feed,
-            sync=sync,
-            listener=listener,
-            carbonblack=carbonblack,
-            logging=logging,
-            notices=tuple(self.notices),
-        )
+        # In the order of Config's fields.
+        parts = (threatconnect, feed, sync, listener, carbonblack, logging)
+        return Config(self.path, layout, *parts, tuple(self.notices))

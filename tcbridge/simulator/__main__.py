@@ -75,15 +75,8 @@ async def _serve(reactor: IReactorTCP, args: argparse.Namespace) -> None:
     """
     from tcbridge.simulator.server import start_simulator
 
-    demo = start_simulator(
-        reactor,
-        count=args.count,
-        port=args.port,
-        seed=args.seed,
-        prefix=args.prefix,
-        interface=args.interface,
-        prefetch=args.prefetch,
-    )
+    options = ("count", "port", "seed", "prefix", "interface", "prefetch")
+    demo = start_simulator(reactor, **{name: getattr(args, name) for name in options})
     for kind, times in args.fault:
         demo.simulator.fault_next(kind, times)
     sys.stdout.write(

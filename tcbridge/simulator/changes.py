@@ -26,6 +26,9 @@ from attrs import define, evolve, field, frozen
 from tcbridge.simulator.slots import Slot
 from tcbridge.simulator.tables import TYPED_TYPES
 
+#: What a change can alter of an item, as named in L{Slot} and L{Changed}.
+_STATE: Final = ("rating", "confidence", "tag_names", "active", "modified")
+
 #: The tags churn picks from (besides the generated ones).
 CHURN_TAGS: Final = ("Churned", "Reviewed", "Escalated", "Benign")
 
@@ -58,14 +61,7 @@ def effective(slot: Slot, changed: Changed) -> Slot:
     """
     The slot an item with C{changed} state is selected by.
     """
-    return evolve(
-        slot,
-        rating=changed.rating,
-        confidence=changed.confidence,
-        tag_names=changed.tag_names,
-        active=changed.active,
-        modified=changed.modified,
-    )
+    return evolve(slot, **{name: getattr(changed, name) for name in _STATE})
 
 
 def iso(t: int) -> str:

@@ -88,11 +88,17 @@ class Tally:
     Running counts for one source.
     """
 
+    #: indicators handed on
     indicators: int = 0
+    #: items that could not be read as indicators
     skipped: int = 0
+    #: items ThreatConnect marks inactive (left out)
     inactive: int = 0
+    #: indicators sent twice (the overlap of paging excepted)
     duplicates: int = 0
+    #: listings read again from the start because they changed too much
     restarts: int = 0
+    #: pages read
     pages: int = 0
     #: raw items received, of any kind
     items: int = 0

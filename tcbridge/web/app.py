@@ -248,13 +248,9 @@ class FeedApp:
         The bridge's health as JSON (see L{tcbridge.web.health}): 200 when ok
         or degraded, 503 when failing.  Reads only the status.
         """
-        code, body = health_document(
-            self._status,
-            self._store.current,
-            self._clock.seconds(),
-            self._interval_seconds,
-            self._stale_after_intervals,
-        )
+        status, snapshot, now = self._status, self._store.current, self._clock.seconds()
+        health = assess(status, snapshot, now, self._interval_seconds, self._stale_after_intervals)
+        code, body = health_document(health, status, snapshot, now)
         request.setResponseCode(code)
         request.setHeader(b"Content-Type", JSON)
         request.setHeader(b"Cache-Control", b"no-store")

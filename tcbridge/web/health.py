@@ -82,12 +82,14 @@ class Health:
     :ivar feed_age: seconds since the published feed was published, or
         C{None} with no feed.
     :ivar stale_after: the age past which the feed is stale, in seconds.
+    :ivar interval: the sync interval it was judged with, in seconds.
     """
 
     state: str
     reasons: tuple[str, ...]
     feed_age: float | None
     stale_after: float
+    interval: float = DEFAULT_INTERVAL_SECONDS
 
     @property
     def code(self) -> int:
@@ -164,10 +166,10 @@ def assess(
                 else "no sync has finished since start"
             )
     if failing:
-        return Health(FAILING, tuple(failing + degraded), age, stale_after)
+        return Health(FAILING, tuple(failing + degraded), age, stale_after, interval_seconds)
     if degraded:
-        return Health(DEGRADED, tuple(degraded), age, stale_after)
-    return Health(OK, (), age, stale_after)
+        return Health(DEGRADED, tuple(degraded), age, stale_after, interval_seconds)
+    return Health(OK, (), age, stale_after, interval_seconds)
 
 
 def _progress(status: SyncStatus, now: float) -> dict[str, Any] | None:
@@ -191,16 +193,12 @@ def _progress(status: SyncStatus, now: float) -> dict[str, Any] | None:
 
 
 def health_document(
-    status: SyncStatus,
-    snapshot: Snapshot | None,
-    now: float,
-    interval_seconds: float = DEFAULT_INTERVAL_SECONDS,
-    stale_after_intervals: float = DEFAULT_STALE_AFTER_INTERVALS,
+    health: Health, status: SyncStatus, snapshot: Snapshot | None, now: float
 ) -> tuple[int, bytes]:
     """
-    The HTTP status and the JSON body of C{/healthz}.
+    The HTTP status and the JSON body of C{/healthz}, for the verdict
+    C{health} (see L{assess}) on C{status} and C{snapshot}.
     """
-    health = assess(status, snapshot, now, interval_seconds, stale_after_intervals)
     document: dict[str, Any] = {
         "status": health.state,
         "reasons": list(health.reasons),
@@ -223,7 +221,7 @@ def health_document(
         "reports": 0 if snapshot is None else snapshot.reports,
         "iocs": 0 if snapshot is None else snapshot.iocs,
         "iocs_by_type": dict(sorted(status.iocs_by_kind.items())),
-        "interval_seconds": interval_seconds,
+        "interval_seconds": health.interval,
         "stale_after_seconds": health.stale_after,
         "cycles_ok": status.cycles_ok,
         "cycles_failed": status.cycles_failed,

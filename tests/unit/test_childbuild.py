@@ -23,7 +23,7 @@ from tcbridge.feed.job import BuildOutcome, build_feed_file
 from tcbridge.feed.job import main as child_main
 from tcbridge.feed.settings import BuildStats
 from tcbridge.store import FeedStore
-from tcbridge.sync import run_inline
+from tcbridge.sync.work import run_inline
 from tests.helpers import failure_of, result_of
 from tests.unit.test_feed_job import _builder
 

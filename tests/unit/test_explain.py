@@ -20,7 +20,8 @@ from tcbridge.model import Source
 from tcbridge.seen import FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync import SyncCycle, as_of, feed_settings
+from tcbridge.sync.cycle import SyncCycle
+from tcbridge.sync.work import as_of, feed_settings
 from tcbridge.synclog import SyncLog
 from tcbridge.web.app import FeedApp
 from tests.helpers import result_of

@@ -19,7 +19,7 @@ from tcbridge.feed.reserved import (
     left_out,
     reason_for,
 )
-from tcbridge.sync import feed_settings
+from tcbridge.sync.work import feed_settings
 from tests.unit.test_feed_builder import address, host
 
 RESERVED = [

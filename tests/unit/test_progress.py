@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from tcbridge.feed.builder import FeedBuilder
 from tcbridge.progress import EVERY, ProgressLine
 from tcbridge.status import SyncProgress, SyncStatus
-from tcbridge.web.health import health_document
+from tcbridge.web.health import assess, health_document
 from tests.helpers import Terminal, result_of
 from tests.unit.test_sync import Harness
 
@@ -73,7 +73,7 @@ def test_healthz_shows_progress() -> None:
     clock.advance(1000)
     status = _running(clock)
     clock.advance(7)
-    _, body = health_document(status, None, clock.seconds())
+    _, body = health_document(assess(status, None, clock.seconds()), status, None, clock.seconds())
     assert orjson.loads(body)["progress"] == {
         "phase": "pulling",
         "source": "Acme",
@@ -84,7 +84,10 @@ def test_healthz_shows_progress() -> None:
         "elapsed_seconds": 7.0,
     }
     status.succeeded(clock.seconds())
-    assert orjson.loads(health_document(status, None, clock.seconds())[1])["progress"] is None
+    health = assess(status, None, clock.seconds())
+    assert (
+        orjson.loads(health_document(health, status, None, clock.seconds())[1])["progress"] is None
+    )
 
 
 def test_cycle_counts_pages_and_indicators(monkeypatch: pytest.MonkeyPatch) -> None:

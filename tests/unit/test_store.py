@@ -25,7 +25,7 @@ from tcbridge.store import (
     Snapshot,
     count_iocs,
 )
-from tcbridge.sync import run_inline
+from tcbridge.sync.work import run_inline
 from tcbridge.wiring import check_cached_feed
 from tests.helpers import result_of
 from tests.unit.test_feed_builder import file

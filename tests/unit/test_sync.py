@@ -29,15 +29,9 @@ from tcbridge.model import Source
 from tcbridge.simulator import Simulator, generate
 from tcbridge.status import SyncStatus
 from tcbridge.store import CACHE_FILE_NAME, HISTORY_FILE_NAME, META_FILE_NAME, FeedStore, count_iocs
-from tcbridge.sync import (
-    FeedHeldBackError,
-    FeedInvalidError,
-    SyncCycle,
-    SyncDeadlineError,
-    WriteOnceService,
-    sync_timer,
-    write_feed,
-)
+from tcbridge.sync.cycle import SyncCycle
+from tcbridge.sync.errors import FeedHeldBackError, FeedInvalidError, SyncDeadlineError
+from tcbridge.sync.service import WriteOnceService, sync_timer, write_feed
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import AuthError
 from tcbridge.web.app import FeedApp

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync import SyncCycle
+from tcbridge.sync.cycle import SyncCycle
 from tcbridge.synclog import FILE_NAME, KEEP, SyncLog, SyncRecord
 from tcbridge.web.app import FeedApp
 from tests.helpers import failure_of, result_of

@@ -15,8 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from tcbridge.sync import WriteOnceService
-from tcbridge.sync.service import SyncService
+from tcbridge.sync.service import SyncService, WriteOnceService
 from tcbridge.tap import Options, build_service
 
 WriteFile = Callable[[str, str], str]
