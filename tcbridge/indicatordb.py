@@ -4,7 +4,9 @@ The indicator store: every indicator the bridge knows, in a SQLite database
 in C{cache_folder} (the standard library's C{sqlite3}, WAL journal), kept
 across restarts so that a sync can ask ThreatConnect only for what changed.
 
-One row per C{(instance, source, owner, type, value)}: the rating,
+One row per C{(instance, source, owner, type, value, id)} (an owner may
+hold one value under two ids; a deletion, which names no id, removes every
+row of its value): the rating,
 confidence, ThreatAssess score, dates, tags, active flag, ThreatConnect id,
 link, description and the IOC values.  Per C{(instance, source)}: the
 watermark (the newest C{lastModified} a sync saw, for the next delta) and
@@ -41,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from tcbridge.logs import bridge_observer
+from tcbridge.threatconnect.records import VALUE_COLUMNS, Indicator
 
 T = TypeVar("T")
 
@@ -58,17 +61,17 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             owner TEXT NOT NULL,
             type TEXT NOT NULL,
             value TEXT NOT NULL,
-            id TEXT,
-            rating REAL,
-            confidence INTEGER,
-            assess INTEGER,
+            id TEXT NOT NULL DEFAULT '',
+            rating TEXT NOT NULL DEFAULT 'null',
+            confidence TEXT NOT NULL DEFAULT 'null',
+            assess TEXT NOT NULL DEFAULT 'null',
             added INTEGER,
             modified INTEGER,
             tags TEXT NOT NULL DEFAULT '[]',
             active INTEGER NOT NULL DEFAULT 1,
             link TEXT,
             ioc_values TEXT NOT NULL,
-            PRIMARY KEY (instance, source, owner, type, value)
+            PRIMARY KEY (instance, source, owner, type, value, id)
         ) WITHOUT ROWID""",
         """CREATE TABLE sources (
             instance TEXT NOT NULL,
@@ -79,7 +82,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
     ),
     (
-        "ALTER TABLE indicators ADD COLUMN description TEXT",
+        "ALTER TABLE indicators ADD COLUMN description TEXT NOT NULL DEFAULT 'null'",
         "ALTER TABLE sources ADD COLUMN last_delta REAL",
     ),
 )
@@ -118,13 +121,22 @@ class NewerDatabaseError(Exception):
     """
 
 
+def _json(value: object) -> str:
+    """
+    C{value} as JSON text: ratings, confidences, scores and descriptions are
+    kept exactly as ThreatConnect sent them (a rating sent as text stays
+    text), so that a feed built from the store is the one a pull gives.
+    """
+    return orjson.dumps(value).decode()
+
+
 @frozen
 class StoredIndicator:
     """
     One indicator as stored.
 
-    :ivar value: the indicator's identity within its owner and type (its
-        first value, as ThreatConnect sent it).
+    :ivar value: the indicator's first value, as ThreatConnect sent it
+        (for a File, the first of md5, sha1, sha256 it has).
     :ivar values: its IOC values by column (C{md5}, C{sha256}, C{ip}...).
     """
 
@@ -133,7 +145,7 @@ class StoredIndicator:
     owner: str
     type: str
     value: str
-    id: str | None = None
+    id: str = ""
     rating: float | None = None
     confidence: int | None = None
     assess: int | None = None
@@ -156,16 +168,16 @@ class StoredIndicator:
             self.type,
             self.value,
             self.id,
-            self.rating,
-            self.confidence,
-            self.assess,
+            _json(self.rating),
+            _json(self.confidence),
+            _json(self.assess),
             self.added,
             self.modified,
             orjson.dumps(list(self.tags)).decode(),
             int(self.active),
             self.link,
             orjson.dumps(self.values, option=orjson.OPT_SORT_KEYS).decode(),
-            self.description,
+            _json(self.description),
         )
 
     @classmethod
@@ -182,16 +194,16 @@ class StoredIndicator:
             type_,
             value,
             id_,
-            rating,
-            confidence,
-            assess,
+            orjson.loads(rating),
+            orjson.loads(confidence),
+            orjson.loads(assess),
             added,
             modified,
             tuple(orjson.loads(tags)),
             bool(active),
             link,
             orjson.loads(values),
-            description,
+            orjson.loads(description),
         )
 
 
@@ -215,7 +227,8 @@ class StoreChanges:
     :ivar replace: sources whose whole content is replaced (a full sync):
         their old rows go, C{upsert} brings the new ones.
     :ivar upsert: indicators added or updated.
-    :ivar remove: keys C{(instance, source, owner, type, value)} that leave.
+    :ivar remove: C{(instance, source, owner, type, value)}: every row of
+        that value leaves (whatever its id).
     :ivar states: per C{(instance, source)}, its new state.
     """
 
@@ -223,6 +236,53 @@ class StoreChanges:
     upsert: tuple[StoredIndicator, ...] = ()
     remove: tuple[tuple[str, str, str, str, str], ...] = ()
     states: dict[tuple[str, str], SourceState] = field(factory=dict)
+
+
+def stored(indicator: Indicator, instance: str) -> StoredIndicator | None:
+    """
+    What the store keeps of a pulled indicator, or C{None} for one without
+    a value (a type the feed cannot hold).
+    """
+    names = VALUE_COLUMNS.get(indicator.type, ())
+    values = {name: v for name in names if (v := getattr(indicator, name))}
+    if not values:
+        return None
+    return StoredIndicator(
+        instance,
+        indicator.source,
+        indicator.owner,
+        indicator.type,
+        next(iter(values.values())),
+        id=indicator.id,
+        rating=indicator.rating,
+        confidence=indicator.confidence,
+        assess=indicator.threat_assess_score,
+        modified=indicator.last_modified,
+        tags=indicator.tags,
+        link=indicator.web_link,
+        values=values,
+        description=indicator.description,
+    )
+
+
+def indicator_of(row: StoredIndicator) -> Indicator:
+    """
+    The indicator a stored row describes, as a pull would have handed it on.
+    """
+    return Indicator(
+        source=row.source,
+        owner=row.owner,
+        type=row.type,
+        id=row.id,
+        rating=row.rating,
+        confidence=row.confidence,
+        last_modified=row.modified,
+        web_link=row.link or "",
+        description=row.description,
+        tags=row.tags,
+        threat_assess_score=row.assess,
+        **row.values,
+    )
 
 
 class IndicatorDB:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tcbridge.feed.builder import FeedBuilder, FeedSettings
+from tcbridge.feed.job import build_feed_file
 from tcbridge.indicatordb import (
     FILE_NAME,
     MIGRATIONS,
@@ -19,8 +21,12 @@ from tcbridge.indicatordb import (
     SourceState,
     StoreChanges,
     StoredIndicator,
+    indicator_of,
     migrate,
+    stored,
 )
+from tcbridge.threatconnect.records import Indicator
+from tests.unit.test_feed_builder import _pulled_records
 
 
 def _indicator(n: int, source: str = "*", **extra: object) -> StoredIndicator:
@@ -151,3 +157,45 @@ def test_unusable_store_is_set_aside(tmp_path: Path, damage: str) -> None:
     assert db.needs_full_sync and db.count() == 0
     assert db.warning is not None and "set aside as" in db.warning
     assert (tmp_path / f"{FILE_NAME}.damaged-1234").exists()
+
+
+def _odd_records() -> list[Indicator]:
+    """
+    Indicators with what ThreatConnect sometimes sends: a rating as text or
+    a boolean, no confidence, a description that is not text, one value
+    under two ids, tags with commas and accents, a File with only a SHA-1.
+    """
+    return [
+        Indicator("A", "Org", "Host", "1", host="odd.example", rating="4", confidence=None),
+        Indicator("A", "Org", "Host", "2", host="odd.example", rating=True, description=42),
+        Indicator(
+            "A", "Org", "Host", "007", host="tags.example", tags=("a,b", "Déjà vu"), rating=5.0
+        ),
+        Indicator("A", "Org", "File", "9", sha1="a" * 40, rating=3.0),
+        Indicator("A", "Org", "Address", "10", ip="2001:db8::1", rating=2.5, last_modified=1),
+    ]
+
+
+@pytest.mark.parametrize("grouping", ["Expanded", "Condensed", "MaxCondensed"])
+def test_a_feed_built_from_the_store_is_the_feed_the_pull_gives(
+    tmp_path: Path, grouping: str
+) -> None:
+    """
+    Indicators kept in the store and read back (in the store's order) build
+    the byte-identical feed that the pulled indicators build: every field
+    the feed uses survives the round trip, odd ones included.
+    """
+    pulled = _pulled_records(1500) + _odd_records()
+    db = IndicatorDB.open(str(tmp_path))
+    rows = [row for row in (stored(i, "tc") for i in pulled) if row is not None]
+    db.apply(StoreChanges(replace=(("tc", "A"),), upsert=tuple(rows)))
+    back = [indicator_of(row) for row in db.indicators()]
+    assert len(back) == len(rows)
+    feeds = []
+    for records in (pulled, back):
+        builder = FeedBuilder(FeedSettings(grouping=grouping))
+        builder.add(records)
+        built = build_feed_file(builder, str(tmp_path), gzip=False, pretty=False)
+        with open(built.path, "rb") as f:
+            feeds.append(f.read())
+    assert feeds[0] == feeds[1]
