@@ -131,6 +131,27 @@ def run_accept_shrink(config: Config, out: TextIO) -> int:
     return EXIT_OK
 
 
+def run_full_sync(config: Config, out: TextIO) -> int:
+    """
+    Leave the marker that makes the running bridge's next sync a full sync
+    (with C{incremental_sync} on; every sync is one otherwise).
+    """
+    from tcbridge.sync.delta import FULL_SYNC_FILE
+
+    folder = config.sync.cache_folder
+    if folder is None or not config.sync.incremental:
+        out.write(
+            f"tcbridge: {config.path} does not turn incremental_sync on, so every sync "
+            "already pulls everything\n"
+        )
+        return EXIT_OK
+    marker = os.path.join(folder, FULL_SYNC_FILE)
+    os.makedirs(folder, exist_ok=True)
+    write_atomic(marker, b"requested\n")
+    out.write(f"tcbridge: the next sync will pull everything ({marker})\n")
+    return EXIT_OK
+
+
 def run_validate(paths: Sequence[str], out: TextIO) -> int:
     """
     Check each feed file against every Carbon Black feed rule; print each
@@ -298,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command == "accept-shrink":
         assert config is not None
         raise SystemExit(run_accept_shrink(config, sys.stdout))
+    if command == "full-sync":
+        assert config is not None
+        raise SystemExit(run_full_sync(config, sys.stdout))
     if command == "explain":
         assert config is not None
         raise SystemExit(run_explain(config, sub["values"], sys.stdout))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -71,6 +71,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             active INTEGER NOT NULL DEFAULT 1,
             link TEXT,
             ioc_values TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (instance, source, owner, type, value, id)
         ) WITHOUT ROWID""",
         """CREATE TABLE sources (
@@ -104,6 +105,7 @@ _COLUMNS: Final = (
     "active",
     "link",
     "ioc_values",
+    "label",
     "description",
 )
 
@@ -113,6 +115,7 @@ _INSERT: Final = (
     f"VALUES ({', '.join('?' * len(_COLUMNS))})"
 )
 _SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM indicators"  # noqa: S608
+_KEY: Final = "instance, source, owner, type, value, id"
 
 
 class NewerDatabaseError(Exception):
@@ -137,7 +140,9 @@ class StoredIndicator:
 
     :ivar value: the indicator's first value, as ThreatConnect sent it
         (for a File, the first of md5, sha1, sha256 it has).
+    :ivar source: the configured source it was pulled for (its key).
     :ivar values: its IOC values by column (C{md5}, C{sha256}, C{ip}...).
+    :ivar label: the label its reports carry (the owner, for a C{*} source).
     """
 
     instance: str
@@ -156,6 +161,14 @@ class StoredIndicator:
     link: str | None = None
     values: dict[str, str] = field(factory=dict)
     description: str | None = None
+    label: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        """
+        The row's key, in the store's order.
+        """
+        return (self.instance, self.source, self.owner, self.type, self.value, self.id)
 
     def row(self) -> tuple[Any, ...]:
         """
@@ -177,6 +190,7 @@ class StoredIndicator:
             int(self.active),
             self.link,
             orjson.dumps(self.values, option=orjson.OPT_SORT_KEYS).decode(),
+            self.label,
             _json(self.description),
         )
 
@@ -186,7 +200,7 @@ class StoredIndicator:
         The indicator a row holds.
         """
         (instance, source, owner, type_, value, id_, rating, confidence, assess, added,
-         modified, tags, active, link, values, description) = row  # fmt: skip
+         modified, tags, active, link, values, label, description) = row  # fmt: skip
         return cls(
             instance,
             source,
@@ -204,6 +218,7 @@ class StoredIndicator:
             link,
             orjson.loads(values),
             orjson.loads(description),
+            label,
         )
 
 
@@ -238,10 +253,11 @@ class StoreChanges:
     states: dict[tuple[str, str], SourceState] = field(factory=dict)
 
 
-def stored(indicator: Indicator, instance: str) -> StoredIndicator | None:
+def stored(indicator: Indicator, instance: str, source: str = "") -> StoredIndicator | None:
     """
-    What the store keeps of a pulled indicator, or C{None} for one without
-    a value (a type the feed cannot hold).
+    What the store keeps of a pulled indicator of the configured C{source}
+    (by default its label), or C{None} for one without a value (a type the
+    feed cannot hold).
     """
     names = VALUE_COLUMNS.get(indicator.type, ())
     values = {name: v for name in names if (v := getattr(indicator, name))}
@@ -249,7 +265,7 @@ def stored(indicator: Indicator, instance: str) -> StoredIndicator | None:
         return None
     return StoredIndicator(
         instance,
-        indicator.source,
+        source or indicator.source,
         indicator.owner,
         indicator.type,
         next(iter(values.values())),
@@ -262,6 +278,7 @@ def stored(indicator: Indicator, instance: str) -> StoredIndicator | None:
         link=indicator.web_link,
         values=values,
         description=indicator.description,
+        label=indicator.source,
     )
 
 
@@ -270,7 +287,7 @@ def indicator_of(row: StoredIndicator) -> Indicator:
     The indicator a stored row describes, as a pull would have handed it on.
     """
     return Indicator(
-        source=row.source,
+        source=row.label or row.source,
         owner=row.owner,
         type=row.type,
         id=row.id,
@@ -298,16 +315,19 @@ class IndicatorDB:
     def __init__(self, path: str, connection: sqlite3.Connection, fresh: bool) -> None:
         self.path = path
         self._db = connection
+        self._replacing: tuple[tuple[str, str], ...] = ()
         self.needs_full_sync = fresh
         self.warning: str | None = None
 
     @classmethod
     def open(cls, folder: str, clock: Callable[[], float] = time.time) -> IndicatorDB:
         """
-        Open (or create) the store in C{folder}, migrating it forward; a
+        Open (or create) the store in C{folder} (made if missing), migrating
+        it forward; a
         damaged database, or one a newer tcbridge made, is set aside and a
         new one started.
         """
+        os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, FILE_NAME)
         existed = os.path.exists(path)
         try:
@@ -358,20 +378,60 @@ class IndicatorDB:
         Apply one sync's changes in one transaction: all of them, or (if
         anything fails, or the process dies) none.
         """
+        self.begin(changes.replace)
+        try:
+            self.add(changes.upsert)
+            self.remove(changes.remove)
+        except BaseException:
+            self.abort()
+            raise
+        self.commit(changes.states)
+
+    # -- a transaction over several calls (a sync's, page by page) -------
+
+    def begin(self, replace: Iterable[tuple[str, str]] = ()) -> None:
+        """
+        Start a sync's transaction, the rows of the C{replace} sources gone
+        (a full sync of them).  Until L{commit}, only this connection sees
+        the changes; L{abort} (or the process dying) drops them.
+        """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
+        self._replacing = tuple(replace)
         try:
-            for instance, source in changes.replace:
+            for instance, source in self._replacing:
                 db.execute(
                     "DELETE FROM indicators WHERE instance = ? AND source = ?", (instance, source)
                 )
-            db.executemany(_INSERT, (indicator.row() for indicator in changes.upsert))
-            db.executemany(
-                "DELETE FROM indicators WHERE instance = ? AND source = ? AND owner = ? "
-                "AND type = ? AND value = ?",
-                changes.remove,
-            )
-            for (instance, source), state in changes.states.items():
+        except BaseException:
+            self.abort()
+            raise
+
+    def add(self, rows: Iterable[StoredIndicator]) -> None:
+        """
+        Add or replace rows, in the open transaction.
+        """
+        self._db.executemany(_INSERT, (row.row() for row in rows))
+
+    def remove(self, keys: Iterable[tuple[str, str, str, str, str]]) -> None:
+        """
+        Take out every row of each C{(instance, source, owner, type, value)},
+        in the open transaction.
+        """
+        self._db.executemany(
+            "DELETE FROM indicators WHERE instance = ? AND source = ? AND owner = ? "
+            "AND type = ? AND value = ?",
+            keys,
+        )
+
+    def commit(self, states: dict[tuple[str, str], SourceState]) -> None:
+        """
+        Record the sources' new states and end the transaction, keeping all
+        its changes.
+        """
+        db = self._db
+        try:
+            for (instance, source), state in states.items():
                 db.execute(
                     "INSERT OR REPLACE INTO sources "
                     "(instance, source, watermark, last_full, last_delta) VALUES (?, ?, ?, ?, ?)",
@@ -379,10 +439,32 @@ class IndicatorDB:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self.abort()
             raise
-        if changes.replace:
+        if self._replacing:
             self.needs_full_sync = False
+
+    def abort(self) -> None:
+        """
+        End the open transaction, dropping all its changes.
+        """
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def page(self, after: tuple[str, ...] | None, limit: int) -> list[StoredIndicator]:
+        """
+        Up to C{limit} rows in key order, after the key C{after} (the start
+        when C{None}), as this connection sees them (an open transaction's
+        changes included).
+        """
+        if after is None:
+            cursor = self._db.execute(f"{_SELECT} ORDER BY {_KEY} LIMIT ?", (limit,))
+        else:
+            cursor = self._db.execute(
+                f"{_SELECT} WHERE ({_KEY}) > (?, ?, ?, ?, ?, ?) ORDER BY {_KEY} LIMIT ?",
+                (*after, limit),
+            )
+        return [StoredIndicator.of_row(row) for row in cursor]
 
     def state(self, instance: str, source: str) -> SourceState:
         """

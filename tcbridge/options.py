@@ -154,7 +154,7 @@ class ServiceOptions(_Source):
 #: Console commands that work without --config or --demo, and those that
 #: need a configuration file (not the demo).
 _NO_SOURCE = ("validate", "encrypt-secret")
-_CONFIG_ONLY = ("check-config", "explain", "accept-shrink")
+_CONFIG_ONLY = ("check-config", "explain", "accept-shrink", "full-sync")
 
 
 class CommandOptions(_Source):
@@ -191,6 +191,12 @@ class CommandOptions(_Source):
             None,
             _NoArguments,
             "Let the next sync publish its feed even if it shrank more than max_shrink_percent.",
+        ],
+        [
+            "full-sync",
+            None,
+            _NoArguments,
+            "Make the running bridge's next sync pull everything (incremental_sync).",
         ],
         ["validate", None, ValidateOptions, "Check feed files against the Carbon Black rules."],
         [

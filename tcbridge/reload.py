@@ -84,12 +84,16 @@ class Reloader:
             )
         client = make_client(config, self._reactor, self._bridge.pool)
         # Keep counting where the old client left off (metrics are counters).
-        old = self._bridge.cycle.client
-        client.status_counts = old.status_counts
-        client.requests = old.requests
+        previous = self._bridge.cycle.client
+        client.status_counts = previous.status_counts
+        client.requests = previous.requests
+        old = self._bridge.cycle.config
         self._bridge.cycle.reconfigure(
             config, client, make_cb_sync(config, self._reactor, self._bridge.pool), notices
         )
+        if (config.threatconnect.sources, config.feed) != (old.threatconnect.sources, old.feed):
+            # What the store holds was pulled for other sources or filters.
+            self._bridge.cycle.request_full_sync()
         self._bridge.store.cache_dir = config.sync.cache_folder
         self._timer.set_interval(config.sync.feed_retrieval_minutes)
         seconds = self._timer.interval

@@ -28,12 +28,14 @@ from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_
 from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_document
+from tcbridge.indicatordb import ThreadedIndicatorDB
 from tcbridge.logs import bridge_observer
 from tcbridge.net.agent import make_agent
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.cycle import SyncCycle
+from tcbridge.sync.delta import FULL_SYNC_FILE, Incremental
 from tcbridge.sync.work import RunHeavy, as_of, feed_settings, run_inline
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
@@ -248,6 +250,7 @@ def build_bridge(
         build=ChildBuild(reactor, run_heavy) if threads and store.cache_dir else None,
         sync_log=sync_log,
         seen_folder=store.cache_dir if threads else None,
+        incremental=make_incremental(config, reactor) if use_cache and threads else None,
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)
@@ -259,6 +262,23 @@ def build_bridge(
         feedinfo=feedinfo_dict(info),
         pool=pool,
         sync_log=sync_log,
+    )
+
+
+def make_incremental(config: Config, reactor: Any) -> Incremental | None:
+    """
+    Incremental syncs over an indicator store in the cache folder (its
+    calls in a thread of their own), if C{incremental_sync} is on.
+    """
+    folder = config.sync.cache_folder
+    if not config.sync.incremental or folder is None:
+        return None
+    db = ThreadedIndicatorDB(reactor, folder)
+    return Incremental(
+        db.run,
+        full_every=config.sync.full_sync_hours * 3600,
+        overlap=int(config.sync.delta_overlap_minutes * 60),
+        marker=os.path.join(folder, FULL_SYNC_FILE),
     )
 
 

@@ -287,12 +287,20 @@ class LayoutReader(SectionReader, BridgeReader):
             self.folder_problem(b, "cache_folder", cache_folder)
         listener = self.listener(address, port)
         carbonblack = self.cbserver()
+        incremental = self.boolean(b, "incremental_sync", False)
+        if incremental and cache_folder is None:
+            raise self.error(
+                b, "incremental_sync", "needs a cache_folder to keep the indicator store in"
+            )
         sync = SyncSettings(
             feed_retrieval_minutes=minutes,
             deadline_minutes=network.deadline_minutes,
             cache_folder=cache_folder,
             max_shrink_percent=self.number(b, "max_shrink_percent", 50, 0, 100),
             stale_after_intervals=self.number(b, "stale_after_intervals", 3, 1, 1000),
+            incremental=incremental,
+            full_sync_hours=self.number(b, "full_sync_hours", 24, 1, 8760),
+            delta_overlap_minutes=self.number(b, "delta_overlap_minutes", 10, 0, 1440),
         )
         threatconnect = self.threatconnect(account, sources, network)
         self.report_leftovers()

@@ -131,6 +131,11 @@ class SyncSettings:
         fewer IOCs than the published one is held back.
     :ivar stale_after_intervals: /healthz says failing when the feed is
         older than this many sync intervals.
+    :ivar incremental: keep an indicator store in C{cache_folder} and ask
+        ThreatConnect only for what changed between full syncs.
+    :ivar full_sync_hours: with C{incremental}, hours between full syncs.
+    :ivar delta_overlap_minutes: with C{incremental}, how far before the
+        newest C{lastModified} seen a delta asks from (clock differences).
     """
 
     feed_retrieval_minutes: float = DEFAULT_RETRIEVAL_MINUTES
@@ -138,6 +143,9 @@ class SyncSettings:
     cache_folder: str | None = None
     max_shrink_percent: float = 50.0
     stale_after_intervals: float = 3.0
+    incremental: bool = False
+    full_sync_hours: float = 24.0
+    delta_overlap_minutes: float = 10.0
 
 
 @frozen
@@ -335,6 +343,13 @@ def _service_rows(config: Config) -> list[tuple[str, str]]:
             else "(twistd's log only)",
         ),
         ("feed_retrieval_minutes", f"{config.sync.feed_retrieval_minutes:g}"),
+        (
+            "incremental sync",
+            f"on: full sync every {config.sync.full_sync_hours:g} h, deltas reach back "
+            f"{config.sync.delta_overlap_minutes:g} min"
+            if config.sync.incremental
+            else "off (every sync pulls everything)",
+        ),
         (
             "cache_folder",
             config.sync.cache_folder or "(none: the feed is kept in memory only)",

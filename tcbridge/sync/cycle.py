@@ -10,7 +10,7 @@ feed does not validate, nothing is published.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
@@ -26,12 +26,14 @@ from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
 from tcbridge.feedfile import FeedFile
+from tcbridge.indicatordb import indicator_of
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot
+from tcbridge.sync.delta import CycleBook, Incremental
 from tcbridge.sync.errors import (
     FeedHeldBackError,
     FeedInvalidError,
@@ -50,10 +52,11 @@ from tcbridge.sync.work import (
 )
 from tcbridge.synclog import SyncLog, SyncRecord
 from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.deleted import list_deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
-from tcbridge.threatconnect.pull import PullOptions, pull_source
-from tcbridge.threatconnect.records import SourcePull
+from tcbridge.threatconnect.pull import PullOptions, iso_time, pull_source
+from tcbridge.threatconnect.records import IndicatorBatch, SourcePull
 
 
 @define
@@ -90,6 +93,7 @@ class SyncCycle:
     _sync_log: SyncLog | None = field(default=None, kw_only=True)
     _seen_folder: str | None = field(default=None, kw_only=True)
     _pause: Callable[[], Awaitable[None]] | None = field(default=None, kw_only=True)
+    _incremental: Incremental | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
         init=False, default=None
@@ -132,6 +136,13 @@ class SyncCycle:
         The configuration the next cycle uses.
         """
         return self._pending[0] if self._pending is not None else self._config
+
+    def request_full_sync(self) -> None:
+        """
+        Make the next cycle a full sync (with incremental sync on).
+        """
+        if self._incremental is not None:
+            self._incremental.request_full()
 
     def reconfigure(
         self,
@@ -332,28 +343,70 @@ class SyncCycle:
         directory: str | None,
         seen: SeenWriter | None,
     ) -> tuple[T, FeedBuilder, list[SourcePull]]:
-        settings = as_of(self._settings, self._config, self._clock.seconds())
+        now = self._clock.seconds()
+        settings = as_of(self._settings, self._config, now)
         builder = FeedBuilder(
             settings, history=self._publisher.history, record_history=record_history
         )
+        incremental = self._incremental if record_history else None
+        book: CycleBook | None = None
+        if incremental is not None:
+            plan = await incremental.plan(self._config.threatconnect.sources, now)
+            book = CycleBook(incremental, plan, now)
+        try:
+            pulls = await self._pull_all(builder, seen, book)
+            if book is not None and not book.plan.full:
+                builder = FeedBuilder(
+                    settings, history=self._publisher.history, record_history=record_history
+                )
+                await self._from_store(book, builder, seen)
+            result = await self._build_and_finish(builder, finish, record_history, directory)
+        except BaseException:
+            if book is not None:
+                await book.abort()
+            raise
+        if book is not None:
+            await book.commit()
+        return result, builder, pulls
+
+    async def _pull_all(
+        self, builder: FeedBuilder, seen: SeenWriter | None, book: CycleBook | None
+    ) -> list[SourcePull]:
+        """
+        Pull every source (whole, or what changed since, as C{book}'s plan
+        says) into C{builder} (a full pull) and C{book}.
+        """
         pulls: list[SourcePull] = []
         progress = self._status.progress
-
-        def on_page(batches: Any) -> None:
-            if seen is not None:
-                seen.add(batches)
-            builder.add(batches)
-            if progress is not None:
-                progress.pages += 1
-                progress.indicators += sum(map(len, batches))
-
-        options = self._pull_options
-        if seen is not None:
-            options = evolve(options, on_inactive=seen.add_inactive)
+        full = book is None or book.plan.full
         for number, source in enumerate(self._config.threatconnect.sources):
             if progress is not None:
                 progress.source, progress.done = source.name, number
+            since = None if book is None else book.plan.since[source.name]
+
+            def on_page(batches: Any, name: str = source.name) -> None:
+                if full:
+                    if seen is not None:
+                        seen.add(batches)
+                    builder.add(batches)
+                if book is not None:
+                    book.pulled(name, batches)
+                if progress is not None:
+                    progress.pages += 1
+                    progress.indicators += sum(map(len, batches))
+
+            def on_inactive(
+                batches: Any, name: str = source.name, delta: bool = since is not None
+            ) -> None:
+                if seen is not None:
+                    seen.add_inactive(batches)
+                if book is not None and delta:
+                    book.inactive(name, batches)
+
+            options = evolve(self._pull_options, on_inactive=on_inactive, modified_since=since)
             pull = await pull_source(self._client, source, options, on_page)
+            if book is not None and since is not None:
+                await self._deleted(book, source.name, pull.owners, since)
             self.log.info(
                 "Pulled {source}: {indicators} indicators in {pages} pages",
                 source=source.name,
@@ -361,6 +414,49 @@ class SyncCycle:
                 pages=pull.pages,
             )
             pulls.append(pull)
+        return pulls
+
+    async def _deleted(
+        self, book: CycleBook, source: str, owners: Sequence[str], since: int
+    ) -> None:
+        """
+        Tell C{book} what was deleted from C{owners} since C{since}.
+        """
+        version = self._config.threatconnect.api_version
+        for owner in owners:
+            gone = await list_deleted(
+                self._client, owner, since=iso_time(since), api_version=version
+            )
+            book.deleted(source, gone)
+
+    async def _from_store(
+        self, book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None
+    ) -> None:
+        """
+        Feed C{builder} (and what the sync saw) the store's rows, as the
+        cycle leaves them, a page at a time.
+        """
+        after: tuple[str, ...] | None = None
+        while True:
+            rows = await book.rows(after, 10000)
+            if not rows:
+                return
+            batches = IndicatorBatch.of([indicator_of(row) for row in rows])
+            if seen is not None:
+                seen.add(batches)
+            builder.add(batches)
+            after = rows[-1].key
+            if self._pause is not None:
+                await self._pause()
+
+    async def _build_and_finish(
+        self,
+        builder: FeedBuilder,
+        finish: Callable[[FeedFile, FeedBuilder], Awaitable[T]],
+        record_history: bool,
+        directory: str | None,
+    ) -> T:
+        progress = self._status.progress
         if directory is None:
             directory = await self._run_heavy(self._store.build_directory)
         if progress is not None:
@@ -369,11 +465,10 @@ class SyncCycle:
         if progress is not None:
             progress.phase = "publishing"
         try:
-            result = await finish(feed, builder)
+            return await finish(feed, builder)
         except BaseException:
             feed.discard()
             raise
-        return result, builder, pulls
 
     async def _build_file(self, builder: FeedBuilder, directory: str, gzip: bool) -> FeedFile:
         """

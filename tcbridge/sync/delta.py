@@ -1,0 +1,293 @@
+# -*- test-case-name: tests.unit.test_sync_delta -*-
+"""
+Incremental syncs: the indicator store (L{tcbridge.indicatordb}) kept in
+step with ThreatConnect, so that most cycles ask only for what changed.
+
+Each cycle is planned (L{Incremental.plan}) as a full sync or a delta:
+
+  - a full sync pulls every source as before and replaces the store's rows
+    of each; it runs at start, when the store is new (or was set aside),
+    every C{full_sync_hours}, when a source has no state yet, and when
+    asked (SIGHUP with other sources or filters, C{tcbridge full-sync});
+  - a delta asks each owner and C{*} source only for what changed since its
+    watermark (the newest C{lastModified} seen, less C{delta_overlap_minutes}),
+    deactivated indicators included, and for what was deleted; it adds or
+    updates the changed rows and takes out the deactivated and deleted
+    ones.  2015 API paths cannot be filtered: they are pulled whole, and
+    their rows replaced, every cycle.
+
+A cycle's changes are one transaction of the store (L{Transaction}),
+committed only once the feed is published: a failed or held-back cycle
+leaves the store and the watermarks as they were.  A delta builds the feed
+from the store's rows, which gives the bytes a full sync of the same data
+gives (feeds do not depend on the order indicators come in).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from tcbridge.indicatordb import IndicatorDB, SourceState, StoredIndicator, stored
+from tcbridge.model import Source
+from tcbridge.threatconnect.deleted import Deleted
+from tcbridge.threatconnect.records import IndicatorBatch
+
+#: Runs C{method(db, *args)} on the store (in its thread in the service).
+StoreRunner = Callable[..., Awaitable[Any]]
+
+#: The store's instance name for the one ThreatConnect of a configuration.
+INSTANCE = "default"
+
+#: The file in C{cache_folder} that asks for a full sync (C{tcbridge full-sync}).
+FULL_SYNC_FILE = "full-sync"
+
+
+@frozen
+class Plan:
+    """
+    One cycle's plan: per source name, the time to ask for changes since
+    (a delta), or C{None} (pull everything).
+    """
+
+    since: dict[str, int | None]
+    states: dict[str, SourceState]
+
+    @property
+    def full(self) -> bool:
+        """
+        Whether every source is pulled whole (the feed is then built from
+        the pull, as without a store).
+        """
+        return all(since is None for since in self.since.values())
+
+
+def deleted_key(source: str, gone: Deleted) -> tuple[str, str, str, str, str]:
+    """
+    The store key (without id) of a deleted indicator: its first value is
+    the first part of its summary (a File's C{"md5 : sha1 : sha256"}).
+    """
+    value = gone.summary.split(" : ")[0].strip() if gone.type == "File" else gone.summary.strip()
+    return (INSTANCE, source, gone.owner, gone.type, value)
+
+
+def rows_of(source: str, batches: Iterable[IndicatorBatch]) -> list[StoredIndicator]:
+    """
+    The store rows of batches pulled for the configured C{source}
+    (indicators without a value are not kept: the feed cannot hold them).
+    """
+    return [
+        row
+        for batch in batches
+        for row in (stored(record, INSTANCE, source) for record in batch.records())
+        if row is not None
+    ]
+
+
+@define
+class Transaction:
+    """
+    One cycle's changes to the store, sent as they come (the store's thread
+    takes them in order) and committed or dropped at the end.
+    """
+
+    run: StoreRunner
+    _pending: list[Deferred[Any]] = field(factory=list)
+
+    def send(self, method: Callable[..., Any], *args: Any) -> None:
+        """
+        Queue a call on the store without waiting for it.
+        """
+        self._pending.append(ensureDeferred(_call(self.run, method, *args)))
+
+    async def settled(self) -> None:
+        """
+        Wait for every queued call; raise the first failure.
+        """
+        pending, self._pending = self._pending, []
+        failure: BaseException | None = None
+        for d in pending:
+            try:
+                await d
+            except BaseException as e:
+                failure = failure or e
+        if failure is not None:
+            raise failure
+
+
+async def _call(run: StoreRunner, method: Callable[..., Any], *args: Any) -> Any:
+    return await run(method, *args)
+
+
+@define
+class Incremental:
+    """
+    Plans cycles as full syncs or deltas and keeps the store's books.
+
+    :ivar full_every: seconds between full syncs (C{full_sync_hours}).
+    :ivar overlap: seconds a delta reaches back before the watermark.
+    :ivar last_full: when the last full sync was committed.
+    :ivar last_delta: when the last delta was committed.
+    :ivar last_changes: what the last committed cycle changed:
+        C{added} (rows pulled), C{removed} (deactivated or deleted).
+    """
+
+    run: StoreRunner
+    full_every: float
+    overlap: int
+    marker: str | None = None
+    _full_wanted: bool = True
+    last_full: float | None = None
+    last_delta: float | None = None
+    last_changes: dict[str, int] = field(factory=dict)
+
+    def request_full(self) -> None:
+        """
+        Make the next cycle a full sync.
+        """
+        self._full_wanted = True
+
+    async def plan(self, sources: Sequence[Source], now: float) -> Plan:
+        """
+        The plan of a cycle starting at C{now}.
+        """
+        states = {s.name: await self.run(IndicatorDB.state, INSTANCE, s.name) for s in sources}
+        fresh = await self.run(_needs_full_sync)
+        asked = self.marker is not None and os.path.exists(self.marker)
+        full = (
+            self._full_wanted
+            or fresh
+            or asked
+            or any(
+                s.kind != "path"
+                and (
+                    states[s.name].watermark is None
+                    or states[s.name].last_full is None
+                    or now - (states[s.name].last_full or 0) >= self.full_every
+                )
+                for s in sources
+            )
+        )
+        since: dict[str, int | None] = {}
+        for source in sources:
+            watermark = states[source.name].watermark
+            if full or source.kind == "path" or watermark is None:
+                since[source.name] = None
+            else:
+                since[source.name] = max(0, watermark - self.overlap)
+        return Plan(since, states)
+
+    def committed(self, plan: Plan, now: float, changes: dict[str, int]) -> None:
+        """
+        Note a cycle's changes as committed.
+        """
+        if plan.full:
+            self._full_wanted = False
+            self.last_full = now
+            if self.marker is not None and os.path.exists(self.marker):
+                os.unlink(self.marker)
+        else:
+            self.last_delta = now
+        self.last_changes = dict(changes)
+
+
+def _needs_full_sync(db: IndicatorDB) -> bool:
+    return db.needs_full_sync
+
+
+def new_states(
+    plan: Plan, newest: dict[str, int], now: float
+) -> dict[tuple[str, str], SourceState]:
+    """
+    The sources' states after a committed cycle: the watermark moved to the
+    newest C{lastModified} seen (never back), the full or delta time set.
+    """
+    states = {}
+    for name, since in plan.since.items():
+        old = plan.states.get(name, SourceState())
+        marks = [m for m in (old.watermark, newest.get(name)) if m is not None]
+        states[(INSTANCE, name)] = SourceState(
+            watermark=max(marks) if marks else None,
+            last_full=now if since is None else old.last_full,
+            last_delta=now if since is not None else old.last_delta,
+        )
+    return states
+
+
+@define
+class CycleBook:
+    """
+    What one cycle does to the store: it is told each source's pulled and
+    inactive indicators and the deleted ones, keeps them in the cycle's
+    transaction, and commits or drops it at the end.
+    """
+
+    incremental: Incremental
+    plan: Plan
+    now: float
+    _tx: Transaction = field(init=False)
+    _newest: dict[str, int] = field(factory=dict, init=False)
+    _changes: dict[str, int] = field(factory=lambda: {"added": 0, "removed": 0}, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._tx = Transaction(self.incremental.run)
+        replaced = [(INSTANCE, name) for name, since in self.plan.since.items() if since is None]
+        self._tx.send(IndicatorDB.begin, replaced)
+
+    def pulled(self, source: str, batches: list[IndicatorBatch]) -> None:
+        """
+        Keep a page of a source's indicators (added, or updated).
+        """
+        rows = rows_of(source, batches)
+        if not rows:
+            return
+        stamps = [row.modified for row in rows if isinstance(row.modified, int)]
+        if stamps:
+            self._newest[source] = max(self._newest.get(source, 0), max(stamps))
+        self._changes["added"] += len(rows)
+        self._tx.send(IndicatorDB.add, rows)
+
+    def inactive(self, source: str, batches: list[IndicatorBatch]) -> None:
+        """
+        Take out a source's indicators that ThreatConnect now marks inactive.
+        """
+        keys = [row.key[:5] for row in rows_of(source, batches)]
+        self._changes["removed"] += len(keys)
+        self._tx.send(IndicatorDB.remove, keys)
+
+    def deleted(self, source: str, gone: Sequence[Deleted]) -> None:
+        """
+        Take out a source's indicators that were deleted in ThreatConnect.
+        """
+        self._changes["removed"] += len(gone)
+        self._tx.send(IndicatorDB.remove, [deleted_key(source, g) for g in gone])
+
+    async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[StoredIndicator]:
+        """
+        The store's rows as the cycle leaves them (see L{IndicatorDB.page}).
+        """
+        await self._tx.settled()
+        rows: list[StoredIndicator] = await self.incremental.run(IndicatorDB.page, after, limit)
+        return rows
+
+    async def commit(self) -> None:
+        """
+        Keep the cycle's changes and move the watermarks.
+        """
+        await self._tx.settled()
+        states = new_states(self.plan, self._newest, self.now)
+        await self.incremental.run(IndicatorDB.commit, states)
+        self.incremental.committed(self.plan, self.now, self._changes)
+
+    async def abort(self) -> None:
+        """
+        Drop the cycle's changes (the watermarks stay).
+        """
+        try:
+            await self._tx.settled()
+        finally:
+            await self.incremental.run(IndicatorDB.abort)
