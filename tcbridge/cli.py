@@ -93,10 +93,8 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
         out.write(f"tcbridge: no sync has kept anything in {folder} yet\n")
         return EXIT_FAILED
     settings, _ = feed_settings(config)
-    # Judged as of the last sync: when it started, else when it kept its file.
-    if last is not None:
-        settings = as_of(settings, config, last.started)
-    elif os.path.exists(seen):
+    if os.path.exists(seen):
+        # Judged as of the sync that kept what it saw (not a later failed one).
         settings = as_of(settings, config, os.path.getmtime(seen))
     for value in values:
         answer = explain(
@@ -298,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     return_freed_memory()
+    if argv[:1] == ["encrypt-secret"]:
+        # Its own options and messages (it reads a secret, nothing else).
+        raise SystemExit(encrypt_secret_command(argv[1:], sys.stdin, sys.stdout, sys.stderr))
     options = CommandOptions()
     try:
         options.parseOptions(argv)
@@ -305,8 +306,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(f"tcbridge: {e}\nRun 'tcbridge --help' for the commands.\n")
         raise SystemExit(EXIT_USAGE) from None
     command, sub = options.subCommand, options.subOptions
-    if command == "encrypt-secret":
-        raise SystemExit(run_encrypt_secret(sub["key-file"], sys.stdin, sys.stdout, sys.stderr))
     if command == "validate":
         raise SystemExit(run_validate(sub["values"], sys.stdout))
     config = None

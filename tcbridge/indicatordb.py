@@ -320,10 +320,12 @@ class IndicatorDB:
         self.warning: str | None = None
 
     @classmethod
-    def open(cls, folder: str, clock: Callable[[], float] = time.time) -> IndicatorDB:
+    def open(
+        cls, folder: str, clock: Callable[[], float] = time.time, wait: float = 5.0
+    ) -> IndicatorDB:
         """
         Open (or create) the store in C{folder} (made if missing), migrating
-        it forward; a
+        it forward, waiting up to C{wait} seconds for another writer; a
         damaged database, or one a newer tcbridge made, is set aside and a
         new one started.
         """
@@ -331,13 +333,15 @@ class IndicatorDB:
         path = os.path.join(folder, FILE_NAME)
         existed = os.path.exists(path)
         try:
-            return cls._open(path, existed)
+            return cls._open(path, existed, wait)
         except (sqlite3.DatabaseError, NewerDatabaseError) as e:
+            if not _damaged(e):
+                raise  # locked, read-only, disk full...: not the file's fault
             aside = f"{path}.damaged-{int(clock())}"
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(path + suffix):
                     os.replace(path + suffix, aside + suffix)
-            db = cls._open(path, False)
+            db = cls._open(path, False, wait)
             db.warning = (
                 f"The indicator store {path} could not be used ({e}); it was set aside as "
                 f"{aside} and a new one started: the next sync is a full sync."
@@ -346,15 +350,17 @@ class IndicatorDB:
             return db
 
     @classmethod
-    def _open(cls, path: str, existed: bool) -> IndicatorDB:
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    def _open(cls, path: str, existed: bool, wait: float) -> IndicatorDB:
+        connection = sqlite3.connect(
+            path, timeout=wait, isolation_level=None, check_same_thread=False
+        )
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             if existed:
                 ok = connection.execute("PRAGMA quick_check").fetchone()
                 if ok is None or ok[0] != "ok":
-                    raise sqlite3.DatabaseError(f"quick_check says {ok}")
+                    raise DamagedDatabaseError(f"quick_check says {ok}")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise NewerDatabaseError(
@@ -497,6 +503,29 @@ class IndicatorDB:
         return int(self._db.execute("SELECT count(*) FROM indicators").fetchone()[0])
 
 
+#: SQLite's result codes for a file that is not a sound database.
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_NOTADB: Final = 26
+
+
+class DamagedDatabaseError(sqlite3.DatabaseError):
+    """
+    The database's own check found it damaged.
+    """
+
+
+def _damaged(error: BaseException) -> bool:
+    """
+    Whether C{error} says the file itself is unusable (damaged, not a
+    database, made by a newer tcbridge), rather than that it cannot be used
+    right now (locked, read-only, a full disk).
+    """
+    if isinstance(error, NewerDatabaseError | DamagedDatabaseError):
+        return True
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
 def migrate(connection: sqlite3.Connection, version: int) -> None:
     """
     Bring a database at schema C{version} to L{SCHEMA_VERSION}, one step at
@@ -510,7 +539,8 @@ def migrate(connection: sqlite3.Connection, version: int) -> None:
             connection.execute(f"PRAGMA user_version = {number + 1}")
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
             raise
 
 

@@ -11,11 +11,33 @@ job, so that each can report a bad file in its own way.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.python import usage
 
+from tcbridge import __version__
 from tcbridge.secrets import DEFAULT_KEY_FILE
+
+
+class _Options(usage.Options):
+    """
+    tcbridge's options: C{-h} as well as C{--help}; C{--version} says
+    tcbridge's version.
+    """
+
+    def opt_h(self) -> None:
+        """
+        Display this help and exit.
+        """
+        self.opt_help()
+
+    def opt_version(self) -> None:
+        """
+        Display tcbridge's version and exit.
+        """
+        print(f"tcbridge {__version__}")
+        sys.exit(0)
 
 
 class WriteOptions(usage.Options):
@@ -62,7 +84,7 @@ class ValidateOptions(_Values):
     what = "FILE"
 
 
-class EncryptSecretOptions(usage.Options):
+class EncryptSecretOptions(_Options):
     """
     C{encrypt-secret [--key-file PATH]}: encrypt the secret key read from
     standard input for C{secret_key_encrypted}.
@@ -88,7 +110,7 @@ class _NoArguments(usage.Options):
     """
 
 
-class _Source(usage.Options):
+class _Source(_Options):
     """
     Where the indicators come from: a configuration file, or the built-in
     demo.

@@ -180,7 +180,7 @@ class FeedStore:
     cache_dir: str | None = None
     current: Snapshot | None = None
     cache_warning: str | None = None
-    _unchecked: tuple[Snapshot, int] | None = field(default=None, init=False, repr=False)
+    _unchecked: tuple[Snapshot, int, str] | None = field(default=None, init=False, repr=False)
 
     @property
     def cache_path(self) -> str | None:
@@ -233,6 +233,9 @@ class FeedStore:
         else C{history}.  Blocking: call it in a thread, then L{swap} on the
         reactor.
         """
+        # A newer feed replaces the cached one: whatever its check finds, that
+        # file is no longer the one to set aside.
+        self._unchecked = None
         gz = feed.gzip_body
         if gz is None:
             gz = gzip.compress(read_file(feed.path), compresslevel=6, mtime=0)
@@ -330,7 +333,7 @@ class FeedStore:
                 history=history,
             )
             if check_later:
-                self._unchecked = (snapshot, meta["crc32"])
+                self._unchecked = (snapshot, meta["crc32"], self._beside(CACHE_FILE_NAME))
             return snapshot
         except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
             return None
@@ -348,7 +351,7 @@ class FeedStore:
         unchecked = self._unchecked
         if unchecked is None:
             return None
-        snapshot, crc32 = unchecked
+        snapshot, crc32, _ = unchecked
         if zlib.crc32(snapshot.body) == crc32:
             self._unchecked = None
             return None
@@ -363,11 +366,11 @@ class FeedStore:
         :return: the warning, if the cached feed was withdrawn.
         """
         unchecked, self._unchecked = self._unchecked, None
-        path = self.cache_path
-        if unchecked is None or self.current is not unchecked[0] or path is None:
+        if unchecked is None or self.current is not unchecked[0]:
             return None
+        snapshot, _, path = unchecked
         self.current = None
-        self._set_aside(path, problem, int(unchecked[0].published_at))
+        self._set_aside(path, problem, int(snapshot.published_at))
         return self.cache_warning
 
     def _history(self, meta: dict[str, Any]) -> AnyHistory | None:

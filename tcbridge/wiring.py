@@ -303,9 +303,9 @@ def explainer(bridge: Bridge) -> Callable[[str], Explanation] | None:
     def run(value: str) -> Explanation:
         config = bridge.cycle.config
         settings, _ = feed_settings(config)
-        last_sync = bridge.status.last_attempt
-        if last_sync is not None:
-            settings = as_of(settings, config, last_sync)
+        if os.path.exists(seen_path):
+            # Judged as of the sync that kept what it saw (not a later one).
+            settings = as_of(settings, config, os.path.getmtime(seen_path))
         return explain(
             value,
             feed=bridge.store.body(),

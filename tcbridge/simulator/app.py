@@ -455,8 +455,12 @@ class Simulator(Listings):
             doc = orjson.loads(request.content.read() if request.content else b"")
             fraction = float(doc["fraction"])
             seed = int(doc.get("seed", 1))
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-            raise FailureError(400, 'expected {"fraction": 0.005, "seed": 1}') from None
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(fraction)
+        except (ValueError, KeyError, TypeError, OverflowError, orjson.JSONDecodeError):
+            raise FailureError(
+                400, 'expected {"fraction": 0.005, "seed": 1}, a fraction from 0 to 1'
+            ) from None
         plan = self.churn(fraction, seed)
         return orjson.dumps({"changed": len(plan), "status": "Success"})
 

@@ -13,8 +13,9 @@ Each cycle is planned (L{Incremental.plan}) as a full sync or a delta:
     watermark (the newest C{lastModified} seen, less C{delta_overlap_minutes}),
     deactivated indicators included, and for what was deleted; it adds or
     updates the changed rows and takes out the deactivated and deleted
-    ones.  2015 API paths cannot be filtered: they are pulled whole, and
-    their rows replaced, every cycle.
+    ones.  2015 API paths cannot be filtered, and TQL sources would hide
+    what stopped matching them: both are pulled whole, and their rows
+    replaced, every cycle.
 
 A cycle's changes are one transaction of the store (L{Transaction}),
 committed only once the feed is published: a failed or held-back cycle
@@ -42,6 +43,11 @@ StoreRunner = Callable[..., Awaitable[Any]]
 
 #: The store's instance name for the one ThreatConnect of a configuration.
 INSTANCE = "default"
+
+#: Source kinds every cycle pulls whole: a 2015 API path cannot be filtered
+#: by date, and a TQL source's own conditions would hide an indicator that
+#: stopped matching them (deactivated, rated down) from a delta.
+_WHOLE = ("path", "tql")
 
 #: The file in C{cache_folder} that asks for a full sync (C{tcbridge full-sync}).
 FULL_SYNC_FILE = "full-sync"
@@ -163,7 +169,7 @@ class Incremental:
             or fresh
             or asked
             or any(
-                s.kind != "path"
+                s.kind not in _WHOLE
                 and (
                     states[s.name].watermark is None
                     or states[s.name].last_full is None
@@ -175,7 +181,7 @@ class Incremental:
         since: dict[str, int | None] = {}
         for source in sources:
             watermark = states[source.name].watermark
-            if full or source.kind == "path" or watermark is None:
+            if full or source.kind in _WHOLE or watermark is None:
                 since[source.name] = None
             else:
                 since[source.name] = max(0, watermark - self.overlap)

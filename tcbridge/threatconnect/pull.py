@@ -336,9 +336,11 @@ async def _pull_owner(
         if better is e:
             raise
         raise better from e
-    if options.api_version == "v3" and tally.items == 0 and options.types:
+    full = options.modified_since is None
+    if options.api_version == "v3" and tally.items == 0 and options.types and full:
         # v3 answers a TQL naming an owner it cannot see with nothing at
-        # all rather than a 403: tell that apart from an empty owner.
+        # all rather than a 403: tell that apart from an empty owner (a
+        # delta with no changes is no sign of either).
         await _check_owner_visible(client, owner, options)
 
 

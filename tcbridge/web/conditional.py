@@ -20,8 +20,10 @@ def accepts_gzip(accept_encoding: bytes | None) -> bool:
     if not accept_encoding:
         return False
     qualities: dict[str, float] = {}
-    for coding, quality in parse_accept_header(accept_encoding.decode("latin-1")):
-        qualities[coding.lower()] = max(quality, qualities.get(coding.lower(), 0.0))
+    for value, quality in parse_accept_header(accept_encoding.decode("latin-1")):
+        # werkzeug keeps parameters other than q in the value: gzip;level=1
+        coding = value.split(";")[0].strip().lower()
+        qualities[coding] = max(quality, qualities.get(coding, 0.0))
     if "gzip" in qualities or "x-gzip" in qualities:
         q_gzip = max(qualities.get("gzip", 0.0), qualities.get("x-gzip", 0.0))
     else:

@@ -199,3 +199,29 @@ def test_a_feed_built_from_the_store_is_the_feed_the_pull_gives(
         with open(built.path, "rb") as f:
             feeds.append(f.read())
     assert feeds[0] == feeds[1]
+
+
+def test_a_busy_store_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
+    """
+    A store that must migrate while another connection is writing to it
+    cannot be opened for now: that is an error to retry, and the store is
+    left where it is.
+    """
+    path = tmp_path / FILE_NAME
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    migrate_to_1 = MIGRATIONS[0]
+    old.execute("BEGIN")
+    for statement in migrate_to_1:
+        old.execute(statement)
+    old.execute("PRAGMA user_version = 1")
+    old.execute("COMMIT")
+    old.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            IndicatorDB.open(str(tmp_path), wait=0.05)
+    finally:
+        old.execute("ROLLBACK")
+        old.close()
+    assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == []
+    assert IndicatorDB.open(str(tmp_path)).warning is None

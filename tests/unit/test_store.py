@@ -330,3 +330,28 @@ def test_service_check_puts_the_warning_on_the_page(tmp_path: Path) -> None:
     assert store.current is None
     assert status.notices[0] == "configured notice"
     assert status.notices[1] == store.cache_warning
+
+
+def test_checked_later_damage_found_during_a_publish_keeps_the_new_file(
+    tmp_path: Path,
+) -> None:
+    """
+    If the check of the cached feed ends while a sync is publishing (the new
+    file renamed over the cache file, the snapshot not swapped yet), the
+    verdict on the old file must not set the new one aside.
+    """
+    cache = tmp_path / "cache"
+    body, _ = _published(cache)
+    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body))
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    assert store.load_cache(_read, check_later=True) is not None
+    problem = store.check_loaded()
+    assert problem is not None
+    builder = FeedBuilder()
+    builder.add([file("b" * 32, id="2", last_modified=20)])
+    feed = build_feed_file(builder, store.build_directory(), gzip=False, pretty=False)
+    newer = store.publish(feed, builder.history, 7.0)
+    assert store.drop_loaded(problem) is None
+    store.swap(newer)
+    assert (cache / CACHE_FILE_NAME).read_bytes() == newer.body
+    assert [p for p in cache.iterdir() if ".damaged-" in p.name] == []

@@ -353,3 +353,11 @@ def test_helpers_directly() -> None:
     assert not none_match(b"", b'"x"')
     assert not not_modified_since(b"Sat, 28 Nov 2026 06:23:29 GMT", None)
     assert not not_modified_since(b"\xff\xfe", 1)
+
+
+def test_gzip_with_parameters() -> None:
+    """
+    Parameters besides q after a coding do not hide it.
+    """
+    assert accepts_gzip(b"gzip;level=1")
+    assert accepts_gzip(b"gzip;q=1;foo=bar, identity;q=0.5")
