@@ -63,6 +63,40 @@ class SyncProgress:
         return line if elapsed is None else f"{line}, {elapsed:.0f} s"
 
 
+@frozen
+class IncrementalState:
+    """
+    Where incremental syncs stand (C{incremental_sync}), after the last
+    committed cycle.
+
+    :ivar kind: the last cycle's kind: C{"full"} or C{"delta"}.
+    :ivar watermarks: per source, the newest C{lastModified} seen (epoch
+        seconds; a delta asks from a little before it).
+    :ivar added: indicators the last cycle added or updated in the store.
+    :ivar removed: indicators it took out (deactivated, deleted).
+    """
+
+    kind: str
+    last_full: float | None
+    last_delta: float | None
+    watermarks: tuple[tuple[str, int | None], ...]
+    added: int
+    removed: int
+
+    def as_json(self) -> dict[str, object]:
+        """
+        The state for /healthz.
+        """
+        return {
+            "last_cycle": self.kind,
+            "last_full": self.last_full,
+            "last_delta": self.last_delta,
+            "watermarks": dict(self.watermarks),
+            "added": self.added,
+            "removed": self.removed,
+        }
+
+
 @define
 class SyncStatus:
     """
@@ -80,12 +114,14 @@ class SyncStatus:
     :ivar cb_last_error: the last Carbon Black server sync failure; it never
         stops publishing.
     :ivar progress: how far the running sync has got (C{None} between syncs).
+    :ivar incremental: where incremental syncs stand (C{None} when off).
     """
 
     started_at: float
     notices: tuple[str, ...] = ()
     running: bool = False
     progress: SyncProgress | None = None
+    incremental: IncrementalState | None = None
     last_attempt: float | None = None
     last_attempt_finished: float | None = None
     last_success: float | None = None

@@ -366,7 +366,7 @@ class SyncCycle:
                 await book.abort()
             raise
         if book is not None:
-            await book.commit()
+            self._status.incremental = await book.commit()
         return result, builder, pulls
 
     async def _pull_all(

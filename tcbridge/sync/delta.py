@@ -35,6 +35,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from tcbridge.indicatordb import IndicatorDB, SourceState, StoredIndicator, stored
 from tcbridge.model import Source
+from tcbridge.status import IncrementalState
 from tcbridge.threatconnect.deleted import Deleted
 from tcbridge.threatconnect.records import IndicatorBatch
 
@@ -280,14 +281,26 @@ class CycleBook:
         rows: list[StoredIndicator] = await self.incremental.run(IndicatorDB.page, after, limit)
         return rows
 
-    async def commit(self) -> None:
+    async def commit(self) -> IncrementalState:
         """
-        Keep the cycle's changes and move the watermarks.
+        Keep the cycle's changes and move the watermarks; where incremental
+        syncs stand now.
         """
         await self._tx.settled()
         states = new_states(self.plan, self._newest, self.now)
         await self.incremental.run(IndicatorDB.commit, states)
-        self.incremental.committed(self.plan, self.now, self._changes)
+        inc = self.incremental
+        inc.committed(self.plan, self.now, self._changes)
+        return IncrementalState(
+            kind="full" if self.plan.full else "delta",
+            last_full=inc.last_full,
+            last_delta=inc.last_delta,
+            watermarks=tuple(
+                sorted((name, state.watermark) for (_, name), state in states.items())
+            ),
+            added=self._changes["added"],
+            removed=self._changes["removed"],
+        )
 
     async def abort(self) -> None:
         """

@@ -225,5 +225,6 @@ def health_document(
         "stale_after_seconds": health.stale_after,
         "cycles_ok": status.cycles_ok,
         "cycles_failed": status.cycles_failed,
+        "incremental": None if status.incremental is None else status.incremental.as_json(),
     }
     return health.code, orjson.dumps(document)

@@ -136,6 +136,7 @@ def _summary(
             ("Syncs since start", f"{status.cycles_ok} succeeded, {status.cycles_failed} failed"),
             ("Bridge started", when(status.started_at, now)),
             ("Carbon Black server sync", _cb_sync_text(status, now)),
+            ("Incremental sync", _incremental_text(status, now)),
         ],
     )
 
@@ -296,6 +297,24 @@ def state_of(status: SyncStatus, snapshot: Snapshot | None) -> Tag:
     if snapshot is None:
         return tags.span("No feed yet", class_="warn")
     return tags.span("OK", class_="ok")
+
+
+def _incremental_text(status: SyncStatus, now: float) -> str:
+    """
+    Where incremental syncs stand: the last full sync and delta, what the
+    last cycle changed, each source's watermark.
+    """
+    inc = status.incremental
+    if inc is None:
+        return "off, or no sync committed yet (every sync pulls everything)"
+    marks = ", ".join(
+        f"{name} {http_time(mark)}" for name, mark in inc.watermarks if mark is not None
+    )
+    return (
+        f"last full sync {when(inc.last_full, now)}; last delta {when(inc.last_delta, now)}; "
+        f"the last cycle ({inc.kind}) added or updated {inc.added:,} and removed "
+        f"{inc.removed:,} indicators; changes asked from: {marks or 'none yet'}"
+    )
 
 
 def _cb_sync_text(status: SyncStatus, now: float) -> Any:

@@ -104,6 +104,7 @@ class BridgeCollector(Collector):
         yield from self._feed(status, snapshot, health)
         yield from self._requests_and_skips(status)
         yield from self._schedule_and_cb(status)
+        yield from self._incremental(status)
 
     def _health(self, health: Health) -> Iterable[Metric]:
         states = GaugeMetricFamily(
@@ -209,6 +210,27 @@ class BridgeCollector(Collector):
         for reason, count in sorted(status.skipped.items()):
             skipped.add_metric([reason], count)
         yield skipped
+
+    def _incremental(self, status: SyncStatus) -> Iterable[Metric]:
+        inc = status.incremental
+        yield GaugeMetricFamily(
+            "tcbridge_incremental_last_full_timestamp_seconds",
+            "When the last full sync was committed (0: never, or incremental sync off).",
+            value=(inc.last_full if inc is not None else None) or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "tcbridge_incremental_last_delta_timestamp_seconds",
+            "When the last delta sync was committed (0: never, or incremental sync off).",
+            value=(inc.last_delta if inc is not None else None) or 0.0,
+        )
+        changes = GaugeMetricFamily(
+            "tcbridge_incremental_changes",
+            "Indicators the last committed cycle added or updated, and removed.",
+            labels=["change"],
+        )
+        changes.add_metric(["added"], 0 if inc is None else inc.added)
+        changes.add_metric(["removed"], 0 if inc is None else inc.removed)
+        yield changes
 
     def _schedule_and_cb(self, status: SyncStatus) -> Iterable[Metric]:
         yield GaugeMetricFamily(

@@ -24,6 +24,8 @@ from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental
+from tcbridge.web.health import assess, health_document
+from tcbridge.web.index import _incremental_text
 from tests.helpers import result_of
 from tests.unit.test_sync import START, Harness
 
@@ -57,13 +59,13 @@ class Pair:
         self.incremental = Incremental(
             self.store.run, full_every=10**9, overlap=600, marker=str(folder / FULL_SYNC_FILE)
         )
-        self.delta = self._cycle(self.incremental)
-        self.full = self._cycle(None)
+        self.status = SyncStatus(started_at=self.h.clock.seconds())
+        self.delta = self._cycle(self.incremental, self.status)
+        self.full = self._cycle(None, SyncStatus(started_at=self.h.clock.seconds()))
 
-    def _cycle(self, incremental: Incremental | None) -> SyncCycle:
+    def _cycle(self, incremental: Incremental | None, status: SyncStatus) -> SyncCycle:
         h = self.h
         store = FeedStore(empty_body=dumps(empty_document(FeedInfo())))
-        status = SyncStatus(started_at=h.clock.seconds())
         return SyncCycle(h.config, h.client, store, status, h.clock, incremental=incremental)
 
     def sync(self) -> tuple[bytes, bytes]:
@@ -111,6 +113,15 @@ def test_delta_publishes_what_a_full_sync_publishes(tmp_path: Path, version: str
     assert asked, "the delta asked for what changed"
     assert any("/deleted" in t for t in pair.targets())
     assert pair.incremental.last_changes["removed"] >= 2
+    # What the page, /healthz and /metrics show.
+    inc = pair.status.incremental
+    assert inc is not None and inc.kind == "delta" and inc.removed >= 2 and inc.added >= 3
+    assert inc.last_delta == pair.h.clock.seconds() and inc.last_full is not None
+    assert dict(inc.watermarks)["*"] is not None
+    now = pair.h.clock.seconds()
+    _, body = health_document(assess(pair.status, None, now), pair.status, None, now)
+    assert orjson.loads(body)["incremental"]["last_cycle"] == "delta"
+    assert "the last cycle (delta)" in _incremental_text(pair.status, now)
 
 
 def test_quiet_changes_wait_for_a_full_sync(tmp_path: Path) -> None:
