@@ -53,3 +53,14 @@ def test_daemon_benchmark_runs() -> None:
     assert "reactor stalls" in out and "/healthz from another process" in out
     assert "(numpy not loaded in the service)" in out
     assert re.search(r"restart: first byte of the cached feed [\d.]+ s after start", out)
+
+
+def test_delta_benchmark_runs() -> None:
+    """
+    bench_delta.py prints a full sync and a delta after churn (time,
+    requests, indicators transferred), their ratios, and the delta's kind.
+    """
+    out = _run("bench_delta.py")
+    assert re.search(r"^  full sync +[\d.]+ s +[\d,]+ +[\d,]+$", out, re.M), out
+    assert re.search(r"^  delta sync +[\d.]+ s +[\d,]+ +[\d,]+$", out, re.M), out
+    assert "the second sync was a delta" in out
