@@ -253,6 +253,18 @@ class StoreChanges:
     states: dict[tuple[str, str], SourceState] = field(factory=dict)
 
 
+#: StoredIndicator field -> Indicator field, for what passes unchanged.
+_SAME: Final = (
+    ("id", "id"),
+    ("rating", "rating"),
+    ("confidence", "confidence"),
+    ("assess", "threat_assess_score"),
+    ("modified", "last_modified"),
+    ("tags", "tags"),
+    ("description", "description"),
+)
+
+
 def stored(indicator: Indicator, instance: str, source: str = "") -> StoredIndicator | None:
     """
     What the store keeps of a pulled indicator of the configured C{source}
@@ -263,22 +275,17 @@ def stored(indicator: Indicator, instance: str, source: str = "") -> StoredIndic
     values = {name: v for name in names if (v := getattr(indicator, name))}
     if not values:
         return None
+    same: dict[str, Any] = {mine: getattr(indicator, theirs) for mine, theirs in _SAME}
     return StoredIndicator(
         instance,
         source or indicator.source,
         indicator.owner,
         indicator.type,
         next(iter(values.values())),
-        id=indicator.id,
-        rating=indicator.rating,
-        confidence=indicator.confidence,
-        assess=indicator.threat_assess_score,
-        modified=indicator.last_modified,
-        tags=indicator.tags,
         link=indicator.web_link,
         values=values,
-        description=indicator.description,
         label=indicator.source,
+        **same,
     )
 
 
@@ -286,19 +293,14 @@ def indicator_of(row: StoredIndicator) -> Indicator:
     """
     The indicator a stored row describes, as a pull would have handed it on.
     """
+    same: dict[str, Any] = {theirs: getattr(row, mine) for mine, theirs in _SAME}
+    same.update(row.values)
     return Indicator(
         source=row.label or row.source,
         owner=row.owner,
         type=row.type,
-        id=row.id,
-        rating=row.rating,
-        confidence=row.confidence,
-        last_modified=row.modified,
         web_link=row.link or "",
-        description=row.description,
-        tags=row.tags,
-        threat_assess_score=row.assess,
-        **row.values,
+        **same,
     )
 
 

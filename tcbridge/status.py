@@ -128,20 +128,22 @@ class SyncStatus:
     last_duration: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
+    # What the last successful sync read and made.
     sources: tuple[SourceRow, ...] = ()
     pulls: tuple[SourcePull, ...] = ()
+    requests: int = 0
     iocs_by_kind: Mapping[str, int] = field(factory=dict)
+    shared_iocs: int = 0
     skipped: Mapping[str, int] = field(factory=dict)
+    excluded_by: Mapping[str, int] = field(factory=dict)
     reports: int = 0
     truncated_reports: int = 0
-    requests: int = 0
+    feed_warnings: tuple[str, ...] = ()
+    held_back: str | None = None
+    # Every sync since the start.
     cycles_ok: int = 0
     cycles_failed: int = 0
     cycle_seconds_total: float = 0.0
-    held_back: str | None = None
-    shared_iocs: int = 0
-    excluded_by: Mapping[str, int] = field(factory=dict)
-    feed_warnings: tuple[str, ...] = ()
     cb_last_sync: float | None = None
     cb_feed_id: int | None = None
     cb_last_error: str | None = None
