@@ -6,6 +6,6 @@ Metadata and dependencies live in setup.cfg.
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(exclude=["tests", "tests.*", "bench"]) + ["twisted.plugins"],
+    packages=[*find_packages(exclude=["tests", "tests.*", "bench"]), "twisted.plugins"],
     package_data={"tcbridge": ["feed/icons/*.png"], "twisted": ["plugins/tcbridge_plugin.py"]},
 )

@@ -26,7 +26,7 @@ from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
 from tcbridge.feedfile import FeedFile
-from tcbridge.indicatordb import indicator_of
+from tcbridge.indicatorrows import indicator_of
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.secrets import redact

@@ -33,7 +33,8 @@ from typing import Any
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from tcbridge.indicatordb import IndicatorDB, SourceState, StoredIndicator, stored
+from tcbridge.indicatordb import IndicatorDB
+from tcbridge.indicatorrows import SourceState, StoredIndicator, stored
 from tcbridge.model import Source
 from tcbridge.status import IncrementalState
 from tcbridge.threatconnect.deleted import Deleted

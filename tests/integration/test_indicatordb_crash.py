@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest_twisted
 
-from tcbridge.indicatordb import IndicatorDB, SourceState, StoreChanges, StoredIndicator
+from tcbridge.indicatordb import IndicatorDB
+from tcbridge.indicatorrows import SourceState, StoreChanges, StoredIndicator
 from tests.helpers import real_reactor
 
 #: The child: replace the store's content with many rows, announce when it
@@ -25,7 +26,8 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from tcbridge.indicatordb import IndicatorDB, SourceState, StoreChanges, StoredIndicator
+    from tcbridge.indicatordb import IndicatorDB
+    from tcbridge.indicatorrows import SourceState, StoreChanges, StoredIndicator
 
     folder, marker = sys.argv[1], Path(sys.argv[2])
     db = IndicatorDB.open(folder)

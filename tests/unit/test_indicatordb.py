@@ -18,11 +18,13 @@ from tcbridge.indicatordb import (
     MIGRATIONS,
     SCHEMA_VERSION,
     IndicatorDB,
+    migrate,
+)
+from tcbridge.indicatorrows import (
     SourceState,
     StoreChanges,
     StoredIndicator,
     indicator_of,
-    migrate,
     stored,
 )
 from tcbridge.threatconnect.records import Indicator

@@ -1,0 +1,196 @@
+# -*- test-case-name: tests.unit.test_indicatordb -*-
+"""
+What the indicator store (L{tcbridge.indicatordb}) keeps, as records: one
+indicator (L{StoredIndicator}, made from a pulled one by L{stored} and back
+by L{indicator_of}, every field the feed uses kept exactly), a source's
+state (L{SourceState}) and one sync's changes (L{StoreChanges}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from attrs import field, frozen
+
+from tcbridge.threatconnect.records import VALUE_COLUMNS, Indicator
+
+
+def _json(value: object) -> str:
+    """
+    C{value} as JSON text: ratings, confidences, scores and descriptions are
+    kept exactly as ThreatConnect sent them (a rating sent as text stays
+    text), so that a feed built from the store is the one a pull gives.
+    """
+    return orjson.dumps(value).decode()
+
+
+@frozen
+class StoredIndicator:
+    """
+    One indicator as stored.
+
+    :ivar value: the indicator's first value, as ThreatConnect sent it
+        (for a File, the first of md5, sha1, sha256 it has).
+    :ivar source: the configured source it was pulled for (its key).
+    :ivar values: its IOC values by column (C{md5}, C{sha256}, C{ip}...).
+    :ivar label: the label its reports carry (the owner, for a C{*} source).
+    """
+
+    instance: str
+    source: str
+    owner: str
+    type: str
+    value: str
+    id: str = ""
+    rating: float | None = None
+    confidence: int | None = None
+    assess: int | None = None
+    added: int | None = None
+    modified: int | None = None
+    tags: tuple[str, ...] = ()
+    active: bool = True
+    link: str | None = None
+    values: dict[str, str] = field(factory=dict)
+    description: str | None = None
+    label: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, str]:
+        """
+        The row's key, in the store's order.
+        """
+        return (self.instance, self.source, self.owner, self.type, self.value, self.id)
+
+    def row(self) -> tuple[Any, ...]:
+        """
+        The row, in L{_COLUMNS} order.
+        """
+        return (
+            self.instance,
+            self.source,
+            self.owner,
+            self.type,
+            self.value,
+            self.id,
+            _json(self.rating),
+            _json(self.confidence),
+            _json(self.assess),
+            self.added,
+            self.modified,
+            orjson.dumps(list(self.tags)).decode(),
+            int(self.active),
+            self.link,
+            orjson.dumps(self.values, option=orjson.OPT_SORT_KEYS).decode(),
+            self.label,
+            _json(self.description),
+        )
+
+    @classmethod
+    def of_row(cls, row: tuple[Any, ...]) -> StoredIndicator:
+        """
+        The indicator a row holds.
+        """
+        (instance, source, owner, type_, value, id_, rating, confidence, assess, added,
+         modified, tags, active, link, values, label, description) = row  # fmt: skip
+        return cls(
+            instance,
+            source,
+            owner,
+            type_,
+            value,
+            id_,
+            orjson.loads(rating),
+            orjson.loads(confidence),
+            orjson.loads(assess),
+            added,
+            modified,
+            tuple(orjson.loads(tags)),
+            bool(active),
+            link,
+            orjson.loads(values),
+            orjson.loads(description),
+            label,
+        )
+
+
+@frozen
+class SourceState:
+    """
+    What the store knows of one source: its watermark and when the last
+    full and delta syncs of it ended.
+    """
+
+    watermark: int | None = None
+    last_full: float | None = None
+    last_delta: float | None = None
+
+
+@frozen
+class StoreChanges:
+    """
+    One sync's changes to the store, applied in one transaction.
+
+    :ivar replace: sources whose whole content is replaced (a full sync):
+        their old rows go, C{upsert} brings the new ones.
+    :ivar upsert: indicators added or updated.
+    :ivar remove: C{(instance, source, owner, type, value)}: every row of
+        that value leaves (whatever its id).
+    :ivar states: per C{(instance, source)}, its new state.
+    """
+
+    replace: tuple[tuple[str, str], ...] = ()
+    upsert: tuple[StoredIndicator, ...] = ()
+    remove: tuple[tuple[str, str, str, str, str], ...] = ()
+    states: dict[tuple[str, str], SourceState] = field(factory=dict)
+
+
+#: StoredIndicator field -> Indicator field, for what passes unchanged.
+_SAME: Final = (
+    ("id", "id"),
+    ("rating", "rating"),
+    ("confidence", "confidence"),
+    ("assess", "threat_assess_score"),
+    ("modified", "last_modified"),
+    ("tags", "tags"),
+    ("description", "description"),
+)
+
+
+def stored(indicator: Indicator, instance: str, source: str = "") -> StoredIndicator | None:
+    """
+    What the store keeps of a pulled indicator of the configured C{source}
+    (by default its label), or C{None} for one without a value (a type the
+    feed cannot hold).
+    """
+    names = VALUE_COLUMNS.get(indicator.type, ())
+    values = {name: v for name in names if (v := getattr(indicator, name))}
+    if not values:
+        return None
+    same: dict[str, Any] = {mine: getattr(indicator, theirs) for mine, theirs in _SAME}
+    return StoredIndicator(
+        instance,
+        source or indicator.source,
+        indicator.owner,
+        indicator.type,
+        next(iter(values.values())),
+        link=indicator.web_link,
+        values=values,
+        label=indicator.source,
+        **same,
+    )
+
+
+def indicator_of(row: StoredIndicator) -> Indicator:
+    """
+    The indicator a stored row describes, as a pull would have handed it on.
+    """
+    same: dict[str, Any] = {theirs: getattr(row, mine) for mine, theirs in _SAME}
+    same.update(row.values)
+    return Indicator(
+        source=row.label or row.source,
+        owner=row.owner,
+        type=row.type,
+        web_link=row.link or "",
+        **same,
+    )
