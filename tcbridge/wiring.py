@@ -36,7 +36,7 @@ from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, Incremental
-from tcbridge.sync.work import RunHeavy, as_of, feed_settings, run_inline
+from tcbridge.sync.work import BuildFeed, RunHeavy, as_of, build_here, feed_settings, run_inline
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.retry import RetryPolicy
@@ -247,7 +247,7 @@ def build_bridge(
         cb_sync=make_cb_sync(config, reactor, pool) if use_cache else None,
         history=history,
         pause=reactor_pause(reactor),
-        build=ChildBuild(reactor, run_heavy) if threads and store.cache_dir else None,
+        build=_builder(reactor, run_heavy, threads, store.cache_dir),
         sync_log=sync_log,
         seen_folder=store.cache_dir if threads else None,
         incremental=make_incremental(config, reactor) if use_cache and threads else None,
@@ -263,6 +263,19 @@ def build_bridge(
         pool=pool,
         sync_log=sync_log,
     )
+
+
+def _builder(
+    reactor: Any, run_heavy: RunHeavy, threads: bool, cache_dir: str | None
+) -> BuildFeed | None:
+    """
+    Where feeds are built: a service with a cache folder builds in a child
+    process; write mode in its own process (on both cores); a service
+    without a cache folder with C{run_heavy}.
+    """
+    if not threads:
+        return build_here
+    return ChildBuild(reactor, run_heavy) if cache_dir else None
 
 
 def make_incremental(config: Config, reactor: Any) -> Incremental | None:

@@ -113,9 +113,12 @@ class FeedBuilder:
         """
         self._collector = None
 
-    def _reports(self, stamper: Stamper) -> Iterable[tuple[str, bytes, Body, int] | Chunk]:
+    def _reports(
+        self, stamper: Stamper, fork: bool
+    ) -> Iterable[tuple[str, bytes, Body, int] | Chunk]:
         """
-        Every report in id order as (id, id as JSON, body, timestamp).
+        Every report in id order as (id, id as JSON, body, timestamp); with
+        C{fork}, an Expanded feed is rendered in two processes.
         """
         # Imported when a build starts: numpy (behind both) is not needed
         # while pages come in, and a pull's peak memory is lower without it.
@@ -130,16 +133,18 @@ class FeedBuilder:
         if collector.expanded is not None:
             history = resolve(self.history)
             reports = ExpandedReports(context, collector.expanded, collector.tag_sets, history)
-            yield from reports.reports(stamper)
+            yield from reports.reports(stamper, fork=fork)
             return
         plan = plan_grouped(context)
         for rid, id_json, body, newest in render_grouped(context, collector.tag_sets, plan):
             yield rid, id_json, body, stamper.stamp(rid, id_json, body, newest)
 
-    def build_to(self, writer: FeedWriter) -> None:
+    def build_to(self, writer: FeedWriter, *, fork: bool = False) -> None:
         """
         Write the whole document to C{writer}, checking each report as it
-        goes.  Can be called once.
+        goes.  Can be called once.  With C{fork}, a forked copy of this
+        process renders half of an Expanded feed (see
+        L{tcbridge.feed.forked}; only in a process with one thread).
 
         :raise FeedValidationError: if the feedinfo or a report breaks a
             Carbon Black rule; the writer's output must then be thrown away.
@@ -151,7 +156,7 @@ class FeedBuilder:
         stamper = Stamper(resolve(self.history), self._record)
         writer.begin(feedinfo)
         last = b""
-        for item in self._reports(stamper):
+        for item in self._reports(stamper, fork):
             if isinstance(item, Chunk):
                 last = _check_chunk(item, last)
                 writer.chunk(item)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any, overload
 
 import numpy as np
 import orjson
+from attrs import frozen
 from numpy.typing import NDArray
 
 from tcbridge.model import THREATCONNECT_HOME
@@ -26,7 +28,8 @@ from tcbridge.model import THREATCONNECT_HOME
 from .columns import FIXED_WIDTH
 from .expanded import KIND_ORDER, Entry, ExpandedStore, Value, content_suffix
 from .expanded_render import ChunkRenderer, Rendered, insert_stamps
-from .history import ReportHistory
+from .forked import ordered_map
+from .history import HistoryRecorder, ReportHistory
 from .render import Body, Chunk
 from .reports import ReportContext
 from .settings import BuildStats
@@ -41,6 +44,18 @@ _PADDING = np.array([0] + [10 ** (19 - d) for d in range(1, 20)], dtype=np.uint6
 # A report of the entangled ones: (id, score, newest, members, values)
 Special = tuple[str, int, int, list[tuple[str, str]], tuple[Value, ...]]
 Report = tuple[str, bytes, Body, int]
+
+
+@frozen
+class _Done:
+    """
+    A window's rows rendered: the reports, and their timestamps and digests
+    when a history is kept (C{None} otherwise).
+    """
+
+    rendered: Rendered
+    stamps: NDArray[np.int64] | None
+    digests: NDArray[np.uint64] | None
 
 
 def value_keys(store: ExpandedStore) -> Iterator[tuple[NDArray[np.intp], NDArray[Any]]]:
@@ -391,10 +406,11 @@ class ExpandedReports:
 
     # -- rendering --------------------------------------------------------
 
-    def reports(self, stamper: Stamper) -> Iterator[Report | Chunk]:
+    def reports(self, stamper: Stamper, *, fork: bool = False) -> Iterator[Report | Chunk]:
         """
         Every report in id order, stamped: runs of rows that are a report
-        each as L{Chunk}s (rendered a window of L{CHUNK} at a time), the
+        each as L{Chunk}s (rendered a window of L{CHUNK} at a time, every
+        other window by a forked copy of this process with C{fork}), the
         others one by one.
         """
         sequence, others = self.sequence()
@@ -407,11 +423,14 @@ class ExpandedReports:
         )
         by_kind = np.zeros(len(KIND_ORDER), dtype=np.int64)
         by_label = np.zeros(len(self.labels), dtype=np.int64)
-        for at in range(0, len(sequence), CHUNK):
-            window = sequence[at : at + CHUNK]
+        windows = [sequence[at : at + CHUNK] for at in range(0, len(sequence), CHUNK)]
+        render = partial(self._rendered, renderer, stamper.needs_digests)
+        for window, done in zip(windows, ordered_map(render, windows, fork=fork), strict=True):
             rows = window[window >= 0]
             self._count(rows, by_kind, by_label)
-            yield from self._window(renderer, window, rows, others, stamper)
+            if done is not None and stamper.recorder is not None:
+                self._record(rows, done, stamper.recorder)
+            yield from self._window(window, rows, done, others, stamper)
         stats = self.context.stats
         for number, kind in enumerate(KIND_ORDER):
             stats.iocs_by_kind[kind] = stats.iocs_by_kind.get(kind, 0) + int(by_kind[number])
@@ -420,57 +439,60 @@ class ExpandedReports:
 
     def _window(
         self,
-        renderer: ChunkRenderer,
         window: NDArray[np.int64],
         rows: NDArray[np.int64],
+        done: _Done | None,
         others: list[Special | int],
         stamper: Stamper,
     ) -> Iterator[Report | Chunk]:
         """
-        The reports of one window of the sequence: its rows rendered
-        together, cut where the others go.
+        The reports of one window of the sequence: its rows, rendered
+        together (C{done}), cut where the others go.
         """
-        done = self._render(renderer, rows, stamper) if len(rows) else None
         fast_before = np.cumsum(window >= 0)
         taken = 0
         for single in [*np.flatnonzero(window < 0).tolist(), len(window)]:
             upto = int(fast_before[single - 1]) if single else 0
             if upto > taken and done is not None:
-                data = done.data[int(done.starts[taken]) : int(done.ends[upto - 1])]
+                rendered = done.rendered
+                data = rendered.data[int(rendered.starts[taken]) : int(rendered.ends[upto - 1])]
                 first, last = self.rid(int(rows[taken])), self.rid(int(rows[upto - 1]))
                 yield Chunk(data, upto - taken, first, last)
                 taken = upto
             if single < len(window):
                 yield self._single(others[-1 - int(window[single])], stamper)
 
-    def _render(
-        self, renderer: ChunkRenderer, rows: NDArray[np.int64], stamper: Stamper
-    ) -> Rendered:
+    def _rendered(
+        self, renderer: ChunkRenderer, digests_needed: bool, window: NDArray[np.int64]
+    ) -> _Done | None:
         """
-        The reports of some rows that are a report each, stamped.
+        The rows of a window that are a report each, rendered and stamped
+        (C{None} if it has none).  Pure: reads the store and the old
+        history, changes nothing, so a forked copy may run it.
         """
+        rows = window[window >= 0]
+        if not len(rows):
+            return None
         newest = np.frombuffer(self.store.stamp, dtype=np.int64)[rows]
-        if not stamper.needs_digests:
-            return renderer.render(rows, newest)
+        if not digests_needed:
+            return _Done(renderer.render(rows, newest), None, None)
         bare = renderer.render(rows, None)
         data = bare.data
-        digests = [
-            int.from_bytes(hashlib.blake2b(data[a:b], digest_size=8).digest(), "big")
-            for a, b in zip(bare.starts.tolist(), bare.ends.tolist(), strict=True)
-        ]
-        stamps = self._stamps(rows, newest, np.array(digests, dtype=np.uint64), stamper)
-        return insert_stamps(bare, stamps)
+        digests = np.array(
+            [
+                int.from_bytes(hashlib.blake2b(data[a:b], digest_size=8).digest(), "big")
+                for a, b in zip(bare.starts.tolist(), bare.ends.tolist(), strict=True)
+            ],
+            dtype=np.uint64,
+        )
+        stamps = self._stamps(rows, newest, digests)
+        return _Done(insert_stamps(bare, stamps), stamps, digests)
 
     def _stamps(
-        self,
-        rows: NDArray[np.int64],
-        newest: NDArray[np.int64],
-        digests: NDArray[np.uint64],
-        stamper: Stamper,
+        self, rows: NDArray[np.int64], newest: NDArray[np.int64], digests: NDArray[np.uint64]
     ) -> NDArray[np.int64]:
         """
-        The timestamps of rows (see L{tcbridge.feed.stamp}), recorded in
-        the new history.
+        The timestamps of rows (see L{tcbridge.feed.stamp}).
         """
         store = self.store
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
@@ -484,14 +506,24 @@ class ExpandedReports:
             same = known & (previous == digests[chosen])
             later = np.where(mine > before, mine, before + 1)
             stamps[chosen] = np.where(same, before, np.where(known, later, mine))
-            if stamper.recorder is not None:
-                stamper.recorder.add_head(
-                    head,
-                    numbers[chosen].tolist(),
-                    stamps[chosen].tolist(),
-                    digests[chosen].tolist(),
-                )
         return stamps
+
+    def _record(self, rows: NDArray[np.int64], done: _Done, recorder: HistoryRecorder) -> None:
+        """
+        Record the timestamps and digests of rendered rows in the new
+        history.
+        """
+        assert done.stamps is not None and done.digests is not None
+        labels = np.frombuffer(self.store.label, dtype=np.uint16)[rows]
+        numbers = np.frombuffer(self.store.number, dtype=np.uint64)[rows]
+        for index in np.unique(labels).tolist():
+            chosen = labels == index
+            recorder.add_head(
+                self.prefixes[self.labels[index]],
+                numbers[chosen].tolist(),
+                done.stamps[chosen].tolist(),
+                done.digests[chosen].tolist(),
+            )
 
     def _single(self, item: Special | int, stamper: Stamper) -> Report:
         """

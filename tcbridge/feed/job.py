@@ -24,6 +24,7 @@ import pickle
 import sys
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 from attrs import frozen
@@ -32,6 +33,7 @@ from tcbridge.feedfile import FeedFile, write_feed_file
 from tcbridge.memory import return_freed_memory, reusing_buffers
 
 from .builder import FeedBuilder, FeedValidationError
+from .forked import can_fork
 from .history import ReportHistory, StoredHistory
 from .settings import BuildStats
 
@@ -79,15 +81,20 @@ class BuildOutcome:
     notes: tuple[str, ...] = ()
 
 
-def build_feed_file(builder: FeedBuilder, directory: str, *, gzip: bool, pretty: bool) -> FeedFile:
+def build_feed_file(
+    builder: FeedBuilder, directory: str, *, gzip: bool, pretty: bool, fork: bool = False
+) -> FeedFile:
     """
     Build the feed into a new temporary file in C{directory}, checking every
     report as it is written, with its gzip form if asked for.  Blocking.
+    With C{fork}, use the second core when this process may fork (see
+    L{tcbridge.feed.forked.can_fork}).
 
     :raise FeedValidationError: if a report broke a rule (no file is left).
     """
     with reusing_buffers():
-        feed = write_feed_file(directory, builder.build_to, gzip=gzip, pretty=pretty)
+        build = partial(builder.build_to, fork=fork and can_fork())
+        feed = write_feed_file(directory, build, gzip=gzip, pretty=pretty)
     feed.reports = builder.stats.reports
     feed.iocs = builder.stats.iocs
     return feed
@@ -109,14 +116,15 @@ def _usable_history(builder: FeedBuilder) -> tuple[str, ...]:
     return ()
 
 
-def run_job(job: BuildJob) -> BuildOutcome:
+def run_job(job: BuildJob, *, fork: bool = False) -> BuildOutcome:
     """
-    Run a build; every failure becomes part of the outcome.
+    Run a build (on two cores with C{fork}, see L{build_feed_file}); every
+    failure becomes part of the outcome.
     """
     builder = job.builder
     notes = _usable_history(builder)
     try:
-        feed = build_feed_file(builder, job.directory, gzip=job.gzip, pretty=job.pretty)
+        feed = build_feed_file(builder, job.directory, gzip=job.gzip, pretty=job.pretty, fork=fork)
         if job.history_path is not None:
             history = builder.history
             assert isinstance(history, ReportHistory)
@@ -167,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(job, BuildJob):
         print(f"{args[0]} holds no build job", file=sys.stderr)
         return BAD_JOB
-    outcome = run_job(job)
+    outcome = run_job(job, fork=True)
     with open(args[1], "wb") as f:
         pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0

@@ -14,8 +14,9 @@ from attrs import evolve
 from twisted.internet import defer
 
 from tcbridge.config import Config
-from tcbridge.feed.builder import FeedSettings
+from tcbridge.feed.builder import FeedBuilder, FeedSettings
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
+from tcbridge.feed.job import build_feed_file
 from tcbridge.feedfile import FeedFile
 from tcbridge.threatconnect.pull import PullOptions
 
@@ -36,6 +37,19 @@ def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
     for small feeds.
     """
     return defer.maybeDeferred(f, *args)
+
+
+def build_here(
+    builder: FeedBuilder, directory: str, *, gzip: bool, pretty: bool
+) -> defer.Deferred[FeedFile]:
+    """
+    A L{BuildFeed} for write mode, which serves nothing while it builds:
+    in this process, at once, using the second core when the process may
+    fork (L{tcbridge.feed.forked}).
+    """
+    return defer.maybeDeferred(
+        build_feed_file, builder, directory, gzip=gzip, pretty=pretty, fork=True
+    )
 
 
 def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:

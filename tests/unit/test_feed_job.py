@@ -88,12 +88,12 @@ def test_damaged_history_starts_afresh(tmp_path: Path) -> None:
 
 
 class _Refusing(FeedBuilder):
-    def build_to(self, writer: Any) -> None:
+    def build_to(self, writer: Any, *, fork: bool = False) -> None:
         raise FeedValidationError(["report 'x': bad id"])
 
 
 class _Broken(FeedBuilder):
-    def build_to(self, writer: Any) -> None:
+    def build_to(self, writer: Any, *, fork: bool = False) -> None:
         raise OSError(28, "No space left on device")
 
 

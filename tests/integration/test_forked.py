@@ -1,0 +1,111 @@
+"""
+Tests for L{tcbridge.feed.forked}: an Expanded feed rendered on two cores
+(a forked copy of the process renders every other window) is the feed one
+process renders, byte for byte and history for history, and a copy that
+fails costs nothing but time.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import pytest
+
+from tcbridge.feed import expanded_reports
+from tcbridge.feed.builder import FeedBuilder, FeedSettings
+from tcbridge.feed.forked import can_fork, ordered_map
+from tcbridge.feed.history import ReportHistory
+from tcbridge.feed.render import FeedWriter
+from tests.unit.test_feed_builder import file, host
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+
+
+def _tagged(item: int) -> tuple[int, int]:
+    return item * item, os.getpid()
+
+
+def test_results_come_in_order_half_from_the_copy() -> None:
+    """
+    Every result comes back in order; the odd-numbered ones were computed
+    by another process.
+    """
+    got = list(ordered_map(_tagged, list(range(9)), fork=True))
+    assert [square for square, _ in got] == [n * n for n in range(9)]
+    assert {pid for _, pid in got[0::2]} == {os.getpid()}
+    assert os.getpid() not in {pid for _, pid in got[1::2]}
+
+
+def test_a_failing_copy_costs_nothing_but_time() -> None:
+    """
+    When the copy fails (here: it raises on every item), this process
+    computes the missing results itself.
+    """
+    parent = os.getpid()
+
+    def only_here(item: int) -> int:
+        if os.getpid() != parent:
+            raise RuntimeError("the copy breaks")
+        return item + 1
+
+    assert list(ordered_map(only_here, list(range(7)), fork=True)) == list(range(1, 8))
+
+
+def test_stopping_early_leaves_no_process_behind() -> None:
+    """
+    A reader that stops after the first result leaves no copy running:
+    it is killed and reaped.
+    """
+    results = ordered_map(_tagged, list(range(50)), fork=True)
+    assert next(results)[0] == 0
+    results.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def _indicators(count: int) -> list[Any]:
+    made = [
+        file(f"{n:032x}", id=str(n + 1), rating=float(1 + n % 5), last_modified=1000 + n)
+        for n in range(count)
+    ]
+    made += [
+        host(f"h{n}.example.com", id=str(n + 1001), last_modified=2000 + n) for n in range(count)
+    ]
+    # A shared value and an id used twice: reports rendered one by one
+    # between the windows.
+    made.append(file(f"{3:032x}", id="99999", source="Other"))
+    made.append(host("h7.example.org", id="5"))
+    return made
+
+
+def _built(
+    history: ReportHistory | None, fork: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[bytes, FeedBuilder]:
+    monkeypatch.setattr(expanded_reports, "CHUNK", 7)
+    builder = FeedBuilder(FeedSettings(grouping="Expanded"), history=history)
+    builder.add(_indicators(60))
+    out = io.BytesIO()
+    builder.build_to(FeedWriter(out), fork=fork)
+    return out.getvalue(), builder
+
+
+@pytest.mark.skipif(not can_fork(), reason="one core: no fork")
+def test_a_feed_rendered_on_two_cores_is_the_same_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    With and without a history, an Expanded feed rendered in two
+    processes is byte-identical to one rendered in one, and so is the
+    history it records.
+    """
+    serial, one = _built(None, False, monkeypatch)
+    forked, two = _built(None, True, monkeypatch)
+    assert forked == serial
+    assert two.history == one.history
+    assert two.stats.reports == one.stats.reports > 100
+    previous = one.history
+    assert isinstance(previous, ReportHistory)
+    serial, one = _built(previous, False, monkeypatch)
+    forked, two = _built(previous, True, monkeypatch)
+    assert forked == serial
+    assert two.history == one.history
