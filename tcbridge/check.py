@@ -14,9 +14,10 @@ from typing import Any, TextIO
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 
-from tcbridge.config import Config
+from tcbridge.config import Config, ThreatConnectSettings
 from tcbridge.files import folder_problem
 from tcbridge.model import CLOCK_LIMIT_SECONDS
+from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.owners import list_owners
 from tcbridge.threatconnect.retry import http_date
@@ -86,6 +87,43 @@ def _step(err: TextIO | None, what: str | None) -> None:
     err.flush()
 
 
+async def _check_instance(
+    tc: ThreatConnectSettings, client: ThreatConnectClient, out: TextIO, err: TextIO | None
+) -> int:
+    """
+    Check one ThreatConnect instance: its credentials, its owner sources,
+    its clock; return the number of problems.
+    """
+    problems = 0
+    named = f" of [threatconnect:{tc.instance}]" if tc.instance else ""
+    owners: list[str] | None = None
+    _step(err, f"the credentials with ThreatConnect at {tc.api_url}")
+    try:
+        owners = await list_owners(client, api_version=tc.api_version)
+    except ThreatConnectError as e:
+        _step(err, None)
+        out.write(f"credentials{named}: PROBLEM, {e}\n")
+        problems += 1
+    else:
+        _step(err, None)
+        shown = ", ".join(owners[:20]) + (", ..." if len(owners) > 20 else "")
+        out.write(
+            f"credentials{named}: OK, API user {tc.api_key} can see {len(owners)} owners: {shown}\n"
+        )
+    if owners is not None:
+        for source in tc.sources:
+            if source.kind == "owner" and source.value not in owners:
+                out.write(
+                    f"sources{named}: PROBLEM, owner {source.value!r} is not visible "
+                    "to this API user\n"
+                )
+                problems += 1
+    exchange = client.last_exchange
+    line, bad = clock_line(*(exchange if exchange else (None, None)))
+    out.write(line + "\n")
+    return problems + bad
+
+
 async def run_check(reactor: Any, config: Config, out: TextIO, err: TextIO | None = None) -> int:
     """
     Run every check, print one line each; return 0 if nothing is wrong, 1
@@ -98,31 +136,9 @@ async def run_check(reactor: Any, config: Config, out: TextIO, err: TextIO | Non
     for notice in config.notices:
         out.write(f"config: note, {notice}\n")
     bridge = build_bridge(config, reactor, use_cache=False)
-    client = bridge.client
-    owners: list[str] | None = None
-    _step(err, f"the credentials with ThreatConnect at {config.threatconnect.api_url}")
-    try:
-        owners = await list_owners(client, api_version=config.threatconnect.api_version)
-    except ThreatConnectError as e:
-        _step(err, None)
-        out.write(f"credentials: PROBLEM, {e}\n")
-        problems += 1
-    else:
-        _step(err, None)
-        shown = ", ".join(owners[:20]) + (", ..." if len(owners) > 20 else "")
-        user = config.threatconnect.api_key
-        out.write(f"credentials: OK, API user {user} can see {len(owners)} owners: {shown}\n")
-    if owners is not None:
-        for source in config.threatconnect.sources:
-            if source.kind == "owner" and source.value not in owners:
-                out.write(
-                    f"sources: PROBLEM, owner {source.value!r} is not visible to this API user\n"
-                )
-                problems += 1
-    exchange = client.last_exchange
-    line, bad = clock_line(*(exchange if exchange else (None, None)))
-    out.write(line + "\n")
-    problems += bad
+    clients = (bridge.client, *bridge.cycle.other_clients)
+    for instance, client in zip(config.instances, clients, strict=True):
+        problems += await _check_instance(instance, client, out, err)
     for line, bad in (cache_line(config.sync.cache_folder), listener_line(reactor, config)):
         out.write(line + "\n")
         problems += bad

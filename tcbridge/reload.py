@@ -20,7 +20,7 @@ from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.logs import bridge_observer, set_log_level
 from tcbridge.sync.service import SyncService
 from tcbridge.web.app import FeedApp
-from tcbridge.wiring import Bridge, make_cb_sync, make_client
+from tcbridge.wiring import Bridge, make_cb_sync, make_client, make_other_clients
 
 log = Logger(observer=bridge_observer)
 
@@ -82,16 +82,20 @@ class Reloader:
                 f"Reload: {', '.join(changed)} changed; restart tcbridge to apply "
                 "(until then the old setting stays in use)",
             )
+        cycle = self._bridge.cycle
         client = make_client(config, self._reactor, self._bridge.pool)
-        # Keep counting where the old client left off (metrics are counters).
-        previous = self._bridge.cycle.client
-        client.status_counts = previous.status_counts
-        client.requests = previous.requests
-        old = self._bridge.cycle.config
-        self._bridge.cycle.reconfigure(
-            config, client, make_cb_sync(config, self._reactor, self._bridge.pool), notices
+        # Keep counting where the old clients left off (metrics are counters).
+        client.status_counts = dict(cycle.status_counts)
+        client.requests = cycle.requests
+        old = cycle.config
+        cycle.reconfigure(
+            config,
+            client,
+            make_cb_sync(config, self._reactor, self._bridge.pool),
+            notices,
+            make_other_clients(config, self._reactor, self._bridge.pool),
         )
-        if (config.threatconnect.sources, config.feed) != (old.threatconnect.sources, old.feed):
+        if (config.instances, config.feed) != (old.instances, old.feed):
             # What the store holds was pulled for other sources or filters.
             self._bridge.cycle.request_full_sync()
         self._bridge.store.cache_dir = config.sync.cache_folder

@@ -167,7 +167,7 @@ def build_service(options: Options, reactor: Any) -> MultiService:
         bridge.run_heavy,
         interval_seconds=config.sync.feed_retrieval_minutes * 60.0,
         stale_after_intervals=config.sync.stale_after_intervals,
-        request_counts=lambda: bridge.cycle.client.status_counts,
+        request_counts=lambda: bridge.cycle.status_counts,
         sync_log=bridge.sync_log,
         explain=explainer(bridge),
     )

@@ -22,7 +22,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from tcbridge.cbserver import CbServerSync, feed_url_for
 from tcbridge.childbuild import ChildBuild
-from tcbridge.config import Config
+from tcbridge.config import Config, ThreatConnectSettings
 from tcbridge.explain import Explanation, explain
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
 from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_reports
@@ -136,16 +136,21 @@ def read_cached_feed(body: bytes) -> list[dict[str, Any]]:
 
 
 def make_client(
-    config: Config, reactor: Any, pool: HTTPConnectionPool, serving: bool = True
+    config: Config,
+    reactor: Any,
+    pool: HTTPConnectionPool,
+    serving: bool = True,
+    instance: ThreatConnectSettings | None = None,
 ) -> ThreatConnectClient:
     """
-    The signed ThreatConnect client for C{config}: proxy, TLS trust, timeout
-    and retries as configured, connections kept in C{pool}.
+    The signed ThreatConnect client for C{config}'s main instance (or for
+    C{instance}): proxy, TLS trust, timeout and retries as configured,
+    connections kept in C{pool}.
 
     :param serving: the reactor also serves HTTP, so big pages are parsed a
         slice at a time; write mode, which serves nothing, parses each whole.
     """
-    tc = config.threatconnect
+    tc = config.threatconnect if instance is None else instance
     agent = make_agent(
         reactor,
         pool=pool,
@@ -163,6 +168,17 @@ def make_client(
         timeout=tc.request_timeout,
         retry=RetryPolicy(attempts=tc.max_attempts),
         slice_pause=reactor_pause(reactor) if serving else None,
+    )
+
+
+def make_other_clients(
+    config: Config, reactor: Any, pool: HTTPConnectionPool, serving: bool = True
+) -> tuple[ThreatConnectClient, ...]:
+    """
+    The clients of C{config}'s other ThreatConnect instances, in order.
+    """
+    return tuple(
+        make_client(config, reactor, pool, serving, instance) for instance in config.other_instances
     )
 
 
@@ -251,6 +267,7 @@ def build_bridge(
         sync_log=sync_log,
         seen_folder=store.cache_dir if threads else None,
         incremental=make_incremental(config, reactor) if use_cache and threads else None,
+        other_clients=make_other_clients(config, reactor, pool, serving=threads),
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)

@@ -17,6 +17,7 @@ from typing import Literal
 from attrs import asdict
 
 from tcbridge.config.bridge import BridgeReader
+from tcbridge.config.instances import InstanceReader
 from tcbridge.config.reader import ConfigError
 from tcbridge.config.record import (
     Config,
@@ -25,7 +26,7 @@ from tcbridge.config.record import (
     SyncSettings,
     ThreatConnectSettings,
 )
-from tcbridge.config.sections import Account, Network, Scoring, SectionReader
+from tcbridge.config.sections import Account, Network, Scoring
 from tcbridge.model import (
     DEFAULT_LISTENER_ADDRESS,
     DEFAULT_LISTENER_PORT,
@@ -127,7 +128,7 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
 
 
-class LayoutReader(SectionReader, BridgeReader):
+class LayoutReader(InstanceReader, BridgeReader):
     """
     Reads a whole file, in the layout it is written in.
     """
@@ -303,7 +304,8 @@ class LayoutReader(SectionReader, BridgeReader):
             delta_overlap_minutes=self.number(b, "delta_overlap_minutes", 10, 0, 1440),
         )
         threatconnect = self.threatconnect(account, sources, network)
+        others = self.other_instances(threatconnect)
         self.report_leftovers()
         # In the order of Config's fields.
         parts = (threatconnect, feed, sync, listener, carbonblack, logging)
-        return Config(self.path, layout, *parts, tuple(self.notices))
+        return Config(self.path, layout, *parts, tuple(self.notices), others)

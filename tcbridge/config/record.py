@@ -73,6 +73,10 @@ class ThreatConnectSettings:
     :ivar verify_tls: C{False} only when the user turned verification off.
     :ivar max_attempts: tries per request, including the first.
     :ivar request_timeout: seconds one request may take.
+    :ivar instance: the instance's name from a C{[threatconnect:<name>]}
+        section; C{""} for the main one (C{[threatconnect]} or C{[auth]}).
+        A named instance's sources are named C{<name>/<source>} and its
+        indicators labelled C{<name>/<owner>}, so its report ids name it.
     """
 
     api_url: str
@@ -88,6 +92,14 @@ class ThreatConnectSettings:
     max_attempts: int = 5
     request_timeout: float = 30.0
     page_size: int = 10000
+    instance: str = ""
+
+    @property
+    def label_prefix(self) -> str:
+        """
+        What goes before an owner's name in this instance's labels.
+        """
+        return f"{self.instance}/" if self.instance else ""
 
 
 @frozen
@@ -213,6 +225,8 @@ class Config:
         for the built-in demo.
     :ivar notices: human sentences about options that are accepted but not
         active, not needed, or unknown; shown at start and on the page.
+    :ivar other_instances: more ThreatConnect instances
+        (C{[threatconnect:<name>]} sections), merged into the one feed.
     """
 
     path: str
@@ -224,6 +238,21 @@ class Config:
     carbonblack: CarbonBlackSettings = Factory(CarbonBlackSettings)
     logging: LoggingSettings = Factory(LoggingSettings)
     notices: tuple[str, ...] = ()
+    other_instances: tuple[ThreatConnectSettings, ...] = ()
+
+    @property
+    def instances(self) -> tuple[ThreatConnectSettings, ...]:
+        """
+        Every ThreatConnect instance, the main one first.
+        """
+        return (self.threatconnect, *self.other_instances)
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """
+        The sources of every instance, in order.
+        """
+        return tuple(source for tc in self.instances for source in tc.sources)
 
     def secrets(self) -> list[str]:
         """
@@ -231,13 +260,15 @@ class Config:
         leaves the process (a last line of defence: messages are built
         without them; see L{tcbridge.secrets.redact}).
         """
-        tc, listener = self.threatconnect, self.listener
-        found = [tc.secret_key, self.carbonblack.server_token or "", listener.password or ""]
+        listener = self.listener
+        found = [self.carbonblack.server_token or "", listener.password or ""]
         found.append(listener.token or "")
-        if tc.https_proxy:
-            password = urlsplit(tc.https_proxy).password
-            if password:
-                found.append(password)
+        for tc in self.instances:
+            found.append(tc.secret_key)
+            if tc.https_proxy:
+                password = urlsplit(tc.https_proxy).password
+                if password:
+                    found.append(password)
         return [s for s in found if len(s) >= 4]
 
     def display(self) -> list[tuple[str, str]]:
@@ -253,7 +284,16 @@ class Config:
             *_network_rows(self.threatconnect, self.sync),
             *_listener_rows(self.listener),
             *_service_rows(self),
+            *(row for tc in self.other_instances for row in _instance_rows(tc)),
         ]
+
+
+def _instance_rows(tc: ThreatConnectSettings) -> list[tuple[str, str]]:
+    """
+    The rows of a named instance: its account, sources and network.
+    """
+    rows = [*_threatconnect_rows(tc), *_network_rows(tc, None)]
+    return [(f"[threatconnect:{tc.instance}] {name}", value) for name, value in rows]
 
 
 def _threatconnect_rows(tc: ThreatConnectSettings) -> list[tuple[str, str]]:
@@ -295,8 +335,8 @@ def _feed_rows(feed: FeedOptions) -> list[tuple[str, str]]:
     return rows
 
 
-def _network_rows(tc: ThreatConnectSettings, sync: SyncSettings) -> list[tuple[str, str]]:
-    return [
+def _network_rows(tc: ThreatConnectSettings, sync: SyncSettings | None) -> list[tuple[str, str]]:
+    rows = [
         ("API version", tc.api_version),
         ("https_proxy", mask_url(tc.https_proxy) if tc.https_proxy else "(none)"),
         ("ca_file", tc.ca_file or "(the system's trust store)"),
@@ -308,6 +348,11 @@ def _network_rows(tc: ThreatConnectSettings, sync: SyncSettings) -> list[tuple[s
             "(ssl_verify_api_requests = false)",
         ),
         ("attempts per request", str(tc.max_attempts)),
+    ]
+    if sync is None:
+        return rows
+    return [
+        *rows,
         ("sync deadline (minutes)", f"{sync.deadline_minutes:g}"),
         ("max_shrink_percent", f"{sync.max_shrink_percent:g}"),
         ("stale after (intervals)", f"{sync.stale_after_intervals:g}"),

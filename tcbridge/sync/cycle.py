@@ -10,7 +10,7 @@ feed does not validate, nothing is published.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, NoReturn
 
@@ -29,6 +29,7 @@ from tcbridge.feedfile import FeedFile
 from tcbridge.indicatorrows import indicator_of
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
+from tcbridge.model import Source
 from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SourceRow, SyncStatus
@@ -95,9 +96,11 @@ class SyncCycle:
     _pause: Callable[[], Awaitable[None]] | None = field(default=None, kw_only=True)
     _incremental: Incremental | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
-    _pending: tuple[Config, ThreatConnectClient, CbServerSync | None] | None = field(
-        init=False, default=None
-    )
+    _other_clients: tuple[ThreatConnectClient, ...] = field(default=(), kw_only=True)
+    _pending: (
+        tuple[Config, ThreatConnectClient, CbServerSync | None, tuple[ThreatConnectClient, ...]]
+        | None
+    ) = field(init=False, default=None)
     _publisher: Publisher = field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -115,6 +118,8 @@ class SyncCycle:
     def _configure(self) -> None:
         self._settings, problems = feed_settings(self._config)
         self._pull_options = pull_options(self._config, self._pause)
+        if len(self._other_clients) != len(self._config.other_instances):
+            raise ValueError("one client per ThreatConnect instance")
         for problem in problems:
             self.log.warn("Exclusion file: {problem} (line skipped)", problem=problem)
         self._status.notices = (
@@ -129,6 +134,46 @@ class SyncCycle:
         The ThreatConnect client the current or next cycle uses.
         """
         return self._pending[1] if self._pending is not None else self._client
+
+    @property
+    def other_clients(self) -> tuple[ThreatConnectClient, ...]:
+        """
+        The clients of the other ThreatConnect instances the current or
+        next cycle uses.
+        """
+        return self._pending[3] if self._pending is not None else self._other_clients
+
+    @property
+    def requests(self) -> int:
+        """
+        Requests sent to ThreatConnect so far, by every instance's client.
+        """
+        return sum(client.requests for client in (self._client, *self._other_clients))
+
+    @property
+    def status_counts(self) -> dict[int | str, int]:
+        """
+        How the requests of every instance's client ended (see
+        L{ThreatConnectClient.status_counts}), added up.
+        """
+        counts: dict[int | str, int] = {}
+        for client in (self._client, *self._other_clients):
+            for outcome, number in client.status_counts.items():
+                counts[outcome] = counts.get(outcome, 0) + number
+        return counts
+
+    def _sources(self) -> Iterator[tuple[str, Source, ThreatConnectClient, PullOptions]]:
+        """
+        Every source of every instance, with the instance's name (C{""} for
+        the main one), client and pull options.
+        """
+        clients = (self._client, *self._other_clients)
+        for instance, client in zip(self._config.instances, clients, strict=True):
+            options = self._pull_options
+            if instance.instance:
+                options = pull_options(self._config, self._pause, instance)
+            for source in instance.sources:
+                yield instance.instance, source, client, options
 
     @property
     def config(self) -> Config:
@@ -150,6 +195,7 @@ class SyncCycle:
         client: ThreatConnectClient,
         cb_sync: CbServerSync | None = None,
         notices: tuple[str, ...] = (),
+        other_clients: tuple[ThreatConnectClient, ...] = (),
     ) -> None:
         """
         Use C{config}, C{client} and C{cb_sync} from the next cycle on (at
@@ -158,8 +204,9 @@ class SyncCycle:
 
         :param notices: more sentences for the page, e.g. settings that need
             a restart.
+        :param other_clients: the clients of C{config}'s other instances.
         """
-        self._pending = (config, client, cb_sync)
+        self._pending = (config, client, cb_sync, other_clients)
         self._extra_notices = notices
         if not self._status.running:
             self._apply_pending()
@@ -167,7 +214,7 @@ class SyncCycle:
     def _apply_pending(self) -> None:
         if self._pending is None:
             return
-        self._config, self._client, self._cb_sync = self._pending
+        self._config, self._client, self._cb_sync, self._other_clients = self._pending
         self._publisher.reconfigure(self._config, self._cb_sync)
         self._pending = None
         self._configure()
@@ -216,11 +263,9 @@ class SyncCycle:
         """
         self._apply_pending()
         status = self._status
-        status.begin(self._clock.seconds(), len(self._config.threatconnect.sources))
-        requests_before = self._client.requests
-        self.log.info(
-            "Sync started: {sources} sources", sources=len(self._config.threatconnect.sources)
-        )
+        status.begin(self._clock.seconds(), len(self._config.sources))
+        requests_before = self.requests
+        self.log.info("Sync started: {sources} sources", sources=len(self._config.sources))
         work = defer.ensureDeferred(self._pull_and_build(finish, record_history, directory))
         deadline = self._config.sync.deadline_minutes
         expired: list[bool] = []
@@ -233,15 +278,13 @@ class SyncCycle:
         try:
             result, builder, pulls = await work
         except Exception:
-            self._failed(
-                Failure(), bool(expired), deadline, self._client.requests - requests_before
-            )
+            self._failed(Failure(), bool(expired), deadline, self.requests - requests_before)
         finally:
             if timer.active():
                 timer.cancel()
             forget_dates()
             trim()
-        self._record(builder, pulls, self._client.requests - requests_before)
+        self._record(builder, pulls, self.requests - requests_before)
         started = status.last_attempt
         status.succeeded(self._clock.seconds())
         self._log_sync(started, "published", status.requests, dict(builder.stats.iocs_by_kind))
@@ -351,7 +394,7 @@ class SyncCycle:
         incremental = self._incremental if record_history else None
         book: CycleBook | None = None
         if incremental is not None:
-            plan = await incremental.plan(self._config.threatconnect.sources, now)
+            plan = await incremental.plan(self._config.sources, now)
             book = CycleBook(incremental, plan, now)
         try:
             pulls = await self._pull_all(builder, seen, book)
@@ -379,7 +422,7 @@ class SyncCycle:
         pulls: list[SourcePull] = []
         progress = self._status.progress
         full = book is None or book.plan.full
-        for number, source in enumerate(self._config.threatconnect.sources):
+        for number, (instance, source, client, instance_options) in enumerate(self._sources()):
             if progress is not None:
                 progress.source, progress.done = source.name, number
             since = None if book is None else book.plan.since[source.name]
@@ -403,10 +446,14 @@ class SyncCycle:
                 if book is not None and delta:
                     book.inactive(name, batches)
 
-            options = evolve(self._pull_options, on_inactive=on_inactive, modified_since=since)
-            pull = await pull_source(self._client, source, options, on_page)
-            if book is not None and since is not None:
-                await self._deleted(book, source.name, pull.owners, since)
+            options = evolve(instance_options, on_inactive=on_inactive, modified_since=since)
+            try:
+                pull = await pull_source(client, source, options, on_page)
+                if book is not None and since is not None:
+                    await self._deleted(client, options, book, source.name, pull.owners, since)
+            except ThreatConnectError as e:
+                e.in_instance(instance)
+                raise
             self.log.info(
                 "Pulled {source}: {indicators} indicators in {pages} pages",
                 source=source.name,
@@ -417,15 +464,20 @@ class SyncCycle:
         return pulls
 
     async def _deleted(
-        self, book: CycleBook, source: str, owners: Sequence[str], since: int
+        self,
+        client: ThreatConnectClient,
+        options: PullOptions,
+        book: CycleBook,
+        source: str,
+        owners: Sequence[str],
+        since: int,
     ) -> None:
         """
         Tell C{book} what was deleted from C{owners} since C{since}.
         """
-        version = self._config.threatconnect.api_version
         for owner in owners:
             gone = await list_deleted(
-                self._client, owner, since=iso_time(since), api_version=version
+                client, owner, since=iso_time(since), api_version=options.api_version
             )
             book.deleted(source, gone)
 
@@ -460,7 +512,7 @@ class SyncCycle:
         if directory is None:
             directory = await self._run_heavy(self._store.build_directory)
         if progress is not None:
-            progress.phase, progress.done = "building", len(self._config.threatconnect.sources)
+            progress.phase, progress.done = "building", len(self._config.sources)
         feed = await self._build_file(builder, directory, record_history)
         if progress is not None:
             progress.phase = "publishing"

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from attrs import evolve
 from twisted.internet import defer
 
-from tcbridge.config import Config
+from tcbridge.config import Config, ThreatConnectSettings
 from tcbridge.feed.builder import FeedBuilder, FeedSettings
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
 from tcbridge.feed.job import build_feed_file
@@ -92,9 +92,14 @@ def as_of(settings: FeedSettings, config: Config, now: float) -> FeedSettings:
     return evolve(settings, modified_after=int(now) - days * 86400)
 
 
-def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = None) -> PullOptions:
+def pull_options(
+    config: Config,
+    pause: Callable[[], Awaitable[None]] | None = None,
+    instance: ThreatConnectSettings | None = None,
+) -> PullOptions:
     """
-    How to page through ThreatConnect for a configuration.  On v3 the
+    How to page through ThreatConnect for a configuration (for one of its
+    instances; the main one by default).  On v3 the
     minimum rating goes into the TQL query (filtering on ThreatConnect's
     side; the feed builder applies it again either way), and the ThreatAssess
     score is asked for when scores come from it.
@@ -102,9 +107,11 @@ def pull_options(config: Config, pause: Callable[[], Awaitable[None]] | None = N
     fields: tuple[str, ...] = ("tags",)
     if config.feed.score_source in ("threatAssessScore", "max"):
         fields += ("threatAssess",)
+    tc = config.threatconnect if instance is None else instance
     return PullOptions(
-        api_version=config.threatconnect.api_version,
-        page_size=config.threatconnect.page_size,
+        api_version=tc.api_version,
+        page_size=tc.page_size,
+        label_prefix=tc.label_prefix,
         types=config.feed.types,
         min_rating=config.feed.min_rating,
         fields=fields,

@@ -40,6 +40,8 @@ class ThreatConnectError(Exception):
     :ivar retry_after: the seconds ThreatConnect asked the client to wait
         (C{Retry-After} on a 429 or 503), already capped; C{None} if it
         did not ask.
+    :ivar instance: the named ThreatConnect instance the request went to;
+        C{""} for the main one.
     """
 
     _verb = "ThreatConnect request failed:"
@@ -78,7 +80,15 @@ class ThreatConnectError(Exception):
         self.hint = _one_line(hint) if hint else None
         self.attempts = 1
         self.retry_after = None
+        self.instance = ""
         super().__init__(self.message)
+
+    def in_instance(self, name: str) -> None:
+        """
+        Say that the request went to the named ThreatConnect instance
+        (C{[threatconnect:<name>]}): C{str()} then starts with that section.
+        """
+        self.instance = name
 
     def gave_up(self, attempts: int) -> None:
         """
@@ -111,6 +121,8 @@ class ThreatConnectError(Exception):
         to do about it.
         """
         text = f"{self._verb} {self.method} {self.target}: {self._detail}"
+        if self.instance:
+            text = f"[threatconnect:{self.instance}] {text}"
         if self.hint:
             text += (" " if text.endswith((".", "!", "?")) else ". ") + self.hint
         return text

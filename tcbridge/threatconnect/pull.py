@@ -108,6 +108,8 @@ class PullOptions:
         minimum rating left to the feed side, so that an indicator that was
         deactivated or rated down is seen and can leave.  2015 API paths
         cannot be filtered and are pulled whole.
+    :ivar label_prefix: put before owner names in labels (a named
+        ThreatConnect instance's C{<name>/}, so its reports name it).
     """
 
     api_version: ApiVersion = field(default="v2", validator=in_(("v2", "v3")))
@@ -122,6 +124,7 @@ class PullOptions:
     chunk: int = 1000
     on_inactive: OnPage | None = field(default=None, eq=False)
     modified_since: int | None = None
+    label_prefix: str = ""
 
     @property
     def effective_overlap(self) -> int:
@@ -187,18 +190,20 @@ def _typed_items(client: JSONGetter, key: str, page_size: int) -> Callable[[Page
 def _owner_listings(client: JSONGetter, owner: str, options: PullOptions) -> list[Listing]:
     """
     The listings of one owner: one per wanted type on v2, one TQL query on
-    v3.  Indicators are labelled with the owner's name.
+    v3.  Indicators are labelled with the owner's name (after the
+    instance's C{label_prefix}).
     """
     size = options.page_size
     active_only = options.active_only
     delta = options.modified_since is not None
+    labelled = options.label_prefix + owner
     if options.api_version == "v3":
         types = ordered_types(options.types)
         if not types:
             return []
 
         def parse_v3(items: list[Any]) -> ParsedPage:
-            return parse_generic_page(items, owner, owner, active_only=active_only)
+            return parse_generic_page(items, labelled, owner, active_only=active_only)
 
         label = f"{owner} {'/'.join(types)}"
         queries = [
@@ -243,7 +248,7 @@ def _owner_listings(client: JSONGetter, owner: str, options: PullOptions) -> lis
             )
 
         def parse(items: list[Any], key: str = key) -> ParsedPage:
-            return parse_typed_page(key, items, owner, owner, active_only=active_only)
+            return parse_typed_page(key, items, labelled, owner, active_only=active_only)
 
         listings.append(
             v2_listing(

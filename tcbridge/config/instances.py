@@ -1,0 +1,82 @@
+# -*- test-case-name: tests.unit.test_config_instances -*-
+"""
+More ThreatConnect instances: each C{[threatconnect:<name>]} section names
+one, with its own url, keys, sources (C{*} or owner names), proxy, TLS
+trust, attempts and API version.  Their indicators merge into the one
+feed the main instance's section describes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from attrs import evolve
+
+from tcbridge.config.record import ThreatConnectSettings
+from tcbridge.config.sections import SectionReader
+from tcbridge.model import Source
+
+#: What a section that names an instance starts with.
+PREFIX: Final = "threatconnect:"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+
+
+class InstanceReader(SectionReader):
+    """
+    Reads the C{[threatconnect:<name>]} sections.
+    """
+
+    def other_instances(self, main: ThreatConnectSettings) -> tuple[ThreatConnectSettings, ...]:
+        """
+        Every named instance, in the order of the file.  Request timeout and
+        page size are those of the main instance (they sit in [bridge]).
+        """
+        found: list[ThreatConnectSettings] = []
+        names: set[str] = set()
+        for section in self.parser.sections():
+            if not section.lower().startswith(PREFIX):
+                continue
+            name = section[len(PREFIX) :].strip()
+            if not _NAME.fullmatch(name):
+                raise self.error(
+                    section,
+                    None,
+                    f"{name!r} is not an instance name; expected up to 40 letters, digits, "
+                    "'_', '.' or '-', e.g. [threatconnect:partner]",
+                )
+            if name.lower() in names:
+                raise self.error(
+                    section, None, f"names instance {name!r} again; give each instance one section"
+                )
+            names.add(name.lower())
+            found.append(self._instance(section, name, main))
+        return tuple(found)
+
+    def _instance(
+        self, section: str, name: str, main: ThreatConnectSettings
+    ) -> ThreatConnectSettings:
+        account = self.account(section, web_url_section=section)
+        sources = [
+            Source(name=f"{name}/{source.name}", kind=source.kind, value=source.value)
+            for source in self.owner_sources(section)
+        ]
+        if not sources:
+            raise self.error(section, "sources", "no sources; expected * or owner names")
+        network = self.network(section)
+        return evolve(
+            main,
+            api_url=account.api_url,
+            web_url=account.web_url,
+            api_key=account.api_key,
+            secret_key=account.secret_key,
+            secret_source=account.secret_source,
+            sources=tuple(sources),
+            api_version=network.api_version,
+            https_proxy=network.https_proxy,
+            ca_file=network.ca_file,
+            verify_tls=network.verify_tls,
+            max_attempts=network.max_attempts,
+            instance=name,
+        )

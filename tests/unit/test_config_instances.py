@@ -1,0 +1,119 @@
+"""
+Tests for L{tcbridge.config.instances}: C{[threatconnect:<name>]} sections
+add ThreatConnect instances to one feed; each mistake in one is one line
+naming the section and key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tcbridge.config import Config, ConfigError, load_config
+from tcbridge.model import Source
+
+MAIN = """\
+[threatconnect]
+url = https://tc.example/api
+api_key = 12345678901234567890
+secret_key = main-secret-key
+sources = *
+ioc_grouping = Expanded
+"""
+
+PARTNER = """\
+[threatconnect:partner]
+url = https://partner.example/api
+web_url = https://partner.example/auth
+api_key = 09876543210987654321
+secret_key = partner-secret-key
+sources = Shared Org, Partner Org
+api_version = v3
+max_attempts = 2
+"""
+
+
+def _load(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "tcbridge.conf"
+    path.write_text(text)
+    return load_config(str(path), environ={})
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, text)
+    return str(caught.value)
+
+
+def test_a_named_section_adds_an_instance(tmp_path: Path) -> None:
+    """
+    The named instance has its own url, keys, sources (named after it),
+    API version and attempts; the main instance is unchanged; both secrets
+    are hidden and the page lists the partner's settings.
+    """
+    config = _load(tmp_path, MAIN + PARTNER)
+    main, partner = config.instances
+    assert main.instance == "" and main.api_url == "https://tc.example/api"
+    assert main.sources == (Source("*", "all", "*"),)
+    assert partner.instance == "partner"
+    assert partner.api_url == "https://partner.example/api"
+    assert partner.web_url == "https://partner.example/auth"
+    assert (partner.api_key, partner.secret_key) == ("09876543210987654321", "partner-secret-key")
+    assert partner.api_version == "v3" and partner.max_attempts == 2
+    assert partner.sources == (
+        Source("partner/Shared Org", "owner", "Shared Org"),
+        Source("partner/Partner Org", "owner", "Partner Org"),
+    )
+    assert partner.label_prefix == "partner/"
+    assert {"main-secret-key", "partner-secret-key"} <= set(config.secrets())
+    rows = dict(config.display())
+    assert rows["[threatconnect:partner] ThreatConnect API url"] == "https://partner.example/api"
+    assert "partner-secret-key" not in repr(rows)
+    assert not config.notices
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        (
+            PARTNER.replace("[threatconnect:partner]", "[threatconnect:part ner]"),
+            "[threatconnect:part ner]: 'part ner' is not an instance name",
+        ),
+        (
+            PARTNER.replace("[threatconnect:partner]", "[threatconnect:]"),
+            "'' is not an instance name",
+        ),
+        (
+            PARTNER.replace("sources = Shared Org, Partner Org\n", ""),
+            "[threatconnect:partner] sources: no sources; expected * or owner names",
+        ),
+        (
+            PARTNER.replace("api_key = 09876543210987654321\n", ""),
+            "[threatconnect:partner] api_key",
+        ),
+        (
+            PARTNER.replace("api_version = v3", "api_version = v4"),
+            "[threatconnect:partner] api_version: 'v4' is not an API version",
+        ),
+        (
+            PARTNER + PARTNER.replace("[threatconnect:partner]", "[threatconnect:Partner]"),
+            "[threatconnect:Partner]",
+        ),
+        (
+            PARTNER + PARTNER.replace("[threatconnect:partner]", "[threatconnect: partner]"),
+            "names instance 'partner' again",
+        ),
+    ],
+)
+def test_mistakes_in_a_named_section_are_one_line(
+    tmp_path: Path, section: str, problem: str
+) -> None:
+    """
+    A bad instance name, a missing key, a bad value or an instance named
+    twice: one line naming the file and section.
+    """
+    message = _error(tmp_path, MAIN + section)
+    assert problem in message
+    assert str(tmp_path / "tcbridge.conf") in message
+    assert "\n" not in message

@@ -1,0 +1,160 @@
+"""
+Tests for syncing several ThreatConnect instances into one feed: each
+instance is asked with its own keys, its reports name it, a value two
+instances hold appears once at the higher score, and one instance failing
+keeps the whole previous feed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from attrs import evolve
+from treq.testing import StubTreq
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from tcbridge.feed.document import FeedInfo, empty_document
+from tcbridge.feed.serialize import dumps
+from tcbridge.feed.validator import validate_bytes
+from tcbridge.model import Source
+from tcbridge.simulator import Simulator, generate
+from tcbridge.status import SyncStatus
+from tcbridge.store import FeedStore
+from tcbridge.sync.cycle import SyncCycle
+from tcbridge.threatconnect.client import ThreatConnectClient
+from tests.helpers import failure_of, result_of
+from tests.helpers_config import make_config
+
+KEY, SECRET = "12345678901234567890", "main-secret"
+PARTNER_KEY, PARTNER_SECRET = "09876543210987654321", "partner-secret"
+START = 1_800_000_000.0
+
+
+class TwoInstances:
+    """
+    A bridge with a main instance and a C{partner} one, each a simulator
+    in memory (the same generated data, so every value is held by both),
+    on one fake clock.
+    """
+
+    def __init__(self, partner_secret: str = PARTNER_SECRET, grouping: str = "Expanded") -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.main = Simulator(generate(300), self.clock, {KEY: SECRET}, prefix="/api")
+        self.partner = Simulator(
+            generate(300), self.clock, {PARTNER_KEY: PARTNER_SECRET}, prefix="/api"
+        )
+        self.stubs = [StubTreq(self.main.resource()), StubTreq(self.partner.resource())]
+        main_url, partner_url = "https://tc.example/api", "https://partner.example/api"
+        clients = [
+            ThreatConnectClient(stub, self.clock, url, key, secret, 30, random=lambda: 0.5)
+            for stub, url, key, secret in (
+                (self.stubs[0], main_url, KEY, SECRET),
+                (self.stubs[1], partner_url, PARTNER_KEY, partner_secret),
+            )
+        ]
+        config = make_config(
+            path="test.conf",
+            layout="v2",
+            api_url=main_url,
+            web_url="https://tc.example/auth",
+            api_key=KEY,
+            secret_key=SECRET,
+            sources=(Source("*", "all", "*"),),
+            grouping=grouping,
+            max_attempts=1,
+        )
+        partner = evolve(
+            config.threatconnect,
+            api_url=partner_url,
+            api_key=PARTNER_KEY,
+            secret_key=partner_secret,
+            sources=(Source("partner/*", "all", "*"),),
+            instance="partner",
+        )
+        self.config = evolve(config, other_instances=(partner,))
+        self.store = FeedStore(empty_body=dumps(empty_document(FeedInfo())))
+        self.status = SyncStatus(started_at=START)
+        self.cycle = SyncCycle(
+            self.config,
+            clients[0],
+            self.store,
+            self.status,
+            self.clock,
+            other_clients=(clients[1],),
+        )
+
+    def run(self) -> defer.Deferred[Any]:
+        d = defer.ensureDeferred(self.cycle.run())
+        fired: list[Any] = []
+        d.addBoth(lambda r: (fired.append(True), r)[1])
+        for _ in range(10_000):
+            for stub in self.stubs:
+                stub.flush()
+            if fired:
+                break
+            self.clock.advance(1)
+        return d
+
+
+def _reports(body: bytes) -> list[dict[str, Any]]:
+    reports: list[dict[str, Any]] = orjson.loads(body)["reports"]
+    return reports
+
+
+@pytest.mark.parametrize("grouping", ["Expanded", "Condensed"])
+def test_both_instances_reach_one_feed_each_value_once(grouping: str) -> None:
+    """
+    Both instances are pulled with their own keys; their owners show up
+    as sources (the partner's under C{partner/}); every value appears once
+    in the feed, and a value the partner rates higher is reported at the
+    partner's score: Condensed, in the group of values both instances
+    report, whose id names the partner; Expanded, in the one report of
+    that indicator, titled with both.
+    """
+    bridge = TwoInstances(grouping=grouping)
+    value = generate(300).typed_item("Common Community", "File", 0)["md5"]
+    bridge.partner.change("Common Community", "File", 0, rating=5, confidence=100)
+    snapshot = result_of(bridge.run())
+    assert validate_bytes(snapshot.body) == []
+    names = {row.name for row in bridge.status.sources}
+    assert "Common Community" in names and "partner/Common Community" in names
+    assert bridge.cycle.requests == bridge.status.requests > 2
+    reports = _reports(snapshot.body)
+    values = [v for r in reports for vs in r["iocs"].values() for v in vs]
+    assert len(values) == len(set(values))
+    (holder,) = [r for r in reports if value in r["iocs"].get("md5", [])]
+    assert holder["score"] == 100
+    if grouping == "Condensed":
+        assert "partner" in holder["id"] and holder["id"].endswith("-md5-100")
+    else:
+        assert "partner/Common Community" in holder["title"]
+        assert "Common Community" in holder["title"].replace("partner/Common Community", "")
+
+
+def test_one_instance_failing_keeps_the_whole_previous_feed() -> None:
+    """
+    When the partner instance refuses the bridge, the cycle fails, says
+    which instance, and the feed both instances made last time stays
+    published.
+    """
+    bridge = TwoInstances()
+    first = result_of(bridge.run())
+    broken = TwoInstances(partner_secret="not-the-secret")
+    broken.store = bridge.store
+    broken.cycle = SyncCycle(
+        broken.config,
+        broken.cycle.client,
+        bridge.store,
+        broken.status,
+        broken.clock,
+        other_clients=broken.cycle.other_clients,
+    )
+    failure_of(broken.run())
+    assert bridge.store.current is first
+    assert broken.status.last_error is not None
+    assert broken.status.last_error.startswith("[threatconnect:partner] ThreatConnect refused")
+    assert "wrong secret_key" in broken.status.last_error
