@@ -232,6 +232,11 @@ class Reader:
                         self.notices.append(f"[{section}] {key}: {_NOT_YET_ACTIVE[key]}")
                 elif key in _NOT_NEEDED:
                     self.notices.append(f"[{section}] {key}: {_NOT_NEEDED[key]}")
+                elif section.lower().startswith("threatconnect:"):
+                    self.notices.append(
+                        f"[{section}] {key}: not an option of one instance; ignored (the "
+                        "feed's options belong in [threatconnect] and apply to every instance)"
+                    )
                 else:
                     self.notices.append(
                         f"[{section}] {key}: not a tcbridge option; ignored (check the "

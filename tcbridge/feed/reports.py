@@ -46,9 +46,12 @@ class ReportContext:
     def base_url(self, label: str) -> str:
         """
         The ThreatConnect web UI base for a source's links, without a
-        trailing slash: C{web_url}, else the site its indicators' own links
-        point at, else C{app.threatconnect.com}.
+        trailing slash: the C{web_url} of its instance, else the site its
+        indicators' own links point at, else C{app.threatconnect.com}.
         """
+        for prefix, url in self.settings.instance_web_urls:
+            if label.startswith(prefix):
+                return valid_text(url).rstrip("/")
         if self.settings.web_url:
             return valid_text(self.settings.web_url).rstrip("/")
         store = self.labels.get(label)
@@ -58,11 +61,16 @@ class ReportContext:
     def group_link(self, labels: Sequence[str], kind: str | None) -> str:
         """
         A best-effort ThreatConnect browse link for a group report: the
-        first owner, and the type unless the report mixes types.
+        first owner (in its own instance's UI), and the type unless the
+        report mixes types.
         """
-        owner = labels[0]
+        label = owner = labels[0]
+        for prefix, _ in self.settings.instance_web_urls:
+            if label.startswith(prefix):
+                owner = label[len(prefix) :]
+                break
         owner_text = quote(valid_text(owner), safe="")
-        link = f"{self.base_url(owner)}/browse/index.xhtml#/?owner={owner_text}"
+        link = f"{self.base_url(label)}/browse/index.xhtml#/?owner={owner_text}"
         if kind is not None:
             link += f"&type={TC_TYPE[kind]}"
         return link

@@ -53,6 +53,9 @@ class FeedSettings:
         newest, then smallest id).
     :ivar report_warning_threshold: warn above this many reports.
     :ivar web_url: base of the ThreatConnect web UI for report links.
+    :ivar instance_web_urls: (label prefix, web UI base) of the other
+        ThreatConnect instances: links of reports whose labels start with a
+        prefix point at that instance's UI.
     :ivar feedinfo: what Carbon Black shows about the feed.
     """
 
@@ -66,6 +69,7 @@ class FeedSettings:
     modified_after: int | None = None
     max_reports: int | None = None
     web_url: str = ""
+    instance_web_urls: tuple[tuple[str, str], ...] = ()
     feedinfo: FeedInfo = Factory(FeedInfo)
     min_rating: float | None = None
     report_warning_threshold: int = 10_000

@@ -77,6 +77,7 @@ def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
         exclusions=Exclusions.of(lists),
         max_reports=config.feed.max_reports,
         web_url=config.threatconnect.web_url,
+        instance_web_urls=tuple((tc.label_prefix, tc.web_url) for tc in config.other_instances),
     )
     return settings, problems
 

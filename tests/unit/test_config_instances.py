@@ -117,3 +117,17 @@ def test_mistakes_in_a_named_section_are_one_line(
     assert problem in message
     assert str(tmp_path / "tcbridge.conf") in message
     assert "\n" not in message
+
+
+def test_a_feed_option_in_a_named_section_is_a_notice(tmp_path: Path) -> None:
+    """
+    A feed option written in a named section is not silently used for the
+    whole feed: a notice says where it belongs.
+    """
+    config = _load(tmp_path, MAIN + PARTNER + "ioc_min_rating = 4\n")
+    assert config.feed.min_rating != 4
+    (notice,) = config.notices
+    assert notice.startswith(
+        "[threatconnect:partner] ioc_min_rating: not an option of one instance"
+    )
+    assert "belong in [threatconnect]" in notice

@@ -158,3 +158,26 @@ def test_one_instance_failing_keeps_the_whole_previous_feed() -> None:
     assert broken.status.last_error is not None
     assert broken.status.last_error.startswith("[threatconnect:partner] ThreatConnect refused")
     assert "wrong secret_key" in broken.status.last_error
+
+
+def test_group_links_point_at_each_instance() -> None:
+    """
+    A Condensed report of the partner's alone links to the partner's web
+    UI and names the owner as the partner knows it.
+    """
+    bridge = TwoInstances(grouping="Condensed")
+    partner = evolve(bridge.config.other_instances[0], web_url="https://partner.example/auth")
+    bridge.cycle.reconfigure(
+        evolve(bridge.config, other_instances=(partner,)),
+        bridge.cycle.client,
+        other_clients=bridge.cycle.other_clients,
+    )
+    value = generate(300).typed_item("Common Community", "File", 0)["md5"]
+    bridge.main.change("Common Community", "File", 0, deleted=True)
+    reports = _reports(result_of(bridge.run()).body)
+    (holder,) = [r for r in reports if value in r["iocs"].get("md5", [])]
+    assert holder["link"].startswith(
+        "https://partner.example/auth/browse/index.xhtml#/?owner=Common%20Community"
+    )
+    others = [r for r in reports if not r["id"].startswith("partner")]
+    assert others and all(r["link"].startswith("https://tc.example/auth/") for r in others)
