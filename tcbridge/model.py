@@ -84,8 +84,12 @@ class Source:
         pulled through C{/v3/indicators} as written.
     :ivar value: the owner name, C{"*"}, the API path exactly as written, or
         the TQL query.
+    :ivar instance: the named ThreatConnect instance it belongs to
+        (C{[threatconnect:<name>]}; its C{name} is then C{<instance>/...});
+        C{""} for the main one.
     """
 
     name: str
     kind: SourceKind
     value: str
+    instance: str = ""

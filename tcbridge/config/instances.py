@@ -59,7 +59,7 @@ class InstanceReader(SectionReader):
     ) -> ThreatConnectSettings:
         account = self.account(section, web_url_section=section)
         sources = [
-            Source(name=f"{name}/{source.name}", kind=source.kind, value=source.value)
+            Source(f"{name}/{source.name}", source.kind, source.value, instance=name)
             for source in self.owner_sources(section)
         ]
         if not sources:

@@ -30,7 +30,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tcbridge.indicatordb import IndicatorDB
@@ -64,6 +64,13 @@ class Plan:
 
     since: dict[str, int | None]
     states: dict[str, SourceState]
+    instances: dict[str, str] = Factory(dict)
+
+    def instance(self, source: str) -> str:
+        """
+        The store's instance name of a source (see L{store_instance}).
+        """
+        return self.instances.get(source, INSTANCE)
 
     @property
     def full(self) -> bool:
@@ -74,16 +81,24 @@ class Plan:
         return all(since is None for since in self.since.values())
 
 
-def deleted_key(source: str, gone: Deleted) -> tuple[str, str, str, str, str]:
+def store_instance(source: Source) -> str:
+    """
+    The store's instance name for a source: its ThreatConnect instance's
+    name, or L{INSTANCE} for the main one.
+    """
+    return source.instance or INSTANCE
+
+
+def deleted_key(instance: str, source: str, gone: Deleted) -> tuple[str, str, str, str, str]:
     """
     The store key (without id) of a deleted indicator: its first value is
     the first part of its summary (a File's C{"md5 : sha1 : sha256"}).
     """
     value = gone.summary.split(" : ")[0].strip() if gone.type == "File" else gone.summary.strip()
-    return (INSTANCE, source, gone.owner, gone.type, value)
+    return (instance, source, gone.owner, gone.type, value)
 
 
-def rows_of(source: str, batches: Iterable[IndicatorBatch]) -> list[StoredIndicator]:
+def rows_of(instance: str, source: str, batches: Iterable[IndicatorBatch]) -> list[StoredIndicator]:
     """
     The store rows of batches pulled for the configured C{source}
     (indicators without a value are not kept: the feed cannot hold them).
@@ -91,7 +106,7 @@ def rows_of(source: str, batches: Iterable[IndicatorBatch]) -> list[StoredIndica
     return [
         row
         for batch in batches
-        for row in (stored(record, INSTANCE, source) for record in batch.records())
+        for row in (stored(record, instance, source) for record in batch.records())
         if row is not None
     ]
 
@@ -163,7 +178,10 @@ class Incremental:
         """
         The plan of a cycle starting at C{now}.
         """
-        states = {s.name: await self.run(IndicatorDB.state, INSTANCE, s.name) for s in sources}
+        instances = {s.name: store_instance(s) for s in sources}
+        states = {
+            s.name: await self.run(IndicatorDB.state, instances[s.name], s.name) for s in sources
+        }
         fresh = await self.run(_needs_full_sync)
         asked = self.marker is not None and os.path.exists(self.marker)
         full = (
@@ -187,7 +205,7 @@ class Incremental:
                 since[source.name] = None
             else:
                 since[source.name] = max(0, watermark - self.overlap)
-        return Plan(since, states)
+        return Plan(since, states, instances)
 
     def committed(self, plan: Plan, now: float, changes: dict[str, int]) -> None:
         """
@@ -218,7 +236,7 @@ def new_states(
     for name, since in plan.since.items():
         old = plan.states.get(name, SourceState())
         marks = [m for m in (old.watermark, newest.get(name)) if m is not None]
-        states[(INSTANCE, name)] = SourceState(
+        states[(plan.instance(name), name)] = SourceState(
             watermark=max(marks) if marks else None,
             last_full=now if since is None else old.last_full,
             last_delta=now if since is not None else old.last_delta,
@@ -243,14 +261,18 @@ class CycleBook:
 
     def __attrs_post_init__(self) -> None:
         self._tx = Transaction(self.incremental.run)
-        replaced = [(INSTANCE, name) for name, since in self.plan.since.items() if since is None]
+        replaced = [
+            (self.plan.instance(name), name)
+            for name, since in self.plan.since.items()
+            if since is None
+        ]
         self._tx.send(IndicatorDB.begin, replaced)
 
     def pulled(self, source: str, batches: list[IndicatorBatch]) -> None:
         """
         Keep a page of a source's indicators (added, or updated).
         """
-        rows = rows_of(source, batches)
+        rows = rows_of(self.plan.instance(source), source, batches)
         if not rows:
             return
         stamps = [row.modified for row in rows if isinstance(row.modified, int)]
@@ -263,7 +285,7 @@ class CycleBook:
         """
         Take out a source's indicators that ThreatConnect now marks inactive.
         """
-        keys = [row.key[:5] for row in rows_of(source, batches)]
+        keys = [row.key[:5] for row in rows_of(self.plan.instance(source), source, batches)]
         self._changes["removed"] += len(keys)
         self._tx.send(IndicatorDB.remove, keys)
 
@@ -272,7 +294,8 @@ class CycleBook:
         Take out a source's indicators that were deleted in ThreatConnect.
         """
         self._changes["removed"] += len(gone)
-        self._tx.send(IndicatorDB.remove, [deleted_key(source, g) for g in gone])
+        instance = self.plan.instance(source)
+        self._tx.send(IndicatorDB.remove, [deleted_key(instance, source, g) for g in gone])
 
     async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[StoredIndicator]:
         """

@@ -299,13 +299,16 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "tcbridge.conf.example"
 
 def _uncommented(lines: list[str]) -> str:
     """
-    The example's lines with every commented-out option switched on.
+    The example's lines with every commented-out option (and section)
+    switched on.
     """
     out = []
     for line in lines:
         stripped = line.lstrip("# ")
         if line.startswith("#") and "=" in stripped and stripped.split("=")[0].isidentifier():
             line = stripped
+        elif line.startswith("#[") and line.endswith("]"):
+            line = line[1:]
         out.append(line)
     return "\n".join(out) + "\n"
 
@@ -331,6 +334,8 @@ def test_example_documents_every_option(write_file: WriteFile, tmp_path: Path) -
     config = load_config(write_file("v2.conf", v2_text))
     assert not [n for n in config.notices if "not a tcbridge option" in n], config.notices
     assert config.threatconnect.sources == (Source("*", "all", "*"),)
+    (partner,) = config.other_instances
+    assert partner.instance == "partner" and partner.api_version == "v3"
 
     legacy = _uncommented(
         [line[2:] if line.startswith("# ") else line for line in legacy_part.splitlines()[2:]]

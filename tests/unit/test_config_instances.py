@@ -62,8 +62,8 @@ def test_a_named_section_adds_an_instance(tmp_path: Path) -> None:
     assert (partner.api_key, partner.secret_key) == ("09876543210987654321", "partner-secret-key")
     assert partner.api_version == "v3" and partner.max_attempts == 2
     assert partner.sources == (
-        Source("partner/Shared Org", "owner", "Shared Org"),
-        Source("partner/Partner Org", "owner", "Partner Org"),
+        Source("partner/Shared Org", "owner", "Shared Org", instance="partner"),
+        Source("partner/Partner Org", "owner", "Partner Org", instance="partner"),
     )
     assert partner.label_prefix == "partner/"
     assert {"main-secret-key", "partner-secret-key"} <= set(config.secrets())

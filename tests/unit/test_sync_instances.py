@@ -7,6 +7,7 @@ keeps the whole previous feed.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,9 +25,11 @@ from tcbridge.simulator import Simulator, generate
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.cycle import SyncCycle
+from tcbridge.sync.delta import Incremental
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tests.helpers import failure_of, result_of
 from tests.helpers_config import make_config
+from tests.unit.test_sync_delta import CC, NOW, Store
 
 KEY, SECRET = "12345678901234567890", "main-secret"
 PARTNER_KEY, PARTNER_SECRET = "09876543210987654321", "partner-secret"
@@ -72,7 +75,7 @@ class TwoInstances:
             api_url=partner_url,
             api_key=PARTNER_KEY,
             secret_key=partner_secret,
-            sources=(Source("partner/*", "all", "*"),),
+            sources=(Source("partner/*", "all", "*", instance="partner"),),
             instance="partner",
         )
         self.config = evolve(config, other_instances=(partner,))
@@ -87,8 +90,8 @@ class TwoInstances:
             other_clients=(clients[1],),
         )
 
-    def run(self) -> defer.Deferred[Any]:
-        d = defer.ensureDeferred(self.cycle.run())
+    def run(self, cycle: SyncCycle | None = None) -> defer.Deferred[Any]:
+        d = defer.ensureDeferred((cycle or self.cycle).run())
         fired: list[Any] = []
         d.addBoth(lambda r: (fired.append(True), r)[1])
         for _ in range(10_000):
@@ -181,3 +184,46 @@ def test_group_links_point_at_each_instance() -> None:
     )
     others = [r for r in reports if not r["id"].startswith("partner")]
     assert others and all(r["link"].startswith("https://tc.example/auth/") for r in others)
+
+
+def test_deltas_over_two_instances_publish_what_a_full_sync_publishes(tmp_path: Path) -> None:
+    """
+    With incremental sync, changes in either instance (a rating up in the
+    partner, a deletion there, a rating down in the main one) reach the
+    feed by a delta that asks each instance only for what changed, with the
+    same bytes a full sync publishes; the store keeps each instance's rows
+    under its name.
+    """
+    bridge = TwoInstances(grouping="Expanded")
+    bridge.clock.advance(NOW - START)
+    store = Store(str(tmp_path))
+    incremental = Incremental(store.run, full_every=10**9, overlap=600)
+    delta = SyncCycle(
+        bridge.config,
+        bridge.cycle.client,
+        FeedStore(empty_body=dumps(empty_document(FeedInfo()))),
+        SyncStatus(started_at=bridge.clock.seconds()),
+        bridge.clock,
+        incremental=incremental,
+        other_clients=bridge.cycle.other_clients,
+    )
+
+    def sync() -> tuple[bytes, bytes]:
+        bridge.clock.advance(3600)
+        one, other = (result_of(bridge.run(cycle)).body for cycle in (delta, bridge.cycle))
+        return one, other
+
+    first, reference = sync()
+    assert first == reference
+    bridge.partner.change(CC, "File", 0, rating=5.0, confidence=100)
+    bridge.partner.change(CC, "Host", 4, deleted=True)
+    bridge.main.change(CC, "Host", 4, rating=0.0)
+    bridge.partner.requests.clear()
+    changed, full = sync()
+    assert changed == full != first
+    assert incremental.last_delta is not None
+    asked = [r.target for r in bridge.partner.requests]
+    assert any("modifiedSince" in t for t in asked) and any("/deleted" in t for t in asked)
+    kept = {row.instance for row in store.db.indicators()}
+    assert kept == {"default", "partner"}
+    assert all(row.source.startswith("partner/") for row in store.db.indicators("partner"))
