@@ -157,3 +157,30 @@ def test_reload_leaves_no_stale_object(write_file: WriteFile) -> None:
     assert [t - started[0] for t in started if t is not None] == [0, 3600, 3900]
     bridge.cycle.cancel()
     timer.stopService()
+
+
+def test_reload_adds_an_instance_with_its_own_client(write_file: WriteFile) -> None:
+    """
+    A [threatconnect:<name>] section added to the file takes effect on
+    reload: the next cycle has a client for it, signing with its key
+    against its URL, and the page lists it; request counts go on from
+    where they were.
+    """
+    path = write_file("tc.conf", CONFIG)
+    _, reload_service, _ = _service(path)
+    reloader = reload_service.reloader
+    cycle = reloader._bridge.cycle
+    assert cycle.other_clients == ()
+    cycle.client.requests = 3
+    write_file(
+        "tc.conf",
+        CONFIG + "[threatconnect:partner]\nurl=https://partner.example/api\napi_key=9999\n"
+        "secret_key=partner-secret\nsources=*\n",
+    )
+    assert reloader.reload() is True
+    (partner,) = cycle.other_clients
+    assert (partner.base_url, partner.api_key) == ("https://partner.example/api", "9999")
+    assert cycle.requests == 3
+    assert [s.name for s in cycle.config.sources] == ["Common Community", "partner/*"]
+    rows = dict(reloader._config_rows)
+    assert rows["[threatconnect:partner] ThreatConnect API url"] == "https://partner.example/api"
