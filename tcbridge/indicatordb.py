@@ -239,6 +239,12 @@ class IndicatorDB:
         """
         self._db.executemany(_INSERT, (row.row() for row in rows))
 
+    def add_rows(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """
+        L{add} for rows already laid out as L{StoredIndicator.row} does.
+        """
+        self._db.executemany(_INSERT, rows)
+
     def remove(self, keys: Iterable[tuple[str, str, str, str, str]]) -> None:
         """
         Take out every row of each C{(instance, source, owner, type, value)},
@@ -283,6 +289,14 @@ class IndicatorDB:
         when C{None}), as this connection sees them (an open transaction's
         changes included).
         """
+        return [StoredIndicator.of_row(row) for row in self.raw_page(after, limit)]
+
+    def raw_page(self, after: tuple[str, ...] | None, limit: int) -> list[tuple[Any, ...]]:
+        """
+        L{page} as the database gives it: tuples in the order of
+        L{StoredIndicator.row} (see L{tcbridge.indicatorrows.batches_of_rows}),
+        the first six of each its key.
+        """
         if after is None:
             cursor = self._db.execute(f"{_SELECT} ORDER BY {_KEY} LIMIT ?", (limit,))
         else:
@@ -290,7 +304,7 @@ class IndicatorDB:
                 f"{_SELECT} WHERE ({_KEY}) > (?, ?, ?, ?, ?, ?) ORDER BY {_KEY} LIMIT ?",
                 (*after, limit),
             )
-        return [StoredIndicator.of_row(row) for row in cursor]
+        return cursor.fetchall()
 
     def state(self, instance: str, source: str) -> SourceState:
         """

@@ -8,12 +8,13 @@ state (L{SourceState}) and one sync's changes (L{StoreChanges}).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import orjson
 from attrs import field, frozen
 
-from tcbridge.threatconnect.records import VALUE_COLUMNS, Indicator
+from tcbridge.threatconnect.records import VALUE_COLUMNS, Indicator, IndicatorBatch
 
 
 def _json(value: object) -> str:
@@ -194,3 +195,128 @@ def indicator_of(row: StoredIndicator) -> Indicator:
         web_link=row.link or "",
         **same,
     )
+
+
+def batches_of_rows(rows: Sequence[tuple[Any, ...]]) -> list[IndicatorBatch]:
+    """
+    The batches the store's rows (as L{StoredIndicator.row} lays them out)
+    describe, as a pull would have handed them on: the same as
+    L{indicator_of} of each row, grouped with L{IndicatorBatch.of}, but
+    column by column, with one JSON decoding per column rather than one
+    object per row (a delta rebuilds its feed from every row of the store).
+    """
+    grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        grouped.setdefault((row[15] or row[1], row[3]), []).append(row)
+    batches = []
+    for (label, type_name), members in grouped.items():
+        found = list(zip(*members, strict=True))
+        values = _decoded(found[14])
+        columns = {
+            "owners": list(found[2]),
+            "ids": list(found[5]),
+            "ratings": _decoded(found[6]),
+            "confidences": _decoded(found[7]),
+            "assess": _decoded(found[8]),
+            "modified": list(found[10]),
+            "tags": [tuple(tags) for tags in _decoded(found[11])],
+            "links": [link or "" for link in found[13]],
+            "descriptions": _decoded(found[16]),
+        }
+        by_name = {
+            name: [kept.get(name) for kept in values] for name in VALUE_COLUMNS.get(type_name, ())
+        }
+        batches.append(IndicatorBatch(label, type_name, by_name, columns))
+    return batches
+
+
+def _decoded(texts: Sequence[str]) -> list[Any]:
+    """
+    The JSON texts of one column, decoded in one call.
+    """
+    decoded: list[Any] = orjson.loads("[" + ",".join(texts) + "]")
+    return decoded
+
+
+def rows_of_batch(instance: str, source: str, batch: IndicatorBatch) -> list[tuple[Any, ...]]:
+    """
+    The store rows (as L{StoredIndicator.row} lays them out) of a pulled
+    batch of the configured C{source}: the same as C{stored(record,
+    instance, source).row()} of each of its records, made column by column
+    without an object per indicator (a full sync stores a million).
+    Indicators without a value are left out.
+    """
+    names = VALUE_COLUMNS.get(batch.type, ())
+    if not names or not len(batch):
+        return []
+    value_columns = [batch.values[name] for name in names]
+    encode = _Encoder()
+    ratings = encode.all(batch.column("ratings"))
+    confidences = encode.all(batch.column("confidences"))
+    assess = encode.all(batch.column("assess"))
+    tags = encode.all([list(t) for t in batch.column("tags")], key=tuple)
+    descriptions = encode.all(batch.column("descriptions"))
+    label, kind = batch.source, batch.type
+    rows = []
+    for at, (owner, ident, modified, link) in enumerate(
+        zip(
+            batch.column("owners"),
+            batch.column("ids"),
+            batch.column("modified"),
+            batch.column("links"),
+            strict=True,
+        )
+    ):
+        values = {
+            name: v for name, column in zip(names, value_columns, strict=True) if (v := column[at])
+        }
+        if not values:
+            continue
+        rows.append(
+            (
+                instance,
+                source or label,
+                owner,
+                kind,
+                next(iter(values.values())),
+                ident,
+                ratings[at],
+                confidences[at],
+                assess[at],
+                None,
+                modified,
+                tags[at],
+                1,
+                link,
+                orjson.dumps(values, option=orjson.OPT_SORT_KEYS).decode(),
+                label,
+                descriptions[at],
+            )
+        )
+    return rows
+
+
+class _Encoder:
+    """
+    L{_json} of many values, each distinct value encoded once (ratings,
+    confidences, tags and descriptions repeat a lot).  Values are told
+    apart by type as well (C{3}, C{3.0} and C{True} encode differently),
+    floats by their exact bits (C{0.0} and C{-0.0} are equal but differ).
+    """
+
+    def all(self, column: Sequence[Any], key: Callable[[Any], Any] | None = None) -> list[str]:
+        known: dict[Any, str] = {}
+        out = []
+        for value in column:
+            try:
+                if value.__class__ is float:
+                    marker = (float, value.hex())
+                else:
+                    marker = (value.__class__, value if key is None else key(value))
+                text = known.get(marker)
+                if text is None:
+                    text = known[marker] = _json(value)
+            except TypeError:  # unhashable: a list or object where a number belongs
+                text = _json(value)
+            out.append(text)
+        return out

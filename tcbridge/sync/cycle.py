@@ -26,7 +26,7 @@ from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
 from tcbridge.feedfile import FeedFile
-from tcbridge.indicatorrows import indicator_of
+from tcbridge.indicatorrows import batches_of_rows
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.model import Source
@@ -57,7 +57,7 @@ from tcbridge.threatconnect.deleted import list_deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
 from tcbridge.threatconnect.pull import PullOptions, iso_time, pull_source
-from tcbridge.threatconnect.records import IndicatorBatch, SourcePull
+from tcbridge.threatconnect.records import SourcePull
 
 
 @define
@@ -493,11 +493,11 @@ class SyncCycle:
             rows = await book.rows(after, 10000)
             if not rows:
                 return
-            batches = IndicatorBatch.of([indicator_of(row) for row in rows])
+            batches = batches_of_rows(rows)
             if seen is not None:
                 seen.add(batches)
             builder.add(batches)
-            after = rows[-1].key
+            after = rows[-1][:6]
             if self._pause is not None:
                 await self._pause()
 

@@ -34,7 +34,7 @@ from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tcbridge.indicatordb import IndicatorDB
-from tcbridge.indicatorrows import SourceState, StoredIndicator, stored
+from tcbridge.indicatorrows import SourceState, rows_of_batch
 from tcbridge.model import Source
 from tcbridge.status import IncrementalState
 from tcbridge.threatconnect.deleted import Deleted
@@ -98,17 +98,13 @@ def deleted_key(instance: str, source: str, gone: Deleted) -> tuple[str, str, st
     return (instance, source, gone.owner, gone.type, value)
 
 
-def rows_of(instance: str, source: str, batches: Iterable[IndicatorBatch]) -> list[StoredIndicator]:
+def rows_of(instance: str, source: str, batches: Iterable[IndicatorBatch]) -> list[Any]:
     """
-    The store rows of batches pulled for the configured C{source}
-    (indicators without a value are not kept: the feed cannot hold them).
+    The store rows (tuples, see L{rows_of_batch}) of batches pulled for the
+    configured C{source} (indicators without a value are not kept: the
+    feed cannot hold them).
     """
-    return [
-        row
-        for batch in batches
-        for row in (stored(record, instance, source) for record in batch.records())
-        if row is not None
-    ]
+    return [row for batch in batches for row in rows_of_batch(instance, source, batch)]
 
 
 @define
@@ -275,17 +271,17 @@ class CycleBook:
         rows = rows_of(self.plan.instance(source), source, batches)
         if not rows:
             return
-        stamps = [row.modified for row in rows if isinstance(row.modified, int)]
+        stamps = [modified for row in rows if isinstance(modified := row[10], int)]
         if stamps:
             self._newest[source] = max(self._newest.get(source, 0), max(stamps))
         self._changes["added"] += len(rows)
-        self._tx.send(IndicatorDB.add, rows)
+        self._tx.send(IndicatorDB.add_rows, rows)
 
     def inactive(self, source: str, batches: list[IndicatorBatch]) -> None:
         """
         Take out a source's indicators that ThreatConnect now marks inactive.
         """
-        keys = [row.key[:5] for row in rows_of(self.plan.instance(source), source, batches)]
+        keys = [row[:5] for row in rows_of(self.plan.instance(source), source, batches)]
         self._changes["removed"] += len(keys)
         self._tx.send(IndicatorDB.remove, keys)
 
@@ -297,12 +293,13 @@ class CycleBook:
         instance = self.plan.instance(source)
         self._tx.send(IndicatorDB.remove, [deleted_key(instance, source, g) for g in gone])
 
-    async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[StoredIndicator]:
+    async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[tuple[Any, ...]]:
         """
-        The store's rows as the cycle leaves them (see L{IndicatorDB.page}).
+        The store's rows as the cycle leaves them, as tuples (see
+        L{IndicatorDB.raw_page}).
         """
         await self._tx.settled()
-        rows: list[StoredIndicator] = await self.incremental.run(IndicatorDB.page, after, limit)
+        rows: list[tuple[Any, ...]] = await self.incremental.run(IndicatorDB.raw_page, after, limit)
         return rows
 
     async def commit(self) -> IncrementalState:

@@ -24,10 +24,12 @@ from tcbridge.indicatorrows import (
     SourceState,
     StoreChanges,
     StoredIndicator,
+    batches_of_rows,
     indicator_of,
+    rows_of_batch,
     stored,
 )
-from tcbridge.threatconnect.records import Indicator
+from tcbridge.threatconnect.records import COLUMNS, Indicator, IndicatorBatch
 from tests.unit.test_feed_builder import _pulled_records
 
 
@@ -227,3 +229,84 @@ def test_a_busy_store_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
         old.close()
     assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == []
     assert IndicatorDB.open(str(tmp_path)).warning is None
+
+
+def test_rows_become_the_batches_a_pull_hands_on(tmp_path: Path) -> None:
+    """
+    The store's rows, read as tuples and turned into batches column by
+    column, are the batches of the indicators each row describes: same
+    labels, types, values and columns (ratings sent as text stay text,
+    missing ones stay missing).
+    """
+    kept = [
+        _indicator(1),
+        _indicator(2, rating="4", description="Said twice", tags=()),
+        _indicator(3, rating=None, confidence=None, link=None, label="Other Label"),
+        StoredIndicator(
+            "tc",
+            "*",
+            "Common Community",
+            "File",
+            "a" * 32,
+            id="77",
+            rating=5.0,
+            values={"md5": "a" * 32, "sha256": "b" * 64},
+            modified=1_700_000_500,
+        ),
+        StoredIndicator(
+            "tc", "*", "Common Community", "File", "c" * 64, values={"sha256": "c" * 64}
+        ),
+    ]
+    db = IndicatorDB.open(str(tmp_path))
+    _full(db, kept, at=1.0)
+    rows = db.raw_page(None, 100)
+    assert [StoredIndicator.of_row(row) for row in rows] == db.page(None, 100)
+    expected = IndicatorBatch.of([indicator_of(row) for row in db.page(None, 100)])
+    got = batches_of_rows(rows)
+    assert [(b.source, b.type, b.values) for b in got] == [
+        (b.source, b.type, b.values) for b in expected
+    ]
+    for mine, theirs in zip(got, expected, strict=True):
+        for name in COLUMNS:
+            assert mine.column(name) == theirs.column(name), name
+    assert {b.source for b in got} == {"*", "Other Label"}
+
+
+def test_batches_become_the_rows_their_records_would(tmp_path: Path) -> None:
+    """
+    A pulled batch's store rows, made column by column, are exactly the
+    rows of its records one by one: odd ratings (text, a flag, minus zero,
+    missing), tags, descriptions, several hashes, an indicator without a
+    value (left out) and a simulator pull's real pages.
+    """
+    odd = [
+        Indicator(source="Lab", owner="Lab", type="Host", id="1", host="a.example", rating="4"),
+        Indicator(source="Lab", owner="Lab", type="Host", id="2", host="b.example", rating=True),
+        Indicator(source="Lab", owner="Lab", type="Host", id="3", host="c.example", rating=-0.0),
+        Indicator(source="Lab", owner="Lab", type="Host", id="4", host="d.example", rating=0.0),
+        Indicator(source="Lab", owner="Lab", type="Host", id="5", host=None, rating=1.0),
+        Indicator(
+            source="Lab",
+            owner="Lab",
+            type="File",
+            id="6",
+            md5="a" * 32,
+            sha256="b" * 64,
+            tags=("Ünïcode", "APT"),
+            description="said <twice>",
+            confidence=90,
+            threat_assess_score=700,
+            last_modified=1_700_000_000,
+            web_link="https://tc.example/6",
+        ),
+        Indicator(source="Lab", owner="Lab", type="URL", id="7"),
+    ]
+    batches = IndicatorBatch.of(odd) + [
+        batch for batch in IndicatorBatch.of(_pulled_records(300)) if len(batch)
+    ]
+    for source in ("", "configured"):
+        for batch in batches:
+            expected = [
+                row.row() for row in (stored(r, "tc", source) for r in batch.records()) if row
+            ]
+            assert rows_of_batch("tc", source, batch) == expected
