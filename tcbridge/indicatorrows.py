@@ -197,19 +197,20 @@ def indicator_of(row: StoredIndicator) -> Indicator:
     )
 
 
-def batches_of_rows(rows: Sequence[tuple[Any, ...]]) -> list[IndicatorBatch]:
+def batches_of_rows(rows: Sequence[tuple[Any, ...]]) -> list[tuple[str, IndicatorBatch]]:
     """
     The batches the store's rows (as L{StoredIndicator.row} lays them out)
     describe, as a pull would have handed them on: the same as
     L{indicator_of} of each row, grouped with L{IndicatorBatch.of}, but
     column by column, with one JSON decoding per column rather than one
     object per row (a delta rebuilds its feed from every row of the store).
+    Each batch comes with the configured source its rows were pulled for.
     """
-    grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    grouped: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
     for row in rows:
-        grouped.setdefault((row[15] or row[1], row[3]), []).append(row)
+        grouped.setdefault((row[1], row[15] or row[1], row[3]), []).append(row)
     batches = []
-    for (label, type_name), members in grouped.items():
+    for (source, label, type_name), members in grouped.items():
         found = list(zip(*members, strict=True))
         values = _decoded(found[14])
         columns = {
@@ -226,7 +227,7 @@ def batches_of_rows(rows: Sequence[tuple[Any, ...]]) -> list[IndicatorBatch]:
         by_name = {
             name: [kept.get(name) for kept in values] for name in VALUE_COLUMNS.get(type_name, ())
         }
-        batches.append(IndicatorBatch(label, type_name, by_name, columns))
+        batches.append((source, IndicatorBatch(label, type_name, by_name, columns)))
     return batches
 
 

@@ -10,10 +10,15 @@ ThreatConnect sent them (C{owners}, C{ids}, C{ratings}, C{confidences},
 C{assess}, C{links}, C{modified}), its value columns (C{values}: C{md5},
 C{sha1}, C{sha256}, C{ip} or C{host}) and the same values as search keys
 (C{keys}: lower case, no surrounding space, no trailing dot), by which a
-search finds the line.  A sync writes a new
-file beside the old one and renames it over it when the sync ends with a
-feed (published or held back by the shrink guard); a failed sync leaves
-the previous one.
+search finds the line.  Each line also names the configured source it
+was pulled for (C{origin}) and keeps the C{tags} and C{descriptions}
+columns, so that a delta sync can rebuild its feed from the previous
+sync's file (L{tcbridge.sync.base}).  A sync writes a new file beside the
+old one and renames it over it when the sync ends with a feed (published
+or held back by the shrink guard); a failed sync leaves the previous one.
+A sync whose changes the indicator store committed ends the file with a
+trailer line (C{{"committed": ...}}: the store's source states after that
+commit), by which the next delta knows the file is the store's content.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from tcbridge.threatconnect.records import VALUE_COLUMNS, IndicatorBatch
 
 FILE_NAME = "last-sync-indicators.jsonl"
 _COLUMNS = ("owners", "ids", "ratings", "confidences", "assess", "links", "modified")
+#: Kept for rebuilding a feed, not shown by explanations.
+_MORE_COLUMNS = ("tags", "descriptions")
 _PREFIX = ".tmp-"
 
 
@@ -66,6 +73,14 @@ class SeenWriter:
         fd, self._path = tempfile.mkstemp(prefix=_PREFIX, suffix=".json", dir=folder)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb")
 
+    def add_lines(self, lines: Iterable[bytes]) -> None:
+        """
+        Append lines already in this file's form (a rebuilt feed's pages,
+        see L{tcbridge.sync.base}).
+        """
+        if self._file is not None:
+            self._file.writelines(lines)
+
     def add_inactive(self, batches: Iterable[IndicatorBatch]) -> None:
         """
         Append indicators ThreatConnect sent but marks inactive (left out of
@@ -73,11 +88,14 @@ class SeenWriter:
         """
         self.add(batches, inactive=True)
 
-    def add(self, batches: Iterable[IndicatorBatch], inactive: bool = False) -> None:
+    def add(
+        self, batches: Iterable[IndicatorBatch], inactive: bool = False, origin: str = ""
+    ) -> None:
         """
-        Append the indicators of one page: one line per batch, its columns
-        dumped as they are (one C call; a row per indicator would cost the
-        reactor several times more).
+        Append the indicators of one page of the configured source
+        C{origin}: one line per batch, its columns dumped as they are (one
+        C call; a row per indicator would cost the reactor several times
+        more).
         """
         out = self._file
         if out is None:
@@ -92,18 +110,23 @@ class SeenWriter:
                 "source": batch.source,
                 "keys": {name: _search_keys(column) for name, column in values.items()},
                 "values": values,
-                **{name: batch.column(name) for name in _COLUMNS},
+                "origin": origin,
+                **{name: batch.column(name) for name in (*_COLUMNS, *_MORE_COLUMNS)},
             }
             if inactive:
                 page["inactive"] = True
             out.write(orjson.dumps(page, default=str) + b"\n")
 
-    def finish(self) -> None:
+    def finish(self, committed: Any = None) -> None:
         """
-        Make this sync's file the one explanations read.
+        Make this sync's file the one explanations read; with C{committed}
+        (the store's states after this sync's commit, as JSON), end it with
+        the trailer that lets the next delta rebuild from it.
         """
         if self._file is None:
             return
+        if committed is not None:
+            self._file.write(orjson.dumps({"committed": committed}) + b"\n")
         self._file.close()
         self._file = None
         os.replace(self._path, os.path.join(self.folder, FILE_NAME))
@@ -127,7 +150,9 @@ def rows_with(page: dict[str, Any], key: str) -> list[list[Any]]:
     source, owner, id, rating, confidence, threatAssess, link, modified,
     values, inactive]}.
     """
-    keys: dict[str, list[str | None]] = page["keys"]
+    keys: dict[str, list[str | None]] | None = page.get("keys")
+    if keys is None:  # the trailer
+        return []
     found = sorted({i for column in keys.values() for i, k in enumerate(column) if k == key})
     values: dict[str, list[Any]] = page["values"]
     return [

@@ -31,9 +31,11 @@ from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.model import Source
 from tcbridge.secrets import redact
+from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SourceRow, SyncStatus
 from tcbridge.store import FeedStore, Snapshot
+from tcbridge.sync.base import base_pages, committed_token, trailer
 from tcbridge.sync.delta import CycleBook, Incremental
 from tcbridge.sync.errors import (
     FeedHeldBackError,
@@ -102,6 +104,9 @@ class SyncCycle:
         | None
     ) = field(init=False, default=None)
     _publisher: Publisher = field(init=False)
+    #: The store's states after this cycle's commit, for the trailer of
+    #: what the sync saw (L{tcbridge.sync.base}); C{None} without one.
+    _committed: list[list[Any]] | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._publisher = Publisher(
@@ -376,7 +381,7 @@ class SyncCycle:
                 seen.discard()
             raise
         if seen is not None:
-            seen.finish()
+            seen.finish(self._committed)
         return result
 
     async def _pull_build_finish(
@@ -393,6 +398,7 @@ class SyncCycle:
         )
         incremental = self._incremental if record_history else None
         book: CycleBook | None = None
+        self._committed = None
         if incremental is not None:
             plan = await incremental.plan(self._config.sources, now)
             book = CycleBook(incremental, plan, now)
@@ -402,7 +408,8 @@ class SyncCycle:
                 builder = FeedBuilder(
                     settings, history=self._publisher.history, record_history=record_history
                 )
-                await self._from_store(book, builder, seen)
+                if not await self._from_base(book, builder, seen):
+                    await self._from_store(book, builder, seen)
             result = await self._build_and_finish(builder, finish, record_history, directory)
         except BaseException:
             if book is not None:
@@ -410,6 +417,8 @@ class SyncCycle:
             raise
         if book is not None:
             self._status.incremental = await book.commit()
+            assert book.committed_states is not None
+            self._committed = committed_token(book.committed_states)
         return result, builder, pulls
 
     async def _pull_all(
@@ -430,7 +439,7 @@ class SyncCycle:
             def on_page(batches: Any, name: str = source.name) -> None:
                 if full:
                     if seen is not None:
-                        seen.add(batches)
+                        seen.add(batches, origin=name)
                     builder.add(batches)
                 if book is not None:
                     book.pulled(name, batches)
@@ -481,6 +490,33 @@ class SyncCycle:
             )
             book.deleted(source, gone)
 
+    async def _from_base(
+        self, book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None
+    ) -> bool:
+        """
+        Feed C{builder} (and what the sync saw) the previous sync's file
+        with this delta laid over it (L{tcbridge.sync.base}), if that file
+        is the store's content; C{False} (nothing done) if it is not.
+        """
+        if self._seen_folder is None:
+            return False
+        path = os.path.join(self._seen_folder, SEEN_FILE)
+        if trailer(path) != book.planned_from():
+            return False
+        for origin, line, batch in base_pages(path, book.overlay):
+            builder.add(batch)
+            if seen is not None and line is not None:
+                seen.add_lines([line])
+            elif seen is not None:
+                seen.add([batch], origin=origin)
+            if self._pause is not None:
+                await self._pause()
+        for origin, batch in book.overlay.fresh_batches():
+            builder.add(batch)
+            if seen is not None:
+                seen.add([batch], origin=origin)
+        return True
+
     async def _from_store(
         self, book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None
     ) -> None:
@@ -493,10 +529,10 @@ class SyncCycle:
             rows = await book.rows(after, 10000)
             if not rows:
                 return
-            batches = batches_of_rows(rows)
-            if seen is not None:
-                seen.add(batches)
-            builder.add(batches)
+            for source, batch in batches_of_rows(rows):
+                if seen is not None:
+                    seen.add([batch], origin=source)
+                builder.add(batch)
             after = rows[-1][:6]
             if self._pause is not None:
                 await self._pause()

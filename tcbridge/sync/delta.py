@@ -37,6 +37,7 @@ from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState, rows_of_batch
 from tcbridge.model import Source
 from tcbridge.status import IncrementalState
+from tcbridge.sync.base import Overlay, committed_token
 from tcbridge.threatconnect.deleted import Deleted
 from tcbridge.threatconnect.records import IndicatorBatch
 
@@ -254,8 +255,13 @@ class CycleBook:
     _tx: Transaction = field(init=False)
     _newest: dict[str, int] = field(factory=dict, init=False)
     _changes: dict[str, int] = field(factory=lambda: {"added": 0, "removed": 0}, init=False)
+    overlay: Overlay = field(init=False)
+    committed_states: dict[tuple[str, str], SourceState] | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
+        self.overlay = Overlay(
+            replaced=frozenset(name for name, since in self.plan.since.items() if since is None)
+        )
         self._tx = Transaction(self.incremental.run)
         replaced = [
             (self.plan.instance(name), name)
@@ -269,6 +275,8 @@ class CycleBook:
         Keep a page of a source's indicators (added, or updated).
         """
         rows = rows_of(self.plan.instance(source), source, batches)
+        if not self.plan.full:
+            self.overlay.pulled(source, rows, batches)
         if not rows:
             return
         stamps = [modified for row in rows if isinstance(modified := row[10], int)]
@@ -282,6 +290,7 @@ class CycleBook:
         Take out a source's indicators that ThreatConnect now marks inactive.
         """
         keys = [row[:5] for row in rows_of(self.plan.instance(source), source, batches)]
+        self.overlay.taken_out(keys)
         self._changes["removed"] += len(keys)
         self._tx.send(IndicatorDB.remove, keys)
 
@@ -291,7 +300,18 @@ class CycleBook:
         """
         self._changes["removed"] += len(gone)
         instance = self.plan.instance(source)
-        self._tx.send(IndicatorDB.remove, [deleted_key(instance, source, g) for g in gone])
+        keys = [deleted_key(instance, source, g) for g in gone]
+        self.overlay.taken_out(keys)
+        self._tx.send(IndicatorDB.remove, keys)
+
+    def planned_from(self) -> list[list[Any]]:
+        """
+        The store's source states this cycle was planned from, as a trailer
+        of the previous sync's file records them (see L{tcbridge.sync.base}).
+        """
+        return committed_token(
+            {(self.plan.instance(name), name): self.plan.states[name] for name in self.plan.since}
+        )
 
     async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[tuple[Any, ...]]:
         """
@@ -310,6 +330,7 @@ class CycleBook:
         await self._tx.settled()
         states = new_states(self.plan, self._newest, self.now)
         await self.incremental.run(IndicatorDB.commit, states)
+        self.committed_states = states
         inc = self.incremental
         inc.committed(self.plan, self.now, self._changes)
         return IncrementalState(

@@ -262,7 +262,7 @@ def test_rows_become_the_batches_a_pull_hands_on(tmp_path: Path) -> None:
     rows = db.raw_page(None, 100)
     assert [StoredIndicator.of_row(row) for row in rows] == db.page(None, 100)
     expected = IndicatorBatch.of([indicator_of(row) for row in db.page(None, 100)])
-    got = batches_of_rows(rows)
+    got = [batch for _, batch in batches_of_rows(rows)]
     assert [(b.source, b.type, b.values) for b in got] == [
         (b.source, b.type, b.values) for b in expected
     ]
@@ -270,6 +270,7 @@ def test_rows_become_the_batches_a_pull_hands_on(tmp_path: Path) -> None:
         for name in COLUMNS:
             assert mine.column(name) == theirs.column(name), name
     assert {b.source for b in got} == {"*", "Other Label"}
+    assert {source for source, _ in batches_of_rows(rows)} == {"*"}
 
 
 def test_batches_become_the_rows_their_records_would(tmp_path: Path) -> None:

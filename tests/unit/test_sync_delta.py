@@ -52,21 +52,26 @@ class Pair:
     pulling everything every time.
     """
 
-    def __init__(self, folder: Path, count: int = 900, **config: Any) -> None:
+    def __init__(self, folder: Path, count: int = 900, seen: bool = True, **config: Any) -> None:
         self.h = Harness(count=count, **config)
+        self.seen = str(folder / "seen") if seen else None
         self.h.clock.advance(NOW - START)
         self.store = Store(str(folder / "delta"))
         self.incremental = Incremental(
             self.store.run, full_every=10**9, overlap=600, marker=str(folder / FULL_SYNC_FILE)
         )
         self.status = SyncStatus(started_at=self.h.clock.seconds())
-        self.delta = self._cycle(self.incremental, self.status)
+        self.delta = self._cycle(self.incremental, self.status, self.seen)
         self.full = self._cycle(None, SyncStatus(started_at=self.h.clock.seconds()))
 
-    def _cycle(self, incremental: Incremental | None, status: SyncStatus) -> SyncCycle:
+    def _cycle(
+        self, incremental: Incremental | None, status: SyncStatus, seen: str | None = None
+    ) -> SyncCycle:
         h = self.h
         store = FeedStore(empty_body=dumps(empty_document(FeedInfo())))
-        return SyncCycle(h.config, h.client, store, status, h.clock, incremental=incremental)
+        return SyncCycle(
+            h.config, h.client, store, status, h.clock, incremental=incremental, seen_folder=seen
+        )
 
     def sync(self) -> tuple[bytes, bytes]:
         """
@@ -179,9 +184,14 @@ def test_a_failed_delta_changes_nothing(tmp_path: Path) -> None:
     ),
     churn=st.sampled_from([0.0, 0.02]),
     grouping=st.sampled_from(["Expanded", "Condensed"]),
+    seen=st.booleans(),
 )
 def test_incremental_feeds_equal_full_feeds(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[Any], churn: float, grouping: str
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[Any],
+    churn: float,
+    grouping: str,
+    seen: bool,
 ) -> None:
     """
     After any sequence of changes between syncs, the feed incremental syncs
@@ -189,9 +199,10 @@ def test_incremental_feeds_equal_full_feeds(
     publishes, as long as no change hid from lastModified.  Once one did,
     the two feeds differ until the next full sync; after it they hold the
     same reports (their timestamps may differ: each bridge's report history
-    saw different feeds in between).
+    saw different feeds in between).  Deltas rebuild their feed from the
+    previous sync's file (C{seen}) or, without one, from the store.
     """
-    pair = Pair(tmp_path_factory.mktemp("pair"), count=600, grouping=grouping)
+    pair = Pair(tmp_path_factory.mktemp("pair"), count=600, seen=seen, grouping=grouping)
     pair.sync()
     quiet = False
     sim = pair.h.simulator
@@ -227,3 +238,38 @@ def _untimed(feed: bytes) -> list[Any]:
     for report in reports:
         report.pop("timestamp")
     return reports
+
+
+def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A delta rebuilds its feed from the previous sync's file (the store's
+    rows are not read); when that file is not what the store holds (here:
+    an older one put back), it reads the store instead; both publish what
+    a full sync does.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    seen_file = tmp_path / "seen" / "last-sync-indicators.jsonl"
+    older = seen_file.read_bytes()
+    assert older.splitlines()[-1].startswith(b'{"committed":')
+    read: list[int] = []
+    real_page = IndicatorDB.raw_page
+
+    def counted(db: IndicatorDB, *args: Any) -> Any:
+        read.append(1)
+        return real_page(db, *args)
+
+    monkeypatch.setattr(IndicatorDB, "raw_page", counted)
+    _change_five(pair)
+    delta, full = pair.sync()
+    assert delta == full and not read
+    pair.h.simulator.change(CC, "Host", 9, rating=5.0)
+    seen_file.write_bytes(older)
+    delta, full = pair.sync()
+    assert delta == full and read
+    read.clear()
+    pair.h.simulator.change(CC, "Host", 10, rating=5.0)
+    delta, full = pair.sync()
+    assert delta == full and not read

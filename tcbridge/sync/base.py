@@ -1,0 +1,207 @@
+# -*- test-case-name: tests.unit.test_sync_delta -*-
+"""
+A delta's feed, rebuilt from the previous sync's file of what it saw
+(L{tcbridge.seen}) with the delta's changes laid over it, instead of from
+every row of the indicator store.
+
+The file holds every indicator of the last sync as column pages, so
+reading it back costs one JSON decoding per page rather than work per
+indicator.  It is used only when its trailer says it is exactly the
+store's content: the trailer records the store's source states after the
+commit of the sync that wrote it, and the next delta compares them with
+the states it planned from.  A sync whose commit did not happen (it
+failed, was held back, or the process died in between) leaves no
+matching trailer, and the delta reads the store instead.
+
+Laying the delta over a page: a row pulled again (same configured source,
+owner, type, value and id) is replaced by its new form; a row whose value
+was deactivated or deleted goes (every id of it, as the store does); the
+pages of sources pulled whole this cycle go.  What the delta pulled is
+added after the pages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+from attrs import define, field
+
+from tcbridge.indicatorrows import SourceState
+from tcbridge.threatconnect.records import COLUMNS, VALUE_COLUMNS, IndicatorBatch
+
+#: The longest trailer read (a few dozen bytes per configured source).
+_TRAILER_LIMIT = 1 << 20
+
+
+Key = tuple[str, str, str, str]
+FullKey = tuple[str, str, str, str, str]
+
+
+def committed_token(states: Mapping[tuple[str, str], SourceState]) -> list[list[Any]]:
+    """
+    The store's source states as a trailer records them (sorted, as JSON
+    gives them back).
+    """
+    rows = sorted(
+        [instance, source, state.watermark, state.last_full, state.last_delta]
+        for (instance, source), state in states.items()
+    )
+    token: list[list[Any]] = orjson.loads(orjson.dumps(rows))
+    return token
+
+
+def trailer(path: str) -> Any:
+    """
+    What the trailer of the file at C{path} records, or C{None} (no file,
+    no trailer).
+    """
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - _TRAILER_LIMIT)
+            f.seek(start)
+            tail = f.read()
+    except OSError:
+        return None
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    if not last.startswith(b'{"committed":'):
+        return None
+    try:
+        return orjson.loads(last)["committed"]
+    except orjson.JSONDecodeError:
+        return None
+
+
+@define
+class Overlay:
+    """
+    What a delta changed, by configured source name, in the order the store
+    was told: the rows pulled (L{FullKey}: source, owner, type, value, id;
+    their pages in C{fresh}), the values taken out (L{Key}: source, owner,
+    type, value; C{cleared} every one, C{removed} those not pulled again
+    afterwards) and the sources pulled whole (C{replaced}).
+    """
+
+    replaced: frozenset[str] = frozenset()
+    upserted: set[FullKey] = field(factory=set)
+    cleared: set[Key] = field(factory=set)
+    removed: set[Key] = field(factory=set)
+    fresh: list[tuple[str, list[IndicatorBatch]]] = field(factory=list)
+
+    def pulled(
+        self, source: str, rows: list[tuple[Any, ...]], batches: list[IndicatorBatch]
+    ) -> None:
+        """
+        Note store rows (see L{tcbridge.indicatorrows.rows_of_batch})
+        pulled for C{source}, from C{batches}.
+        """
+        for row in rows:
+            self.upserted.add(row[1:6])
+            self.removed.discard(row[1:5])
+        self.fresh.append((source, batches))
+
+    def taken_out(self, keys: list[tuple[str, str, str, str, str]]) -> None:
+        """
+        Note store keys (instance, source, owner, type, value) taken out.
+        """
+        for _, source, owner, kind, value in keys:
+            self.cleared.add((source, owner, kind, value))
+            self.removed.add((source, owner, kind, value))
+
+    def fresh_batches(self) -> Iterator[tuple[str, IndicatorBatch]]:
+        """
+        What the delta pulled, without what it took out afterwards.
+        """
+        for source, batches in self.fresh:
+            for batch in batches:
+                names = VALUE_COLUMNS.get(batch.type)
+                if not names or not len(batch):
+                    continue
+                firsts = _firsts([batch.values[name] for name in names])
+                owners = batch.column("owners")
+                keep = [
+                    at
+                    for at, (owner, first) in enumerate(zip(owners, firsts, strict=True))
+                    if first and (source, owner, batch.type, first) not in self.removed
+                ]
+                yield source, _subset(batch, keep)
+
+
+def base_pages(path: str, overlay: Overlay) -> Iterator[tuple[str, bytes | None, IndicatorBatch]]:
+    """
+    The pages of the file at C{path} the feed is rebuilt from, with the
+    overlay applied: each as its configured source, its line as it was
+    when the overlay left the page whole (to copy into the new file; else
+    C{None}) and the batch to build from.
+    Inactive pages, pages of types the store does not keep, the trailer and
+    pages of sources pulled whole are left out.
+    """
+    with open(path, "rb") as f:
+        for line in f:
+            page = orjson.loads(line)
+            if "committed" in page or page.get("inactive"):
+                continue
+            origin = page.get("origin")
+            if not origin or origin in overlay.replaced or page["type"] not in VALUE_COLUMNS:
+                continue
+            keep = _kept(page, origin, overlay)
+            yield origin, (line if keep is None else None), _batch(page, keep)
+
+
+def _kept(page: dict[str, Any], origin: str, overlay: Overlay) -> list[int] | None:
+    """
+    The rows of a page the overlay keeps, or C{None} for all of them.
+    Rows without a value (never stored) are left out.
+    """
+    firsts = _firsts([page["values"][name] for name in VALUE_COLUMNS[page["type"]]])
+    kind = page["type"]
+    upserted, cleared = overlay.upserted, overlay.cleared
+    keep = [
+        at
+        for at, (owner, first, ident) in enumerate(
+            zip(page["owners"], firsts, page["ids"], strict=True)
+        )
+        if first
+        and (origin, owner, kind, first) not in cleared
+        and (origin, owner, kind, first, ident) not in upserted
+    ]
+    return None if len(keep) == len(firsts) else keep
+
+
+def _firsts(columns: list[list[Any]]) -> list[Any]:
+    """
+    Each row's first value (what the store keys it by): the first of its
+    value columns that is not empty.
+    """
+    if len(columns) == 1:
+        return columns[0]
+    return [next((v for v in row if v), None) for row in zip(*columns, strict=True)]
+
+
+def _subset(batch: IndicatorBatch, keep: list[int]) -> IndicatorBatch:
+    """
+    The rows C{keep} of a pulled batch, as the store would give them back.
+    """
+    page: dict[str, Any] = {name: batch.column(name) for name in COLUMNS}
+    page["values"] = batch.values
+    return _batch({"source": batch.source, "type": batch.type, **page}, keep)
+
+
+def _batch(page: dict[str, Any], keep: list[int] | None) -> IndicatorBatch:
+    """
+    A page's rows (those of C{keep}; all with C{None}) as a batch.
+    """
+
+    def rows(column: list[Any]) -> list[Any]:
+        return column if keep is None else [column[at] for at in keep]
+
+    columns = {name: rows(page[name]) for name in COLUMNS}
+    # As the store gives them back: tags as tuples, no link as "", no
+    # value as None.
+    columns["tags"] = [tuple(tags or ()) for tags in columns["tags"]]
+    columns["links"] = [link or "" for link in columns["links"]]
+    values = {name: [v or None for v in rows(column)] for name, column in page["values"].items()}
+    return IndicatorBatch(page["source"], page["type"], values, columns)
