@@ -120,7 +120,7 @@ async def _check_instance(
                 problems += 1
     exchange = client.last_exchange
     line, bad = clock_line(*(exchange if exchange else (None, None)))
-    out.write(line + "\n")
+    out.write(line.replace("clock:", f"clock{named}:", 1) + "\n")
     return problems + bad
 
 

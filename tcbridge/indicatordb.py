@@ -215,17 +215,28 @@ class IndicatorDB:
 
     # -- a transaction over several calls (a sync's, page by page) -------
 
-    def begin(self, replace: Iterable[tuple[str, str]] = ()) -> None:
+    def begin(self, replace: Iterable[tuple[str, str]] = (), only: bool = False) -> None:
         """
         Start a sync's transaction, the rows of the C{replace} sources gone
-        (a full sync of them).  Until L{commit}, only this connection sees
-        the changes; L{abort} (or the process dying) drops them.
+        (a full sync of them); with C{only}, the rows and states of every
+        other source go too (sources no longer configured).  Until
+        L{commit}, only this connection sees the changes; L{abort} (or the
+        process dying) drops them.
         """
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         self._replacing = tuple(replace)
         try:
-            for instance, source in self._replacing:
+            gone = self._replacing
+            if only:
+                known = db.execute("SELECT instance, source FROM sources").fetchall()
+                kept = set(self._replacing)
+                gone += tuple(key for key in map(tuple, known) if key not in kept)
+                for instance, source in gone[len(self._replacing) :]:
+                    db.execute(
+                        "DELETE FROM sources WHERE instance = ? AND source = ?", (instance, source)
+                    )
+            for instance, source in gone:
                 db.execute(
                     "DELETE FROM indicators WHERE instance = ? AND source = ?", (instance, source)
                 )

@@ -84,9 +84,6 @@ class Reloader:
             )
         cycle = self._bridge.cycle
         client = make_client(config, self._reactor, self._bridge.pool)
-        # Keep counting where the old clients left off (metrics are counters).
-        client.status_counts = dict(cycle.status_counts)
-        client.requests = cycle.requests
         old = cycle.config
         cycle.reconfigure(
             config,
@@ -95,7 +92,7 @@ class Reloader:
             notices,
             make_other_clients(config, self._reactor, self._bridge.pool),
         )
-        if (config.instances, config.feed) != (old.instances, old.feed):
+        if _pulled_data(config) != _pulled_data(old):
             # What the store holds was pulled for other sources or filters.
             self._bridge.cycle.request_full_sync()
         self._bridge.store.cache_dir = config.sync.cache_folder
@@ -132,3 +129,13 @@ class ReloadService(Service):
         if self._previous is not None:
             signal.signal(signal.SIGHUP, self._previous)
             self._previous = None
+
+
+def _pulled_data(config: Config) -> tuple[object, ...]:
+    """
+    What decides the indicators a full sync stores: the sources, where
+    each instance is and how it is asked, and the feed's filters (a new
+    key or timeout does not change them).
+    """
+    where = tuple((tc.instance, tc.api_url, tc.api_version) for tc in config.instances)
+    return (config.sources, where, config.feed)

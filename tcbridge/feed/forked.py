@@ -10,19 +10,23 @@ travel, pickled through a pipe.  Forking is safe only while no other
 thread of this process is working (a busy thread may hold a lock the copy
 would never see released): callers ask for it only where that holds (the
 build child has one thread; write mode builds after its pull, when the
-reactor's pool threads sit idle).  Whatever goes wrong in the copy (an
-exception, a kill, a short read), this process computes the missing
-results itself: the outcome never depends on the copy.
+reactor's pool threads sit idle).  Whatever goes wrong with the copy (it
+cannot be made, raises, is killed, or sends nothing for
+L{RESULT_TIMEOUT} seconds), this process computes the missing results
+itself: the outcome never depends on the copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
+import select
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO, TypeVar
+from typing import Any, Final, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -38,50 +42,132 @@ def can_fork() -> bool:
     return len(os.sched_getaffinity(0)) >= 2
 
 
-def ordered_map(func: Callable[[In], Out], items: Sequence[In], *, fork: bool) -> Iterator[Out]:
+#: Seconds the copy may take for one result before this process stops
+#: waiting for it and computes the rest itself.
+RESULT_TIMEOUT: Final = 120.0
+
+
+def ordered_map(
+    func: Callable[[In], Out],
+    items: Sequence[In],
+    *,
+    fork: bool,
+    timeout: float = RESULT_TIMEOUT,
+) -> Iterator[Out]:
     """
     C{func} of each item, in order.  With C{fork} (and at least two items),
     a forked copy of this process computes the odd-numbered items while
-    this one computes the even-numbered ones.
+    this one computes the even-numbered ones.  If the copy cannot be made,
+    fails, dies or takes longer than C{timeout} seconds for a result, this
+    process computes what is left.
 
     C{func} must be pure: the copy's side effects are lost.
     """
     if not fork or len(items) < 2:
         yield from map(func, items)
         return
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:
+        yield from map(func, items)
+        return
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        yield from map(func, items)
+        return
     if pid == 0:  # pragma: no cover - the copy never returns to coverage
         os.close(read_end)
-        _serve(func, items, os.fdopen(write_end, "wb"))
+        _serve(func, items, write_end)
     os.close(write_end)
-    with os.fdopen(read_end, "rb") as results:
-        try:
-            yield from _collect(func, items, results)
-        finally:
-            _end(pid)
+    try:
+        yield from _collect(func, items, _Pipe(read_end, timeout))
+    finally:
+        os.close(read_end)
+        _end(pid)
 
 
-def _serve(func: Callable[[In], Out], items: Sequence[In], out: BinaryIO) -> None:
+def _serve(func: Callable[[In], Out], items: Sequence[In], out: int) -> None:
     """
-    The copy: compute the odd-numbered items, pickle each result to C{out},
-    and leave without running anything of the parent's (no atexit, no
-    flushing of its buffers).
+    The copy: compute the odd-numbered items, send each result pickled
+    (after its length, 8 bytes) to C{out}, and leave without running
+    anything of the parent's (no atexit, no flushing of its buffers, none
+    of its signal handlers, nothing on its standard output or error).
     """
     status = 1
     try:
+        _quiet()
         # The collector would write to every object it visits and so copy
         # pages the two processes now share.
         gc.disable()
         for at in range(1, len(items), 2):
-            pickle.dump(func(items[at]), out, protocol=pickle.HIGHEST_PROTOCOL)
-            out.flush()
+            data = pickle.dumps(func(items[at]), protocol=pickle.HIGHEST_PROTOCOL)
+            _write_all(out, len(data).to_bytes(8, "big"))
+            _write_all(out, data)
         status = 0
     finally:
         os._exit(status)
 
 
-def _collect(func: Callable[[In], Out], items: Sequence[In], results: BinaryIO) -> Iterator[Out]:
+def _quiet() -> None:
+    """
+    In the copy: default handling of SIGINT and SIGTERM (the parent's
+    reactor handlers must not run here), no signal wake-up descriptor, and
+    standard output and error to /dev/null.
+    """
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Pipe:
+    """
+    The reading end of the copy's results, read with a deadline per result.
+    """
+
+    def __init__(self, fd: int, timeout: float) -> None:
+        self.fd = fd
+        self.timeout = timeout
+
+    def result(self) -> Any:
+        """
+        The next result.
+
+        :raise TimeoutError: if it took too long.
+        :raise EOFError: if the copy ended before sending it.
+        """
+        deadline = time.monotonic() + self.timeout
+        size = int.from_bytes(self._read(8, deadline), "big")
+        return pickle.loads(self._read(size, deadline))  # noqa: S301 - our own fork's bytes
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        chunks = []
+        while size:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
+                raise TimeoutError("the copy sent no result in time")
+            chunk = os.read(self.fd, min(size, 1 << 20))
+            if not chunk:
+                raise EOFError("the copy ended")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+
+def _collect(func: Callable[[In], Out], items: Sequence[In], results: _Pipe) -> Iterator[Out]:
     """
     The results in order: even ones computed here, odd ones read from the
     copy, or computed here once the copy has failed.
@@ -92,10 +178,11 @@ def _collect(func: Callable[[In], Out], items: Sequence[In], results: BinaryIO) 
             yield func(item)
             continue
         try:
-            yield pickle.load(results)  # noqa: S301 - our own fork, through our own pipe
+            got = results.result()
         except Exception:
             copy_works = False
-            yield func(item)
+            got = func(item)
+        yield got
 
 
 def _end(pid: int) -> None:
@@ -103,8 +190,6 @@ def _end(pid: int) -> None:
     Make sure the copy is gone (it may still be working if the results
     were not all read) and reap it.
     """
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     os.waitpid(pid, 0)

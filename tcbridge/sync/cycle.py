@@ -219,7 +219,12 @@ class SyncCycle:
     def _apply_pending(self) -> None:
         if self._pending is None:
             return
+        counts, requests = self.status_counts, self.requests
         self._config, self._client, self._cb_sync, self._other_clients = self._pending
+        # Keep counting where the old clients left off (metrics are counters).
+        for client in self._other_clients:
+            client.status_counts, client.requests = {}, 0
+        self._client.status_counts, self._client.requests = dict(counts), requests
         self._publisher.reconfigure(self._config, self._cb_sync)
         self._pending = None
         self._configure()

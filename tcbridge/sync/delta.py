@@ -268,7 +268,9 @@ class CycleBook:
             for name, since in self.plan.since.items()
             if since is None
         ]
-        self._tx.send(IndicatorDB.begin, replaced)
+        # A full sync forgets sources no longer configured (their rows
+        # would come back in the next delta's feed).
+        self._tx.send(IndicatorDB.begin, replaced, self.plan.full)
 
     def pulled(self, source: str, batches: list[IndicatorBatch]) -> None:
         """

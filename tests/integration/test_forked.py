@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 from typing import Any
 
 import pytest
@@ -109,3 +110,43 @@ def test_a_feed_rendered_on_two_cores_is_the_same_feed(monkeypatch: pytest.Monke
     forked, two = _built(previous, True, monkeypatch)
     assert forked == serial
     assert two.history == one.history
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="no /proc here")
+def test_a_fork_that_cannot_be_made_costs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    When the system refuses to fork (no memory, too many processes), every
+    result is computed here and no descriptor is left open.
+    """
+
+    def refused() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    before = _open_fds()
+    monkeypatch.setattr(os, "fork", refused)
+    assert list(ordered_map(_tagged, list(range(5)), fork=True)) == [
+        (n * n, os.getpid()) for n in range(5)
+    ]
+    assert _open_fds() == before
+
+
+def test_a_copy_that_hangs_is_given_up_on() -> None:
+    """
+    A copy that sends nothing within the timeout is killed; this process
+    computes the rest.
+    """
+    parent = os.getpid()
+
+    def hangs_there(item: int) -> int:
+        if os.getpid() != parent:
+            signal.pause()
+        return item * 2
+
+    got = list(ordered_map(hangs_there, list(range(6)), fork=True, timeout=0.3))
+    assert got == [n * 2 for n in range(6)]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

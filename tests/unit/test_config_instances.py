@@ -34,15 +34,15 @@ max_attempts = 2
 """
 
 
-def _load(tmp_path: Path, text: str) -> Config:
+def _load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Config:
     path = tmp_path / "tcbridge.conf"
     path.write_text(text)
-    return load_config(str(path), environ={})
+    return load_config(str(path), environ=environ or {})
 
 
-def _error(tmp_path: Path, text: str) -> str:
+def _error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
-        _load(tmp_path, text)
+        _load(tmp_path, text, environ)
     return str(caught.value)
 
 
@@ -104,16 +104,26 @@ def test_a_named_section_adds_an_instance(tmp_path: Path) -> None:
             PARTNER + PARTNER.replace("[threatconnect:partner]", "[threatconnect: partner]"),
             "names instance 'partner' again",
         ),
+        (
+            PARTNER.replace("secret_key = partner-secret-key\n", ""),
+            "[threatconnect:partner] secret_key: no secret; set secret_key, secret_key_file",
+        ),
+        (
+            PARTNER + "sync_deadline_minutes = 5\n",
+            "[threatconnect:partner] sync_deadline_minutes: applies to the whole sync",
+        ),
     ],
 )
 def test_mistakes_in_a_named_section_are_one_line(
     tmp_path: Path, section: str, problem: str
 ) -> None:
     """
-    A bad instance name, a missing key, a bad value or an instance named
-    twice: one line naming the file and section.
+    A bad instance name, a missing key or secret, a bad value, a whole-sync
+    option, or an instance named twice: one line naming the file and
+    section.  (The environment's secret is the main instance's: it does
+    not stand in for a named one's.)
     """
-    message = _error(tmp_path, MAIN + section)
+    message = _error(tmp_path, MAIN + section, environ={"TCBRIDGE_SECRET_KEY": "env-secret"})
     assert problem in message
     assert str(tmp_path / "tcbridge.conf") in message
     assert "\n" not in message
@@ -131,3 +141,21 @@ def test_a_feed_option_in_a_named_section_is_a_notice(tmp_path: Path) -> None:
         "[threatconnect:partner] ioc_min_rating: not an option of one instance"
     )
     assert "belong in [threatconnect]" in notice
+
+
+@pytest.mark.parametrize(
+    ("main", "where"),
+    [
+        (MAIN.replace("sources = *", "sources = Acme, partner/X"), "[threatconnect] sources"),
+        (MAIN + "[sources]\npartner/tagged = tql:rating > 3\n", "[sources] partner/tagged"),
+    ],
+)
+def test_a_main_source_named_like_an_instance_is_refused(
+    tmp_path: Path, main: str, where: str
+) -> None:
+    """
+    A main source whose name starts with a named instance's C{<name>/}
+    would mix with that instance's reports: refused, naming the key.
+    """
+    message = _error(tmp_path, main + PARTNER)
+    assert where in message and "[threatconnect:partner]" in message

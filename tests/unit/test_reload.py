@@ -9,10 +9,12 @@ import os
 import signal
 from collections.abc import Callable
 
+import pytest
 from twisted.application.service import MultiService
 from twisted.internet.testing import MemoryReactorClock
 
 from tcbridge.reload import ReloadService
+from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.service import SyncService
 from tcbridge.tap import Options, build_service
 
@@ -120,7 +122,7 @@ def test_reload_leaves_no_stale_object(write_file: WriteFile) -> None:
     """
     After a reload everything that serves or syncs sees the new file: the
     bridge's configuration and client are the cycle's new ones (the old
-    client's request counts carried over), the next cycle signs with the new
+    clients' request counts go on from where they stood), the next cycle signs with the new
     key and asks the new URL, the timer waits the new interval once it is
     running, and the page shows the new settings; nothing keeps the old
     configuration.
@@ -144,7 +146,7 @@ def test_reload_leaves_no_stale_object(write_file: WriteFile) -> None:
     assert bridge.config.threatconnect.api_url == "https://tc2.example/api"
     assert bridge.client is bridge.cycle.client is not old_client
     assert (bridge.client.base_url, bridge.client.api_key) == ("https://tc2.example/api", "5678")
-    assert bridge.client.requests == 7
+    assert bridge.cycle.requests == 7  # counting goes on where it stood
     assert timer.interval == 5 * 60
     assert dict(reloader._config_rows)["ThreatConnect API url"] == "https://tc2.example/api"
     # The wait already under way keeps its length; the ones after it are new.
@@ -184,3 +186,31 @@ def test_reload_adds_an_instance_with_its_own_client(write_file: WriteFile) -> N
     assert [s.name for s in cycle.config.sources] == ["Common Community", "partner/*"]
     rows = dict(reloader._config_rows)
     assert rows["[threatconnect:partner] ThreatConnect API url"] == "https://partner.example/api"
+
+
+def test_only_changes_to_what_is_pulled_ask_for_a_full_sync(
+    write_file: WriteFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A new secret or retry count reloads without a full sync; another URL,
+    API version or source asks for one (the store's content would be of
+    other data).
+    """
+    path = write_file("tc.conf", CONFIG)
+    _, reload_service, _ = _service(path)
+    reloader = reload_service.reloader
+    asked: list[bool] = []
+    monkeypatch.setattr(SyncCycle, "request_full_sync", lambda self: asked.append(True))
+    for change, full in (
+        (("secret_key=s3cr3t-value", "secret_key=an0ther-value"), False),
+        (("feed_retrieval_minutes=60", "feed_retrieval_minutes=60\nmax_attempts=2"), False),
+        (("https://tc.example/api", "https://tc2.example/api"), True),
+        (("sources=Common Community", "sources=Acme Corp"), True),
+    ):
+        write_file("tc.conf", CONFIG.replace(*change))
+        assert reloader.reload() is True
+        assert asked == ([True] if full else []), change
+        asked.clear()
+        write_file("tc.conf", CONFIG)
+        assert reloader.reload() is True
+        asked.clear()

@@ -227,3 +227,65 @@ def test_deltas_over_two_instances_publish_what_a_full_sync_publishes(tmp_path: 
     kept = {row.instance for row in store.db.indicators()}
     assert kept == {"default", "partner"}
     assert all(row.source.startswith("partner/") for row in store.db.indicators("partner"))
+
+
+def test_a_removed_instance_leaves_the_store_at_the_next_full_sync(tmp_path: Path) -> None:
+    """
+    Once an instance is taken out of the configuration, the next (full)
+    sync forgets its indicators in the store too: no later delta brings
+    them back.
+    """
+    bridge = TwoInstances()
+    bridge.clock.advance(NOW - START)
+    store = Store(str(tmp_path))
+    incremental = Incremental(store.run, full_every=10**9, overlap=600)
+    cycle = SyncCycle(
+        bridge.config,
+        bridge.cycle.client,
+        FeedStore(empty_body=dumps(empty_document(FeedInfo()))),
+        SyncStatus(started_at=bridge.clock.seconds()),
+        bridge.clock,
+        incremental=incremental,
+        other_clients=bridge.cycle.other_clients,
+    )
+
+    def partner_reports() -> int:
+        bridge.clock.advance(3600)
+        reports = _reports(result_of(bridge.run(cycle)).body)
+        return sum("partner/" in r["title"] for r in reports)
+
+    assert partner_reports() > 0
+    cycle.reconfigure(evolve(bridge.config, other_instances=()), bridge.cycle.client)
+    cycle.request_full_sync()
+    assert partner_reports() == 0
+    assert {row.instance for row in store.db.indicators()} == {"default"}
+    bridge.main.change(CC, "Host", 3, rating=5.0)
+    assert partner_reports() == 0
+    assert incremental.last_delta is not None
+
+
+def test_request_counts_never_go_back_across_a_reload() -> None:
+    """
+    New clients from a reload during a sync start counting where the old
+    ones stood when the sync ended (the metrics are counters).
+    """
+    bridge = TwoInstances()
+    result_of(bridge.run())
+    old_main, (old_partner,) = bridge.cycle.client, bridge.cycle.other_clients
+    bridge.status.running = True
+    fresh = [
+        ThreatConnectClient(stub, bridge.clock, client.base_url, client.api_key, secret, 30)
+        for stub, client, secret in (
+            (bridge.stubs[0], old_main, SECRET),
+            (bridge.stubs[1], old_partner, PARTNER_SECRET),
+        )
+    ]
+    bridge.cycle.reconfigure(bridge.config, fresh[0], other_clients=(fresh[1],))
+    old_partner.requests += 5  # the running sync goes on with the old clients
+    old_partner.status_counts[200] = old_partner.status_counts.get(200, 0) + 5
+    before = bridge.cycle.requests, dict(bridge.cycle.status_counts)
+    bridge.status.running = False
+    result_of(bridge.run())
+    assert bridge.cycle.client is fresh[0]
+    assert bridge.cycle.requests > before[0]
+    assert bridge.cycle.status_counts[200] > before[1][200]
