@@ -5,16 +5,21 @@ Incremental sync, measured: the simulator runs in its own process on
 sync), then C{--churn} of the indicators change (a signed POST to the
 simulator: ratings, tags, deactivations, deletions) and it syncs again (a
 delta).  A second bridge without incremental sync syncs beside it each
-time.  Prints, for each sync, the wall time, the requests to ThreatConnect
-and the indicators transferred, the ratios delta / full, and whether the
-delta's feed is the full sync's.  Prints figures; asserts nothing.
+time.  With C{--runs N} the full sync and the churn-then-delta step
+repeat N times (each delta after a full sync), and medians are printed.
+Prints, for each sync, the wall time, the requests to ThreatConnect, the
+bytes of their answers and the indicators transferred, the ratios delta /
+full, and whether the delta's feed is the full sync's.  Prints figures;
+asserts nothing.
 .venv/bin/python bench/bench_delta.py [--count 200000] [--churn 0.005]
+    [--api-version v2|v3] [--runs 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import statistics
 import sys
 import tempfile
 import time
@@ -46,68 +51,84 @@ def churn(facts: dict[str, str], fraction: float) -> int:
     return int(answer["changed"])
 
 
-def config_file(facts: dict[str, str], folder: Path, incremental: bool) -> str:
+def config_file(facts: dict[str, str], folder: Path, incremental: bool, version: str = "v2") -> str:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "bench.conf"
     path.write_text(
         "[threatconnect]\n"
         f"url={facts['base_url']}\napi_key={facts['api_key']}\n"
         f"secret_key={facts['secret_key']}\nsources=*\nioc_grouping=Condensed\n"
+        f"api_version={version}\n"
         f"[bridge]\ncache_folder={folder / 'cache'}\nlog_level=ERROR\n"
         f"incremental_sync={'true' if incremental else 'false'}\n"
     )
     return str(path)
 
 
-async def timed_sync(bridge: Any) -> tuple[float, int, int, bytes]:
+async def timed_sync(bridge: Any) -> tuple[float, int, int, int, bytes]:
     """
-    One sync: seconds, requests, indicators transferred, the feed.
+    One sync: seconds, requests, bytes received, indicators transferred,
+    the feed.
     """
-    requests = bridge.client.requests
+    client = bridge.client
+    requests, received = client.requests, client.received
     started = time.perf_counter()
     snapshot = await bridge.cycle.run()
     seconds = time.perf_counter() - started
     pulled = sum(p.indicators + p.inactive for p in bridge.status.pulls)
-    return seconds, bridge.client.requests - requests, pulled, snapshot.body
+    return seconds, client.requests - requests, client.received - received, pulled, snapshot.body
 
 
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     with simulator_process(args.count) as facts, tempfile.TemporaryDirectory() as tmp:
         incremental = build_bridge(
-            load_config(config_file(facts, Path(tmp) / "a", True)),
+            load_config(config_file(facts, Path(tmp) / "a", True, args.api_version)),
             reactor,
             use_cache=True,
             threads=True,
         )
         full_bridge = build_bridge(
-            load_config(config_file(facts, Path(tmp) / "b", False)),
+            load_config(config_file(facts, Path(tmp) / "b", False, args.api_version)),
             reactor,
             use_cache=True,
             threads=True,
         )
-        full = await timed_sync(incremental)
-        await timed_sync(full_bridge)  # so that both keep the same report history
-        changed = churn(facts, args.churn)
-        delta = await timed_sync(incremental)
-        reference = await timed_sync(full_bridge)
+        fulls, deltas, same = [], [], []
+        changed = 0
+        for run in range(args.runs):
+            if run:
+                incremental.cycle.request_full_sync()
+            fulls.append(await timed_sync(incremental))
+            await timed_sync(full_bridge)  # so that both keep the same report history
+            changed = churn(facts, args.churn)
+            deltas.append(await timed_sync(incremental))
+            reference = await timed_sync(full_bridge)
+            same.append(deltas[-1][4] == reference[4])
+            print(
+                f"  round {run + 1}: full {fulls[-1][0]:.2f} s, delta {deltas[-1][0]:.2f} s",
+                flush=True,
+            )
         inc = incremental.status.incremental
-        print(f"{args.count:,} indicators; {changed:,} changed between the syncs ({args.churn:%})")
-        print("                 wall time   requests   indicators transferred")
-        print(f"  full sync      {full[0]:8.2f} s  {full[1]:9,}  {full[2]:12,}")
-        print(f"  delta sync     {delta[0]:8.2f} s  {delta[1]:9,}  {delta[2]:12,}")
+        full = [statistics.median(f[i] for f in fulls) for i in range(4)]
+        delta = [statistics.median(d[i] for d in deltas) for i in range(4)]
         print(
-            f"  delta / full   {delta[0] / full[0]:9.1%}  {delta[1] / max(full[1], 1):9.1%}"
-            f"  {delta[2] / max(full[2], 1):12.1%}"
+            f"{args.count:,} indicators, {args.api_version}; {changed:,} changed between the "
+            f"syncs ({args.churn:%}); medians of {args.runs}"
+        )
+        print("                 wall time   requests   bytes received   indicators transferred")
+        for name, row in (("full sync ", full), ("delta sync", delta)):
+            print(f"  {name}     {row[0]:8.2f} s  {row[1]:9,.0f}  {row[2]:15,.0f}  {row[3]:12,.0f}")
+        ratios = [d / max(f, 1e-9) for d, f in zip(delta, full, strict=True)]
+        print(
+            f"  delta / full   {ratios[0]:9.1%}  {ratios[1]:9.1%}  {ratios[2]:15.1%}"
+            f"  {ratios[3]:12.1%}"
         )
         if inc is not None:
-            print(
-                f"  the second sync was a {inc.kind}: {inc.added:,} rows added or updated, "
-                f"{inc.removed:,} removed"
-            )
-        same = "byte-identical to" if delta[3] == reference[3] else "different from"
+            print(f"  the last delta: {inc.added:,} rows added or updated, {inc.removed:,} removed")
         print(
-            f"  the delta's feed is {same} a full sync's of the same data (churn includes "
-            "tag changes that do not move lastModified, which only a full sync sees)"
+            f"  delta feeds byte-identical to a full sync's of the same data: {sum(same)} of "
+            f"{len(same)} (churn includes tag changes that do not move lastModified, which "
+            "only a full sync sees)"
         )
         for bridge in (incremental, full_bridge):
             await bridge.pool.closeCachedConnections()
@@ -117,6 +138,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--churn", type=float, default=0.005)
+    parser.add_argument("--api-version", choices=["v2", "v3"], default="v2")
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
 

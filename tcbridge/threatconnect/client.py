@@ -145,6 +145,7 @@ class ThreatConnectClient:
         never holds the reactor for long.
     :ivar requests: how many HTTP requests this client has sent (each try
         counts).
+    :ivar received: how many bytes of response bodies it has read.
     :ivar last_exchange: the C{Timestamp} this host sent and the C{Date}
         ThreatConnect answered with, for the latest response that had a
         C{Date}; C{tcbridge check-config} compares them.
@@ -168,6 +169,7 @@ class ThreatConnectClient:
     )
     slice_size: int = field(default=512 * 1024, kw_only=True)
     requests: int = field(default=0, init=False)
+    received: int = field(default=0, init=False)
     status_counts: dict[int | str, int] = field(factory=dict, init=False)
     last_exchange: tuple[int | None, str] | None = field(default=None, init=False)
 
@@ -312,6 +314,7 @@ class ThreatConnectClient:
         reason = phrase.decode("latin-1") if isinstance(phrase, bytes) else str(phrase or "")
         try:
             body, close_delimited = await self._read_body(response, wire, start, status)
+            self.received += len(body)
             elapsed = clock.seconds() - start
             log.debug(
                 "GET {target} -> HTTP {status} ({size} bytes) in {elapsed:.3f}s",

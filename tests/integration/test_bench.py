@@ -58,9 +58,11 @@ def test_daemon_benchmark_runs() -> None:
 def test_delta_benchmark_runs() -> None:
     """
     bench_delta.py prints a full sync and a delta after churn (time,
-    requests, indicators transferred), their ratios, and the delta's kind.
+    requests, bytes received, indicators transferred), their ratios, and
+    what the delta changed.
     """
     out = _run("bench_delta.py")
-    assert re.search(r"^  full sync +[\d.]+ s +[\d,]+ +[\d,]+$", out, re.M), out
-    assert re.search(r"^  delta sync +[\d.]+ s +[\d,]+ +[\d,]+$", out, re.M), out
-    assert "the second sync was a delta" in out
+    assert re.search(r"^  full sync +[\d.]+ s +[\d,]+ +[\d,]+ +[\d,]+$", out, re.M), out
+    assert re.search(r"^  delta sync +[\d.]+ s +[\d,]+ +[\d,]+ +[\d,]+$", out, re.M), out
+    assert re.search(r"^  delta / full +[\d.]+% +[\d.]+% +[\d.]+% +[\d.]+%$", out, re.M), out
+    assert "the last delta:" in out

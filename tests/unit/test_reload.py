@@ -121,8 +121,8 @@ def test_sighup_triggers_reload(write_file: WriteFile) -> None:
 def test_reload_leaves_no_stale_object(write_file: WriteFile) -> None:
     """
     After a reload everything that serves or syncs sees the new file: the
-    bridge's configuration and client are the cycle's new ones (the old
-    clients' request counts go on from where they stood), the next cycle signs with the new
+    bridge's configuration and client are the cycle's new ones (request
+    counts go on from where they stood), the next cycle signs with the new
     key and asks the new URL, the timer waits the new interval once it is
     running, and the page shows the new settings; nothing keeps the old
     configuration.
