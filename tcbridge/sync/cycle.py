@@ -58,8 +58,9 @@ from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.deleted import list_deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
-from tcbridge.threatconnect.pull import PullOptions, iso_time, pull_source
+from tcbridge.threatconnect.pull import PullOptions, pull_source
 from tcbridge.threatconnect.records import SourcePull
+from tcbridge.threatconnect.tql import iso_time
 
 
 @define

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -24,6 +23,7 @@ from twisted.logger import Logger
 from tcbridge.logs import bridge_observer
 
 from ..model import KNOWN_TYPES, ApiVersion, Source
+from .across import across_owners
 from .errors import ApiError, AuthError, ThreatConnectError
 from .listing import (
     JSONGetter,
@@ -38,7 +38,14 @@ from .listing import (
 from .owners import list_owners, not_visible_message, owners_and_pages
 from .parse import ParsedPage, parse_generic_page, parse_typed_page
 from .records import SourcePull
-from .tql import build_tql, encode_param, indicators_target, ordered_types, tql_string
+from .tql import (
+    build_tql,
+    encode_param,
+    indicators_target,
+    iso_time,
+    ordered_types,
+    with_since,
+)
 from .v2 import page_items, paged_target, warn_short_first_page
 
 log = Logger(observer=bridge_observer)
@@ -146,17 +153,6 @@ def _v2_includes(options: PullOptions) -> str:
     )
 
 
-def _since(tql: str, modified_since: int | None) -> str:
-    """
-    C{tql}, with C{lastModified >= <time>} added for a delta (the query in
-    parentheses, so that the term narrows whatever it says).
-    """
-    if modified_since is None:
-        return tql
-    term = f"lastModified >= {tql_string(iso_time(modified_since))}"
-    return f"({tql}) AND {term}" if tql.strip() else term
-
-
 def _v2_delta(modified_since: int | None) -> str:
     """
     The v2 parameters of a delta: C{modifiedSince=} (percent-encoded, the
@@ -167,14 +163,6 @@ def _v2_delta(modified_since: int | None) -> str:
         return ""
     since = encode_param(iso_time(modified_since))
     return f"&modifiedSince={since}&filters=active%3Dtrue%2Cactive%3Dfalse&orParams=true"
-
-
-def iso_time(seconds: int) -> str:
-    """
-    Epoch seconds in ThreatConnect's ISO 8601 form, UTC:
-    C{2026-12-02T03:40:00Z}.
-    """
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _typed_items(client: JSONGetter, key: str, page_size: int) -> Callable[[Page, Any], list[Any]]:
@@ -215,8 +203,8 @@ def _owner_listings(client: JSONGetter, owner: str, options: PullOptions) -> lis
             # ThreatConnect hides inactive indicators unless asked: a second
             # query asks for those deactivated since, so that they can leave.
             queries = [
-                _since(build_tql(owner=owner, types=types), options.modified_since),
-                _since(
+                with_since(build_tql(owner=owner, types=types), options.modified_since),
+                with_since(
                     build_tql(owner=owner, types=types, active_only=False)
                     + " AND indicatorActive EQ false",
                     options.modified_since,
@@ -305,7 +293,7 @@ def _tql_listing(client: JSONGetter, source: Source, options: PullOptions) -> Li
         return parse_generic_page(items, source.name, "", active_only=options.active_only)
 
     first = indicators_target(
-        _since(source.value.strip(), options.modified_since),
+        with_since(source.value.strip(), options.modified_since),
         start=0,
         limit=options.page_size,
         fields=options.fields,
@@ -364,7 +352,8 @@ async def pull_source(
       names those it can see.
     - C{kind="all"}: the same for every owner listed by C{/v2/owners} or
       C{/v3/security/owners}; each owner's indicators are labelled with its
-      name.
+      name.  A v3 delta asks for many owners in one query
+      (L{tcbridge.threatconnect.across}).
     - C{kind="path"}: the 2015-style path as written, paged; items of every
       type are passed on (the feed side filters types), labelled with
       C{source.name}.
@@ -384,7 +373,10 @@ async def pull_source(
         names, owner_pages = await owners_and_pages(client, options.page_size, options.api_version)
         owners = tuple(names)
         tally.pages += owner_pages
-        listings = [one for owner in owners for one in _owner_listings(client, owner, options)]
+        if options.api_version == "v3" and options.modified_since is not None:
+            listings = across_owners(client, owners, options)
+        else:
+            listings = [one for owner in owners for one in _owner_listings(client, owner, options)]
         await _read(client, listings, tally, on_page, options)
     elif source.kind == "path":
         owner = _path_owner(_legacy_path(source))

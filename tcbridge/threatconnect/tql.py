@@ -18,7 +18,8 @@ C{build_tql(owner="Common Community", types={"Host"}, min_rating=1)} is::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 #: the order types are listed in, before any others (sorted)
@@ -59,6 +60,7 @@ def ordered_types(types: Iterable[str]) -> tuple[str, ...]:
 def build_tql(
     *,
     owner: str | None = None,
+    owners: Sequence[str] | None = None,
     types: Iterable[str] = _TYPE_ORDER,
     min_rating: float | None = None,
     active_only: bool = True,
@@ -66,7 +68,8 @@ def build_tql(
     """
     The TQL selecting what one source wants, clauses joined by C{AND}:
 
-    C{ownerName EQ "<owner>"} (if C{owner} is given),
+    C{ownerName EQ "<owner>"} (if C{owner} is given), C{ownerName IN
+    ("<a>","<b>")} (if C{owners} are),
     C{typeName IN ("File","Address","Host")} (the types, in L{ordered_types}
     order), C{rating >= <min_rating>} (if given) and
     C{indicatorActive EQ true} (if C{active_only}).
@@ -80,6 +83,8 @@ def build_tql(
     clauses = []
     if owner is not None:
         clauses.append(f"ownerName EQ {tql_string(owner)}")
+    if owners is not None:
+        clauses.append(f"ownerName IN ({','.join(tql_string(o) for o in owners)})")
     clauses.append(f"typeName IN ({','.join(tql_string(t) for t in names)})")
     if min_rating is not None:
         clauses.append(f"rating >= {tql_number(min_rating)}")
@@ -131,3 +136,22 @@ def owners_target(*, start: int = 0, limit: int = 10000) -> str:
     The request target for one page of C{/v3/security/owners}.
     """
     return f"/v3/security/owners?resultStart={start}&resultLimit={limit}"
+
+
+def iso_time(seconds: int) -> str:
+    """
+    Epoch seconds in ThreatConnect's ISO 8601 form, UTC:
+    C{2026-12-02T03:40:00Z}.
+    """
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_since(tql: str, modified_since: int | None) -> str:
+    """
+    C{tql}, with C{lastModified >= <time>} added for a delta (the query in
+    parentheses, so that the term narrows whatever it says).
+    """
+    if modified_since is None:
+        return tql
+    term = f"lastModified >= {tql_string(iso_time(modified_since))}"
+    return f"({tql}) AND {term}" if tql.strip() else term

@@ -24,6 +24,7 @@ from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental
+from tcbridge.threatconnect import across
 from tcbridge.web.health import assess, health_document
 from tcbridge.web.index import _incremental_text
 from tests.helpers import result_of
@@ -185,6 +186,7 @@ def test_a_failed_delta_changes_nothing(tmp_path: Path) -> None:
     churn=st.sampled_from([0.0, 0.02]),
     grouping=st.sampled_from(["Expanded", "Condensed"]),
     seen=st.booleans(),
+    version=st.sampled_from(["v2", "v3"]),
 )
 def test_incremental_feeds_equal_full_feeds(
     tmp_path_factory: pytest.TempPathFactory,
@@ -192,6 +194,7 @@ def test_incremental_feeds_equal_full_feeds(
     churn: float,
     grouping: str,
     seen: bool,
+    version: str,
 ) -> None:
     """
     After any sequence of changes between syncs, the feed incremental syncs
@@ -202,7 +205,13 @@ def test_incremental_feeds_equal_full_feeds(
     saw different feeds in between).  Deltas rebuild their feed from the
     previous sync's file (C{seen}) or, without one, from the store.
     """
-    pair = Pair(tmp_path_factory.mktemp("pair"), count=600, seen=seen, grouping=grouping)
+    pair = Pair(
+        tmp_path_factory.mktemp("pair"),
+        count=600,
+        seen=seen,
+        grouping=grouping,
+        api_version=version,
+    )
     pair.sync()
     quiet = False
     sim = pair.h.simulator
@@ -273,3 +282,26 @@ def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
     pair.h.simulator.change(CC, "Host", 10, rating=5.0)
     delta, full = pair.sync()
     assert delta == full and not read
+
+
+@pytest.mark.parametrize(("per_query", "queries"), [(50, 2), (2, 4)])
+def test_a_v3_delta_asks_for_many_owners_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_query: int, queries: int
+) -> None:
+    """
+    A v3 delta of a * source asks for the changes of many owners in one
+    query (and the deactivations in a second), not one pair per owner; the
+    feed is still the full sync's.
+    """
+    monkeypatch.setattr(across, "OWNERS_PER_QUERY", per_query)
+    pair = Pair(tmp_path, api_version="v3")
+    pair.sync()
+    _change_five(pair)
+    pair.h.simulator.requests.clear()
+    pair.h.clock.advance(3600)
+    delta = result_of(pair.h.settle(defer.ensureDeferred(pair.delta.run()))).body
+    asked = [t for t in pair.targets() if "/v3/indicators?" in t]
+    full = result_of(pair.h.settle(defer.ensureDeferred(pair.full.run()))).body
+    assert delta == full
+    assert len(asked) == queries
+    assert all("ownerName%20IN%20%28" in t for t in asked)
