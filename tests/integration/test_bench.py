@@ -66,3 +66,13 @@ def test_delta_benchmark_runs() -> None:
     assert re.search(r"^  delta sync +[\d.]+ s +[\d,]+ +[\d,]+ +[\d,]+$", out, re.M), out
     assert re.search(r"^  delta / full +[\d.]+% +[\d.]+% +[\d.]+% +[\d.]+%$", out, re.M), out
     assert "the last delta:" in out
+
+
+def test_minutely_benchmark_runs() -> None:
+    """
+    bench_minutely.py runs a daemon syncing every minute and prints each
+    cycle's kind and CPU, then the average (one cycle here: a minute).
+    """
+    out = _run("bench_minutely.py", "--cycles", "1")
+    assert re.search(r"^  cycle 1: delta after [\d,]+ changes, [\d.]+ s CPU$", out, re.M), out
+    assert re.search(r"^daemon CPU over 1 one-minute cycles: .* of one core on average", out, re.M)
