@@ -26,16 +26,14 @@ from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
 from tcbridge.feedfile import FeedFile
-from tcbridge.indicatorrows import batches_of_rows
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.model import Source
 from tcbridge.secrets import redact
-from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.seen import SeenWriter
-from tcbridge.status import SourceRow, SyncStatus
+from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
-from tcbridge.sync.base import base_pages, committed_token, trailer
+from tcbridge.sync.base import committed_token
 from tcbridge.sync.delta import CycleBook, Incremental
 from tcbridge.sync.errors import (
     FeedHeldBackError,
@@ -44,6 +42,8 @@ from tcbridge.sync.errors import (
     describe_failure,
 )
 from tcbridge.sync.publish import Publisher
+from tcbridge.sync.rebuild import from_last_sync, from_store
+from tcbridge.sync.record import log_sync, record_build
 from tcbridge.sync.work import (
     BuildFeed,
     RunHeavy,
@@ -53,7 +53,7 @@ from tcbridge.sync.work import (
     pull_options,
     run_inline,
 )
-from tcbridge.synclog import SyncLog, SyncRecord
+from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.deleted import list_deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
@@ -295,10 +295,20 @@ class SyncCycle:
                 timer.cancel()
             forget_dates()
             trim()
-        self._record(builder, pulls, self.requests - requests_before)
+        for warning in record_build(
+            self._status, builder.stats, pulls, self.requests - requests_before
+        ):
+            self.log.warn("Feed: {warning}", warning=warning)
         started = status.last_attempt
         status.succeeded(self._clock.seconds())
-        self._log_sync(started, "published", status.requests, dict(builder.stats.iocs_by_kind))
+        log_sync(
+            self._sync_log,
+            started,
+            self._clock.seconds(),
+            "published",
+            status.requests,
+            dict(builder.stats.iocs_by_kind),
+        )
         self.log.info(
             "Sync published {reports} reports with {iocs} IOCs in {seconds:.1f} s",
             reports=builder.stats.reports,
@@ -306,35 +316,6 @@ class SyncCycle:
             seconds=status.last_duration or 0.0,
         )
         return result
-
-    def _log_sync(
-        self,
-        started: float | None,
-        result: str,
-        requests: int,
-        iocs_by_type: dict[str, int] | None = None,
-        error: str | None = None,
-    ) -> None:
-        """
-        Add this cycle to the sync history, if there is one.
-        """
-        if self._sync_log is None or started is None:
-            return
-        iocs = sum(iocs_by_type.values()) if iocs_by_type else 0
-        previous = self._sync_log.last_published()
-        change = iocs - previous.iocs if iocs_by_type and previous is not None else None
-        self._sync_log.add(
-            SyncRecord(
-                started=started,
-                seconds=round(self._clock.seconds() - started, 3),
-                result=result,
-                requests=requests,
-                iocs=iocs,
-                iocs_by_type=iocs_by_type or {},
-                change=change,
-                error=error,
-            )
-        )
 
     def _failed(
         self, failure: Failure, expired: bool, deadline: float, requests: int = 0
@@ -353,7 +334,8 @@ class SyncCycle:
         started = self._status.last_attempt
         self._status.failed(self._clock.seconds(), message)
         held = failure.check(FeedHeldBackError) is not None
-        self._log_sync(started, "held back" if held else "failed", requests, error=message)
+        result = "held back" if held else "failed"
+        log_sync(self._sync_log, started, self._clock.seconds(), result, requests, error=message)
         if isinstance(
             failure.value,
             ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError,
@@ -414,8 +396,9 @@ class SyncCycle:
                 builder = FeedBuilder(
                     settings, history=self._publisher.history, record_history=record_history
                 )
-                if not await self._from_base(book, builder, seen):
-                    await self._from_store(book, builder, seen)
+                pause = self._pause
+                if not await from_last_sync(self._seen_folder, book, builder, seen, pause):
+                    await from_store(book, builder, seen, pause)
             result = await self._build_and_finish(builder, finish, record_history, directory)
         except BaseException:
             if book is not None:
@@ -496,53 +479,6 @@ class SyncCycle:
             )
             book.deleted(source, gone)
 
-    async def _from_base(
-        self, book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None
-    ) -> bool:
-        """
-        Feed C{builder} (and what the sync saw) the previous sync's file
-        with this delta laid over it (L{tcbridge.sync.base}), if that file
-        is the store's content; C{False} (nothing done) if it is not.
-        """
-        if self._seen_folder is None:
-            return False
-        path = os.path.join(self._seen_folder, SEEN_FILE)
-        if trailer(path) != book.planned_from():
-            return False
-        for origin, line, batch in base_pages(path, book.overlay):
-            builder.add(batch)
-            if seen is not None and line is not None:
-                seen.add_lines([line])
-            elif seen is not None:
-                seen.add([batch], origin=origin)
-            if self._pause is not None:
-                await self._pause()
-        for origin, batch in book.overlay.fresh_batches():
-            builder.add(batch)
-            if seen is not None:
-                seen.add([batch], origin=origin)
-        return True
-
-    async def _from_store(
-        self, book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None
-    ) -> None:
-        """
-        Feed C{builder} (and what the sync saw) the store's rows, as the
-        cycle leaves them, a page at a time.
-        """
-        after: tuple[str, ...] | None = None
-        while True:
-            rows = await book.rows(after, 10000)
-            if not rows:
-                return
-            for source, batch in batches_of_rows(rows):
-                if seen is not None:
-                    seen.add([batch], origin=source)
-                builder.add(batch)
-            after = rows[-1][:6]
-            if self._pause is not None:
-                await self._pause()
-
     async def _build_and_finish(
         self,
         builder: FeedBuilder,
@@ -584,25 +520,6 @@ class SyncCycle:
                 f"the built feed failed validation with {len(e.problems)} problems "
                 f"and was not published; first: {e.problems[0]}"
             ) from None
-
-    def _record(self, builder: FeedBuilder, pulls: list[SourcePull], requests: int) -> None:
-        stats = builder.stats
-        status = self._status
-        status.sources = tuple(
-            SourceRow(name=name, indicators=counts.indicators, iocs=counts.iocs)
-            for name, counts in sorted(stats.per_source.items())
-        )
-        status.pulls = tuple(pulls)
-        status.iocs_by_kind = dict(stats.iocs_by_kind)
-        status.shared_iocs = stats.shared_iocs
-        status.excluded_by = dict(stats.excluded_by)
-        status.feed_warnings = tuple(stats.warnings)
-        for warning in stats.warnings:
-            self.log.warn("Feed: {warning}", warning=warning)
-        status.skipped = dict(stats.skipped)
-        status.reports = stats.reports
-        status.truncated_reports = stats.truncated_reports
-        status.requests = requests
 
     def run_logged(self) -> defer.Deferred[None]:
         """
