@@ -49,6 +49,16 @@ def search_key(raw: object) -> str | None:
     return raw.strip().lower().rstrip(".")
 
 
+def stored_count(columns: list[list[Any]]) -> int:
+    """
+    How many rows of a batch's value columns have a value (those the
+    indicator store keeps, keyed by the first).
+    """
+    if len(columns) == 1:
+        return sum(1 for value in columns[0] if value)
+    return sum(1 for row in zip(*columns, strict=True) if any(row))
+
+
 def _search_keys(column: list[Any]) -> list[str | None]:
     """
     L{search_key} of every value of a column (in one comprehension: a
@@ -72,14 +82,33 @@ class SeenWriter:
         os.makedirs(folder, exist_ok=True)
         fd, self._path = tempfile.mkstemp(prefix=_PREFIX, suffix=".json", dir=folder)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb")
+        #: rows written that the indicator store keeps (active, with a value)
+        self.stored_rows = 0
 
-    def add_lines(self, lines: Iterable[bytes]) -> None:
+    def add_lines(self, lines: Iterable[bytes], stored_rows: int) -> None:
         """
         Append lines already in this file's form (a rebuilt feed's pages,
-        see L{tcbridge.sync.base}).
+        see L{tcbridge.sync.base}) holding C{stored_rows} rows the store
+        keeps.
         """
         if self._file is not None:
             self._file.writelines(lines)
+            self.stored_rows += stored_rows
+
+    def mark(self) -> tuple[int, int]:
+        """
+        Where the file stands now, to go back to with L{rewind}.
+        """
+        return (self._file.tell() if self._file is not None else 0), self.stored_rows
+
+    def rewind(self, mark: tuple[int, int]) -> None:
+        """
+        Drop what was written after C{mark}.
+        """
+        if self._file is not None:
+            self._file.seek(mark[0])
+            self._file.truncate()
+            self.stored_rows = mark[1]
 
     def add_inactive(self, batches: Iterable[IndicatorBatch]) -> None:
         """
@@ -115,18 +144,27 @@ class SeenWriter:
             }
             if inactive:
                 page["inactive"] = True
+            elif names:
+                self.stored_rows += stored_count([values[name] for name in names])
             out.write(orjson.dumps(page, default=str) + b"\n")
 
     def finish(self, committed: Any = None) -> None:
         """
         Make this sync's file the one explanations read; with C{committed}
         (the store's states after this sync's commit, as JSON), end it with
-        the trailer that lets the next delta rebuild from it.
+        the trailer that lets the next delta rebuild from it (with the
+        number of stored rows written, which the store must also hold).
+        The file reaches the disk before it replaces the previous one.
+
+        :raise OSError: if it cannot be written (the previous file stays).
         """
         if self._file is None:
             return
         if committed is not None:
-            self._file.write(orjson.dumps({"committed": committed}) + b"\n")
+            trailer = {"committed": committed, "rows": self.stored_rows}
+            self._file.write(orjson.dumps(trailer) + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
         os.replace(self._path, os.path.join(self.folder, FILE_NAME))

@@ -87,6 +87,13 @@ class FeedBuilder:
         self._record = record_history
         self._collector: Collector | None = Collector(self.settings, self.stats)
 
+    @property
+    def records_history(self) -> bool:
+        """
+        Whether this builder keeps the history of the feed it builds.
+        """
+        return self._record
+
     def add(self, batches: IndicatorBatch | Iterable[IndicatorBatch] | Iterable[Indicator]) -> None:
         """
         Take in one page: a batch, batches, or indicator records.  Nothing

@@ -53,10 +53,16 @@ def committed_token(states: Mapping[tuple[str, str], SourceState]) -> list[list[
     return token
 
 
-def trailer(path: str) -> Any:
+class DamagedFileError(Exception):
     """
-    What the trailer of the file at C{path} records, or C{None} (no file,
-    no trailer).
+    The last sync's file cannot be read back (cut or damaged on disk).
+    """
+
+
+def trailer(path: str) -> dict[str, Any] | None:
+    """
+    The trailer of the file at C{path} (C{committed}: the store's states,
+    C{rows}: the stored rows written), or C{None} (no file, no trailer).
     """
     try:
         with open(path, "rb") as f:
@@ -70,26 +76,29 @@ def trailer(path: str) -> Any:
     if not last.startswith(b'{"committed":'):
         return None
     try:
-        return orjson.loads(last)["committed"]
+        found = orjson.loads(last)
     except orjson.JSONDecodeError:
         return None
+    return found if isinstance(found, dict) else None
 
 
 @define
 class Overlay:
     """
     What a delta changed, by configured source name, in the order the store
-    was told: the rows pulled (L{FullKey}: source, owner, type, value, id;
-    their pages in C{fresh}), the values taken out (L{Key}: source, owner,
-    type, value; C{cleared} every one, C{removed} those not pulled again
-    afterwards) and the sources pulled whole (C{replaced}).
+    was told (each change numbered): the rows pulled (L{FullKey}: source,
+    owner, type, value, id; their pages in C{fresh}), the values taken out
+    (L{Key}: source, owner, type, value; C{cleared} holds every one, with
+    the number of its last removal) and the sources pulled whole
+    (C{replaced}).  The store keeps, of the rows pulled, the last of each
+    full key, unless its value was taken out after it.
     """
 
     replaced: frozenset[str] = frozenset()
     upserted: set[FullKey] = field(factory=set)
-    cleared: set[Key] = field(factory=set)
-    removed: set[Key] = field(factory=set)
-    fresh: list[tuple[str, list[IndicatorBatch]]] = field(factory=list)
+    cleared: dict[Key, int] = field(factory=dict)
+    fresh: list[tuple[int, str, list[IndicatorBatch]]] = field(factory=list)
+    _changes: int = 0
 
     def pulled(
         self, source: str, rows: list[tuple[Any, ...]], batches: list[IndicatorBatch]
@@ -98,36 +107,53 @@ class Overlay:
         Note store rows (see L{tcbridge.indicatorrows.rows_of_batch})
         pulled for C{source}, from C{batches}.
         """
-        for row in rows:
-            self.upserted.add(row[1:6])
-            self.removed.discard(row[1:5])
-        self.fresh.append((source, batches))
+        self._changes += 1
+        self.upserted.update(row[1:6] for row in rows)
+        self.fresh.append((self._changes, source, batches))
 
     def taken_out(self, keys: list[tuple[str, str, str, str, str]]) -> None:
         """
         Note store keys (instance, source, owner, type, value) taken out.
         """
+        self._changes += 1
         for _, source, owner, kind, value in keys:
-            self.cleared.add((source, owner, kind, value))
-            self.removed.add((source, owner, kind, value))
+            self.cleared[(source, owner, kind, value)] = self._changes
 
     def fresh_batches(self) -> Iterator[tuple[str, IndicatorBatch]]:
         """
-        What the delta pulled, without what it took out afterwards.
+        What the delta pulled, as the store keeps it: the last row of each
+        full key, unless its value was taken out afterwards.
         """
-        for source, batches in self.fresh:
-            for batch in batches:
-                names = VALUE_COLUMNS.get(batch.type)
-                if not names or not len(batch):
-                    continue
-                firsts = _firsts([batch.values[name] for name in names])
-                owners = batch.column("owners")
-                keep = [
-                    at
-                    for at, (owner, first) in enumerate(zip(owners, firsts, strict=True))
-                    if first and (source, owner, batch.type, first) not in self.removed
-                ]
-                yield source, _subset(batch, keep)
+        pages = []
+        last: dict[FullKey, tuple[int, int]] = {}
+        every = [
+            (change, source, batch)
+            for change, source, batches in self.fresh
+            for batch in batches
+            if batch.type in VALUE_COLUMNS and len(batch)
+        ]
+        for number, (change, source, batch) in enumerate(every):
+            firsts = _firsts([batch.values[name] for name in VALUE_COLUMNS[batch.type]])
+            keys = [
+                (source, owner, batch.type, first, ident) if first else None
+                for owner, first, ident in zip(
+                    batch.column("owners"), firsts, batch.column("ids"), strict=True
+                )
+            ]
+            for at, key in enumerate(keys):
+                if key is not None:
+                    last[key] = (number, at)
+            pages.append((change, source, batch, keys))
+        cleared = self.cleared
+        for number, (change, source, batch, keys) in enumerate(pages):
+            keep = [
+                at
+                for at, key in enumerate(keys)
+                if key is not None
+                and last[key] == (number, at)
+                and cleared.get(key[:4], 0) < change
+            ]
+            yield source, _subset(batch, keep)
 
 
 def base_pages(path: str, overlay: Overlay) -> Iterator[tuple[str, bytes | None, IndicatorBatch]]:
@@ -138,17 +164,23 @@ def base_pages(path: str, overlay: Overlay) -> Iterator[tuple[str, bytes | None,
     C{None}) and the batch to build from.
     Inactive pages, pages of types the store does not keep, the trailer and
     pages of sources pulled whole are left out.
+
+    :raise DamagedFileError: if a line cannot be read back.
     """
     with open(path, "rb") as f:
         for line in f:
-            page = orjson.loads(line)
-            if "committed" in page or page.get("inactive"):
-                continue
-            origin = page.get("origin")
-            if not origin or origin in overlay.replaced or page["type"] not in VALUE_COLUMNS:
-                continue
-            keep = _kept(page, origin, overlay)
-            yield origin, (line if keep is None else None), _batch(page, keep)
+            try:
+                page = orjson.loads(line)
+                if "committed" in page or page.get("inactive"):
+                    continue
+                origin = page.get("origin")
+                if not origin or origin in overlay.replaced or page["type"] not in VALUE_COLUMNS:
+                    continue
+                keep = _kept(page, origin, overlay)
+                batch = _batch(page, keep)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise DamagedFileError(f"{path}: {e}") from None
+            yield origin, (line if keep is None else None), batch
 
 
 def _kept(page: dict[str, Any], origin: str, overlay: Overlay) -> list[int] | None:

@@ -33,7 +33,7 @@ from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
-from tcbridge.sync.base import committed_token
+from tcbridge.sync.base import DamagedFileError, committed_token
 from tcbridge.sync.delta import CycleBook, Incremental
 from tcbridge.sync.errors import (
     FeedHeldBackError,
@@ -362,15 +362,31 @@ class SyncCycle:
             result = await self._pull_build_finish(finish, record_history, directory, seen)
         except FeedHeldBackError:
             if seen is not None:
-                seen.finish()
+                self._keep_seen(seen, None)
             raise
         except BaseException:
             if seen is not None:
                 seen.discard()
             raise
         if seen is not None:
-            seen.finish(self._committed)
+            self._keep_seen(seen, self._committed)
         return result
+
+    def _keep_seen(self, seen: SeenWriter, committed: Any) -> None:
+        """
+        Make this sync's file of what it saw the one explanations (and the
+        next delta) read; if it cannot be written, say so and keep the
+        previous one (the sync itself stands: the next delta, finding the
+        old file no longer matching the store, reads the store).
+        """
+        try:
+            seen.finish(committed)
+        except OSError as e:
+            seen.discard()
+            self.log.warn(
+                "Could not keep what this sync saw ({error}); explanations use the previous sync's",
+                error=str(e),
+            )
 
     async def _pull_build_finish(
         self,
@@ -396,9 +412,7 @@ class SyncCycle:
                 builder = FeedBuilder(
                     settings, history=self._publisher.history, record_history=record_history
                 )
-                pause = self._pause
-                if not await from_last_sync(self._seen_folder, book, builder, seen, pause):
-                    await from_store(book, builder, seen, pause)
+                builder = await self._rebuild(book, builder, seen)
             result = await self._build_and_finish(builder, finish, record_history, directory)
         except BaseException:
             if book is not None:
@@ -478,6 +492,29 @@ class SyncCycle:
                 client, owner, since=iso_time(since), api_version=options.api_version
             )
             book.deleted(source, gone)
+
+    async def _rebuild(
+        self, book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None
+    ) -> FeedBuilder:
+        """
+        Feed a delta's C{builder} every indicator: from the last sync's file
+        with the delta laid over it, or from the store (also when that file
+        turns out to be damaged: a fresh builder then starts over).
+        """
+        pause = self._pause
+        mark = seen.mark() if seen is not None else None
+        try:
+            if await from_last_sync(self._seen_folder, book, builder, seen, pause):
+                return builder
+        except DamagedFileError as e:
+            self.log.warn("The last sync's file is damaged ({error}); reading the store", error=e)
+            builder = FeedBuilder(
+                builder.settings, history=builder.history, record_history=builder.records_history
+            )
+            if seen is not None and mark is not None:
+                seen.rewind(mark)
+        await from_store(book, builder, seen, pause)
+        return builder
 
     async def _build_and_finish(
         self,

@@ -26,6 +26,7 @@ gives (feeds do not depend on the order indicators come in).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -66,6 +67,12 @@ class Plan:
     since: dict[str, int | None]
     states: dict[str, SourceState]
     instances: dict[str, str] = Factory(dict)
+    #: how many full syncs had been asked for when the plan was made
+    requests_seen: int = 0
+    #: the full-sync marker file's time when the plan was made, if any
+    marker_time: float | None = None
+    #: the store's row count when a delta was planned (C{None}: full)
+    rows: int | None = None
 
     def instance(self, source: str) -> str:
         """
@@ -161,15 +168,18 @@ class Incremental:
     overlap: int
     marker: str | None = None
     _full_wanted: bool = True
+    _requests: int = 0
     last_full: float | None = None
     last_delta: float | None = None
     last_changes: dict[str, int] = field(factory=dict)
 
     def request_full(self) -> None:
         """
-        Make the next cycle a full sync.
+        Make the next cycle a full sync (also when one is running now: it
+        may have been planned before what made this one necessary).
         """
         self._full_wanted = True
+        self._requests += 1
 
     async def plan(self, sources: Sequence[Source], now: float) -> Plan:
         """
@@ -180,7 +190,8 @@ class Incremental:
             s.name: await self.run(IndicatorDB.state, instances[s.name], s.name) for s in sources
         }
         fresh = await self.run(_needs_full_sync)
-        asked = self.marker is not None and os.path.exists(self.marker)
+        marker_time = _mtime(self.marker)
+        asked = marker_time is not None
         full = (
             self._full_wanted
             or fresh
@@ -202,20 +213,36 @@ class Incremental:
                 since[source.name] = None
             else:
                 since[source.name] = max(0, watermark - self.overlap)
-        return Plan(since, states, instances)
+        rows = None if full else await self.run(IndicatorDB.count)
+        return Plan(since, states, instances, self._requests, marker_time, rows)
 
     def committed(self, plan: Plan, now: float, changes: dict[str, int]) -> None:
         """
         Note a cycle's changes as committed.
         """
         if plan.full:
-            self._full_wanted = False
+            # A full sync asked for after this one was planned still runs.
+            if self._requests == plan.requests_seen:
+                self._full_wanted = False
             self.last_full = now
-            if self.marker is not None and os.path.exists(self.marker):
-                os.unlink(self.marker)
+            if self.marker is not None and _mtime(self.marker) == plan.marker_time:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.marker)
         else:
             self.last_delta = now
         self.last_changes = dict(changes)
+
+
+def _mtime(path: str | None) -> float | None:
+    """
+    When the file at C{path} was last changed (C{None}: no such file).
+    """
+    if path is None:
+        return None
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def _needs_full_sync(db: IndicatorDB) -> bool:
@@ -314,6 +341,15 @@ class CycleBook:
         return committed_token(
             {(self.plan.instance(name), name): self.plan.states[name] for name in self.plan.since}
         )
+
+    def planned(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """
+        The store rows (tuples) of the sources this cycle planned: rows of
+        a source no longer configured stay out of the feed even before a
+        full sync forgets them.
+        """
+        keys = {(self.plan.instance(name), name) for name in self.plan.since}
+        return [row for row in rows if (row[0], row[1]) in keys]
 
     async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[tuple[Any, ...]]:
         """

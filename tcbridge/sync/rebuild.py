@@ -32,18 +32,25 @@ async def from_last_sync(
 ) -> bool:
     """
     Feed C{builder} (and C{seen}) the last sync's file in C{folder} with
-    this delta laid over it, if that file is the store's content;
-    C{False} (nothing done) if it is not.
+    this delta laid over it, if that file is the store's content (its
+    trailer holds the store's states and row count as the delta found
+    them); C{False} (nothing done) if it is not.
+
+    :raise DamagedFileError: if the file cannot be read back; C{builder}
+        and C{seen} then hold part of it.
     """
     if folder is None:
         return False
     path = os.path.join(folder, SEEN_FILE)
-    if trailer(path) != book.planned_from():
+    found = trailer(path)
+    if found is None or found.get("committed") != book.planned_from():
+        return False
+    if found.get("rows") != book.plan.rows:
         return False
     for origin, line, batch in base_pages(path, book.overlay):
         builder.add(batch)
         if seen is not None and line is not None:
-            seen.add_lines([line])
+            seen.add_lines([line], len(batch))
         elif seen is not None:
             seen.add([batch], origin=origin)
         if pause is not None:
@@ -59,15 +66,16 @@ async def from_store(
     book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None, pause: Pause
 ) -> None:
     """
-    Feed C{builder} (and C{seen}) the store's rows, as the cycle leaves
-    them, a page at a time.
+    Feed C{builder} (and C{seen}) the store's rows of the planned
+    sources, as the cycle leaves them, a page at a time.
     """
     after: tuple[str, ...] | None = None
     while True:
         rows = await book.rows(after, 10000)
         if not rows:
             return
-        for source, batch in batches_of_rows(rows):
+        after = rows[-1][:6]
+        for source, batch in batches_of_rows(book.planned(rows)):
             if seen is not None:
                 seen.add([batch], origin=source)
             builder.add(batch)

@@ -8,6 +8,7 @@ failed one changes nothing, and full syncs catch what deltas cannot see.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,16 @@ from twisted.internet import defer
 from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.serialize import dumps
 from tcbridge.indicatordb import IndicatorDB
+from tcbridge.indicatorrows import SourceState
+from tcbridge.seen import FILE_NAME as SEEN_FILE
+from tcbridge.seen import SeenWriter
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
+from tcbridge.sync.base import Overlay, base_pages
 from tcbridge.sync.cycle import SyncCycle
-from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental
+from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental, rows_of
 from tcbridge.threatconnect import across
+from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from tcbridge.web.health import assess, health_document
 from tcbridge.web.index import _incremental_text
 from tests.helpers import result_of
@@ -305,3 +311,140 @@ def test_a_v3_delta_asks_for_many_owners_at_once(
     assert delta == full
     assert len(asked) == queries
     assert all("ownerName%20IN%20%28" in t for t in asked)
+
+
+def test_a_full_sync_asked_for_during_one_still_runs(tmp_path: Path) -> None:
+    """
+    A full sync asked for (a reload, tcbridge full-sync) while a full sync
+    planned earlier is running is not taken as done by it: the next cycle
+    is full too.
+    """
+    pair = Pair(tmp_path)
+    inc = pair.incremental
+    sources = pair.h.config.sources
+    plan = result_of(defer.ensureDeferred(inc.plan(sources, NOW)))
+    assert plan.full
+    inc.request_full()
+    (tmp_path / FULL_SYNC_FILE).write_text("requested\n")
+    os.utime(tmp_path / FULL_SYNC_FILE, (NOW + 5, NOW + 5))
+    inc.committed(plan, NOW + 10, {})
+    assert (tmp_path / FULL_SYNC_FILE).exists()
+    again = result_of(defer.ensureDeferred(inc.plan(sources, NOW + 20)))
+    assert again.full
+    inc.committed(again, NOW + 30, {})
+    assert not (tmp_path / FULL_SYNC_FILE).exists()
+
+
+def test_a_damaged_last_sync_file_makes_the_delta_read_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A last-sync file damaged on disk (a line cut, the trailer intact), or
+    one whose trailer counts other rows than the store holds (as when a
+    sync saw one indicator twice), is not trusted: the delta reads the
+    store and still publishes what a full sync does.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    read: list[int] = []
+    real_page = IndicatorDB.raw_page
+
+    def counted(db: IndicatorDB, *args: Any) -> Any:
+        read.append(1)
+        return real_page(db, *args)
+
+    monkeypatch.setattr(IndicatorDB, "raw_page", counted)
+    seen_file = tmp_path / "seen" / "last-sync-indicators.jsonl"
+    lines = seen_file.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][: len(lines[1]) // 2] + b"\n"
+    seen_file.write_bytes(b"".join(lines))
+    _change_five(pair)
+    delta, full = pair.sync()
+    assert delta == full and read
+    read.clear()
+    *pages, last = seen_file.read_bytes().splitlines(keepends=True)
+    trailer = orjson.loads(last)
+    trailer["rows"] += 1
+    seen_file.write_bytes(b"".join([*pages, orjson.dumps(trailer) + b"\n"]))
+    pair.h.simulator.change(CC, "Host", 12, rating=5.0)
+    delta, full = pair.sync()
+    assert delta == full and read
+
+
+_ROW = st.tuples(
+    st.sampled_from(["Owner A", "Owner B"]),
+    st.integers(min_value=0, max_value=3),
+    st.sampled_from(["1", "2"]),
+    st.sampled_from([1.0, 3.0, "4", None]),
+)
+
+
+def _host_batches(rows: list[tuple[str, int, str, Any]]) -> list[Any]:
+    return IndicatorBatch.of(
+        [
+            Indicator(
+                source=owner, owner=owner, type="Host", id=ident, host=f"h{v}.example", rating=r
+            )
+            for owner, v, ident, r in rows
+        ]
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    base=st.lists(_ROW, max_size=6, unique_by=lambda row: row[:3]),
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("pull"), st.lists(_ROW, min_size=1, max_size=4)),
+            st.tuples(
+                st.just("remove"),
+                st.lists(
+                    st.tuples(
+                        st.sampled_from(["Owner A", "Owner B"]),
+                        st.integers(min_value=0, max_value=3),
+                    ),
+                    min_size=1,
+                    max_size=3,
+                ),
+            ),
+        ),
+        max_size=8,
+    ),
+)
+def test_the_overlay_keeps_what_the_store_keeps(
+    tmp_path_factory: pytest.TempPathFactory, base: list[Any], ops: list[Any]
+) -> None:
+    """
+    Whatever a delta pulls and takes out, in whatever order (a row pulled
+    twice, taken out and pulled again, several ids of one value), the last
+    sync's file with the delta laid over it gives exactly the rows the
+    store holds after the same changes.
+    """
+    folder = tmp_path_factory.mktemp("overlay")
+    db = IndicatorDB.open(str(folder))
+    batches = _host_batches(base)
+    db.begin([(INSTANCE, "*")])
+    db.add_rows(rows_of(INSTANCE, "*", batches))
+    db.commit({(INSTANCE, "*"): SourceState(1, 1.0, None)})
+    seen = SeenWriter(str(folder))
+    seen.add(batches, origin="*")
+    seen.finish([])
+    overlay = Overlay()
+    db.begin([])
+    for what, items in ops:
+        if what == "pull":
+            pulled = _host_batches(items)
+            rows = rows_of(INSTANCE, "*", pulled)
+            overlay.pulled("*", rows, pulled)
+            db.add_rows(rows)
+        else:
+            keys = [(INSTANCE, "*", owner, "Host", f"h{v}.example") for owner, v in items]
+            overlay.taken_out(keys)
+            db.remove(keys)
+    laid = [batch for _, _, batch in base_pages(str(folder / SEEN_FILE), overlay)]
+    laid += [batch for _, batch in overlay.fresh_batches()]
+    got = sorted(rows_of(INSTANCE, "*", laid), key=repr)
+    assert got == sorted(db.raw_page(None, 1000), key=repr)
+    db.abort()
