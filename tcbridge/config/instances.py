@@ -11,10 +11,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from attrs import evolve
-
 from tcbridge.config.record import ThreatConnectSettings
-from tcbridge.config.sections import SectionReader
+from tcbridge.config.sections import SectionReader, threatconnect_settings
 from tcbridge.model import Source
 
 #: What a section that names an instance starts with.
@@ -99,18 +97,11 @@ class InstanceReader(SectionReader):
         if not sources:
             raise self.error(section, "sources", "no sources; expected * or owner names")
         network = self.network(section)
-        return evolve(
-            main,
-            api_url=account.api_url,
-            web_url=account.web_url,
-            api_key=account.api_key,
-            secret_key=account.secret_key,
-            secret_source=account.secret_source,
-            sources=tuple(sources),
-            api_version=network.api_version,
-            https_proxy=network.https_proxy,
-            ca_file=network.ca_file,
-            verify_tls=network.verify_tls,
-            max_attempts=network.max_attempts,
+        return threatconnect_settings(
+            account,
+            sources,
+            network,
+            request_timeout=main.request_timeout,
+            page_size=main.page_size,
             instance=name,
         )

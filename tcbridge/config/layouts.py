@@ -26,7 +26,7 @@ from tcbridge.config.record import (
     SyncSettings,
     ThreatConnectSettings,
 )
-from tcbridge.config.sections import Account, Network, Scoring
+from tcbridge.config.sections import Account, Network, Scoring, threatconnect_settings
 from tcbridge.model import (
     DEFAULT_LISTENER_ADDRESS,
     DEFAULT_LISTENER_PORT,
@@ -217,18 +217,10 @@ class LayoutReader(InstanceReader, BridgeReader):
         gives them, the network, and the request limits in [bridge].
         """
         b = "bridge"
-        return ThreatConnectSettings(
-            api_url=account.api_url,
-            web_url=account.web_url,
-            api_key=account.api_key,
-            secret_key=account.secret_key,
-            secret_source=account.secret_source,
-            sources=tuple(sources),
-            api_version=network.api_version,
-            https_proxy=network.https_proxy,
-            ca_file=network.ca_file,
-            verify_tls=network.verify_tls,
-            max_attempts=network.max_attempts,
+        return threatconnect_settings(
+            account,
+            sources,
+            network,
             request_timeout=self.number(b, "request_timeout_seconds", 30, 1, 3600),
             page_size=self.integer(b, "page_size", 10000, 1, 10000),
         )

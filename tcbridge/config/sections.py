@@ -16,6 +16,7 @@ from tcbridge.config.reader import ConfigError, Reader
 from tcbridge.config.record import (
     ExclusionFile,
     ExclusionKind,
+    ThreatConnectSettings,
 )
 from tcbridge.model import (
     DEFAULT_API_URL,
@@ -65,6 +66,36 @@ class Network:
     verify_tls: bool
     max_attempts: int
     deadline_minutes: float
+
+
+def threatconnect_settings(
+    account: Account,
+    sources: Iterable[Source],
+    network: Network,
+    *,
+    request_timeout: float,
+    page_size: int,
+    instance: str = "",
+) -> ThreatConnectSettings:
+    """
+    One ThreatConnect instance's settings from the parts its section gave.
+    """
+    return ThreatConnectSettings(
+        api_url=account.api_url,
+        web_url=account.web_url,
+        api_key=account.api_key,
+        secret_key=account.secret_key,
+        secret_source=account.secret_source,
+        sources=tuple(sources),
+        api_version=network.api_version,
+        https_proxy=network.https_proxy,
+        ca_file=network.ca_file,
+        verify_tls=network.verify_tls,
+        max_attempts=network.max_attempts,
+        request_timeout=request_timeout,
+        page_size=page_size,
+        instance=instance,
+    )
 
 
 @frozen

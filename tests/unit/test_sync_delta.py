@@ -245,6 +245,21 @@ def test_incremental_feeds_equal_full_feeds(
         assert delta == full
 
 
+def _count_store_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """
+    A list that gets an item each time a cycle reads the store's rows.
+    """
+    read: list[int] = []
+    real_page = IndicatorDB.raw_page
+
+    def counted(db: IndicatorDB, *args: Any) -> Any:
+        read.append(1)
+        return real_page(db, *args)
+
+    monkeypatch.setattr(IndicatorDB, "raw_page", counted)
+    return read
+
+
 def _untimed(feed: bytes) -> list[Any]:
     """
     A feed's reports without their timestamps.
@@ -269,14 +284,7 @@ def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
     seen_file = tmp_path / "seen" / "last-sync-indicators.jsonl"
     older = seen_file.read_bytes()
     assert older.splitlines()[-1].startswith(b'{"committed":')
-    read: list[int] = []
-    real_page = IndicatorDB.raw_page
-
-    def counted(db: IndicatorDB, *args: Any) -> Any:
-        read.append(1)
-        return real_page(db, *args)
-
-    monkeypatch.setattr(IndicatorDB, "raw_page", counted)
+    read = _count_store_reads(monkeypatch)
     _change_five(pair)
     delta, full = pair.sync()
     assert delta == full and not read
@@ -346,14 +354,7 @@ def test_a_damaged_last_sync_file_makes_the_delta_read_the_store(
     """
     pair = Pair(tmp_path)
     pair.sync()
-    read: list[int] = []
-    real_page = IndicatorDB.raw_page
-
-    def counted(db: IndicatorDB, *args: Any) -> Any:
-        read.append(1)
-        return real_page(db, *args)
-
-    monkeypatch.setattr(IndicatorDB, "raw_page", counted)
+    read = _count_store_reads(monkeypatch)
     seen_file = tmp_path / "seen" / "last-sync-indicators.jsonl"
     lines = seen_file.read_bytes().splitlines(keepends=True)
     lines[1] = lines[1][: len(lines[1]) // 2] + b"\n"

@@ -103,6 +103,25 @@ class TwoInstances:
         return d
 
 
+def _incremental_cycle(bridge: TwoInstances, folder: Path) -> tuple[Store, Incremental, SyncCycle]:
+    """
+    A second cycle on the same two instances, with incremental sync over
+    an indicator store in C{folder}.
+    """
+    store = Store(str(folder))
+    incremental = Incremental(store.run, full_every=10**9, overlap=600)
+    cycle = SyncCycle(
+        bridge.config,
+        bridge.cycle.client,
+        FeedStore(empty_body=dumps(empty_document(FeedInfo()))),
+        SyncStatus(started_at=bridge.clock.seconds()),
+        bridge.clock,
+        incremental=incremental,
+        other_clients=bridge.cycle.other_clients,
+    )
+    return store, incremental, cycle
+
+
 def _reports(body: bytes) -> list[dict[str, Any]]:
     reports: list[dict[str, Any]] = orjson.loads(body)["reports"]
     return reports
@@ -196,17 +215,7 @@ def test_deltas_over_two_instances_publish_what_a_full_sync_publishes(tmp_path: 
     """
     bridge = TwoInstances(grouping="Expanded")
     bridge.clock.advance(NOW - START)
-    store = Store(str(tmp_path))
-    incremental = Incremental(store.run, full_every=10**9, overlap=600)
-    delta = SyncCycle(
-        bridge.config,
-        bridge.cycle.client,
-        FeedStore(empty_body=dumps(empty_document(FeedInfo()))),
-        SyncStatus(started_at=bridge.clock.seconds()),
-        bridge.clock,
-        incremental=incremental,
-        other_clients=bridge.cycle.other_clients,
-    )
+    store, incremental, delta = _incremental_cycle(bridge, tmp_path)
 
     def sync() -> tuple[bytes, bytes]:
         bridge.clock.advance(3600)
@@ -237,17 +246,7 @@ def test_a_removed_instance_leaves_the_store_at_the_next_full_sync(tmp_path: Pat
     """
     bridge = TwoInstances()
     bridge.clock.advance(NOW - START)
-    store = Store(str(tmp_path))
-    incremental = Incremental(store.run, full_every=10**9, overlap=600)
-    cycle = SyncCycle(
-        bridge.config,
-        bridge.cycle.client,
-        FeedStore(empty_body=dumps(empty_document(FeedInfo()))),
-        SyncStatus(started_at=bridge.clock.seconds()),
-        bridge.clock,
-        incremental=incremental,
-        other_clients=bridge.cycle.other_clients,
-    )
+    store, incremental, cycle = _incremental_cycle(bridge, tmp_path)
 
     def partner_reports() -> int:
         bridge.clock.advance(3600)
