@@ -98,18 +98,25 @@ def has_numpy(pid: int) -> bool:
     return "numpy" in Path(f"/proc/{pid}/maps").read_text()
 
 
+def twistd(config: Path, folder: Path | str) -> subprocess.Popen[bytes]:
+    """
+    C{twistd -n tcbridge --config CONFIG} in C{folder}, quietly.
+    """
+    return subprocess.Popen(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "tcbridge", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=folder,
+    )
+
+
 def first_byte(config: Path, cache: Path, port: int) -> float:
     """
     Start twistd on the cache; return seconds until the cached feed's first
     byte arrives.
     """
     started = time.perf_counter()
-    daemon = subprocess.Popen(
-        [str(BIN / "twistd"), "-n", "--pidfile=", "tcbridge", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=cache,
-    )
+    daemon = twistd(config, cache)
     try:
         while time.perf_counter() - started < 60:
             try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +32,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_daemon import free_port, get
+from bench_daemon import free_port, get, twistd
 from bench_delta import churn
 from bench_sync import simulator
-
-BIN = Path(sys.executable).parent
 
 
 def cpu_seconds(pid: int) -> float:
@@ -89,12 +86,7 @@ def main() -> None:
             f"listener_port={port}\ncache_folder={tmp}/cache\nlog_level=WARNING\n"
             "feed_retrieval_minutes=1\nincremental_sync=true\n"
         )
-        daemon = subprocess.Popen(
-            [str(BIN / "twistd"), "-n", "--pidfile=", "tcbridge", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=tmp,
-        )
+        daemon = twistd(config, tmp)
         try:
             doc = wait_for_sync(port, None, 900)
             print(f"{args.count:,} indicators: the first (full) sync published", flush=True)
