@@ -87,10 +87,13 @@ def write_feed_file(
     *,
     gzip: bool = False,
     pretty: bool = False,
+    checksums: bool = True,
 ) -> FeedFile:
     """
     Stream a feed into a new temporary file in C{directory}: C{build} gets
-    a L{FeedWriter} on it.  Blocking: call it in a thread.
+    a L{FeedWriter} on it (without C{checksums}, the file's C{sha256} is
+    empty and its C{crc32} 0 unless gzip is asked for).  Blocking: call it
+    in a thread.
 
     :raise Exception: whatever C{build} raises (the file is then deleted).
     """
@@ -98,7 +101,7 @@ def write_feed_file(
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
             out: IO[bytes] = f
-            writer = FeedWriter(out, gzip=gzip, pretty=pretty)
+            writer = FeedWriter(out, gzip=gzip, pretty=pretty, checksums=checksums)
             build(writer)
             os.fsync(f.fileno())
     except BaseException:

@@ -182,7 +182,8 @@ class ExpandedStore:
         self.values: dict[str, ValueColumn] = {kind: ValueColumn() for kind in KIND_ORDER}
         self.templates = _Templates()
         self.descriptions: list[str] = [""]
-        self._description_index: dict[str, int] = {"": 0}
+        #: description text -> code (C{None}, the usual "no description", is 0)
+        self._description_index: dict[str | None, int] = {"": 0, None: 0}
 
     def __len__(self) -> int:
         return len(self.label)

@@ -4,14 +4,19 @@ Using the second core for a build: L{ordered_map} computes a pure function
 over a list of inputs in two processes, this one and a forked copy of it,
 and hands the results back in order.
 
+The work is shared as it goes, not split in advance: every input's index
+waits in a pipe both processes read (a I{ticket} each), so whichever is
+free takes the next one, and the process that also writes the results
+out never waits for a copy that has fallen behind, nor the copy for it.
 The copy shares this process's memory (copy on write), so the inputs and
 everything the function reads cost nothing to hand over; only results
-travel, pickled through a pipe.  Forking is safe only while no other
-thread of this process is working (a busy thread may hold a lock the copy
-would never see released): callers ask for it only where that holds (the
-build child has one thread; write mode builds after its pull, when the
-reactor's pool threads sit idle).  Whatever goes wrong with the copy (it
-cannot be made, raises, is killed, or sends nothing for
+travel, pickled through a second pipe, and this process holds at most
+L{AHEAD} of them before it needs them.  Forking is safe only while no
+other thread of this process is working (a busy thread may hold a lock the
+copy would never see released): callers ask for it only where that holds
+(the build child has one thread; write mode builds after its pull, when
+the reactor's pool threads sit idle).  Whatever goes wrong with the copy
+(it cannot be made, raises, is killed, or sends nothing for
 L{RESULT_TIMEOUT} seconds), this process computes the missing results
 itself: the outcome never depends on the copy.
 """
@@ -19,6 +24,7 @@ itself: the outcome never depends on the copy.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import os
 import pickle
@@ -47,6 +53,12 @@ def can_fork() -> bool:
 RESULT_TIMEOUT: Final = 120.0
 
 
+#: Results this process holds (computed ahead, or sent by the copy) before
+#: it needs them.
+AHEAD: Final = 3
+_TICKET: Final = 4
+
+
 def ordered_map(
     func: Callable[[In], Out],
     items: Sequence[In],
@@ -56,10 +68,10 @@ def ordered_map(
 ) -> Iterator[Out]:
     """
     C{func} of each item, in order.  With C{fork} (and at least two items),
-    a forked copy of this process computes the odd-numbered items while
-    this one computes the even-numbered ones.  If the copy cannot be made,
-    fails, dies or takes longer than C{timeout} seconds for a result, this
-    process computes what is left.
+    a forked copy of this process computes some of them: both take the
+    next item not taken yet whenever they are free.  If the copy cannot be
+    made, fails, dies or takes longer than C{timeout} seconds for a result,
+    this process computes what is left.
 
     C{func} must be pure: the copy's side effects are lost.
     """
@@ -67,6 +79,7 @@ def ordered_map(
         yield from map(func, items)
         return
     try:
+        tickets = _tickets(len(items))
         read_end, write_end = os.pipe()
     except OSError:
         yield from map(func, items)
@@ -74,27 +87,67 @@ def ordered_map(
     try:
         pid = os.fork()
     except OSError:
-        os.close(read_end)
-        os.close(write_end)
+        for fd in (tickets, read_end, write_end):
+            os.close(fd)
         yield from map(func, items)
         return
     if pid == 0:  # pragma: no cover - the copy never returns to coverage
         os.close(read_end)
-        _serve(func, items, write_end)
+        _serve(func, items, tickets, write_end)
     os.close(write_end)
     try:
-        yield from _collect(func, items, _Pipe(read_end, timeout))
+        yield from _collect(func, items, tickets, _Pipe(read_end, timeout))
     finally:
         os.close(read_end)
+        os.close(tickets)
         _end(pid)
 
 
-def _serve(func: Callable[[In], Out], items: Sequence[In], out: int) -> None:
+def _tickets(count: int) -> int:
     """
-    The copy: compute the odd-numbered items, send each result pickled
-    (after its length, 8 bytes) to C{out}, and leave without running
-    anything of the parent's (no atexit, no flushing of its buffers, none
-    of its signal handlers, nothing on its standard output or error).
+    A pipe holding every index from 0 to C{count - 1} (4 bytes each, in
+    order), its writing end closed: the read end, non-blocking (an empty
+    pipe reads as its end).
+
+    :raise OSError: if the pipe cannot be made or cannot hold them all.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        data = b"".join(at.to_bytes(_TICKET, "big") for at in range(count))
+        if len(data) > fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ):
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, len(data))
+        os.set_blocking(write_end, False)
+        if os.write(write_end, data) != len(data):
+            raise OSError("the ticket pipe took only part of the tickets")
+        os.set_blocking(read_end, False)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _take(tickets: int) -> int | None:
+    """
+    The next index nobody has taken, or C{None} when all are taken.  (All
+    tickets were written at once before either process read any, so a read
+    gets one whole ticket.)
+    """
+    try:
+        data = os.read(tickets, _TICKET)
+    except BlockingIOError:
+        return None
+    return int.from_bytes(data, "big") if len(data) == _TICKET else None
+
+
+def _serve(func: Callable[[In], Out], items: Sequence[In], tickets: int, out: int) -> None:
+    """
+    The copy: take tickets and compute their items, sending each result
+    pickled (after its index and its length, 8 bytes each) to C{out}, and
+    leave without running anything of the parent's (no atexit, no flushing
+    of its buffers, none of its signal handlers, nothing on its standard
+    output or error).
     """
     status = 1
     try:
@@ -102,9 +155,9 @@ def _serve(func: Callable[[In], Out], items: Sequence[In], out: int) -> None:
         # The collector would write to every object it visits and so copy
         # pages the two processes now share.
         gc.disable()
-        for at in range(1, len(items), 2):
+        while (at := _take(tickets)) is not None:
             data = pickle.dumps(func(items[at]), protocol=pickle.HIGHEST_PROTOCOL)
-            _write_all(out, len(data).to_bytes(8, "big"))
+            _write_all(out, at.to_bytes(8, "big") + len(data).to_bytes(8, "big"))
             _write_all(out, data)
         status = 0
     finally:
@@ -142,16 +195,23 @@ class _Pipe:
         self.fd = fd
         self.timeout = timeout
 
-    def result(self) -> Any:
+    def ready(self) -> bool:
         """
-        The next result.
+        Whether the copy has started sending a result.
+        """
+        return bool(select.select([self.fd], [], [], 0)[0])
+
+    def result(self) -> tuple[int, Any]:
+        """
+        The next result, and the index of its item.
 
         :raise TimeoutError: if it took too long.
         :raise EOFError: if the copy ended before sending it.
         """
         deadline = time.monotonic() + self.timeout
-        size = int.from_bytes(self._read(8, deadline), "big")
-        return pickle.loads(self._read(size, deadline))  # noqa: S301 - our own fork's bytes
+        head = self._read(16, deadline)
+        at, size = int.from_bytes(head[:8], "big"), int.from_bytes(head[8:], "big")
+        return at, pickle.loads(self._read(size, deadline))  # noqa: S301 - our own fork's bytes
 
     def _read(self, size: int, deadline: float) -> bytes:
         chunks = []
@@ -167,22 +227,46 @@ class _Pipe:
         return b"".join(chunks)
 
 
-def _collect(func: Callable[[In], Out], items: Sequence[In], results: _Pipe) -> Iterator[Out]:
+def _collect(
+    func: Callable[[In], Out], items: Sequence[In], tickets: int, results: _Pipe
+) -> Iterator[Out]:
     """
-    The results in order: even ones computed here, odd ones read from the
-    copy, or computed here once the copy has failed.
+    The results in order.  Until an item's result is here, this process
+    takes in what the copy has sent, else computes the next item nobody has
+    taken (holding at most L{AHEAD} results), else waits for the copy,
+    which has the item.  Once the copy has failed, this process takes no
+    more tickets and computes every missing result itself.
     """
+    held: dict[int, Out] = {}
     copy_works = True
-    for at, item in enumerate(items):
-        if at % 2 == 0 or not copy_works:
-            yield func(item)
-            continue
-        try:
-            got = results.result()
-        except Exception:
-            copy_works = False
-            got = func(item)
-        yield got
+    for at in range(len(items)):
+        while at not in held:
+            if not copy_works:
+                held[at] = func(items[at])
+                continue
+            room = len(held) < AHEAD
+            mine = _take(tickets) if room and not _sent(results) else None
+            if mine is not None:
+                held[mine] = func(items[mine])
+                continue
+            try:
+                index, got = results.result()
+            except Exception:  # the copy failed: what it has not sent is computed here
+                copy_works = False
+                continue
+            held[index] = got
+        yield held.pop(at)
+
+
+def _sent(results: _Pipe) -> bool:
+    """
+    Whether the copy has started sending a result (a failure to tell counts
+    as yes: reading it then finds out what is wrong).
+    """
+    try:
+        return results.ready()
+    except OSError:
+        return True
 
 
 def _end(pid: int) -> None:

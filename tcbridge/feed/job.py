@@ -82,19 +82,27 @@ class BuildOutcome:
 
 
 def build_feed_file(
-    builder: FeedBuilder, directory: str, *, gzip: bool, pretty: bool, fork: bool = False
+    builder: FeedBuilder,
+    directory: str,
+    *,
+    gzip: bool,
+    pretty: bool,
+    fork: bool = False,
+    checksums: bool = True,
 ) -> FeedFile:
     """
     Build the feed into a new temporary file in C{directory}, checking every
     report as it is written, with its gzip form if asked for.  Blocking.
     With C{fork}, use the second core when this process may fork (see
-    L{tcbridge.feed.forked.can_fork}).
+    L{tcbridge.feed.forked.can_fork}).  Without C{checksums} (write mode,
+    which keeps no meta file), the file's SHA-256 and CRC-32 are not worked
+    out.
 
     :raise FeedValidationError: if a report broke a rule (no file is left).
     """
     with reusing_buffers():
         build = partial(builder.build_to, fork=fork and can_fork())
-        feed = write_feed_file(directory, build, gzip=gzip, pretty=pretty)
+        feed = write_feed_file(directory, build, gzip=gzip, pretty=pretty, checksums=checksums)
     feed.reports = builder.stats.reports
     feed.iocs = builder.stats.iocs
     return feed

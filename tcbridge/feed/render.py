@@ -72,8 +72,9 @@ def _indent(data: bytes, spaces: int) -> bytes:
 class FeedWriter:
     """
     Streams a feed document (C{{"feedinfo": ..., "reports": [...]}}) to a
-    binary file, computing its SHA-256 and, if asked, its gzip form on the
-    way.  Reports must come in id order; the output is byte-identical to
+    binary file, computing its SHA-256 and CRC-32 (unless C{checksums} is
+    false: write mode, which keeps no meta file, skips them) and, if asked,
+    its gzip form on the way.  Reports must come in id order; the output is byte-identical to
     C{orjson.dumps} of the whole document (or, with C{pretty}, to
     C{orjson.dumps(doc, option=OPT_INDENT_2 | OPT_APPEND_NEWLINE)}).
 
@@ -82,9 +83,12 @@ class FeedWriter:
     :ivar crc32: the CRC-32 of what was written so far.
     """
 
-    def __init__(self, out: IO[bytes], *, gzip: bool = False, pretty: bool = False) -> None:
+    def __init__(
+        self, out: IO[bytes], *, gzip: bool = False, pretty: bool = False, checksums: bool = True
+    ) -> None:
         self._out = out
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if checksums else None
+        self._crc = checksums or gzip
         self._compress = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS) if gzip else None
         self.crc32 = 0
         self._gzipped: list[bytes] = []
@@ -107,9 +111,11 @@ class FeedWriter:
         self._pending = []
         self._pending_size = 0
         self._out.write(data)
-        self._sha.update(data)
         self.size += len(data)
-        self.crc32 = zlib.crc32(data, self.crc32)
+        if self._sha is not None:
+            self._sha.update(data)
+        if self._crc:
+            self.crc32 = zlib.crc32(data, self.crc32)
         if self._compress is not None:
             self._gzipped.append(self._compress.compress(data))
 
@@ -166,9 +172,10 @@ class FeedWriter:
     @property
     def sha256(self) -> str:
         """
-        The hex SHA-256 of what was written (after L{end}).
+        The hex SHA-256 of what was written (after L{end}; C{""} without
+        checksums).
         """
-        return self._sha.hexdigest()
+        return self._sha.hexdigest() if self._sha is not None else ""
 
     def gzip_bytes(self) -> bytes:
         """

@@ -45,10 +45,11 @@ def build_here(
     """
     A L{BuildFeed} for write mode, which serves nothing while it builds:
     in this process, at once, using the second core when the process may
-    fork (L{tcbridge.feed.forked}).
+    fork (L{tcbridge.feed.forked}), without the checksums only a published
+    feed's meta file needs.
     """
     return defer.maybeDeferred(
-        build_feed_file, builder, directory, gzip=gzip, pretty=pretty, fork=True
+        build_feed_file, builder, directory, gzip=gzip, pretty=pretty, fork=True, checksums=False
     )
 
 

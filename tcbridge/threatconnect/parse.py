@@ -243,6 +243,8 @@ def _stripped(raw: list[Any]) -> list[str]:
 
 
 def _descriptions(raw: list[Any]) -> list[str | None]:
+    if raw.count(None) == len(raw):
+        return raw
     return [value.strip() if isinstance(value, str) else None for value in raw]
 
 

@@ -1,8 +1,9 @@
 """
 Tests for L{tcbridge.feed.forked}: an Expanded feed rendered on two cores
-(a forked copy of the process renders every other window) is the feed one
-process renders, byte for byte and history for history, and a copy that
-fails costs nothing but time.
+(a forked copy of the process renders the windows it is free for first) is
+the feed one process renders, byte for byte and history for history, the
+work goes to whichever process is free, and a copy that fails costs
+nothing but time.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -28,15 +30,39 @@ def _tagged(item: int) -> tuple[int, int]:
     return item * item, os.getpid()
 
 
-def test_results_come_in_order_half_from_the_copy() -> None:
+def _busy(item: int) -> tuple[int, int]:
+    deadline = time.process_time() + 0.002
+    while time.process_time() < deadline:
+        pass
+    return _tagged(item)
+
+
+def test_results_come_in_order_some_from_the_copy() -> None:
     """
-    Every result comes back in order; the odd-numbered ones were computed
-    by another process.
+    Every result comes back in order; the copy computed some of them.
     """
-    got = list(ordered_map(_tagged, list(range(9)), fork=True))
-    assert [square for square, _ in got] == [n * n for n in range(9)]
-    assert {pid for _, pid in got[0::2]} == {os.getpid()}
-    assert os.getpid() not in {pid for _, pid in got[1::2]}
+    got = list(ordered_map(_busy, list(range(40)), fork=True))
+    assert [square for square, _ in got] == [n * n for n in range(40)]
+    assert {pid for _, pid in got} - {os.getpid()}
+
+
+def test_a_slow_copy_leaves_the_work_to_this_process() -> None:
+    """
+    Work is shared as it goes: when the copy is slow, this process takes
+    the items the copy is not free for, up to the few it may hold ahead,
+    rather than leaving every other one to the copy (15 of 30).
+    """
+    parent = os.getpid()
+
+    def slow_there(item: int) -> tuple[int, int]:
+        if os.getpid() != parent:
+            time.sleep(0.2)
+        return _busy(item)
+
+    got = list(ordered_map(slow_there, list(range(30)), fork=True))
+    assert [square for square, _ in got] == [n * n for n in range(30)]
+    here = sum(1 for _, pid in got if pid == parent)
+    assert here >= 20
 
 
 def test_a_failing_copy_costs_nothing_but_time() -> None:
