@@ -6,7 +6,10 @@ Tests for L{tcbridge.feed.job}: a build written to a file, run by a child
 
 from __future__ import annotations
 
+import gzip as gz
+import hashlib
 import pickle
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +130,23 @@ def test_bad_job_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="holds no build outcome"):
         read_outcome(str(tmp_path / "other"))
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_a_build_without_checksums_writes_the_same_feed(tmp_path: Path, gzip: bool) -> None:
+    """
+    Write mode skips the checksums a meta file needs: the file is the same,
+    its SHA-256 is left empty, and a gzip form (which needs the CRC-32)
+    is still right.
+    """
+    checked = build_feed_file(_builder(), str(tmp_path), gzip=gzip, pretty=False)
+    quick = build_feed_file(_builder(), str(tmp_path), gzip=gzip, pretty=False, checksums=False)
+    body = Path(checked.path).read_bytes()
+    assert Path(quick.path).read_bytes() == body
+    assert checked.sha256 == hashlib.sha256(body).hexdigest()
+    assert checked.crc32 == zlib.crc32(body)
+    assert quick.sha256 == ""
+    if gzip:
+        assert quick.gzip_body is not None and gz.decompress(quick.gzip_body) == body
+    else:
+        assert quick.crc32 == 0
