@@ -459,6 +459,8 @@ class SyncCycle:
                     book.inactive(name, batches)
 
             options = evolve(instance_options, on_inactive=on_inactive, modified_since=since)
+            if book is not None and options.pause is not None:
+                options = evolve(options, pause=book.paced(options.pause))
             try:
                 pull = await pull_source(client, source, options, on_page)
                 if book is not None and since is not None:

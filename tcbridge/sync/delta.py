@@ -27,6 +27,7 @@ gives (feeds do not depend on the order indicators come in).
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -115,26 +116,83 @@ def rows_of(instance: str, source: str, batches: Iterable[IndicatorBatch]) -> li
     return [row for batch in batches for row in rows_of_batch(instance, source, batch)]
 
 
+#: Store calls a cycle may have queued before its pull waits for the store
+#: (this bounds the rows held in memory to a few blocks).
+QUEUED_CALLS = 1
+#: Rows added to the store in one call, in key order (SQLite inserts rows
+#: near each other much faster than rows scattered over the table).
+ROW_BLOCK = 10_000
+_KEY_OF = operator.itemgetter(0, 1, 2, 3, 4, 5)
+
+
 @define
 class Transaction:
     """
     One cycle's changes to the store, sent as they come (the store's thread
-    takes them in order) and committed or dropped at the end.
+    takes them in order) and committed or dropped at the end.  L{room}
+    lets the sender wait while the store is behind, so that a full sync
+    never holds more than a few pages of rows waiting for it.
     """
 
     run: StoreRunner
+    limit: int = QUEUED_CALLS
+    block: int = ROW_BLOCK
     _pending: list[Deferred[Any]] = field(factory=list)
+    _queued: int = 0
+    _waiting: list[Deferred[None]] = field(factory=list)
+    _rows: list[tuple[Any, ...]] = field(factory=list)
+
+    def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """
+        Queue rows to add (or replace), sent in blocks of about C{block}
+        rows in key order (rows with the same key keep their order, so the
+        last one still wins).
+        """
+        self._rows += rows
+        if len(self._rows) >= self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if rows:
+            rows.sort(key=_KEY_OF)
+            self._queue(IndicatorDB.add_rows, rows)
 
     def send(self, method: Callable[..., Any], *args: Any) -> None:
         """
-        Queue a call on the store without waiting for it.
+        Queue a call on the store without waiting for it (after the rows
+        queued before it).
         """
-        self._pending.append(ensureDeferred(_call(self.run, method, *args)))
+        self._flush()
+        self._queue(method, *args)
+
+    def _queue(self, method: Callable[..., Any], *args: Any) -> None:
+        call = ensureDeferred(_call(self.run, method, *args))
+        self._queued += 1
+        call.addBoth(self._done)
+        self._pending.append(call)
+
+    def _done(self, result: object) -> object:
+        self._queued -= 1
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
+        return result
+
+    async def room(self) -> None:
+        """
+        Wait until at most C{limit} calls are queued.
+        """
+        while self._queued > self.limit:
+            waiter: Deferred[None] = Deferred()
+            self._waiting.append(waiter)
+            await waiter
 
     async def settled(self) -> None:
         """
         Wait for every queued call; raise the first failure.
         """
+        self._flush()
         pending, self._pending = self._pending, []
         failure: BaseException | None = None
         for d in pending:
@@ -299,6 +357,18 @@ class CycleBook:
         # would come back in the next delta's feed).
         self._tx.send(IndicatorDB.begin, replaced, self.plan.full)
 
+    def paced(self, pause: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """
+        The pull's C{pause}, which also waits while the store is behind
+        (see L{Transaction.room}).
+        """
+
+        async def pause_and_wait() -> None:
+            await pause()
+            await self._tx.room()
+
+        return pause_and_wait
+
     def pulled(self, source: str, batches: list[IndicatorBatch]) -> None:
         """
         Keep a page of a source's indicators (added, or updated).
@@ -312,7 +382,7 @@ class CycleBook:
         if stamps:
             self._newest[source] = max(self._newest.get(source, 0), max(stamps))
         self._changes["added"] += len(rows)
-        self._tx.send(IndicatorDB.add_rows, rows)
+        self._tx.add_rows(rows)
 
     def inactive(self, source: str, batches: list[IndicatorBatch]) -> None:
         """

@@ -28,7 +28,7 @@ from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.base import Overlay, base_pages
 from tcbridge.sync.cycle import SyncCycle
-from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental, rows_of
+from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental, Transaction, rows_of
 from tcbridge.threatconnect import across
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from tcbridge.web.health import assess, health_document
@@ -449,3 +449,44 @@ def test_the_overlay_keeps_what_the_store_keeps(
     got = sorted(rows_of(INSTANCE, "*", laid), key=repr)
     assert got == sorted(db.raw_page(None, 1000), key=repr)
     db.abort()
+
+
+class _SlowStore:
+    """
+    A store runner whose calls finish only when the test says so.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, tuple[Any, ...], defer.Deferred[None]]] = []
+
+    def run(self, method: Any, *args: Any) -> defer.Deferred[None]:
+        done: defer.Deferred[None] = defer.Deferred()
+        self.calls.append((method, args, done))
+        return done
+
+
+def test_a_full_sync_waits_for_a_store_that_is_behind() -> None:
+    """
+    A cycle's pull never runs far ahead of the store: rows go in blocks
+    (in key order, the last of equal keys still last), and the pull's
+    pause waits while more than the allowed calls are queued.
+    """
+    store = _SlowStore()
+    tx = Transaction(store.run, limit=1, block=3)
+    tx.add_rows([("i", "s", "o", "t", "b", "1", "old"), ("i", "s", "o", "t", "a", "1", "x")])
+    assert store.calls == []
+    tx.add_rows([("i", "s", "o", "t", "b", "1", "new")])
+    method, (rows,), first = store.calls[0]
+    assert method == IndicatorDB.add_rows
+    assert [row[4:] for row in rows] == [("a", "1", "x"), ("b", "1", "old"), ("b", "1", "new")]
+    tx.send(IndicatorDB.remove, [("i", "s", "o", "t", "a")])
+    waited = defer.ensureDeferred(tx.room())
+    assert not waited.called
+    first.callback(None)
+    assert waited.called
+    store.calls[1][2].callback(None)
+    tx.add_rows([("i", "s", "o", "t", "c", "1", "y")])
+    settled = defer.ensureDeferred(tx.settled())
+    assert len(store.calls) == 3 and not settled.called
+    store.calls[2][2].callback(None)
+    assert settled.called
