@@ -330,13 +330,19 @@ class SyncCycle:
                     "(sync_deadline_minutes) and was stopped"
                 )
             )
-        message = redact(describe_failure(failure), self._config.secrets())
+        stopped = failure.check(defer.CancelledError) is not None
+        if stopped:
+            message = "stopped before it finished (the service is stopping)"
+        else:
+            message = redact(describe_failure(failure), self._config.secrets())
         started = self._status.last_attempt
         self._status.failed(self._clock.seconds(), message)
         held = failure.check(FeedHeldBackError) is not None
         result = "held back" if held else "failed"
         log_sync(self._sync_log, started, self._clock.seconds(), result, requests, error=message)
-        if isinstance(
+        if stopped:
+            self.log.info("Sync {error}; the previous feed stays published", error=message)
+        elif isinstance(
             failure.value,
             ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError,
         ):

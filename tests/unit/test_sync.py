@@ -15,6 +15,7 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -25,6 +26,7 @@ from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.history import StoredHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
 from tcbridge.feed.validator import validate_bytes
+from tcbridge.logs import set_log_level
 from tcbridge.model import Source
 from tcbridge.simulator import Simulator, generate
 from tcbridge.status import SyncStatus
@@ -385,6 +387,31 @@ def test_sync_deadline_stops_a_hung_cycle() -> None:
         "the sync did not finish within 2 minutes (sync_deadline_minutes) and was stopped"
     )
     assert h.clock.getDelayedCalls() == []
+
+
+def test_a_sync_stopped_with_the_service_logs_one_line() -> None:
+    """
+    A cycle cancelled because the service stops is logged as one line,
+    not as a failure with a traceback, and the page says what happened.
+    """
+    events: list[dict[str, Any]] = []
+    h = Harness(request_timeout=3600)
+    h.stub = StubTreq(Hang())
+    h.client = ThreatConnectClient(h.stub, h.clock, "https://tc.example/api", KEY, SECRET, 3600)
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+    globalLogPublisher.addObserver(events.append)
+    set_log_level("INFO")
+    try:
+        d = h.cycle.run_logged()
+        h.stub.flush()
+        h.cycle.cancel()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert d.called
+    stopped = [e for e in events if "stays published" in e.get("log_format", "")]
+    assert len(stopped) == 1 and "log_failure" not in stopped[0]
+    assert h.status.last_error == "stopped before it finished (the service is stopping)"
+    assert h.store.current is None
 
 
 def _ioc_values(body: bytes) -> set[tuple[str, str]]:
