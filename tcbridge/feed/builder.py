@@ -150,7 +150,7 @@ class FeedBuilder:
         """
         Write the whole document to C{writer}, checking each report as it
         goes.  Can be called once.  With C{fork}, a forked copy of this
-        process renders half of an Expanded feed (see
+        process renders part of an Expanded feed (see
         L{tcbridge.feed.forked}; only in a process with one thread).
 
         :raise FeedValidationError: if the feedinfo or a report breaks a
