@@ -24,6 +24,7 @@ from tcbridge.cbserver import CbServerSync, feed_url_for
 from tcbridge.childbuild import ChildBuild
 from tcbridge.config import Config, ThreatConnectSettings
 from tcbridge.explain import Explanation, explain
+from tcbridge.feed.builder import FeedBuilder
 from tcbridge.feed.document import FeedInfo, empty_document, feedinfo_dict, get_icon_bytes
 from tcbridge.feed.history import AnyHistory, ReportHistory, history_from_reports
 from tcbridge.feed.serialize import dumps
@@ -36,9 +37,11 @@ from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, Incremental
+from tcbridge.sync.shared import SharedPull
 from tcbridge.sync.work import BuildFeed, RunHeavy, as_of, build_here, feed_settings, run_inline
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.pull import ShareListings
 from tcbridge.threatconnect.retry import RetryPolicy
 
 _log = Logger(namespace="tcbridge.wiring", observer=bridge_observer)
@@ -171,6 +174,28 @@ def make_client(
     )
 
 
+def pull_sharing(
+    config: Config, reactor: Any
+) -> Callable[[FeedBuilder, ThreatConnectClient, str], ShareListings]:
+    """
+    Write mode's pull on two cores (L{SharedPull}): for a cycle's builder,
+    a client and its instance's name, a share whose copy makes the same
+    client on a reactor of its own.
+    """
+    by_name = {tc.instance: tc for tc in config.instances}
+
+    def share(builder: FeedBuilder, client: ThreatConnectClient, instance: str) -> ShareListings:
+        settings = by_name[instance]
+
+        def client_on(other: Any) -> ThreatConnectClient:
+            pool = HTTPConnectionPool(other, persistent=True)
+            return make_client(config, other, pool, serving=False, instance=settings)
+
+        return SharedPull(builder, client, client_on, reactor)
+
+    return share
+
+
 def make_other_clients(
     config: Config, reactor: Any, pool: HTTPConnectionPool, serving: bool = True
 ) -> tuple[ThreatConnectClient, ...]:
@@ -268,6 +293,7 @@ def build_bridge(
         seen_folder=store.cache_dir if threads else None,
         incremental=make_incremental(config, reactor) if use_cache and threads else None,
         other_clients=make_other_clients(config, reactor, pool, serving=threads),
+        share=None if threads else pull_sharing(config, reactor),
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)

@@ -113,6 +113,18 @@ class FeedBuilder:
         for batch in IndicatorBatch.of(pending):
             self._collector.add(batch)
 
+    def merge(self, other: FeedBuilder) -> None:
+        """
+        Take in everything C{other} (made with the same settings) took in,
+        as if its pages had come here; C{other} can no longer build.
+        """
+        from .merge import merge_collectors
+
+        if self._collector is None or other._collector is None:
+            raise RuntimeError("FeedBuilder.merge called after build")
+        merge_collectors(self._collector, other._collector)
+        other._collector = None
+
     def release(self) -> None:
         """
         Forget the pages taken in (once they are handed to a build elsewhere,

@@ -79,7 +79,7 @@ def ordered_map(
         yield from map(func, items)
         return
     try:
-        tickets = _tickets(len(items))
+        tickets = ticket_pipe(len(items))
         read_end, write_end = os.pipe()
     except OSError:
         yield from map(func, items)
@@ -100,10 +100,10 @@ def ordered_map(
     finally:
         os.close(read_end)
         os.close(tickets)
-        _end(pid)
+        end_copy(pid)
 
 
-def _tickets(count: int) -> int:
+def ticket_pipe(count: int) -> int:
     """
     A pipe holding every index from 0 to C{count - 1} (4 bytes each, in
     order), its writing end closed: the read end, non-blocking (an empty
@@ -128,7 +128,7 @@ def _tickets(count: int) -> int:
     return read_end
 
 
-def _take(tickets: int) -> int | None:
+def take_ticket(tickets: int) -> int | None:
     """
     The next index nobody has taken, or C{None} when all are taken.  (All
     tickets were written at once before either process read any, so a read
@@ -151,20 +151,20 @@ def _serve(func: Callable[[In], Out], items: Sequence[In], tickets: int, out: in
     """
     status = 1
     try:
-        _quiet()
+        quiet_copy()
         # The collector would write to every object it visits and so copy
         # pages the two processes now share.
         gc.disable()
-        while (at := _take(tickets)) is not None:
+        while (at := take_ticket(tickets)) is not None:
             data = pickle.dumps(func(items[at]), protocol=pickle.HIGHEST_PROTOCOL)
-            _write_all(out, at.to_bytes(8, "big") + len(data).to_bytes(8, "big"))
-            _write_all(out, data)
+            write_all(out, at.to_bytes(8, "big") + len(data).to_bytes(8, "big"))
+            write_all(out, data)
         status = 0
     finally:
         os._exit(status)
 
 
-def _quiet() -> None:
+def quiet_copy() -> None:
     """
     In the copy: default handling of SIGINT and SIGTERM (the parent's
     reactor handlers must not run here), no signal wake-up descriptor, and
@@ -180,7 +180,7 @@ def _quiet() -> None:
     os.close(null)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -245,7 +245,7 @@ def _collect(
                 held[at] = func(items[at])
                 continue
             room = len(held) < AHEAD
-            mine = _take(tickets) if room and not _sent(results) else None
+            mine = take_ticket(tickets) if room and not _sent(results) else None
             if mine is not None:
                 held[mine] = func(items[mine])
                 continue
@@ -269,7 +269,7 @@ def _sent(results: _Pipe) -> bool:
         return True
 
 
-def _end(pid: int) -> None:
+def end_copy(pid: int) -> None:
     """
     Make sure the copy is gone (it may still be working if the results
     were not all read) and reap it.

@@ -58,7 +58,7 @@ from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.deleted import list_deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
-from tcbridge.threatconnect.pull import PullOptions, pull_source
+from tcbridge.threatconnect.pull import PullOptions, ShareListings, pull_source
 from tcbridge.threatconnect.records import SourcePull
 from tcbridge.threatconnect.tql import iso_time
 
@@ -78,6 +78,9 @@ class SyncCycle:
         L{tcbridge.childbuild}); by default C{run_heavy} runs the build.
     :param pause: given to the pull so that big pages are handled in chunks
         with a pause on the reactor between them (C{None} in unit tests).
+    :param share: how write mode reads a C{*} source's listings on two
+        cores (L{tcbridge.sync.shared}): given the cycle's builder, a
+        client and its instance's name, the pull's C{share} option.
     """
 
     log = Logger(observer=bridge_observer)
@@ -100,6 +103,9 @@ class SyncCycle:
     _incremental: Incremental | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _other_clients: tuple[ThreatConnectClient, ...] = field(default=(), kw_only=True)
+    _share: Callable[[FeedBuilder, ThreatConnectClient, str], ShareListings] | None = field(
+        default=None, kw_only=True
+    )
     _pending: (
         tuple[Config, ThreatConnectClient, CbServerSync | None, tuple[ThreatConnectClient, ...]]
         | None
@@ -467,6 +473,8 @@ class SyncCycle:
             options = evolve(instance_options, on_inactive=on_inactive, modified_since=since)
             if book is not None and options.pause is not None:
                 options = evolve(options, pause=book.paced(options.pause))
+            if self._share is not None and book is None and seen is None:
+                options = evolve(options, share=self._share(builder, client, instance))
             try:
                 pull = await pull_source(client, source, options, on_page)
                 if book is not None and since is not None:

@@ -59,6 +59,21 @@ TYPED_BRANCHES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: Reads a C{*} source's listings, some of them perhaps in another process
+#: (write mode, see L{tcbridge.sync.shared}): given the listings, how to
+#: make them again on another client, how to read some of them here, and
+#: the source's tally (which must end up counting every listing).
+ShareListings = Callable[
+    [
+        list[Listing],
+        Callable[[JSONGetter], list[Listing]],
+        Callable[[list[Listing]], Awaitable[None]],
+        Tally,
+    ],
+    Awaitable[None],
+]
+
+
 def _at_least(minimum: int) -> Callable[[Any, Any, int], None]:
     def check(instance: Any, attribute: Any, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -117,6 +132,8 @@ class PullOptions:
         cannot be filtered and are pulled whole.
     :ivar label_prefix: put before owner names in labels (a named
         ThreatConnect instance's C{<name>/}, so its reports name it).
+    :ivar share: if set, how a full pull of a C{*} source reads its
+        listings (see L{ShareListings}).
     """
 
     api_version: ApiVersion = field(default="v2", validator=in_(("v2", "v3")))
@@ -132,6 +149,7 @@ class PullOptions:
     on_inactive: OnPage | None = field(default=None, eq=False)
     modified_since: int | None = None
     label_prefix: str = ""
+    share: ShareListings | None = field(default=None, eq=False)
 
     @property
     def effective_overlap(self) -> int:
@@ -314,6 +332,32 @@ async def _read(
     )
 
 
+async def _read_owners(
+    client: JSONGetter,
+    owners: tuple[str, ...],
+    options: PullOptions,
+    tally: Tally,
+    on_page: OnPage,
+) -> None:
+    """
+    Read every listing of C{owners}: here, or shared as C{options.share}
+    says.
+    """
+
+    def make(on: JSONGetter) -> list[Listing]:
+        return [one for owner in owners for one in _owner_listings(on, owner, options)]
+
+    listings = make(client)
+    if options.share is None or len(listings) < 2:
+        await _read(client, listings, tally, on_page, options)
+        return
+
+    async def read_here(chosen: list[Listing]) -> None:
+        await _read(client, chosen, tally, on_page, options)
+
+    await options.share(listings, make, read_here, tally)
+
+
 async def _pull_owner(
     client: JSONGetter, owner: str, options: PullOptions, tally: Tally, on_page: OnPage
 ) -> None:
@@ -374,10 +418,9 @@ async def pull_source(
         owners = tuple(names)
         tally.pages += owner_pages
         if options.api_version == "v3" and options.modified_since is not None:
-            listings = across_owners(client, owners, options)
+            await _read(client, across_owners(client, owners, options), tally, on_page, options)
         else:
-            listings = [one for owner in owners for one in _owner_listings(client, owner, options)]
-        await _read(client, listings, tally, on_page, options)
+            await _read_owners(client, owners, options, tally, on_page)
     elif source.kind == "path":
         owner = _path_owner(_legacy_path(source))
         owners = (owner,) if owner else ()

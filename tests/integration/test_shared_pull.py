@@ -1,0 +1,198 @@
+"""
+Tests for L{tcbridge.sync.shared}: a C{*} source pulled by this process
+and a forked copy of it (over real HTTP, against the simulator on
+127.0.0.1) fills the builder, the tally and the request counts exactly as
+one process does; a copy that fails costs nothing but time; ThreatConnect
+refusing is reported as it is without the copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+from twisted.logger import globalLogPublisher
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from tcbridge.config import load_config
+from tcbridge.feed.builder import FeedBuilder, FeedSettings
+from tcbridge.feed.forked import can_fork
+from tcbridge.model import Source
+from tcbridge.simulator import DemoServer, start_simulator
+from tcbridge.sync.shared import CopyResult, SharedPull
+from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.errors import ThreatConnectError
+from tcbridge.threatconnect.pull import PullOptions, pull_source
+from tcbridge.threatconnect.retry import RetryPolicy
+from tcbridge.wiring import build_bridge
+from tests.helpers import free_port, real_reactor
+
+pytestmark = pytest.mark.skipif(not can_fork(), reason="no fork or one core here")
+
+WriteFile = Callable[[str, str], str]
+EVERY = Source("*", "all", "*")
+
+
+class _Counted(SharedPull):
+    """
+    A shared pull that remembers what the copy sent.
+    """
+
+    got: list[CopyResult] = []
+
+    def _take_in(self, got: CopyResult, tally: Any) -> None:
+        type(self).got.append(got)
+        super()._take_in(got, tally)
+
+
+def _client(server: DemoServer, reactor: Any) -> ThreatConnectClient:
+    """
+    The bridge's client for the simulator, one try per request.
+    """
+    return ThreatConnectClient(
+        HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))),
+        reactor,
+        server.base_url,
+        server.api_key,
+        server.secret_key,
+        timeout=30,
+        retry=RetryPolicy(attempts=1),
+    )
+
+
+async def _pull(
+    server: DemoServer, share: type[SharedPull] | None
+) -> tuple[bytes, Any, ThreatConnectClient]:
+    reactor = real_reactor()
+    client = _client(server, reactor)
+    builder = FeedBuilder(FeedSettings(grouping="Expanded"), record_history=False)
+    options = PullOptions(page_size=150)
+    if share is not None:
+
+        def client_on(other: Any) -> ThreatConnectClient:
+            return _client(server, other)
+
+        options = PullOptions(page_size=150, share=share(builder, client, client_on, reactor))
+    pull = await pull_source(client, EVERY, options, builder.add)
+    return builder.build_bytes(), pull, client
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_processes_pull_what_one_pulls() -> None:
+    """
+    The feed, the pull's counts and the requests made are those of one
+    process reading every listing, and the copy read some of them.
+    """
+    server = start_simulator(real_reactor(), count=3000)
+    _Counted.got = []
+    try:
+        alone, alone_pull, alone_client = await _pull(server, None)
+        shared, shared_pull, shared_client = await _pull(server, _Counted)
+    finally:
+        await server.stop()
+    assert shared == alone
+    assert shared_pull == alone_pull and alone_pull.indicators > 2500
+    assert shared_client.requests == alone_client.requests
+    assert shared_client.status_counts == alone_client.status_counts
+    assert len(_Counted.got) == 1 and _Counted.got[0].requests > 0
+
+
+class _Broken(SharedPull):
+    """
+    A shared pull whose copy fails on the first listing it takes (its
+    client asks a port nothing listens on), and which remembers how many
+    listings this process read.
+    """
+
+    read: list[int] = []
+
+    def __init__(self, builder: FeedBuilder, client: Any, client_on: Any, reactor: Any) -> None:
+        nowhere = f"http://127.0.0.1:{free_port()}/api"
+
+        def elsewhere(other: Any) -> ThreatConnectClient:
+            return ThreatConnectClient(
+                HTTPClient(Agent(other)), other, nowhere, "k", "s", retry=RetryPolicy(attempts=1)
+            )
+
+        super().__init__(builder, client, elsewhere, reactor)
+
+    async def __call__(self, listings: Any, make: Any, read_here: Any, tally: Any) -> None:
+        async def counted(chosen: Any) -> None:
+            type(self).read.append(len(chosen))
+            await read_here(chosen)
+
+        await super().__call__(listings, make, counted, tally)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_copy_costs_nothing_but_time() -> None:
+    """
+    When the copy fails, this process reads the listings it did not read:
+    the same feed and counts.
+    """
+    server = start_simulator(real_reactor(), count=3000)
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        alone, alone_pull, _ = await _pull(server, None)
+        shared, shared_pull, _ = await _pull(server, _Broken)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await server.stop()
+    assert any("second process" in e.get("log_format", "") for e in events)
+    assert shared == alone
+    assert shared_pull.indicators == alone_pull.indicators
+    # This process read every listing, those the copy had taken included.
+    assert sum(_Broken.read) == 9
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_reads_as_without_the_copy() -> None:
+    """
+    ThreatConnect failing on one owner's listings stops the shared pull
+    with the message one process gives (whichever process met it first).
+    """
+    server = start_simulator(real_reactor(), count=300)
+    messages = []
+    try:
+        for share in (None, SharedPull):
+            server.simulator.fault_next("503", times=100, match="Subscriber%20Community")
+            with pytest.raises(ThreatConnectError) as caught:
+                await _pull(server, share)
+            messages.append(str(caught.value))
+    finally:
+        await server.stop()
+    assert messages[0] == messages[1] and "503" in messages[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_mode_shares_its_pull(tmp_path: Path, write_file: WriteFile) -> None:
+    """
+    C{tcbridge write}'s wiring pulls a C{*} source on two cores and writes
+    the feed a pull in one process gives.
+    """
+    server = start_simulator(real_reactor(), count=3000)
+    try:
+        text = (
+            "[threatconnect]\n"
+            f"url={server.base_url}\napi_key={server.api_key}\n"
+            f"secret_key={server.secret_key}\nsources=*\nioc_grouping=Expanded\n"
+            "[bridge]\ncache_folder=\n"
+        )
+        config = load_config(write_file("tc.conf", text))
+        shared = build_bridge(config, real_reactor(), use_cache=False, threads=False)
+        assert shared.cycle._share is not None
+        await shared.cycle.write(str(tmp_path / "shared.json"))
+        plain = build_bridge(config, real_reactor(), use_cache=False, threads=False)
+        alone = attrs.evolve(plain.cycle, share=None)
+        await alone.write(str(tmp_path / "alone.json"))
+    finally:
+        await server.stop()
+    written = (tmp_path / "shared.json").read_bytes()
+    assert written == (tmp_path / "alone.json").read_bytes()
+    assert shared.cycle.requests == alone.requests > 9
