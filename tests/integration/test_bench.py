@@ -29,18 +29,21 @@ def _run(script: str, *args: str) -> str:
 def test_sync_benchmark_runs() -> None:
     """
     bench_sync.py prints, at the count and at twice it, a median row for
-    the bare loop and each grouping (time, ratio, peak RSS), then the
-    growth per grouping.
+    the bare loop and each grouping (time, ratio, peak RSS, the process
+    tree's peak), then the growth per grouping.
     """
     out = _run("bench_sync.py", "--runs", "1", "--growth")
     for count in ("20,000", "40,000"):
         assert f"{count} indicators, medians:" in out
     for name in ("bare", "Condensed", "MaxCondensed", "Expanded"):
-        rows = re.findall(rf"^  {name} +[\d.]+ s +[\d.]+ +\d+ MiB$", out, re.M)
+        rows = re.findall(rf"^  {name} +[\d.]+ s +[\d.]+ +\d+ MiB +\d+ MiB$", out, re.M)
         assert len(rows) == 2, out
     for name in ("Condensed", "MaxCondensed", "Expanded"):
         assert re.search(
-            rf"^  {name} +time x[\d.]+, peak RSS [+-]\d+ MiB per extra million$", out, re.M
+            rf"^  {name} +time x[\d.]+, peak RSS [+-]\d+ MiB per extra million "
+            rf"\(tree [+-]\d+\)$",
+            out,
+            re.M,
         )
 
 
