@@ -10,10 +10,10 @@ for each grouping, each as a child process; rounds repeat C{--runs} times
 so that noise on a shared machine hits every contender alike.  For each it
 prints the median wall time, the ratio to the bare loop's median, the
 median peak RSS of the child process (C{wait4}'s C{ru_maxrss}: the largest
-single process) and the median peak of its whole process tree's resident
-memory summed, sampled every 50 ms (write mode forks a copy for half the
-pull and half the render; pages the copy still shares with its parent
-count twice, so this is an upper bound).  With C{--growth} it does the
+single process) and the median peak of its whole process tree's memory,
+sampled every 50 ms: its resident size plus the pages its descendants do
+not share with it (write mode forks a copy for part of the pull and of
+the render).  With C{--growth} it does the
 same at twice the count and prints the time ratio and the extra peak
 memory per extra million indicators.
 Prints figures; asserts nothing.
@@ -67,25 +67,32 @@ def _tree(pid: int) -> list[int]:
 
 def _tree_rss(pid: int) -> float:
     """
-    The resident memory of C{pid} and its descendants together, in MiB
-    (pages a forked copy still shares with its parent count twice: an
-    upper bound).
+    The memory of C{pid} and its descendants together, in MiB: the
+    resident size of C{pid}, plus for each descendant the pages it does
+    not share (a forked copy's pages still shared with its parent are
+    counted once, in the parent).
     """
-    total = 0
+    total = 0.0
     for one in _tree(pid):
         try:
-            with open(f"/proc/{one}/statm") as f:
-                total += int(f.read().split()[1])
+            if one == pid:
+                with open(f"/proc/{one}/statm") as f:
+                    total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+                continue
+            with open(f"/proc/{one}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                        total += int(line.split()[1])
         except (OSError, ValueError, IndexError):
             continue
-    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return total / 1024
 
 
 def timed(argv: list[str]) -> tuple[float, float, str, float]:
     """
     Run C{argv}; return wall seconds, the child's peak RSS in MiB (its
     C{ru_maxrss}: the largest single process), what it printed on stderr,
-    and the peak of its process tree's resident memory summed (sampled
+    and the peak of its process tree's memory (L{_tree_rss}, sampled
     every 50 ms).  A failed run stops the benchmark.
     """
     start = time.perf_counter()

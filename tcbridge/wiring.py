@@ -174,6 +174,18 @@ def make_client(
     )
 
 
+def shares_pull(config: Config, threads: bool) -> bool:
+    """
+    Whether a sync pulls C{*} sources on two cores (L{SharedPull}): in
+    write mode (no threads: nothing else runs), for an Expanded feed, whose
+    per-indicator work makes the pull twice as long as the wire takes.  A
+    grouped feed's pull is already close to the wire; a copy would cost it
+    a second page in flight (about 30 MiB at 10,000 indicators a page) for
+    a few percent.
+    """
+    return not threads and config.feed.grouping == "Expanded"
+
+
 def pull_sharing(
     config: Config, reactor: Any
 ) -> Callable[[FeedBuilder, ThreatConnectClient, str], ShareListings]:
@@ -293,7 +305,7 @@ def build_bridge(
         seen_folder=store.cache_dir if threads else None,
         incremental=make_incremental(config, reactor) if use_cache and threads else None,
         other_clients=make_other_clients(config, reactor, pool, serving=threads),
-        share=None if threads else pull_sharing(config, reactor),
+        share=pull_sharing(config, reactor) if shares_pull(config, threads) else None,
     )
     if store.cache_warning is not None:
         status.notices = (*status.notices, store.cache_warning)

@@ -167,8 +167,9 @@ def _copy(
     try:
         quiet_copy()
         # Leave the objects shared with the parent alone (the collector
-        # would write to each one, copying the pages they live on).
-        gc.freeze()
+        # would write to each one, copying the pages they live on); the
+        # copy is short-lived and its pages' objects hold no cycles.
+        gc.disable()
         reactor = _fresh_reactor()
         client = client_on(reactor)
         builder = FeedBuilder(parent.settings, record_history=False)

@@ -29,7 +29,7 @@ from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.pull import PullOptions, pull_source
 from tcbridge.threatconnect.retry import RetryPolicy
-from tcbridge.wiring import build_bridge
+from tcbridge.wiring import build_bridge, shares_pull
 from tests.helpers import free_port, real_reactor
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="no fork or one core here")
@@ -196,3 +196,22 @@ async def test_write_mode_shares_its_pull(tmp_path: Path, write_file: WriteFile)
     written = (tmp_path / "shared.json").read_bytes()
     assert written == (tmp_path / "alone.json").read_bytes()
     assert shared.cycle.requests == alone.requests > 9
+
+
+def test_only_an_expanded_write_shares_its_pull(write_file: WriteFile) -> None:
+    """
+    Write mode shares the pull of an Expanded feed only (a grouped feed's
+    pull is already near the wire); the service never does.
+    """
+    for grouping, threads, shared in (
+        ("Expanded", False, True),
+        ("Condensed", False, False),
+        ("MaxCondensed", False, False),
+        ("Expanded", True, False),
+    ):
+        text = (
+            "[threatconnect]\nurl=https://tc.example/api\napi_key=1\nsecret_key=s\n"
+            f"sources=*\nioc_grouping={grouping}\n[bridge]\ncache_folder=\n"
+        )
+        config = load_config(write_file("tc.conf", text))
+        assert shares_pull(config, threads) is shared
