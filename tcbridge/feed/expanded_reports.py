@@ -121,11 +121,22 @@ def _repeated_numbers(store: ExpandedStore) -> NDArray[np.bool_]:
     numbers = np.frombuffer(store.number, dtype=np.uint64)
     labels = np.frombuffer(store.label, dtype=np.uint16)
     if len(numbers) and int(numbers.max()) < 1 << 48:
-        # One word per row: the label above the id.
-        keys = numbers | (labels.astype(np.uint64) << np.uint64(48))
-        ordered = np.sort(keys)
-        repeats = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-        out = np.isin(keys, repeats) if len(repeats) else np.zeros(len(keys), dtype=bool)
+        # One word per row, the label above the id, made and ordered with
+        # as few whole-length arrays alive at once as can be (this is the
+        # build's largest moment).
+        keys = labels.astype(np.uint64)
+        keys <<= np.uint64(48)
+        keys |= numbers
+        order = np.argsort(keys)
+        keys = keys[order]
+        same = keys[1:] == keys[:-1]
+        del keys
+        hit = np.zeros(len(order), dtype=bool)
+        hit[1:] |= same
+        hit[:-1] |= same
+        del same
+        out = np.zeros(len(order), dtype=bool)
+        out[order] = hit
     else:
         out = _repeated(np.stack((labels.astype(np.uint64), numbers), axis=1))
     out[list(store.texts)] = False
@@ -378,7 +389,8 @@ class ExpandedReports:
         order, placed = self.plan()
         others = [item for _, item in placed]
         positions = [at for at, _ in placed]
-        sequence = np.insert(order.astype(np.int64), positions, -1 - np.arange(len(others)))
+        numbered = order.astype(np.int64, copy=False)
+        sequence = np.insert(numbered, positions, -1 - np.arange(len(others)))
         limit = self.context.settings.max_reports
         if limit is not None and len(sequence) > max(limit, 0):
             scores, newest = self._scores_and_stamps(sequence, others)

@@ -24,6 +24,7 @@ itself: the outcome never depends on the copy.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import gc
 import os
@@ -33,6 +34,8 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, TypeVar
+
+from twisted.logger import globalLogPublisher
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -75,25 +78,15 @@ def ordered_map(
 
     C{func} must be pure: the copy's side effects are lost.
     """
-    if not fork or len(items) < 2:
+    parent = os.getpid()
+    forked = fork_with_tickets(len(items)) if fork and len(items) >= 2 else None
+    if forked is None:
         yield from map(func, items)
         return
-    try:
-        tickets = ticket_pipe(len(items))
-        read_end, write_end = os.pipe()
-    except OSError:
-        yield from map(func, items)
-        return
-    try:
-        pid = os.fork()
-    except OSError:
-        for fd in (tickets, read_end, write_end):
-            os.close(fd)
-        yield from map(func, items)
-        return
+    pid, tickets, read_end, write_end = forked
     if pid == 0:  # pragma: no cover - the copy never returns to coverage
         os.close(read_end)
-        _serve(func, items, tickets, write_end)
+        _serve(func, items, tickets, write_end, parent)
     os.close(write_end)
     try:
         yield from _collect(func, items, tickets, _Pipe(read_end, timeout))
@@ -101,6 +94,26 @@ def ordered_map(
         os.close(read_end)
         os.close(tickets)
         end_copy(pid)
+
+
+def fork_with_tickets(count: int) -> tuple[int, int, int, int] | None:
+    """
+    The tickets of C{count} items (L{ticket_pipe}), a pipe for the copy's
+    results, and the fork: C{(pid, tickets, read_end, write_end)} in both
+    processes (C{pid} is 0 in the copy); C{None}, with nothing left open,
+    if any of it cannot be made.
+    """
+    made: list[int] = []
+    try:
+        made.append(ticket_pipe(count))
+        made.extend(os.pipe())
+        pid = os.fork()
+    except OSError:
+        for fd in made:
+            os.close(fd)
+        return None
+    tickets, read_end, write_end = made
+    return pid, tickets, read_end, write_end
 
 
 def ticket_pipe(count: int) -> int:
@@ -141,9 +154,11 @@ def take_ticket(tickets: int) -> int | None:
     return int.from_bytes(data, "big") if len(data) == _TICKET else None
 
 
-def _serve(func: Callable[[In], Out], items: Sequence[In], tickets: int, out: int) -> None:
+def _serve(
+    func: Callable[[In], Out], items: Sequence[In], tickets: int, out: int, parent: int
+) -> None:
     """
-    The copy: take tickets and compute their items, sending each result
+    The copy of process C{parent}: take tickets and compute their items, sending each result
     pickled (after its index and its length, 8 bytes each) to C{out}, and
     leave without running anything of the parent's (no atexit, no flushing
     of its buffers, none of its signal handlers, nothing on its standard
@@ -151,7 +166,7 @@ def _serve(func: Callable[[In], Out], items: Sequence[In], tickets: int, out: in
     """
     status = 1
     try:
-        quiet_copy()
+        quiet_copy(parent)
         # The collector would write to every object it visits and so copy
         # pages the two processes now share.
         gc.disable()
@@ -164,20 +179,41 @@ def _serve(func: Callable[[In], Out], items: Sequence[In], tickets: int, out: in
         os._exit(status)
 
 
-def quiet_copy() -> None:
+def quiet_copy(parent: int) -> None:
     """
-    In the copy: default handling of SIGINT and SIGTERM (the parent's
-    reactor handlers must not run here), no signal wake-up descriptor, and
-    standard output and error to /dev/null.
+    In the copy of process C{parent}: killed when it dies (Linux), default handling of
+    SIGINT and SIGTERM (the parent's reactor handlers must not run here),
+    no signal wake-up descriptor, no log observers (the parent's log files
+    are the parent's to write and rotate), and standard output and error
+    to /dev/null.
     """
+    _die_with_parent(parent)
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_DFL)
+    # The publisher keeps its observers to itself; the copy drops them all.
+    for observer in list(getattr(globalLogPublisher, "_observers", ())):
+        globalLogPublisher.removeObserver(observer)
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)
     os.close(null)
+
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """
+    Ask Linux to kill this process when its parent (C{parent}) dies
+    (C{prctl PR_SET_PDEATHSIG}); elsewhere nothing happens.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -199,7 +235,7 @@ class _Pipe:
         """
         Whether the copy has started sending a result.
         """
-        return bool(select.select([self.fd], [], [], 0)[0])
+        return readable(self.fd, 0)
 
     def result(self) -> tuple[int, Any]:
         """
@@ -217,7 +253,7 @@ class _Pipe:
         chunks = []
         while size:
             wait = deadline - time.monotonic()
-            if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
+            if wait <= 0 or not readable(self.fd, wait):
                 raise TimeoutError("the copy sent no result in time")
             chunk = os.read(self.fd, min(size, 1 << 20))
             if not chunk:
@@ -225,6 +261,16 @@ class _Pipe:
             chunks.append(chunk)
             size -= len(chunk)
         return b"".join(chunks)
+
+
+def readable(fd: int, wait: float) -> bool:
+    """
+    Whether C{fd} can be read (or has reached its end) within C{wait}
+    seconds (C{poll}: any descriptor number).
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(wait * 1000))))
 
 
 def _collect(

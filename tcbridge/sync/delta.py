@@ -158,6 +158,12 @@ class Transaction:
             rows.sort(key=_KEY_OF)
             self._queue(IndicatorDB.add_rows, rows)
 
+    def drop_rows(self) -> None:
+        """
+        Forget the rows not sent yet (the cycle is being dropped).
+        """
+        self._rows = []
+
     def send(self, method: Callable[..., Any], *args: Any) -> None:
         """
         Queue a call on the store without waiting for it (after the rows
@@ -456,6 +462,7 @@ class CycleBook:
         """
         Drop the cycle's changes (the watermarks stay).
         """
+        self._tx.drop_rows()
         try:
             await self._tx.settled()
         finally:

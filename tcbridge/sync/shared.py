@@ -13,9 +13,14 @@ process merges it into its own builder (L{tcbridge.feed.merge}).  A feed
 does not depend on the order indicators come in, so it is the feed one
 process reading every listing builds.
 
-If the copy cannot be made, fails (ThreatConnect refused it, say) or dies,
-this process reads the listings it did not read itself, and meets any
-error there as it would have alone: the outcome never depends on the copy.
+If the copy cannot be made, fails (ThreatConnect refused it, say), dies or
+sends nothing for longer than this process's own part took (and
+L{SharedPull.grace} more), this process says why and reads the listings
+it did not read itself, meeting any error there as it would have alone:
+the outcome never depends on the copy.  An error met by this process on
+its own listings stops the pull (the copy is stopped).  The copy dies
+with this process (on Linux), logs nothing, and is stopped when the
+reactor shuts down.
 Only write mode shares its pull: nothing else runs in the process then
 (forking is safe while no other thread works), and it keeps no file of
 what the sync saw and no indicator store, both of which record pages in
@@ -24,9 +29,12 @@ the order they come.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
+import signal
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -37,7 +45,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcbridge.feed.builder import FeedBuilder
-from tcbridge.feed.forked import can_fork, end_copy, quiet_copy, take_ticket, ticket_pipe, write_all
+from tcbridge.feed.forked import (
+    RESULT_TIMEOUT,
+    can_fork,
+    end_copy,
+    fork_with_tickets,
+    quiet_copy,
+    readable,
+    take_ticket,
+    write_all,
+)
+from tcbridge.feed.text import one_line
 from tcbridge.logs import bridge_observer
 from tcbridge.threatconnect.client import ThreatConnectClient
 from tcbridge.threatconnect.listing import JSONGetter, Listing, Tally, read_listings
@@ -48,6 +66,9 @@ log = Logger(observer=bridge_observer)
 _COUNTS = ("indicators", "skipped", "inactive", "duplicates", "restarts", "pages", "items")
 
 MakeListings = Callable[[JSONGetter], list[Listing]]
+
+#: Reactors a copy can make a new one of (each has its own poller).
+_OWN_REACTORS = frozenset({"EPollReactor", "PollReactor", "SelectReactor"})
 
 
 @frozen
@@ -76,12 +97,15 @@ class SharedPull:
     :ivar client_on: the same client made on another reactor (for the copy).
     :ivar reactor: this process's reactor (its thread pool waits for the
         copy's result, so the sync's deadline still runs).
+    :ivar grace: seconds the copy may take for its last listings beyond
+        the time this process took for its own, before it is given up on.
     """
 
     builder: FeedBuilder
     client: ThreatConnectClient
     client_on: Callable[[Any], ThreatConnectClient]
     reactor: Any
+    grace: float = RESULT_TIMEOUT
 
     async def __call__(
         self,
@@ -90,37 +114,59 @@ class SharedPull:
         read_here: Callable[[list[Listing]], Any],
         tally: Tally,
     ) -> None:
-        forked = _fork(len(listings)) if can_fork() else None
+        parent = os.getpid()
+        forked = fork_with_tickets(len(listings)) if self._may_fork() else None
         if forked is None:
             await read_here(listings)
             return
         pid, tickets, results, out = forked
         if pid == 0:  # pragma: no cover - the copy never returns to coverage
             os.close(results)
-            _copy(make, tickets, out, self.client_on, self.builder)
+            _copy(make, tickets, out, self.client_on, self.builder, parent)
         os.close(out)
+        # Stopping the process (SIGTERM) stops the copy at once, and with it
+        # any wait for it.
+        stop = self.reactor.addSystemEventTrigger("before", "shutdown", _kill, pid)
         done: list[int] = []
-        receiving = False
+        started = time.monotonic()
+        receiving: Any = None
         try:
             while (at := take_ticket(tickets)) is not None:
                 await read_here([listings[at]])
                 done.append(at)
-            receiving = True
-            got = await deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), _receive, results
+            # The copy may take as long again as this process took, and the
+            # grace, to finish its last listing.
+            patience = self.grace + time.monotonic() - started
+            receiving = deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), _receive, results, patience
             )
+            got = await receiving
         finally:
+            self.reactor.removeSystemEventTrigger(stop)
             os.close(tickets)
-            if not receiving:
-                os.close(results)
             end_copy(pid)
-        if got is None:
+            if receiving is None:
+                os.close(results)
+        if isinstance(got, str):
             log.warn(
-                "The second process reading ThreatConnect failed; this one reads its part again"
+                "The second process reading ThreatConnect failed ({why}); "
+                "this one reads its part again",
+                why=got,
             )
             await read_here([one for at, one in enumerate(listings) if at not in done])
             return
         self._take_in(got, tally)
+
+    @staticmethod
+    def _may_fork() -> bool:
+        """
+        Whether a copy can be made and given a reactor of its own: two
+        cores, and one of Twisted's own poll-based reactors (a new
+        asyncio reactor would find the parent's event loop).
+        """
+        from twisted.internet import reactor as installed
+
+        return can_fork() and type(installed).__name__ in _OWN_REACTORS
 
     def _take_in(self, got: CopyResult, tally: Tally) -> None:
         self.builder.merge(got.builder)
@@ -132,47 +178,29 @@ class SharedPull:
             counts[outcome] = counts.get(outcome, 0) + number
 
 
-def _fork(count: int) -> tuple[int, int, int, int] | None:
-    """
-    The tickets of C{count} listings and a pipe for the copy's result, and
-    the fork: C{(pid, tickets, results, out)}; C{None} (nothing left open)
-    if any of it cannot be made.
-    """
-    made: list[int] = []
-    try:
-        made.append(ticket_pipe(count))
-        made.extend(os.pipe())
-        pid = os.fork()
-    except OSError:
-        for fd in made:
-            os.close(fd)
-        return None
-    tickets, results, out = made
-    return pid, tickets, results, out
-
-
 def _copy(
     make: MakeListings,
     tickets: int,
     out: int,
     client_on: Callable[[Any], ThreatConnectClient],
-    parent: FeedBuilder,
+    like: FeedBuilder,
+    parent: int,
 ) -> NoReturn:
     """
-    The copy: read listings on a reactor of its own until none is left,
-    send back what it read (L{CopyResult}, pickled after its length), and
-    leave without running anything of the parent's.
+    The copy of process C{parent}: read listings on a reactor of its own
+    until none is left, send back what it read (L{CopyResult}) or why it
+    could not (a line of text), pickled after its length, and leave
+    without running anything of the parent's.
     """
     status = 1
     try:
-        quiet_copy()
-        # Leave the objects shared with the parent alone (the collector
-        # would write to each one, copying the pages they live on); the
-        # copy is short-lived and its pages' objects hold no cycles.
-        gc.disable()
+        quiet_copy(parent)
+        # What the parent made stays out of the collector's sight (it would
+        # write to each object, copying the pages the two processes share).
+        gc.freeze()
         reactor = _fresh_reactor()
         client = client_on(reactor)
-        builder = FeedBuilder(parent.settings, record_history=False)
+        builder = FeedBuilder(like.settings, record_history=False)
         tally = Tally()
         outcome: list[object] = []
 
@@ -185,17 +213,21 @@ def _copy(
         finished.addBoth(outcome.append)
         finished.addBoth(lambda _: reactor.callLater(0, reactor.stop))
         reactor.run(installSignalHandlers=False)
-        if outcome and not isinstance(outcome[0], Failure):
+        result: CopyResult | str = "it stopped before it finished"
+        if outcome and isinstance(outcome[0], Failure):
+            failure = outcome[0].value
+            result = one_line(str(failure))[:300] or failure.__class__.__name__
+        elif outcome:
             result = CopyResult(
                 builder,
                 {name: getattr(tally, name) for name in _COUNTS},
                 client.requests,
                 dict(client.status_counts),
             )
-            data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-            write_all(out, len(data).to_bytes(8, "big"))
-            write_all(out, data)
-            status = 0
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        write_all(out, len(data).to_bytes(8, "big"))
+        write_all(out, data)
+        status = 0
     finally:
         os._exit(status)
 
@@ -211,34 +243,50 @@ def _fresh_reactor() -> Any:
     return kind()
 
 
-def _receive(fd: int) -> CopyResult | None:
+def _receive(fd: int, patience: float) -> CopyResult | str:
     """
-    In a thread: the copy's result from C{fd} (closed afterwards), or
-    C{None} if it sent none (it failed or died).
+    In a thread: the copy's result from C{fd} (closed afterwards), or why
+    there is none: what the copy said, or that it died or took longer than
+    C{patience} seconds.
     """
+    deadline = time.monotonic() + patience
     try:
-        head = _read_exactly(fd, 8)
+        head = _read_exactly(fd, 8, deadline)
         if head is None:
-            return None
-        data = _read_exactly(fd, int.from_bytes(head, "big"))
+            return "it ended without an answer"
+        data = _read_exactly(fd, int.from_bytes(head, "big"), deadline)
         if data is None:
-            return None
+            return "it ended without an answer"
         result = pickle.loads(data)  # noqa: S301 - our own fork's bytes
-        return result if isinstance(result, CopyResult) else None
-    except Exception:  # a result that cannot be read is no result
-        return None
+        return result if isinstance(result, CopyResult | str) else "its answer made no sense"
+    except TimeoutError:
+        return f"no answer within {patience:.0f} s"
+    except Exception as e:  # an answer that cannot be read is no answer
+        return f"its answer could not be read ({e.__class__.__name__})"
     finally:
         os.close(fd)
 
 
-def _read_exactly(fd: int, size: int) -> bytearray | None:
+def _read_exactly(fd: int, size: int, deadline: float) -> bytearray | None:
+    """
+    C{size} bytes from C{fd}, or C{None} if it ends first.
+
+    :raise TimeoutError: past C{deadline}.
+    """
     buffer = bytearray(size)
     view = memoryview(buffer)
     at = 0
     while at < size:
+        if not readable(fd, deadline - time.monotonic()):
+            raise TimeoutError
         got = os.readv(fd, [view[at:]])
         if not got:
             return None
         at += got
     view.release()
     return buffer
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
 
 from tcbridge.feed import expanded_reports
 from tcbridge.feed.builder import FeedBuilder, FeedSettings
@@ -176,3 +179,30 @@ def test_a_copy_that_hangs_is_given_up_on() -> None:
     assert got == [n * 2 for n in range(6)]
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+_log = Logger(namespace="tests.forked")
+
+
+def _logs(item: int) -> int:
+    _log.info("item {item} in {pid}", item=item, pid=os.getpid())
+    return _busy(item)[0]
+
+
+def test_the_copy_writes_nothing_to_the_log(tmp_path: Path) -> None:
+    """
+    The copy drops the log observers it inherits: the parent's log file
+    gets only the parent's lines, though the copy computed some items.
+    """
+    path = tmp_path / "log"
+    with path.open("a") as out:
+        observer = textFileLogObserver(out)
+        globalLogPublisher.addObserver(observer)
+        try:
+            got = list(ordered_map(_logs, list(range(40)), fork=True))
+        finally:
+            globalLogPublisher.removeObserver(observer)
+    assert got == [n * n for n in range(40)]
+    lines = re.findall(r"item (\d+) in (\d+)", path.read_text())
+    assert {pid for _, pid in lines} == {str(os.getpid())}
+    assert len(lines) < 40

@@ -16,6 +16,7 @@ import attrs
 import pytest
 import pytest_twisted
 from treq.client import HTTPClient
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -151,11 +152,55 @@ async def test_a_failing_copy_costs_nothing_but_time() -> None:
     assert sum(_Broken.read) == 9
 
 
+class _Hung(SharedPull):
+    """
+    A shared pull whose copy waits forever on its first listing (its
+    client asks a server that never answers), given up on after a short
+    grace.
+    """
+
+    silent_port = 0
+
+    def __init__(self, builder: FeedBuilder, client: Any, client_on: Any, reactor: Any) -> None:
+        silent = f"http://127.0.0.1:{type(self).silent_port}/api"
+
+        def hangs(other: Any) -> ThreatConnectClient:
+            return ThreatConnectClient(
+                HTTPClient(Agent(other)), other, silent, "k", "s", timeout=3600
+            )
+
+        super().__init__(builder, client, hangs, reactor, grace=0.2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_that_hangs_is_given_up_on() -> None:
+    """
+    A copy that sends nothing for longer than this process's own part took
+    (and the grace) is stopped, and this process reads its part: the same
+    feed, and a warning that says why.
+    """
+    server = start_simulator(real_reactor(), count=3000)
+    silent = real_reactor().listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    _Hung.silent_port = silent.getHost().port
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        alone, _, _ = await _pull(server, None)
+        shared, _, _ = await _pull(server, _Hung)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await silent.stopListening()
+        await server.stop()
+    assert shared == alone
+    assert any("no answer within" in str(e.get("why", "")) for e in events)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_failure_reads_as_without_the_copy() -> None:
     """
     ThreatConnect failing on one owner's listings stops the shared pull
-    with the message one process gives (whichever process met it first).
+    with the message one process gives, for that owner's listing that
+    either process met first.
     """
     server = start_simulator(real_reactor(), count=300)
     messages = []
@@ -167,7 +212,12 @@ async def test_a_failure_reads_as_without_the_copy() -> None:
             messages.append(str(caught.value))
     finally:
         await server.stop()
-    assert messages[0] == messages[1] and "503" in messages[0]
+    for message in messages:
+        assert "owner=Subscriber%20Community" in message
+        assert message.endswith(
+            "HTTP 503 Service Unavailable: 503 Service Temporarily "
+            "Unavailable. ThreatConnect or a proxy in between is failing."
+        )
 
 
 @pytest_twisted.ensureDeferred

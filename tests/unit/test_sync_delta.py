@@ -490,3 +490,8 @@ def test_a_full_sync_waits_for_a_store_that_is_behind() -> None:
     assert len(store.calls) == 3 and not settled.called
     store.calls[2][2].callback(None)
     assert settled.called
+    # Rows of a cycle being dropped are not sent at all.
+    tx.add_rows([("i", "s", "o", "t", "d", "1", "z")])
+    tx.drop_rows()
+    assert defer.ensureDeferred(tx.settled()).called
+    assert len(store.calls) == 3
