@@ -83,6 +83,23 @@ async def _pull(
     return builder.build_bytes(), pull, client
 
 
+async def _both(
+    server: DemoServer, share: type[SharedPull]
+) -> tuple[tuple[bytes, Any], tuple[bytes, Any], list[dict[str, Any]]]:
+    """
+    The feed and pull of one process, then of a shared pull, and the log
+    events of both.
+    """
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        alone, alone_pull, _ = await _pull(server, None)
+        shared, shared_pull, _ = await _pull(server, share)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return (alone, alone_pull), (shared, shared_pull), events
+
+
 @pytest_twisted.ensureDeferred
 async def test_two_processes_pull_what_one_pulls() -> None:
     """
@@ -137,13 +154,9 @@ async def test_a_failing_copy_costs_nothing_but_time() -> None:
     the same feed and counts.
     """
     server = start_simulator(real_reactor(), count=3000)
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
     try:
-        alone, alone_pull, _ = await _pull(server, None)
-        shared, shared_pull, _ = await _pull(server, _Broken)
+        (alone, alone_pull), (shared, shared_pull), events = await _both(server, _Broken)
     finally:
-        globalLogPublisher.removeObserver(events.append)
         await server.stop()
     assert any("second process" in e.get("log_format", "") for e in events)
     assert shared == alone
@@ -182,13 +195,9 @@ async def test_a_copy_that_hangs_is_given_up_on() -> None:
     server = start_simulator(real_reactor(), count=3000)
     silent = real_reactor().listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
     _Hung.silent_port = silent.getHost().port
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
     try:
-        alone, _, _ = await _pull(server, None)
-        shared, _, _ = await _pull(server, _Hung)
+        (alone, _), (shared, _), events = await _both(server, _Hung)
     finally:
-        globalLogPublisher.removeObserver(events.append)
         await silent.stopListening()
         await server.stop()
     assert shared == alone
