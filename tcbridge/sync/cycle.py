@@ -10,7 +10,7 @@ feed does not validate, nothing is published.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any, NoReturn
 
@@ -33,7 +33,7 @@ from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
-from tcbridge.sync.base import DamagedFileError, committed_token
+from tcbridge.sync.base import committed_token
 from tcbridge.sync.delta import CycleBook, Incremental
 from tcbridge.sync.errors import (
     FeedHeldBackError,
@@ -42,8 +42,8 @@ from tcbridge.sync.errors import (
     describe_failure,
 )
 from tcbridge.sync.publish import Publisher
-from tcbridge.sync.rebuild import from_last_sync, from_store
-from tcbridge.sync.record import log_sync, record_build
+from tcbridge.sync.rebuild import delta_feed
+from tcbridge.sync.record import log_failure, log_sync, record_build
 from tcbridge.sync.work import (
     BuildFeed,
     RunHeavy,
@@ -55,12 +55,10 @@ from tcbridge.sync.work import (
 )
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
-from tcbridge.threatconnect.deleted import list_deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.parse import forget_dates
 from tcbridge.threatconnect.pull import PullOptions, ShareListings, pull_source
 from tcbridge.threatconnect.records import SourcePull
-from tcbridge.threatconnect.tql import iso_time
 
 
 @define
@@ -346,15 +344,7 @@ class SyncCycle:
         held = failure.check(FeedHeldBackError) is not None
         result = "held back" if held else "failed"
         log_sync(self._sync_log, started, self._clock.seconds(), result, requests, error=message)
-        if stopped:
-            self.log.info("Sync {error}; the previous feed stays published", error=message)
-        elif isinstance(
-            failure.value,
-            ThreatConnectError | FeedInvalidError | SyncDeadlineError | FeedHeldBackError,
-        ):
-            self.log.error("Sync failed, the previous feed stays published: {error}", error=message)
-        else:
-            self.log.failure("Sync failed, the previous feed stays published", failure)
+        log_failure(self.log, failure, message)
         failure.raiseException()
         raise AssertionError("unreachable")
 
@@ -424,7 +414,7 @@ class SyncCycle:
                 builder = FeedBuilder(
                     settings, history=self._publisher.history, record_history=record_history
                 )
-                builder = await self._rebuild(book, builder, seen)
+                builder = await delta_feed(self._seen_folder, book, builder, seen, self._pause)
             result = await self._build_and_finish(builder, finish, record_history, directory)
         except BaseException:
             if book is not None:
@@ -478,7 +468,7 @@ class SyncCycle:
             try:
                 pull = await pull_source(client, source, options, on_page)
                 if book is not None and since is not None:
-                    await self._deleted(client, options, book, source.name, pull.owners, since)
+                    await book.pull_deleted(client, options.api_version, source.name, pull.owners)
             except ThreatConnectError as e:
                 e.in_instance(instance)
                 raise
@@ -490,47 +480,6 @@ class SyncCycle:
             )
             pulls.append(pull)
         return pulls
-
-    async def _deleted(
-        self,
-        client: ThreatConnectClient,
-        options: PullOptions,
-        book: CycleBook,
-        source: str,
-        owners: Sequence[str],
-        since: int,
-    ) -> None:
-        """
-        Tell C{book} what was deleted from C{owners} since C{since}.
-        """
-        for owner in owners:
-            gone = await list_deleted(
-                client, owner, since=iso_time(since), api_version=options.api_version
-            )
-            book.deleted(source, gone)
-
-    async def _rebuild(
-        self, book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None
-    ) -> FeedBuilder:
-        """
-        Feed a delta's C{builder} every indicator: from the last sync's file
-        with the delta laid over it, or from the store (also when that file
-        turns out to be damaged: a fresh builder then starts over).
-        """
-        pause = self._pause
-        mark = seen.mark() if seen is not None else None
-        try:
-            if await from_last_sync(self._seen_folder, book, builder, seen, pause):
-                return builder
-        except DamagedFileError as e:
-            self.log.warn("The last sync's file is damaged ({error}); reading the store", error=e)
-            builder = FeedBuilder(
-                builder.settings, history=builder.history, record_history=builder.records_history
-            )
-            if seen is not None and mark is not None:
-                seen.rewind(mark)
-        await from_store(book, builder, seen, pause)
-        return builder
 
     async def _build_and_finish(
         self,

@@ -37,11 +37,13 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState, rows_of_batch
-from tcbridge.model import Source
+from tcbridge.model import ApiVersion, Source
 from tcbridge.status import IncrementalState
 from tcbridge.sync.base import Overlay, committed_token
-from tcbridge.threatconnect.deleted import Deleted
+from tcbridge.threatconnect.deleted import Deleted, list_deleted
+from tcbridge.threatconnect.listing import JSONGetter
 from tcbridge.threatconnect.records import IndicatorBatch
+from tcbridge.threatconnect.tql import iso_time
 
 #: Runs C{method(db, *args)} on the store (in its thread in the service).
 StoreRunner = Callable[..., Awaitable[Any]]
@@ -408,6 +410,19 @@ class CycleBook:
         keys = [deleted_key(instance, source, g) for g in gone]
         self.overlay.taken_out(keys)
         self._tx.send(IndicatorDB.remove, keys)
+
+    async def pull_deleted(
+        self, client: JSONGetter, api_version: ApiVersion, source: str, owners: Sequence[str]
+    ) -> None:
+        """
+        Ask ThreatConnect what was deleted from a source's C{owners} since
+        its delta's time, and take those indicators out.
+        """
+        since = self.plan.since[source]
+        assert since is not None
+        for owner in owners:
+            gone = await list_deleted(client, owner, since=iso_time(since), api_version=api_version)
+            self.deleted(source, gone)
 
     def planned_from(self) -> list[list[Any]]:
         """

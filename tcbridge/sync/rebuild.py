@@ -13,14 +13,19 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 
+from twisted.logger import Logger
+
 from tcbridge.feed.builder import FeedBuilder
 from tcbridge.indicatorrows import batches_of_rows
+from tcbridge.logs import bridge_observer
 from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.seen import SeenWriter
-from tcbridge.sync.base import base_pages, trailer
+from tcbridge.sync.base import DamagedFileError, base_pages, trailer
 from tcbridge.sync.delta import CycleBook
 
 Pause = Callable[[], Awaitable[None]] | None
+
+log = Logger(observer=bridge_observer)
 
 
 async def from_last_sync(
@@ -82,3 +87,31 @@ async def from_store(
         after = rows[-1][:6]
         if pause is not None:
             await pause()
+
+
+async def delta_feed(
+    folder: str | None,
+    book: CycleBook,
+    builder: FeedBuilder,
+    seen: SeenWriter | None,
+    pause: Pause,
+) -> FeedBuilder:
+    """
+    Feed a delta's C{builder} every indicator: from the last sync's file
+    in C{folder} with the delta laid over it, or from the store (also when
+    that file turns out to be damaged: a fresh builder then starts over);
+    return the builder that holds them.
+    """
+    mark = seen.mark() if seen is not None else None
+    try:
+        if await from_last_sync(folder, book, builder, seen, pause):
+            return builder
+    except DamagedFileError as e:
+        log.warn("The last sync's file is damaged ({error}); reading the store", error=e)
+        builder = FeedBuilder(
+            builder.settings, history=builder.history, record_history=builder.records_history
+        )
+        if seen is not None and mark is not None:
+            seen.rewind(mark)
+    await from_store(book, builder, seen, pause)
+    return builder

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
 from tcbridge.feed.settings import BuildStats
 from tcbridge.status import SourceRow, SyncStatus
+from tcbridge.sync.errors import FeedHeldBackError, FeedInvalidError, SyncDeadlineError
 from tcbridge.synclog import SyncLog, SyncRecord
+from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.records import SourcePull
 
 
@@ -68,3 +74,18 @@ def log_sync(
             error=error,
         )
     )
+
+
+def log_failure(log: Logger, failure: Failure, message: str) -> None:
+    """
+    Log a failed cycle: one line for a cycle stopped with the service and
+    for the failures a user can act on (ThreatConnect refused, the feed
+    did not validate, the deadline passed, the shrink guard held it back),
+    the traceback too for anything else (a bug).
+    """
+    if failure.check(CancelledError):
+        log.info("Sync {error}; the previous feed stays published", error=message)
+    elif failure.check(ThreatConnectError, FeedInvalidError, SyncDeadlineError, FeedHeldBackError):
+        log.error("Sync failed, the previous feed stays published: {error}", error=message)
+    else:
+        log.failure("Sync failed, the previous feed stays published", failure)
