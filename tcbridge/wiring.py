@@ -35,7 +35,7 @@ from tcbridge.net.agent import make_agent
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync.cycle import SyncCycle
+from tcbridge.sync.cycle import ShareFactory, SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, Incremental
 from tcbridge.sync.shared import SharedPull
 from tcbridge.sync.work import BuildFeed, RunHeavy, as_of, build_here, feed_settings, run_inline
@@ -186,24 +186,27 @@ def shares_pull(config: Config, threads: bool) -> bool:
     return not threads and config.feed.grouping == "Expanded"
 
 
-def pull_sharing(
-    config: Config, reactor: Any
-) -> Callable[[FeedBuilder, ThreatConnectClient, str], ShareListings]:
+def pull_sharing(config: Config, reactor: Any) -> ShareFactory:
     """
     Write mode's pull on two cores (L{SharedPull}): for a cycle's builder,
-    a client and its instance's name, a share whose copy makes the same
-    client on a reactor of its own.
+    a client, its instance's name and a progress counter, a share whose
+    copy makes the same client on a reactor of its own.
     """
     by_name = {tc.instance: tc for tc in config.instances}
 
-    def share(builder: FeedBuilder, client: ThreatConnectClient, instance: str) -> ShareListings:
+    def share(
+        builder: FeedBuilder,
+        client: ThreatConnectClient,
+        instance: str,
+        on_counts: Callable[[int, int], None],
+    ) -> ShareListings:
         settings = by_name[instance]
 
         def client_on(other: Any) -> ThreatConnectClient:
             pool = HTTPConnectionPool(other, persistent=True)
             return make_client(config, other, pool, serving=False, instance=settings)
 
-        return SharedPull(builder, client, client_on, reactor)
+        return SharedPull(builder, client, client_on, reactor, on_counts=on_counts)
 
     return share
 

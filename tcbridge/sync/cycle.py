@@ -60,6 +60,11 @@ from tcbridge.threatconnect.parse import forget_dates
 from tcbridge.threatconnect.pull import PullOptions, ShareListings, pull_source
 from tcbridge.threatconnect.records import SourcePull
 
+#: Makes a pull's C{share} option (see L{SyncCycle}'s C{share}).
+ShareFactory = Callable[
+    [FeedBuilder, ThreatConnectClient, str, Callable[[int, int], None]], ShareListings
+]
+
 
 @define
 class SyncCycle:
@@ -78,7 +83,8 @@ class SyncCycle:
         with a pause on the reactor between them (C{None} in unit tests).
     :param share: how write mode reads a C{*} source's listings on two
         cores (L{tcbridge.sync.shared}): given the cycle's builder, a
-        client and its instance's name, the pull's C{share} option.
+        client, its instance's name and what to tell the pages and
+        indicators read elsewhere, the pull's C{share} option.
     """
 
     log = Logger(observer=bridge_observer)
@@ -101,9 +107,7 @@ class SyncCycle:
     _incremental: Incremental | None = field(default=None, kw_only=True)
     _extra_notices: tuple[str, ...] = field(default=(), init=False)
     _other_clients: tuple[ThreatConnectClient, ...] = field(default=(), kw_only=True)
-    _share: Callable[[FeedBuilder, ThreatConnectClient, str], ShareListings] | None = field(
-        default=None, kw_only=True
-    )
+    _share: ShareFactory | None = field(default=None, kw_only=True)
     _pending: (
         tuple[Config, ThreatConnectClient, CbServerSync | None, tuple[ThreatConnectClient, ...]]
         | None
@@ -464,7 +468,8 @@ class SyncCycle:
             if book is not None and options.pause is not None:
                 options = evolve(options, pause=book.paced(options.pause))
             if self._share is not None and book is None and seen is None:
-                options = evolve(options, share=self._share(builder, client, instance))
+                share = self._share(builder, client, instance, self._count_progress)
+                options = evolve(options, share=share)
             try:
                 pull = await pull_source(client, source, options, on_page)
                 if book is not None and since is not None:
@@ -480,6 +485,16 @@ class SyncCycle:
             )
             pulls.append(pull)
         return pulls
+
+    def _count_progress(self, pages: int, indicators: int) -> None:
+        """
+        Add pages and indicators read elsewhere to the running sync's
+        progress.
+        """
+        progress = self._status.progress
+        if progress is not None:
+            progress.pages += pages
+            progress.indicators += indicators
 
     async def _build_and_finish(
         self,

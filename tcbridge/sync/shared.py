@@ -74,14 +74,15 @@ _OWN_REACTORS = frozenset({"EPollReactor", "PollReactor", "SelectReactor"})
 @frozen
 class CopyResult:
     """
-    What the copy read: its builder, its tally's counts, and its client's
-    requests and how they ended.
+    What the copy did: its builder (C{None} if it failed, and C{why}), its
+    tally's counts, and its client's requests and how they ended.
     """
 
-    builder: FeedBuilder
+    builder: FeedBuilder | None
     counts: dict[str, int]
     requests: int
     status_counts: dict[int | str, int]
+    why: str = ""
 
 
 @define
@@ -99,6 +100,8 @@ class SharedPull:
         copy's result, so the sync's deadline still runs).
     :ivar grace: seconds the copy may take for its last listings beyond
         the time this process took for its own, before it is given up on.
+    :ivar on_counts: told the pages and indicators the copy read, once its
+        builder is taken in (for a progress display).
     """
 
     builder: FeedBuilder
@@ -106,6 +109,7 @@ class SharedPull:
     client_on: Callable[[Any], ThreatConnectClient]
     reactor: Any
     grace: float = RESULT_TIMEOUT
+    on_counts: Callable[[int, int], None] | None = None
 
     async def __call__(
         self,
@@ -147,15 +151,17 @@ class SharedPull:
             end_copy(pid)
             if receiving is None:
                 os.close(results)
-        if isinstance(got, str):
+        if isinstance(got, str) or got.builder is None:
+            if not isinstance(got, str):
+                self._count_requests(got)
             log.warn(
                 "The second process reading ThreatConnect failed ({why}); "
                 "this one reads its part again",
-                why=got,
+                why=got if isinstance(got, str) else got.why,
             )
             await read_here([one for at, one in enumerate(listings) if at not in done])
             return
-        self._take_in(got, tally)
+        self._take_in(got, got.builder, tally)
 
     @staticmethod
     def _may_fork() -> bool:
@@ -168,10 +174,19 @@ class SharedPull:
 
         return can_fork() and type(installed).__name__ in _OWN_REACTORS
 
-    def _take_in(self, got: CopyResult, tally: Tally) -> None:
-        self.builder.merge(got.builder)
+    def _take_in(self, got: CopyResult, builder: FeedBuilder, tally: Tally) -> None:
+        self.builder.merge(builder)
         for name in _COUNTS:
             setattr(tally, name, getattr(tally, name) + got.counts.get(name, 0))
+        self._count_requests(got)
+        if self.on_counts is not None:
+            self.on_counts(got.counts.get("pages", 0), got.counts.get("indicators", 0))
+
+    def _count_requests(self, got: CopyResult) -> None:
+        """
+        Add the copy's requests to this process's client (they were made,
+        whatever came of them).
+        """
         self.client.requests += got.requests
         counts = self.client.status_counts
         for outcome, number in got.status_counts.items():
@@ -188,8 +203,8 @@ def _copy(
 ) -> NoReturn:
     """
     The copy of process C{parent}: read listings on a reactor of its own
-    until none is left, send back what it read (L{CopyResult}) or why it
-    could not (a line of text), pickled after its length, and leave
+    until none is left, send back what it did (L{CopyResult}: what it
+    read, or why it could not), pickled after its length, and leave
     without running anything of the parent's.
     """
     status = 1
@@ -213,17 +228,19 @@ def _copy(
         finished.addBoth(outcome.append)
         finished.addBoth(lambda _: reactor.callLater(0, reactor.stop))
         reactor.run(installSignalHandlers=False)
-        result: CopyResult | str = "it stopped before it finished"
+        why = "it stopped before it finished"
         if outcome and isinstance(outcome[0], Failure):
             failure = outcome[0].value
-            result = one_line(str(failure))[:300] or failure.__class__.__name__
+            why = one_line(str(failure))[:300] or failure.__class__.__name__
         elif outcome:
-            result = CopyResult(
-                builder,
-                {name: getattr(tally, name) for name in _COUNTS},
-                client.requests,
-                dict(client.status_counts),
-            )
+            why = ""
+        result = CopyResult(
+            None if why else builder,
+            {name: getattr(tally, name) for name in _COUNTS},
+            client.requests,
+            dict(client.status_counts),
+            why,
+        )
         data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         write_all(out, len(data).to_bytes(8, "big"))
         write_all(out, data)
@@ -258,7 +275,7 @@ def _receive(fd: int, patience: float) -> CopyResult | str:
         if data is None:
             return "it ended without an answer"
         result = pickle.loads(data)  # noqa: S301 - our own fork's bytes
-        return result if isinstance(result, CopyResult | str) else "its answer made no sense"
+        return result if isinstance(result, CopyResult) else "its answer made no sense"
     except TimeoutError:
         return f"no answer within {patience:.0f} s"
     except Exception as e:  # an answer that cannot be read is no answer

@@ -41,14 +41,22 @@ EVERY = Source("*", "all", "*")
 
 class _Counted(SharedPull):
     """
-    A shared pull that remembers what the copy sent.
+    A shared pull that remembers what the copy sent, and what it was told
+    to count as progress.
     """
 
     got: list[CopyResult] = []
+    progress: list[tuple[int, int]] = []
 
-    def _take_in(self, got: CopyResult, tally: Any) -> None:
+    def __init__(self, builder: FeedBuilder, client: Any, client_on: Any, reactor: Any) -> None:
+        def count(pages: int, indicators: int) -> None:
+            type(self).progress.append((pages, indicators))
+
+        super().__init__(builder, client, client_on, reactor, on_counts=count)
+
+    def _take_in(self, got: CopyResult, builder: FeedBuilder, tally: Any) -> None:
         type(self).got.append(got)
-        super()._take_in(got, tally)
+        super()._take_in(got, builder, tally)
 
 
 def _client(server: DemoServer, reactor: Any) -> ThreatConnectClient:
@@ -85,19 +93,19 @@ async def _pull(
 
 async def _both(
     server: DemoServer, share: type[SharedPull]
-) -> tuple[tuple[bytes, Any], tuple[bytes, Any], list[dict[str, Any]]]:
+) -> tuple[tuple[bytes, Any, Any], tuple[bytes, Any, Any], list[dict[str, Any]]]:
     """
-    The feed and pull of one process, then of a shared pull, and the log
-    events of both.
+    The feed, pull and client of one process, then of a shared pull, and
+    the log events of both.
     """
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        alone, alone_pull, _ = await _pull(server, None)
-        shared, shared_pull, _ = await _pull(server, share)
+        alone, alone_pull, alone_client = await _pull(server, None)
+        shared, shared_pull, shared_client = await _pull(server, share)
     finally:
         globalLogPublisher.removeObserver(events.append)
-    return (alone, alone_pull), (shared, shared_pull), events
+    return (alone, alone_pull, alone_client), (shared, shared_pull, shared_client), events
 
 
 @pytest_twisted.ensureDeferred
@@ -107,7 +115,7 @@ async def test_two_processes_pull_what_one_pulls() -> None:
     process reading every listing, and the copy read some of them.
     """
     server = start_simulator(real_reactor(), count=3000)
-    _Counted.got = []
+    _Counted.got, _Counted.progress = [], []
     try:
         alone, alone_pull, alone_client = await _pull(server, None)
         shared, shared_pull, shared_client = await _pull(server, _Counted)
@@ -118,6 +126,8 @@ async def test_two_processes_pull_what_one_pulls() -> None:
     assert shared_client.requests == alone_client.requests
     assert shared_client.status_counts == alone_client.status_counts
     assert len(_Counted.got) == 1 and _Counted.got[0].requests > 0
+    sent = _Counted.got[0].counts
+    assert _Counted.progress == [(sent["pages"], sent["indicators"])] and sent["pages"] > 0
 
 
 class _Broken(SharedPull):
@@ -155,12 +165,16 @@ async def test_a_failing_copy_costs_nothing_but_time() -> None:
     """
     server = start_simulator(real_reactor(), count=3000)
     try:
-        (alone, alone_pull), (shared, shared_pull), events = await _both(server, _Broken)
+        alone_run, shared_run, events = await _both(server, _Broken)
     finally:
         await server.stop()
     assert any("second process" in e.get("log_format", "") for e in events)
+    assert any("Connection was refused" in str(e.get("why", "")) for e in events)
+    (alone, alone_pull, alone_client), (shared, shared_pull, shared_client) = alone_run, shared_run
     assert shared == alone
     assert shared_pull.indicators == alone_pull.indicators
+    # The requests the copy made before it failed are counted too.
+    assert shared_client.requests > alone_client.requests
     # This process read every listing, those the copy had taken included.
     assert sum(_Broken.read) == 9
 
@@ -196,7 +210,7 @@ async def test_a_copy_that_hangs_is_given_up_on() -> None:
     silent = real_reactor().listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
     _Hung.silent_port = silent.getHost().port
     try:
-        (alone, _), (shared, _), events = await _both(server, _Hung)
+        (alone, _, _), (shared, _, _), events = await _both(server, _Hung)
     finally:
         await silent.stopListening()
         await server.stop()
