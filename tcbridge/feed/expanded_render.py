@@ -108,7 +108,8 @@ class ChunkRenderer:
 
     :param prefixes: the report id prefix of each label index.
     :param titles: each label index's name as titles give it.
-    :param default_link: the link of a report whose indicator has none.
+    :param default_links: by label index, the link of a report whose
+        indicator has none.
     """
 
     def __init__(
@@ -117,13 +118,13 @@ class ChunkRenderer:
         prefixes: Sequence[str],
         titles: Sequence[str],
         tag_sets: Sequence[tuple[str, ...]],
-        default_link: str,
+        default_links: Sequence[str],
     ) -> None:
         self.store = store
         self.prefixes = [prefix.encode() for prefix in prefixes]
         self.titles = [orjson.dumps(f"ThreatConnect {title}: ")[:-1] for title in titles]
         self.tag_sets = tag_sets
-        self.default_link = orjson.dumps(default_link)
+        self.default_links = [orjson.dumps(link) for link in default_links]
         self._links: dict[int, tuple[bytes, bytes]] = {}
         self._columns = {kind: self._view(kind) for kind in KIND_ORDER}
 
@@ -142,7 +143,7 @@ class ChunkRenderer:
         if found is None:
             before, middle, after = self.store.templates.parts[code]
             if code == 0:
-                found = (self.default_link, b"")
+                found = (b"", b"")  # the label's default link, see _link
             elif not middle:
                 found = (orjson.dumps(before), b"")
             else:
@@ -197,7 +198,7 @@ class ChunkRenderer:
             stamp_text, stamp_length = _digits(stamps)
             segments.append((buffer.add(stamp_text) + 20 * np.arange(count), stamp_length))
         values = self._values(rows, kinds, buffer)
-        self._link(links, values, (ident_at, ident_length), buffer, segments)
+        self._link(links, labels, values, (ident_at, ident_length), buffer, segments)
         fixed(b',"title":')
         per(labels, self.titles)
         per(types, [name.encode() + b" " for name in TC_TYPES])
@@ -308,6 +309,7 @@ class ChunkRenderer:
     def _link(
         self,
         codes: NDArray[np.int64],
+        labels: NDArray[np.int64],
         values: dict[str, Texts],
         ident: tuple[NDArray[np.int64], NDArray[np.int64]],
         buffer: _Buffer,
@@ -337,7 +339,14 @@ class ChunkRenderer:
                 start, length, _ = values[middle]
             middle_at = np.where(chosen, start, middle_at)
             middle_length = np.where(chosen, length, middle_length)
-        segments.append((before_at[inverse], before_length[inverse]))
+        before_at, before_length = before_at[inverse], before_length[inverse]
+        if unique[0] == 0:
+            # No link of its own: its label's default, whole.
+            missing = codes == 0
+            own_at, own_length = buffer.table([prefix + link for link in self.default_links])
+            before_at = np.where(missing, own_at[labels], before_at)
+            before_length = np.where(missing, own_length[labels], before_length)
+        segments.append((before_at, before_length))
         segments.append((middle_at, middle_length))
         segments.append((after_at[inverse], after_length[inverse]))
 

@@ -23,8 +23,6 @@ import orjson
 from attrs import frozen
 from numpy.typing import NDArray
 
-from tcbridge.model import THREATCONNECT_HOME
-
 from .columns import FIXED_WIDTH
 from .expanded import KIND_ORDER, Entry, ExpandedStore, Value, content_suffix
 from .expanded_render import ChunkRenderer, Rendered, insert_stamps
@@ -34,7 +32,7 @@ from .render import Body, Chunk
 from .reports import ReportContext
 from .settings import BuildStats
 from .stamp import Stamper
-from .text import MAX_TAGS, http_link, source_prefixes
+from .text import MAX_TAGS, source_prefixes
 
 #: rows rendered at a time
 CHUNK = 2048
@@ -243,7 +241,7 @@ class _Entangled:
         if kind == "File":
             shown = shown[:8] + "..."
         report: dict[str, Any] = {
-            "link": link or http_link(context.settings.web_url) or THREATCONNECT_HOME,
+            "link": link or context.default_link(labels[0]),
             "title": f"ThreatConnect {context.title_name(labels)}: {kind} {shown} (score {score})",
             "score": score,
             "iocs": iocs,
@@ -431,7 +429,7 @@ class ExpandedReports:
             [self.prefixes.get(name, "source") for name in self.labels],
             [self.context.title_name([name]) for name in self.labels],
             self.tag_sets,
-            http_link(self.context.settings.web_url) or THREATCONNECT_HOME,
+            [self.context.default_link(name) for name in self.labels],
         )
         by_kind = np.zeros(len(KIND_ORDER), dtype=np.int64)
         by_label = np.zeros(len(self.labels), dtype=np.int64)

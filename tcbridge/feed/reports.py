@@ -16,7 +16,7 @@ from tcbridge.model import THREATCONNECT_HOME
 
 from .columns import LabelStore
 from .settings import BuildStats, FeedSettings
-from .text import one_line, origin, valid_text
+from .text import http_link, one_line, origin, valid_text
 
 T = TypeVar("T")
 
@@ -57,6 +57,20 @@ class ReportContext:
         store = self.labels.get(label)
         found = [] if store is None else [o for raw in store.origins if (o := origin(raw))]
         return min(found) if found else THREATCONNECT_HOME.rstrip("/")
+
+    def default_link(self, label: str) -> str:
+        """
+        The link of an Expanded report whose indicator came without one:
+        the C{web_url} of its label's instance as written (the main
+        instance's for labels of no other instance), else
+        C{app.threatconnect.com}.
+        """
+        url = self.settings.web_url
+        for prefix, other in self.settings.instance_web_urls:
+            if label.startswith(prefix):
+                url = other
+                break
+        return http_link(url) or THREATCONNECT_HOME
 
     def group_link(self, labels: Sequence[str], kind: str | None) -> str:
         """

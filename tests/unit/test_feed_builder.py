@@ -788,3 +788,31 @@ def test_feed_bytes_do_not_depend_on_the_order_indicators_come_in(
         with open(built.path, "rb") as f:
             feeds.append(f.read())
     assert feeds[0] == feeds[1]
+
+
+def test_expanded_links_of_another_instance() -> None:
+    """
+    An Expanded report whose indicator came without a link points at the
+    web UI of its own ThreatConnect instance, whether it is a report by
+    itself or made of several indicators sharing a value.
+    """
+    settings = FeedSettings(
+        grouping="Expanded",
+        web_url="https://tc.example/auth",
+        instance_web_urls=(("partner/", "https://partner.example/auth"),),
+    )
+    builder = FeedBuilder(settings)
+    builder.add(
+        [
+            file("a" * 32, id="1", source="partner/Org"),
+            file("b" * 32, id="2"),
+            host("twice.example.com", id="3", source="partner/Org"),
+            host("twice.example.com", id="4", source="partner/Org"),
+        ]
+    )
+    links = {next(iter(r["iocs"].values()))[0]: r["link"] for r in builder.build()["reports"]}
+    assert links == {
+        "a" * 32: "https://partner.example/auth",
+        "b" * 32: "https://tc.example/auth",
+        "twice.example.com": "https://partner.example/auth",
+    }
