@@ -176,7 +176,7 @@ def make_client(
 
 def shares_pull(config: Config, threads: bool) -> bool:
     """
-    Whether a sync pulls C{*} sources on two cores (L{SharedPull}): in
+    Whether a sync pulls its C{*} and owner sources on two cores (L{SharedPull}): in
     write mode (no threads: nothing else runs), for an Expanded feed, whose
     per-indicator work makes the pull twice as long as the wire takes.  A
     grouped feed's pull is already close to the wire; a copy would cost it

@@ -81,7 +81,7 @@ class SyncCycle:
         L{tcbridge.childbuild}); by default C{run_heavy} runs the build.
     :param pause: given to the pull so that big pages are handled in chunks
         with a pause on the reactor between them (C{None} in unit tests).
-    :param share: how write mode reads a C{*} source's listings on two
+    :param share: how write mode reads a C{*} or owner source's listings on two
         cores (L{tcbridge.sync.shared}): given the cycle's builder, a
         client, its instance's name and what to tell the pages and
         indicators read elsewhere, the pull's C{share} option.

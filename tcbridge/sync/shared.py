@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.integration.test_shared_pull -*-
 """
-Write mode's pull on two cores: the listings of a C{*} source (each
-owner's files, addresses and hosts) are read by this process and by a
+Write mode's pull on two cores: the listings of a C{*} or owner source
+(each owner's files, addresses and hosts) are read by this process and by a
 forked copy of it at once, each taking the next listing nobody has taken
 yet (a pipe of tickets both read, as L{tcbridge.feed.forked} shares the
 windows of a build).
@@ -88,7 +88,7 @@ class CopyResult:
 @define
 class SharedPull:
     """
-    Reads a C{*} source's listings in two processes (a
+    Reads a source's listings in two processes (a
     L{tcbridge.threatconnect.pull.ShareListings}); see the module
     docstring.
 

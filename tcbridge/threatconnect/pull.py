@@ -59,7 +59,7 @@ TYPED_BRANCHES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-#: Reads a C{*} source's listings, some of them perhaps in another process
+#: Reads a source's listings, some of them perhaps in another process
 #: (write mode, see L{tcbridge.sync.shared}): given the listings, how to
 #: make them again on another client, how to read some of them here, and
 #: the source's tally (which must end up counting every listing).
@@ -132,8 +132,8 @@ class PullOptions:
         cannot be filtered and are pulled whole.
     :ivar label_prefix: put before owner names in labels (a named
         ThreatConnect instance's C{<name>/}, so its reports name it).
-    :ivar share: if set, how a full pull of a C{*} source reads its
-        listings (see L{ShareListings}).
+    :ivar share: if set, how a full pull of a C{*} or owner source reads
+        its listings (see L{ShareListings}).
     """
 
     api_version: ApiVersion = field(default="v2", validator=in_(("v2", "v3")))
@@ -340,8 +340,8 @@ async def _read_owners(
     on_page: OnPage,
 ) -> None:
     """
-    Read every listing of C{owners}: here, or shared as C{options.share}
-    says.
+    Read every listing of C{owners} (each owner's types on v2, one query
+    each on v3): here, or shared as C{options.share} says.
     """
 
     def make(on: JSONGetter) -> list[Listing]:
@@ -367,7 +367,7 @@ async def _pull_owner(
     owners it can see.
     """
     try:
-        await _read(client, _owner_listings(client, owner, options), tally, on_page, options)
+        await _read_owners(client, (owner,), options, tally, on_page)
     except (AuthError, ApiError) as e:
         better = await _unknown_owner_error(client, owner, e, options)
         if better is e:

@@ -75,7 +75,7 @@ def _client(server: DemoServer, reactor: Any) -> ThreatConnectClient:
 
 
 async def _pull(
-    server: DemoServer, share: type[SharedPull] | None
+    server: DemoServer, share: type[SharedPull] | None, source: Source = EVERY
 ) -> tuple[bytes, Any, ThreatConnectClient]:
     reactor = real_reactor()
     client = _client(server, reactor)
@@ -87,7 +87,7 @@ async def _pull(
             return _client(server, other)
 
         options = PullOptions(page_size=150, share=share(builder, client, client_on, reactor))
-    pull = await pull_source(client, EVERY, options, builder.add)
+    pull = await pull_source(client, source, options, builder.add)
     return builder.build_bytes(), pull, client
 
 
@@ -241,6 +241,29 @@ async def test_a_failure_reads_as_without_the_copy() -> None:
             "HTTP 503 Service Unavailable: 503 Service Temporarily "
             "Unavailable. ThreatConnect or a proxy in between is failing."
         )
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_owner_source_is_shared_too() -> None:
+    """
+    A named owner's listings (its files, addresses and hosts) are shared
+    the same way; an owner the API user cannot see is still reported as
+    such.
+    """
+    server = start_simulator(real_reactor(), count=3000)
+    owner = Source("Example Organization", "owner", "Example Organization")
+    nobody = Source("Nobody Corp", "owner", "Nobody Corp")
+    _Counted.got, _Counted.progress = [], []
+    try:
+        alone, alone_pull, _ = await _pull(server, None, owner)
+        shared, shared_pull, _ = await _pull(server, _Counted, owner)
+        with pytest.raises(ThreatConnectError) as caught:
+            await _pull(server, SharedPull, nobody)
+    finally:
+        await server.stop()
+    assert shared == alone and shared_pull == alone_pull and alone_pull.indicators > 500
+    assert len(_Counted.got) == 1
+    assert "owner 'Nobody Corp' is not visible" in str(caught.value)
 
 
 @pytest_twisted.ensureDeferred
