@@ -33,7 +33,6 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python import usage
-from twisted.python.failure import Failure
 
 from tcbridge.config import Config, ConfigError, load_config
 from tcbridge.files import write_atomic
@@ -49,9 +48,8 @@ from tcbridge.secrets import (
     encrypt_secret,
 )
 from tcbridge.store import count_iocs
-from tcbridge.sync.errors import describe_failure
 from tcbridge.sync.publish import accept_marker
-from tcbridge.sync.service import write_feed
+from tcbridge.sync.service import cancel_and_wait, why_not_written, write_feed
 from tcbridge.wiring import build_bridge
 
 # Each command imports what only it needs when it runs, so that write mode
@@ -208,7 +206,7 @@ async def run_write(reactor: Any, config: Config | None, path: str, out: TextIO)
         written = await write_feed(bridge.cycle, path)
     except Exception as e:
         line.stop()
-        reason = str(e) if isinstance(e, OSError) else describe_failure(Failure())
+        reason = why_not_written(e, "tcbridge")
         out.write(f"tcbridge: sync failed, {path} was not written: {reason}\n")
         return EXIT_FAILED
     finally:
@@ -335,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             d = defer.ensureDeferred(run_check(reactor, config, sys.stdout, sys.stderr))
         else:
             d = defer.ensureDeferred(run_write(reactor, config, sub["path"], sys.stderr))
+        # Stopped (SIGTERM, SIGINT) before it finished: it says so and fails.
+        reactor.addSystemEventTrigger("before", "shutdown", cancel_and_wait, d)
 
         def exit_with(code: int) -> None:
             if code:

@@ -7,6 +7,7 @@ Running cycles: the sync timer of the service, and write mode under twistd
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
@@ -97,12 +98,20 @@ class WriteOnceService(MultiService):
         super().startService()
         self.done = defer.ensureDeferred(self._write())
 
+    def stopService(self) -> defer.Deferred[None]:
+        """
+        Stopped (SIGTERM) before the feed is written: stop the sync, which
+        then says so, and let the reactor stop once it has.
+        """
+        super().stopService()
+        return cancel_and_wait(self.done) or defer.succeed(None)
+
     async def _write(self) -> bool:
         try:
             await write_feed(self._cycle, self._path)
             return True
         except Exception as e:
-            message = describe_failure(Failure()) if not isinstance(e, OSError) else str(e)
+            message = why_not_written(e, "twistd")
             self.log.critical(
                 "Write mode failed, {path} was not written: {error}",
                 path=self._path,
@@ -110,7 +119,39 @@ class WriteOnceService(MultiService):
             )
             return False
         finally:
-            self._stop()
+            if self.running:
+                self._stop()
+
+
+def why_not_written(error: Exception, program: str) -> str:
+    """
+    Why a write failed, in a line (called where C{error} was caught): the
+    program (C{program}) stopped, a file error, or the sync's failure.
+    """
+    if isinstance(error, defer.CancelledError):
+        return f"{program} was stopped before it finished"
+    if isinstance(error, OSError):
+        return str(error)
+    return describe_failure(Failure())
+
+
+def cancel_and_wait(work: defer.Deferred[Any] | None) -> defer.Deferred[None] | None:
+    """
+    Stop C{work} if it has not finished (a write stopped with the process:
+    it then says so and fails); a Deferred that fires once it has, for the
+    reactor's shutdown to wait on (C{None} if there is nothing to stop).
+    """
+    if work is None or work.called:
+        return None
+    stopped: defer.Deferred[None] = defer.Deferred()
+
+    def finished(result: object) -> object:
+        stopped.callback(None)
+        return result
+
+    work.addBoth(finished)
+    work.cancel()
+    return stopped
 
 
 async def write_feed(cycle: SyncCycle, path: str) -> FeedFile:

@@ -146,7 +146,8 @@ class SharedPull:
             )
             got = await receiving
         finally:
-            self.reactor.removeSystemEventTrigger(stop)
+            with contextlib.suppress(ValueError):  # it ran: the reactor is stopping
+                self.reactor.removeSystemEventTrigger(stop)
             os.close(tickets)
             end_copy(pid)
             if receiving is None:

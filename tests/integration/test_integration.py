@@ -154,6 +154,56 @@ async def test_console_bad_config(write_file: WriteFile, tmp_path: Path) -> None
 
 
 @pytest_twisted.ensureDeferred
+async def test_console_write_stopped_says_so(write_file: WriteFile, tmp_path: Path) -> None:
+    """
+    'tcbridge write' stopped with SIGTERM before the feed is written (here
+    ThreatConnect is slow to answer) says so and exits 1, leaving no file
+    and no process behind (an Expanded write pulls on two processes).
+    """
+    reactor = real_reactor()
+    server = start_simulator(reactor, count=600)
+    server.simulator.fault_next("slow", times=50, delay=60, match="resultStart=0")
+    out_file = tmp_path / "feed.json"
+    config = write_file("tc.conf", _config(server).replace("Condensed", "Expanded"))
+    child = _Process()
+    argv = [str(BIN / "tcbridge"), "--config", config, "write", str(out_file)]
+    process = reactor.spawnProcess(child, argv[0], argv, env=dict(os.environ))
+    try:
+        await deferLater(reactor, 3.0, lambda: None)
+        descendants = _descendants(process.pid)
+        process.signalProcess("TERM")
+        code = await child.ended
+    finally:
+        await server.stop()
+    assert code == 1, child.output
+    assert child.output.decode().endswith(
+        f"tcbridge: sync failed, {out_file} was not written: "
+        "tcbridge was stopped before it finished\n"
+    )
+    assert not out_file.exists()
+    await deferLater(reactor, 0.5, lambda: None)
+    assert [pid for pid in descendants if os.path.exists(f"/proc/{pid}")] == []
+
+
+def _descendants(pid: int) -> list[int]:
+    """
+    The processes below C{pid} now (from /proc; none where there is none).
+    """
+    found, queue = [], [pid]
+    while queue:
+        one = queue.pop()
+        try:
+            for task in os.listdir(f"/proc/{one}/task"):
+                with open(f"/proc/{one}/task/{task}/children") as f:
+                    children = [int(child) for child in f.read().split()]
+        except OSError:
+            continue
+        found += children
+        queue += children
+    return found
+
+
+@pytest_twisted.ensureDeferred
 async def test_twistd_write_mode(write_file: WriteFile, tmp_path: Path) -> None:
     """
     'twistd -n tcbridge --config C write FILE' writes a valid feed and stops.

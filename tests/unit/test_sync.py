@@ -15,7 +15,7 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -321,6 +321,33 @@ def test_write_once_service_stops_reactor(tmp_path: Path, skew: int) -> None:
     assert stops == [True]
     assert ok is (skew == 0)
     assert out.exists() is (skew == 0)
+
+
+def test_write_once_service_stopped_early_says_so(tmp_path: Path) -> None:
+    """
+    twistd stopped (SIGTERM) while its one write waits on ThreatConnect:
+    the sync is stopped, one critical line says the file was not written,
+    nothing is written, and the service's stop waits for all that.
+    """
+    h = Harness(request_timeout=3600)
+    h.stub = StubTreq(Hang())
+    h.client = ThreatConnectClient(h.stub, h.clock, "https://tc.example/api", KEY, SECRET, 3600)
+    h.cycle = SyncCycle(h.config, h.client, h.store, h.status, h.clock)
+    events: list[dict[str, Any]] = []
+    stops: list[bool] = []
+    out = tmp_path / "feed.json"
+    service = WriteOnceService(h.cycle, str(out), lambda: stops.append(True))
+    globalLogPublisher.addObserver(events.append)
+    try:
+        service.startService()
+        h.stub.flush()
+        stopped = service.stopService()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert stopped.called and service.done is not None and result_of(service.done) is False
+    critical = [e for e in events if e.get("log_level") == LogLevel.critical]
+    assert len(critical) == 1 and critical[0]["error"] == "twistd was stopped before it finished"
+    assert not out.exists() and stops == []
 
 
 def test_owner_sources_and_2015_paths() -> None:
