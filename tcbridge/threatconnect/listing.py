@@ -339,6 +339,7 @@ class _Reader:
             L{MAX_RESTARTS} times.
         """
         seen = SeenKeys()
+        inactive: set[int] = set()
         attempt = 0
         page: Page | None = listing.first
         while page is not None:
@@ -375,7 +376,7 @@ class _Reader:
                     # parsed: timers run before I/O, so wait twice.
                     await self.pause()
                     await self.pause()
-            await self._hand_on(listing, items, back, region, seen, attempt)
+            await self._hand_on(listing, items, back, region, seen, attempt, inactive)
             # Drop this page before the next one is parsed.
             del items, region
             if refused is not None:
@@ -409,6 +410,7 @@ class _Reader:
         region: ParsedPage,
         seen: SeenKeys,
         attempt: int,
+        inactive: set[int],
     ) -> None:
         """
         Parse a page past its overlap region and hand on what is new, in
@@ -422,9 +424,10 @@ class _Reader:
         for start in range(back, len(items), step):
             rest = listing.parse(items[start : start + step])
             tally.skipped += rest.skipped
-            tally.inactive += rest.inactive
-            if self.on_inactive is not None and rest.left_inactive:
-                self.on_inactive(rest.left_inactive)
+            fresh, repeated = _first_sightings(rest.left_inactive, inactive)
+            tally.inactive += rest.inactive - repeated
+            if self.on_inactive is not None and fresh:
+                self.on_inactive(fresh)
             kept += _new_indicators(rest.batches, seen, attempt, tally, count_repeats=True)
             tally.indicators += sum(map(len, kept))
             self.on_page(kept)
@@ -434,6 +437,28 @@ class _Reader:
         if back >= len(items):
             tally.indicators += sum(map(len, kept))
             self.on_page(kept)
+
+
+def _first_sightings(
+    batches: list[IndicatorBatch], keys: set[int]
+) -> tuple[list[IndicatorBatch], int]:
+    """
+    The inactive indicators of C{batches} not seen before in this listing
+    (C{keys}, updated; a listing read again after a restart meets them
+    again), and how many were.
+    """
+    fresh: list[IndicatorBatch] = []
+    repeated = 0
+    for batch in batches:
+        found = batch.keys()
+        new = [at for at, key in enumerate(found) if key is None or key not in keys]
+        keys.update(key for key in found if key is not None)
+        repeated += len(found) - len(new)
+        if len(new) == len(found):
+            fresh.append(batch)
+        elif new:
+            fresh.append(batch.select(new))
+    return fresh, repeated
 
 
 async def read_listings(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from attrs import evolve
 from twisted.internet import defer
 from twisted.logger import LogLevel, capturedLogs
 
@@ -495,6 +496,31 @@ def test_v2_deletions_beyond_overlap_restart() -> None:
     assert result.duplicates == 0
     starts = [s.uri.split("resultStart=")[1].split("&")[0] for s in resource.seen]
     assert starts[:3] == ["0", "6", "0"]
+
+
+def test_inactive_indicators_come_once_across_a_restart() -> None:
+    """
+    A listing read again after a restart meets its inactive indicators
+    again: they are handed on (for explanations) and counted once.
+    """
+    data = host_items(range(20))
+    for n in (4, 12):
+        data[n]["active"] = False
+    tc = PagingTC(owners={CC: {"host": data}})
+
+    def change(n: int) -> None:
+        if n == 1:
+            del data[0:3]
+
+    inactive: list[str] = []
+    options = evolve(
+        OVERLAP,
+        on_inactive=lambda batches: inactive.extend(h for b in batches for h in b.values["host"]),
+    )
+    result, _, _ = pull_with(changing(tc, change), Source(CC, "owner", CC), options)
+    assert result.restarts == 1
+    assert sorted(inactive) == ["h12.example", "h4.example"]
+    assert result.inactive == 2
 
 
 def test_v2_changing_too_much_fails() -> None:
