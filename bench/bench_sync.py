@@ -201,8 +201,8 @@ def main() -> None:
         (one, one_peak, one_tree), (two, two_peak, two_tree) = medians[name], bigger[name]
         print(
             f"  {name:<14} time x{two / one:.2f}, "
-            f"peak RSS +{(two_peak - one_peak) / millions:.0f} MiB per extra million "
-            f"(tree +{(two_tree - one_tree) / millions:.0f})"
+            f"peak RSS {(two_peak - one_peak) / millions:+.0f} MiB per extra million "
+            f"(tree {(two_tree - one_tree) / millions:+.0f})"
         )
 
 
