@@ -87,13 +87,19 @@ class Collector:
         found = self._tag_memo.get(raw)
         if found is not None:
             return found
-        cleaned = cb_tags(raw)[:MAX_TAGS]
+        tag_id = self.tag_set_id(cb_tags(raw)[:MAX_TAGS])
+        if len(self._tag_memo) < 65536:
+            self._tag_memo[raw] = tag_id
+        return tag_id
+
+    def tag_set_id(self, cleaned: tuple[str, ...]) -> int:
+        """
+        The id of a cleaned tag set (added if new).
+        """
         tag_id = self._tag_ids.get(cleaned)
         if tag_id is None:
             tag_id = self._tag_ids[cleaned] = len(self.tag_sets)
             self.tag_sets.append(cleaned)
-        if len(self._tag_memo) < 65536:
-            self._tag_memo[raw] = tag_id
         return tag_id
 
     # -- filters ----------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import socket
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from .settings import SourceCounts
@@ -126,11 +126,29 @@ class PackedColumn:
         whole = len(positions) == len(meta)
         self.data += values.packed_bytes()
         self.meta.extend(meta if whole else [meta[p] for p in positions])
-        chosen = tags if whole else [tags[p] for p in positions]
+        self._add_tags(tags if whole else [tags[p] for p in positions])
+
+    def take(self, other: PackedColumn, tag_codes: Sequence[int]) -> None:
+        """
+        Append the values of another column, its tag set ids translated
+        by C{tag_codes} (see L{tcbridge.feed.merge}).
+        """
+        self.data += other.data
+        self.meta.extend(other.meta)
+        if other.tags is None:
+            self._add_tags([0] * len(other))
+        else:
+            self._add_tags([tag_codes[code] for code in other.tags])
+
+    def _add_tags(self, chosen: Sequence[int]) -> None:
+        """
+        The tag set ids of the values just added: the array is made only
+        once one has tags (2 bytes each, 4 once an id needs it).
+        """
         if self.tags is None and any(chosen):
             self.tags = array("H", bytes(2 * (len(self.meta) - len(chosen))))
         if self.tags is not None:
-            if self.tags.typecode == "H" and max(chosen) > 0xFFFF:
+            if self.tags.typecode == "H" and max(chosen, default=0) > 0xFFFF:
                 self.tags = array("I", self.tags)
             self.tags.extend(chosen)
 

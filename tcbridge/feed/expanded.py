@@ -33,6 +33,7 @@ import hashlib
 import ipaddress
 import socket
 from array import array
+from collections.abc import Sequence
 from itertools import compress
 from typing import Any, Final, cast
 
@@ -314,6 +315,34 @@ class ExpandedStore:
             if middle and middle != "#":
                 recent[middle] = (code, before, after)
         self.link.extend(codes)
+
+    def take(
+        self, other: ExpandedStore, label_codes: Sequence[int], tag_codes: Sequence[int]
+    ) -> None:
+        """
+        Append another store's rows (see L{tcbridge.feed.merge}): labels and
+        tag sets translated by the codes given, link templates and
+        descriptions into this store's, value rows moved past this store's.
+        """
+        base = len(self)
+        links = [self.templates.code(parts) for parts in other.templates.parts]
+        descriptions = [0] * len(other.descriptions)
+        for raw, code in other._description_index.items():
+            descriptions[code] = self._describe(raw)
+        self.label.extend(map(label_codes.__getitem__, other.label))
+        self.number.extend(other.number)
+        self.texts.update({base + row: text for row, text in other.texts.items()})
+        self.type.extend(other.type)
+        self.kinds.extend(other.kinds)
+        self.score.extend(other.score)
+        self.stamp.extend(other.stamp)
+        self.link.extend(map(links.__getitem__, other.link))
+        self.description.extend(map(descriptions.__getitem__, other.description))
+        self.tags.extend(map(tag_codes.__getitem__, other.tags))
+        for kind, column in other.values.items():
+            mine = self.values[kind]
+            mine.rows.extend(row + base for row in column.rows)
+            mine.data += column.data
 
     # -- reading back -----------------------------------------------------
 
