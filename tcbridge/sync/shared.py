@@ -62,8 +62,6 @@ from tcbridge.threatconnect.listing import JSONGetter, Listing, Tally, read_list
 
 log = Logger(observer=bridge_observer)
 
-#: The counts of a L{Tally} the copy sends back.
-_COUNTS = ("indicators", "skipped", "inactive", "duplicates", "restarts", "pages", "items")
 
 MakeListings = Callable[[JSONGetter], list[Listing]]
 
@@ -75,11 +73,11 @@ _OWN_REACTORS = frozenset({"EPollReactor", "PollReactor", "SelectReactor"})
 class CopyResult:
     """
     What the copy did: its builder (C{None} if it failed, and C{why}), its
-    tally's counts, and its client's requests and how they ended.
+    tally, and its client's requests and how they ended.
     """
 
     builder: FeedBuilder | None
-    counts: dict[str, int]
+    tally: Tally
     requests: int
     status_counts: dict[int | str, int]
     why: str = ""
@@ -177,11 +175,10 @@ class SharedPull:
 
     def _take_in(self, got: CopyResult, builder: FeedBuilder, tally: Tally) -> None:
         self.builder.merge(builder)
-        for name in _COUNTS:
-            setattr(tally, name, getattr(tally, name) + got.counts.get(name, 0))
+        tally.add(got.tally)
         self._count_requests(got)
         if self.on_counts is not None:
-            self.on_counts(got.counts.get("pages", 0), got.counts.get("indicators", 0))
+            self.on_counts(got.tally.pages, got.tally.indicators)
 
     def _count_requests(self, got: CopyResult) -> None:
         """
@@ -237,7 +234,7 @@ def _copy(
             why = ""
         result = CopyResult(
             None if why else builder,
-            {name: getattr(tally, name) for name in _COUNTS},
+            tally,
             client.requests,
             dict(client.status_counts),
             why,

@@ -39,7 +39,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from attrs import define, frozen
+from attrs import define, fields, frozen
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -102,6 +102,13 @@ class Tally:
     pages: int = 0
     #: raw items received, of any kind
     items: int = 0
+
+    def add(self, other: Tally) -> None:
+        """
+        Count what C{other} counted too (listings read elsewhere).
+        """
+        for one in fields(Tally):
+            setattr(self, one.name, getattr(self, one.name) + getattr(other, one.name))
 
 
 @frozen

@@ -126,8 +126,8 @@ async def test_two_processes_pull_what_one_pulls() -> None:
     assert shared_client.requests == alone_client.requests
     assert shared_client.status_counts == alone_client.status_counts
     assert len(_Counted.got) == 1 and _Counted.got[0].requests > 0
-    sent = _Counted.got[0].counts
-    assert _Counted.progress == [(sent["pages"], sent["indicators"])] and sent["pages"] > 0
+    sent = _Counted.got[0].tally
+    assert _Counted.progress == [(sent.pages, sent.indicators)] and sent.pages > 0
 
 
 class _Broken(SharedPull):
