@@ -171,9 +171,7 @@ def _serve(
         # pages the two processes now share.
         gc.disable()
         while (at := take_ticket(tickets)) is not None:
-            data = pickle.dumps(func(items[at]), protocol=pickle.HIGHEST_PROTOCOL)
-            write_all(out, at.to_bytes(8, "big") + len(data).to_bytes(8, "big"))
-            write_all(out, data)
+            send_pickled(out, (at, func(items[at])))
         status = 0
     finally:
         os._exit(status)
@@ -216,10 +214,41 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def send_pickled(fd: int, thing: object) -> None:
+    """
+    Send C{thing} pickled, after its length (8 bytes), for
+    L{receive_pickled}; blocks until all is written.
+    """
+    data = pickle.dumps(thing, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(len(data).to_bytes(8, "big") + data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def receive_pickled(fd: int, deadline: float) -> Any:
+    """
+    What L{send_pickled} sent on C{fd} (from our own fork only).
+
+    :raise TimeoutError: if it is not all there by C{deadline} (a
+        C{time.monotonic} time).
+    :raise EOFError: if the sender ended before sending it all.
+    """
+    size = int.from_bytes(_read_exactly(fd, 8, deadline), "big")
+    return pickle.loads(_read_exactly(fd, size, deadline))  # noqa: S301 - our own fork's bytes
+
+
+def _read_exactly(fd: int, size: int, deadline: float) -> bytearray:
+    buffer = bytearray(size)
+    with memoryview(buffer) as view:
+        at = 0
+        while at < size:
+            if not readable(fd, deadline - time.monotonic()):
+                raise TimeoutError("the copy sent nothing in time")
+            got = os.readv(fd, [view[at:]])
+            if not got:
+                raise EOFError("the copy ended")
+            at += got
+    return buffer
 
 
 class _Pipe:
@@ -244,23 +273,8 @@ class _Pipe:
         :raise TimeoutError: if it took too long.
         :raise EOFError: if the copy ended before sending it.
         """
-        deadline = time.monotonic() + self.timeout
-        head = self._read(16, deadline)
-        at, size = int.from_bytes(head[:8], "big"), int.from_bytes(head[8:], "big")
-        return at, pickle.loads(self._read(size, deadline))  # noqa: S301 - our own fork's bytes
-
-    def _read(self, size: int, deadline: float) -> bytes:
-        chunks = []
-        while size:
-            wait = deadline - time.monotonic()
-            if wait <= 0 or not readable(self.fd, wait):
-                raise TimeoutError("the copy sent no result in time")
-            chunk = os.read(self.fd, min(size, 1 << 20))
-            if not chunk:
-                raise EOFError("the copy ended")
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
+        at, got = receive_pickled(self.fd, time.monotonic() + self.timeout)
+        return at, got
 
 
 def readable(fd: int, wait: float) -> bool:

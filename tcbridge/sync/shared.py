@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import pickle
 import signal
 import time
 from collections.abc import Callable
@@ -51,9 +50,9 @@ from tcbridge.feed.forked import (
     end_copy,
     fork_with_tickets,
     quiet_copy,
-    readable,
+    receive_pickled,
+    send_pickled,
     take_ticket,
-    write_all,
 )
 from tcbridge.feed.text import one_line
 from tcbridge.logs import bridge_observer
@@ -239,9 +238,7 @@ def _copy(
             dict(client.status_counts),
             why,
         )
-        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-        write_all(out, len(data).to_bytes(8, "big"))
-        write_all(out, data)
+        send_pickled(out, result)
         status = 0
     finally:
         os._exit(status)
@@ -264,42 +261,17 @@ def _receive(fd: int, patience: float) -> CopyResult | str:
     there is none: what the copy said, or that it died or took longer than
     C{patience} seconds.
     """
-    deadline = time.monotonic() + patience
     try:
-        head = _read_exactly(fd, 8, deadline)
-        if head is None:
-            return "it ended without an answer"
-        data = _read_exactly(fd, int.from_bytes(head, "big"), deadline)
-        if data is None:
-            return "it ended without an answer"
-        result = pickle.loads(data)  # noqa: S301 - our own fork's bytes
+        result = receive_pickled(fd, time.monotonic() + patience)
         return result if isinstance(result, CopyResult) else "its answer made no sense"
+    except EOFError:
+        return "it ended without an answer"
     except TimeoutError:
         return f"no answer within {patience:.0f} s"
     except Exception as e:  # an answer that cannot be read is no answer
         return f"its answer could not be read ({e.__class__.__name__})"
     finally:
         os.close(fd)
-
-
-def _read_exactly(fd: int, size: int, deadline: float) -> bytearray | None:
-    """
-    C{size} bytes from C{fd}, or C{None} if it ends first.
-
-    :raise TimeoutError: past C{deadline}.
-    """
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    at = 0
-    while at < size:
-        if not readable(fd, deadline - time.monotonic()):
-            raise TimeoutError
-        got = os.readv(fd, [view[at:]])
-        if not got:
-            return None
-        at += got
-    view.release()
-    return buffer
 
 
 def _kill(pid: int) -> None:
