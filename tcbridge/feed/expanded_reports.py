@@ -104,6 +104,14 @@ def _repeated(keys: NDArray[Any]) -> NDArray[np.bool_]:
     for column in columns:
         ordered = column[order]
         same &= ordered[1:] == ordered[:-1]
+    return _in_runs(order, same)
+
+
+def _in_runs(order: NDArray[np.intp], same: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """
+    Which rows are in a run of equal keys, given the rows in key order and,
+    for each neighbour pair in that order, whether their keys are equal.
+    """
     hit = np.zeros(len(order), dtype=bool)
     hit[1:] |= same
     hit[:-1] |= same
@@ -129,12 +137,7 @@ def _repeated_numbers(store: ExpandedStore) -> NDArray[np.bool_]:
         keys = keys[order]
         same = keys[1:] == keys[:-1]
         del keys
-        hit = np.zeros(len(order), dtype=bool)
-        hit[1:] |= same
-        hit[:-1] |= same
-        del same
-        out = np.zeros(len(order), dtype=bool)
-        out[order] = hit
+        out = _in_runs(order, same)
     else:
         out = _repeated(np.stack((labels.astype(np.uint64), numbers), axis=1))
     out[list(store.texts)] = False
