@@ -258,6 +258,19 @@ def test_checked_later_sound_cache_stays(tmp_path: Path) -> None:
     assert (cache / CACHE_FILE_NAME).read_bytes() == body
 
 
+def _served_damaged(cache: Path) -> tuple[FeedStore, bytes]:
+    """
+    A store started on a published cache whose feed was then damaged
+    without changing its size (L{_flip_last_digit}): served for now, its
+    check still to come; and the feed as it was published.
+    """
+    body, _ = _published(cache)
+    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body))
+    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    assert store.load_cache(_read, check_later=True) is not None
+    return store, body
+
+
 def test_checked_later_damage_withdraws_the_cached_feed(tmp_path: Path) -> None:
     """
     A cached feed damaged without changing its size (served for the moment
@@ -265,11 +278,8 @@ def test_checked_later_damage_withdraws_the_cached_feed(tmp_path: Path) -> None:
     served, the file is set aside, and the warning names it.
     """
     cache = tmp_path / "cache"
-    body, _ = _published(cache)
+    store, body = _served_damaged(cache)
     damaged = _flip_last_digit(body)
-    (cache / CACHE_FILE_NAME).write_bytes(damaged)
-    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
-    assert store.load_cache(_read, check_later=True) is not None
     problem = store.check_loaded()
     assert problem == "its checksum does not match the meta file"
     warning = store.drop_loaded(problem)
@@ -287,10 +297,7 @@ def test_checked_later_damage_after_a_newer_publish_changes_nothing(tmp_path: Pa
     file stay.
     """
     cache = tmp_path / "cache"
-    body, _ = _published(cache)
-    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body))
-    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
-    assert store.load_cache(_read, check_later=True) is not None
+    store, body = _served_damaged(cache)
     problem = store.check_loaded()
     assert problem is not None
     newer = Snapshot.of(body, 1, 1, 6.0)
@@ -320,12 +327,8 @@ def test_service_check_puts_the_warning_on_the_page(tmp_path: Path) -> None:
     damaged cached feed and adds the warning to the notices the page and
     /healthz show.
     """
-    cache = tmp_path / "cache"
-    body, _ = _published(cache)
-    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body))
-    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
+    store, _ = _served_damaged(tmp_path / "cache")
     status = SyncStatus(started_at=0.0, notices=("configured notice",))
-    assert store.load_cache(_read, check_later=True) is not None
     result_of(check_cached_feed(store, status, run_inline))
     assert store.current is None
     assert status.notices[0] == "configured notice"
@@ -341,10 +344,7 @@ def test_checked_later_damage_found_during_a_publish_keeps_the_new_file(
     verdict on the old file must not set the new one aside.
     """
     cache = tmp_path / "cache"
-    body, _ = _published(cache)
-    (cache / CACHE_FILE_NAME).write_bytes(_flip_last_digit(body))
-    store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
-    assert store.load_cache(_read, check_later=True) is not None
+    store, _ = _served_damaged(cache)
     problem = store.check_loaded()
     assert problem is not None
     builder = FeedBuilder()
