@@ -249,12 +249,19 @@ def _new_indicators(
             seen.mark(keys, attempt)  # type: ignore[arg-type]
             kept.append(batch)
             continue
-        kept_rows = _first_reads(keys, seen, attempt, tally, count_repeats)
-        if len(kept_rows) == len(batch):
-            kept.append(batch)
-        elif kept_rows:
-            kept.append(batch.select(kept_rows))
+        _keep(kept, batch, _first_reads(keys, seen, attempt, tally, count_repeats))
     return kept
+
+
+def _keep(kept: list[IndicatorBatch], batch: IndicatorBatch, rows: list[int]) -> None:
+    """
+    Add the C{rows} of C{batch} to C{kept}: the batch itself if they are
+    all of it, nothing if none.
+    """
+    if len(rows) == len(batch):
+        kept.append(batch)
+    elif rows:
+        kept.append(batch.select(rows))
 
 
 def _first_reads(
@@ -461,10 +468,7 @@ def _first_sightings(
         new = [at for at, key in enumerate(found) if key is None or key not in keys]
         keys.update(key for key in found if key is not None)
         repeated += len(found) - len(new)
-        if len(new) == len(found):
-            fresh.append(batch)
-        elif new:
-            fresh.append(batch.select(new))
+        _keep(fresh, batch, new)
     return fresh, repeated
 
 
