@@ -220,9 +220,10 @@ def send_pickled(fd: int, thing: object) -> None:
     L{receive_pickled}; blocks until all is written.
     """
     data = pickle.dumps(thing, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(len(data).to_bytes(8, "big") + data)
-    while view:
-        view = view[os.write(fd, view) :]
+    for part in (len(data).to_bytes(8, "big"), data):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def receive_pickled(fd: int, deadline: float) -> Any:
