@@ -9,9 +9,9 @@ Per source label (L{LabelStore}) and IOC kind, a L{PackedColumn} holds:
    SHA-256, 4 per IPv4 address, 16 per IPv6 address, and for host names
    the name followed by a newline;
  - C{meta}: per value, C{timestamp << 7 | score} (8 bytes);
- - C{tags}: per value, the id of its cleaned tag set (2 bytes, 4 once there
-   are more than 65,535 sets), made only once a value with tags arrives
-   (all 0 before).
+ - C{tags}: per value, the id of its cleaned tag set (2 bytes, wider once
+   there are more than 65,535 sets: see L{extended}), made only once a
+   value with tags arrives (all 0 before).
 """
 
 from __future__ import annotations
@@ -30,6 +30,26 @@ MAX_TIMESTAMP: Final = 2**53
 
 #: bytes per packed value of the fixed-width kinds
 FIXED_WIDTH: Final[dict[str, int]] = {"md5": 16, "sha256": 32, "ipv4": 4, "ipv6": 16}
+
+#: the next wider type of an array of unsigned numbers
+_WIDER: Final = {"B": "H", "H": "I", "I": "Q"}
+
+
+def extended(target: array[int], values: Iterable[int]) -> array[int]:
+    """
+    An array of unsigned numbers with C{values} appended, kept as narrow as
+    its values allow: C{target} itself, or a copy of it in a wider type
+    when a value does not fit (the caller keeps the array returned).
+    """
+    if not isinstance(values, array):
+        values = array("Q", values)
+    top = max(values, default=0)
+    while top >> (8 * target.itemsize):
+        target = array(_WIDER[target.typecode], target)
+    if values.typecode != target.typecode:
+        values = array(target.typecode, values)
+    target.extend(values)
+    return target
 
 
 class KindValues:
@@ -148,9 +168,7 @@ class PackedColumn:
         if self.tags is None and any(chosen):
             self.tags = array("H", bytes(2 * (len(self.meta) - len(chosen))))
         if self.tags is not None:
-            if self.tags.typecode == "H" and max(chosen, default=0) > 0xFFFF:
-                self.tags = array("I", self.tags)
-            self.tags.extend(chosen)
+            self.tags = extended(self.tags, chosen)
 
 
 class LabelStore:

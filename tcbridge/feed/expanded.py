@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 The Expanded feed: one report per ThreatConnect indicator, kept in
-columns (L{ExpandedStore}: about 30 bytes per indicator plus its packed
+columns (L{ExpandedStore}: about 19 bytes per indicator plus its packed
 values) and planned with numpy.
 
 B{Report ids}: C{<label prefix>-<ThreatConnect id>}, or C{h} and 16 hex
@@ -39,7 +39,7 @@ from typing import Any, Final, cast
 
 from tcbridge.threatconnect.records import IndicatorBatch
 
-from .columns import FIXED_WIDTH, KindValues, LabelStore
+from .columns import FIXED_WIDTH, KindValues, LabelStore, extended
 from .text import http_link, valid_text
 
 TC_TYPES: Final = ("File", "Address", "Host")
@@ -164,22 +164,24 @@ class ExpandedStore:
     indicator) its label, id, type, IOC kinds (a bit each), score,
     timestamp, link template, description and tag set; per IOC kind, a
     L{ValueColumn}.  A page is added with a handful of array operations
-    and a few dict lookups per indicator, and takes about 30 bytes per
-    indicator plus its packed values.
+    and a few dict lookups per indicator, and takes about 19 bytes per
+    indicator plus its packed values: ids and timestamps take 4 bytes and
+    codes 2 until a value needs more (see L{extended}), so read the
+    columns with their own item type.
     """
 
     def __init__(self) -> None:
         self.label = array("H")
-        self.number = array("Q")
+        self.number = array("I")
         #: row -> id, for ids that are not a plain number (see module docstring)
         self.texts: dict[int, str] = {}
         self.type = array("B")
         self.kinds = array("B")
         self.score = array("B")
-        self.stamp = array("q")
-        self.link = array("I")
-        self.description = array("I")
-        self.tags = array("I")
+        self.stamp = array("I")
+        self.link = array("H")
+        self.description = array("H")
+        self.tags = array("H")
         self.values: dict[str, ValueColumn] = {kind: ValueColumn() for kind in KIND_ORDER}
         self.templates = _Templates()
         self.descriptions: list[str] = [""]
@@ -252,10 +254,11 @@ class ExpandedStore:
         self.type += array("B", [TYPE_CODE[batch.type]]) * len(used)
         self.kinds.frombytes(bytes(kinds) if every else bytes(kinds[p] for p in used))
         self.score.extend(scores if every else [scores[p] for p in used])
-        self.stamp.extend(stamps if every else [stamps[p] for p in used])
-        self.tags.extend(tags if every else [tags[p] for p in used])
+        self.stamp = extended(self.stamp, stamps if every else [stamps[p] for p in used])
+        self.tags = extended(self.tags, tags if every else [tags[p] for p in used])
         descriptions = batch.descriptions
-        self.description.extend(self._describe_all([descriptions[row] for row in chosen]))
+        codes = self._describe_all([descriptions[row] for row in chosen])
+        self.description = extended(self.description, codes)
         ids = batch.ids
         idents = [ids[row] for row in chosen]
         firsts = _first_values(values, used)
@@ -270,17 +273,18 @@ class ExpandedStore:
         """
         base = len(self.number)
         if _plain_numbers(idents):
-            self.number.extend(map(int, idents))
+            self.number = extended(self.number, list(map(int, idents)))
             return
+        numbers = [0] * len(idents)
         for offset, ident in enumerate(idents):
             if ident.isascii() and ident.isdigit() and len(ident) <= 20:
                 if len(ident) <= _MAX_NUMBER_DIGITS and (ident[0] != "0" or ident == "0"):
-                    self.number.append(int(ident))
+                    numbers[offset] = int(ident)
                     continue
                 self.texts[base + offset] = ident
             else:
                 self.texts[base + offset] = hashed_ident(type_name, firsts[offset])
-            self.number.append(0)
+        self.number = extended(self.number, numbers)
 
     def _add_links(
         self,
@@ -314,7 +318,7 @@ class ExpandedStore:
             before, middle, after = templates.parts[code]
             if middle and middle != "#":
                 recent[middle] = (code, before, after)
-        self.link.extend(codes)
+        self.link = extended(self.link, codes)
 
     def take(
         self, other: ExpandedStore, label_codes: Sequence[int], tag_codes: Sequence[int]
@@ -330,15 +334,17 @@ class ExpandedStore:
         for raw, code in other._description_index.items():
             descriptions[code] = self._describe(raw)
         self.label.extend(map(label_codes.__getitem__, other.label))
-        self.number.extend(other.number)
+        self.number = extended(self.number, other.number)
         self.texts.update({base + row: text for row, text in other.texts.items()})
         self.type.extend(other.type)
         self.kinds.extend(other.kinds)
         self.score.extend(other.score)
-        self.stamp.extend(other.stamp)
-        self.link.extend(map(links.__getitem__, other.link))
-        self.description.extend(map(descriptions.__getitem__, other.description))
-        self.tags.extend(map(tag_codes.__getitem__, other.tags))
+        self.stamp = extended(self.stamp, other.stamp)
+        self.link = extended(self.link, map(links.__getitem__, other.link))
+        self.description = extended(
+            self.description, map(descriptions.__getitem__, other.description)
+        )
+        self.tags = extended(self.tags, map(tag_codes.__getitem__, other.tags))
         for kind, column in other.values.items():
             mine = self.values[kind]
             mine.rows.extend(row + base for row in column.rows)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from array import array
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import orjson
@@ -71,6 +72,14 @@ class _Buffer:
 
     def array(self) -> NDArray[np.uint8]:
         return np.concatenate(self.parts) if self.parts else np.empty(0, dtype=np.uint8)
+
+
+def view(column: array[int]) -> NDArray[Any]:
+    """
+    A column of an L{ExpandedStore} as numpy sees it, in the column's own
+    item type (which widens as values need).
+    """
+    return np.frombuffer(column, dtype=column.typecode)
 
 
 def _digits(
@@ -177,10 +186,10 @@ class ChunkRenderer:
         types = np.frombuffer(store.type, dtype=np.uint8)[rows].astype(np.int64)
         kinds = np.frombuffer(store.kinds, dtype=np.uint8)[rows]
         scores = np.frombuffer(store.score, dtype=np.uint8)[rows].astype(np.int64)
-        numbers = np.frombuffer(store.number, dtype=np.uint64)[rows]
-        links = np.frombuffer(store.link, dtype=np.uint32)[rows].astype(np.int64)
-        descriptions = np.frombuffer(store.description, dtype=np.uint32)[rows].astype(np.int64)
-        tag_codes = np.frombuffer(store.tags, dtype=np.uint32)[rows].astype(np.int64)
+        numbers = view(store.number)[rows]
+        links = view(store.link)[rows].astype(np.int64)
+        descriptions = view(store.description)[rows].astype(np.int64)
+        tag_codes = view(store.tags)[rows].astype(np.int64)
 
         separator = np.ones(count, dtype=np.int64)
         separator[0] = 0

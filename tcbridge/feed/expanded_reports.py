@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from .columns import FIXED_WIDTH
 from .expanded import KIND_ORDER, Entry, ExpandedStore, Value, content_suffix
-from .expanded_render import ChunkRenderer, Rendered, insert_stamps
+from .expanded_render import ChunkRenderer, Rendered, insert_stamps, view
 from .forked import ordered_map
 from .history import HistoryRecorder, ReportHistory
 from .render import Body, Chunk
@@ -124,7 +124,7 @@ def _repeated_numbers(store: ExpandedStore) -> NDArray[np.bool_]:
     """
     The rows whose (label, numeric id) another row has too.
     """
-    numbers = np.frombuffer(store.number, dtype=np.uint64)
+    numbers = view(store.number)
     labels = np.frombuffer(store.label, dtype=np.uint16)
     if len(numbers) and int(numbers.max()) < 1 << 48:
         # One word per row, the label above the id, made and ordered with
@@ -356,12 +356,12 @@ class ExpandedReports:
         """
         store = self.store
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
-        numbers = np.frombuffer(store.number, dtype=np.uint64)
+        numbers = view(store.number)
         present = np.unique(labels).tolist()
         parts = []
         for index in sorted(present, key=lambda i: self.prefixes[self.labels[i]]):
             chosen = rows[labels == index] if len(present) > 1 else rows
-            key, digits = _sort_keys(numbers[chosen])
+            key, digits = _sort_keys(numbers[chosen].astype(np.uint64))
             parts.append(chosen[np.lexsort((digits, key))])
         return np.concatenate(parts) if parts else rows
 
@@ -408,7 +408,7 @@ class ExpandedReports:
         store = self.store
         rows = np.where(sequence >= 0, sequence, 0)
         scores = np.frombuffer(store.score, dtype=np.uint8)[rows].astype(np.int64)
-        newest = np.frombuffer(store.stamp, dtype=np.int64)[rows].copy()
+        newest = view(store.stamp)[rows].astype(np.int64)
         for at in np.flatnonzero(sequence < 0).tolist():
             item = others[-1 - int(sequence[at])]
             if isinstance(item, int):
@@ -486,7 +486,7 @@ class ExpandedReports:
         rows = window[window >= 0]
         if not len(rows):
             return None
-        newest = np.frombuffer(self.store.stamp, dtype=np.int64)[rows]
+        newest = view(self.store.stamp)[rows].astype(np.int64)
         if not digests_needed:
             return _Done(renderer.render(rows, newest), None, None)
         bare = renderer.render(rows, None)
@@ -509,7 +509,7 @@ class ExpandedReports:
         """
         store = self.store
         labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
-        numbers = np.frombuffer(store.number, dtype=np.uint64)[rows]
+        numbers = view(store.number)[rows].astype(np.uint64)
         stamps = newest.astype(np.int64).copy()
         for index in np.unique(labels).tolist():
             chosen = labels == index
@@ -528,7 +528,7 @@ class ExpandedReports:
         """
         assert done.stamps is not None and done.digests is not None
         labels = np.frombuffer(self.store.label, dtype=np.uint16)[rows]
-        numbers = np.frombuffer(self.store.number, dtype=np.uint64)[rows]
+        numbers = view(self.store.number)[rows]
         for index in np.unique(labels).tolist():
             chosen = labels == index
             recorder.add_head(

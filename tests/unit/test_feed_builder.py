@@ -816,3 +816,52 @@ def test_expanded_links_of_another_instance() -> None:
         "b" * 32: "https://tc.example/auth",
         "twice.example.com": "https://partner.example/auth",
     }
+
+
+def test_expanded_ids_and_timestamps_of_any_size() -> None:
+    """
+    ThreatConnect ids and timestamps too large for 32 bits reach the
+    Expanded feed exactly, whether they come before, between or after
+    small ones, and the reports of the small ones are not changed by them.
+    """
+    small = [file(f"{n:032x}", id=str(n + 1), last_modified=100 + n) for n in range(3)]
+    large = [
+        file("f" * 32, id="123456789012345678", last_modified=2**40),
+        host("wide.example", id=str(2**32), last_modified=2**32),
+    ]
+    feeds = []
+    for pages in ([small, large], [large, small], [small[:1], large, small[1:]]):
+        builder = FeedBuilder(FeedSettings(grouping="Expanded"))
+        for page in pages:
+            builder.add(page)
+        feeds.append(dumps(builder.build()))
+    assert feeds[0] == feeds[1] == feeds[2]
+    reports = {r["id"]: r for r in orjson.loads(feeds[0])["reports"]}
+    assert reports[f"{PREFIX}-123456789012345678"]["timestamp"] == 2**40
+    assert reports[f"{PREFIX}-{2**32}"]["timestamp"] == 2**32
+    assert [reports[f"{PREFIX}-{n + 1}"]["timestamp"] for n in range(3)] == [100, 101, 102]
+    only_small = FeedBuilder(FeedSettings(grouping="Expanded"))
+    only_small.add(small)
+    large_ids = {f"{PREFIX}-123456789012345678", f"{PREFIX}-{2**32}"}
+    kept = [r for r in orjson.loads(feeds[0])["reports"] if r["id"] not in large_ids]
+    assert kept == only_small.build()["reports"]
+
+
+def test_extended_keeps_arrays_narrow_until_a_value_needs_more() -> None:
+    """
+    L{extended} appends in place while values fit, and hands back a wider
+    copy holding every value when one does not.
+    """
+    from array import array
+
+    from tcbridge.feed.columns import extended
+
+    codes = array("H", [1, 2])
+    assert extended(codes, [3]) is codes and codes.tolist() == [1, 2, 3]
+    wider = extended(codes, iter([70_000, 4]))
+    assert wider.typecode == "I" and wider.tolist() == [1, 2, 3, 70_000, 4]
+    widest = extended(wider, array("Q", [2**40]))
+    assert widest.typecode == "Q" and widest.tolist()[-1] == 2**40
+    assert extended(array("I", [5]), array("B", [6])).tolist() == [5, 6]
+    with pytest.raises(OverflowError):
+        extended(array("H"), [-1])

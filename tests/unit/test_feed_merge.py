@@ -26,17 +26,20 @@ def _made(seed: int, count: int) -> list[Indicator]:
     """
     Indicators of three labels with what makes merging hard: tags, links
     and descriptions kept as shared codes, values several indicators hold,
-    ids used twice, ids that are not numbers, values in upper case.
+    ids used twice, ids that are not numbers, values in upper case, ids
+    and timestamps too large for 32 bits.
     """
     rng = random.Random(seed)
     made = []
     for n in range(count):
         label = rng.choice(("Common Community", "Example Organization", "Other"))
         common: dict[str, Any] = {
-            "id": rng.choice((str(n + 1), str(n + 1), str(rng.randrange(5) + 1), f"x{n}")),
+            "id": rng.choice(
+                (str(n + 1), str(n + 1), str(rng.randrange(5) + 1), f"x{n}", str(2**40 + n))
+            ),
             "source": label,
             "rating": float(rng.randrange(1, 6)),
-            "last_modified": 1_700_000_000 + rng.randrange(1000),
+            "last_modified": rng.choice((1_700_000_000, 2**40)) + rng.randrange(1000),
             "tags": tuple(rng.sample(("APT 28", "Botnet", "Phishing", "Crime"), rng.randrange(3))),
             "description": rng.choice((None, None, "seen in a campaign", "dropper")),
         }
