@@ -37,6 +37,9 @@ from collections.abc import Sequence
 from itertools import compress
 from typing import Any, Final, cast
 
+import numpy as np
+from numpy.typing import NDArray
+
 from tcbridge.threatconnect.records import IndicatorBatch
 
 from .columns import FIXED_WIDTH, KindValues, LabelStore, extended
@@ -140,22 +143,27 @@ class ValueColumn:
     def __init__(self) -> None:
         self.rows = array("I")
         self.data = bytearray()
-        self._starts: array[int] | None = None
+        self._starts: NDArray[np.unsignedinteger[Any]] | None = None
 
-    def starts(self) -> array[int]:
+    def starts(self) -> NDArray[np.unsignedinteger[Any]]:
         """
-        Host names: where each one starts in C{data} (worked out once, when
-        the build first asks).
+        Host names: where each one starts in C{data}, and then where the
+        last one's newline ends (so name C{i} is C{data[starts[i] :
+        starts[i + 1] - 1]}).  Worked out once, when the build first asks,
+        in 4 bytes each while C{data} is under 4 GiB.
         """
-        if self._starts is None or len(self._starts) != len(self.rows):
-            starts = array("Q", [0])
-            find = self.data.find
-            at = find(b"\n")
-            while at >= 0 and len(starts) < len(self.rows):
-                starts.append(at + 1)
-                at = find(b"\n", at + 1)
-            self._starts = starts
-        return self._starts
+        found = self._starts
+        if found is None or len(found) != len(self.rows) + 1:
+            data = np.frombuffer(self.data, dtype=np.uint8)
+            ends = np.flatnonzero(data == 10)
+            kind = np.uint32 if len(data) < 2**32 else np.uint64
+            starts: NDArray[np.unsignedinteger[Any]] = np.zeros(len(ends) + 1, dtype=kind)
+            after = starts[1:]
+            after[:] = ends
+            np.add(after, 1, out=after)
+            del data
+            found = self._starts = starts
+        return found
 
 
 class ExpandedStore:
@@ -416,8 +424,7 @@ def _packed_at(kind: str, column: ValueColumn, at: int) -> bytes:
     if width is not None:
         return bytes(column.data[at * width : (at + 1) * width])
     starts = column.starts()
-    end = column.data.index(10, starts[at])
-    return bytes(column.data[starts[at] : end])
+    return bytes(column.data[int(starts[at]) : int(starts[at + 1]) - 1])
 
 
 def _first_values(values: list[KindValues], used: list[int]) -> list[Value]:

@@ -39,8 +39,9 @@ _IPV6_WIDTH: Final = 45
 #: per row: where a value's text starts, its length, where its upper-case
 #: text starts (hashes only)
 Texts = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64] | None]
-#: where each host name starts and ends in its column
-Bounds = tuple[NDArray[np.int64], NDArray[np.int64]]
+#: where each host name starts in its column, and where the last one ends
+#: (see L{tcbridge.feed.expanded.ValueColumn.starts})
+Bounds = NDArray[np.unsignedinteger[Any]]
 
 
 class _Buffer:
@@ -143,9 +144,7 @@ class ChunkRenderer:
         data = np.frombuffer(column.data, dtype=np.uint8)
         if kind != "dns":
             return rows, data.reshape(-1, FIXED_WIDTH[kind]), None
-        ends = np.flatnonzero(data == 10).astype(np.int64)
-        starts = np.concatenate((np.zeros(1, dtype=np.int64), ends[:-1] + 1))
-        return rows, data, (starts, ends)
+        return rows, data, column.starts()
 
     def _link_parts(self, code: int) -> tuple[bytes, bytes]:
         found = self._links.get(code)
@@ -244,7 +243,8 @@ class ChunkRenderer:
                 out[kind] = (zeros, zeros, None)
                 continue
             column_rows, data, bounds = self._columns[kind]
-            at = np.searchsorted(column_rows, rows[has])
+            # (in the column's own type: another would copy the column)
+            at = np.searchsorted(column_rows, rows[has].astype(column_rows.dtype))
             upper = None
             if kind in ("md5", "sha256"):
                 packed = data[at]
@@ -291,8 +291,8 @@ class ChunkRenderer:
             padded = b"".join(text.ljust(_IPV6_WIDTH, b"\0") for text in texts)
             return np.frombuffer(padded, dtype=np.uint8).reshape(-1, _IPV6_WIDTH), lengths
         assert bounds is not None
-        starts = bounds[0][at]
-        lengths = bounds[1][at] - starts
+        starts = bounds[at].astype(np.int64)
+        lengths = bounds[at + 1].astype(np.int64) - starts - 1
         matrix = np.zeros((len(at), max(1, int(lengths.max()))), dtype=np.uint8)
         row = np.repeat(np.arange(len(at)), lengths)
         offset = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)

@@ -38,6 +38,8 @@ from .text import MAX_TAGS, source_prefixes
 CHUNK = 2048
 #: by number of digits: what pads a number to 19 digits
 _PADDING = np.array([0] + [10 ** (19 - d) for d in range(1, 20)], dtype=np.uint64)
+#: the same to 17 digits (room left for the number of digits in one word)
+_PADDING_17 = np.array([0] + [10 ** max(17 - d, 0) for d in range(1, 20)], dtype=np.uint64)
 
 # A report of the entangled ones: (id, score, newest, members, values)
 Special = tuple[str, int, int, list[tuple[str, str]], tuple[Value, ...]]
@@ -56,22 +58,36 @@ class _Done:
     digests: NDArray[np.uint64] | None
 
 
-def value_keys(store: ExpandedStore) -> Iterator[tuple[NDArray[np.intp], NDArray[Any]]]:
+#: keys looked up at a time when finding repeats
+_BLOCK = 1 << 16
+#: an odd 64-bit number: mixes two words into one key
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def value_keys(store: ExpandedStore) -> Iterator[tuple[NDArray[np.uint32], NDArray[np.uint64]]]:
     """
-    For each IOC kind, the rows holding a value of it and a key per value
-    (its packed bytes as words for fixed-width kinds, a hash for names).
+    For each IOC kind, the rows holding a value of it and a 64-bit key per
+    value: equal values have equal keys; unequal values rarely do, and then
+    only cost their rows the one-by-one logic, which compares the values
+    themselves.
     """
     for kind in KIND_ORDER:
         column = store.values[kind]
-        rows = np.frombuffer(column.rows, dtype=np.uint32).astype(np.intp)
+        rows = np.frombuffer(column.rows, dtype=np.uint32)
         if not len(rows):
             continue
         if kind == "dns":
-            yield rows, _name_keys(column.data, len(rows)).reshape(-1, 1)
-            continue
-        width = FIXED_WIDTH[kind]
-        data = np.frombuffer(column.data, dtype=np.uint8).reshape(-1, width)
-        yield rows, data.view(">u4" if width == 4 else ">u8")
+            yield rows, _name_keys(column.data, len(rows)).view(np.uint64)
+        elif kind == "ipv4":
+            yield rows, np.frombuffer(column.data, dtype=np.uint32).astype(np.uint64)
+        elif kind == "ipv6":
+            words = np.frombuffer(column.data, dtype=np.uint64).reshape(-1, 2)
+            keys = words[:, 1] * _MIX
+            keys ^= words[:, 0]
+            yield rows, keys
+        else:
+            # A hash's first 8 bytes are as good a key as the whole.
+            yield rows, np.frombuffer(column.data, dtype=np.uint64)[:: FIXED_WIDTH[kind] // 8]
 
 
 def _name_keys(data: bytearray, count: int, block: int = 1 << 20) -> NDArray[np.int64]:
@@ -93,30 +109,24 @@ def _name_keys(data: bytearray, count: int, block: int = 1 << 20) -> NDArray[np.
     return keys
 
 
-def _repeated(keys: NDArray[Any]) -> NDArray[np.bool_]:
+def _repeated(keys: NDArray[np.uint64]) -> NDArray[np.bool_]:
     """
-    For rows of keys (one key per row, possibly several words), which rows
-    hold a key another row holds too.
+    Which keys occur more than once: the repeated ones are found in a
+    sorted copy, then each block of keys is looked up among them (so one
+    whole-length copy exists at a time).
     """
-    columns = [keys[:, i] for i in range(keys.shape[1])]
-    order = np.lexsort(tuple(reversed(columns)))
-    same = np.ones(len(order) - 1, dtype=bool) if len(order) > 1 else np.zeros(0, dtype=bool)
-    for column in columns:
-        ordered = column[order]
-        same &= ordered[1:] == ordered[:-1]
-    return _in_runs(order, same)
-
-
-def _in_runs(order: NDArray[np.intp], same: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """
-    Which rows are in a run of equal keys, given the rows in key order and,
-    for each neighbour pair in that order, whether their keys are equal.
-    """
-    hit = np.zeros(len(order), dtype=bool)
-    hit[1:] |= same
-    hit[:-1] |= same
-    out = np.zeros(len(order), dtype=bool)
-    out[order] = hit
+    ordered = np.sort(keys)
+    same = ordered[1:] == ordered[:-1]
+    repeats = np.unique(ordered[1:][same])
+    del ordered, same
+    out = np.zeros(len(keys), dtype=bool)
+    if not len(repeats):
+        return out
+    last = len(repeats) - 1
+    for at in range(0, len(keys), _BLOCK):
+        block = keys[at : at + _BLOCK]
+        found = np.minimum(np.searchsorted(repeats, block), last)
+        out[at : at + _BLOCK] = repeats[found] == block
     return out
 
 
@@ -126,20 +136,13 @@ def _repeated_numbers(store: ExpandedStore) -> NDArray[np.bool_]:
     """
     numbers = view(store.number)
     labels = np.frombuffer(store.label, dtype=np.uint16)
+    keys = labels.astype(np.uint64)
     if len(numbers) and int(numbers.max()) < 1 << 48:
-        # One word per row, the label above the id, made and ordered with
-        # as few whole-length arrays alive at once as can be (this is the
-        # build's largest moment).
-        keys = labels.astype(np.uint64)
-        keys <<= np.uint64(48)
-        keys |= numbers
-        order = np.argsort(keys)
-        keys = keys[order]
-        same = keys[1:] == keys[:-1]
-        del keys
-        out = _in_runs(order, same)
+        keys <<= np.uint64(48)  # the label above the id: one exact word
     else:
-        out = _repeated(np.stack((labels.astype(np.uint64), numbers), axis=1))
+        keys *= _MIX
+    keys ^= numbers
+    out = _repeated(keys)
     out[list(store.texts)] = False
     return out
 
@@ -153,6 +156,7 @@ def entangled_rows(store: ExpandedStore) -> NDArray[np.bool_]:
     out = np.zeros(count, dtype=bool)
     for rows, keys in value_keys(store):
         out[rows[_repeated(keys)]] = True
+        del keys
     out |= _repeated_numbers(store)
     by_text: dict[tuple[int, str], list[int]] = {}
     for row, text in store.texts.items():
@@ -256,19 +260,28 @@ class _Entangled:
         return report, labels
 
 
-def _sort_keys(numbers: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], NDArray[np.uint8]]:
+def _text_order(numbers: NDArray[Any]) -> NDArray[np.intp]:
     """
-    Keys that order numbers as their decimal texts sort: the number padded
-    to 19 digits, then its length.
+    The order of distinct numbers as their decimal texts sort: by the
+    number padded with zeros to 19 digits, then by its length (one key of
+    both when the numbers have at most 17 digits).
     """
+    numbers = numbers.astype(np.uint64)
     digits = np.ones(len(numbers), dtype=np.uint8)
     bound = np.uint64(10)
     for _ in range(18):
         digits += numbers >= bound
         bound = bound * np.uint64(10)
+    if not len(numbers) or int(numbers.max()) < 10**17:
+        key = _PADDING_17[digits]
+        key *= numbers
+        key *= np.uint64(20)
+        key += digits
+        del numbers
+        return np.argsort(key)
     key = _PADDING[digits]
     key *= numbers
-    return key, digits
+    return np.lexsort((digits, key))
 
 
 class _LazyIds(Sequence[str]):
@@ -277,7 +290,7 @@ class _LazyIds(Sequence[str]):
     search).
     """
 
-    def __init__(self, reports: ExpandedReports, rows: NDArray[np.intp]) -> None:
+    def __init__(self, reports: ExpandedReports, rows: NDArray[np.signedinteger[Any]]) -> None:
         self._reports = reports
         self._rows = rows
 
@@ -318,7 +331,7 @@ class ExpandedReports:
 
     # -- planning ---------------------------------------------------------
 
-    def plan(self) -> tuple[NDArray[np.intp], list[tuple[int, Special | int]]]:
+    def plan(self) -> tuple[NDArray[np.signedinteger[Any]], list[tuple[int, Special | int]]]:
         """
         The order of the reports: the rows that are reports by themselves
         and numbered, in id order, and the others (entangled reports and
@@ -341,7 +354,7 @@ class ExpandedReports:
             skipped["duplicate"] = skipped.get("duplicate", 0) + self.entangled.duplicates
         plain = ~tangled
         plain[list(store.texts)] = False
-        order = self._numbered_order(np.flatnonzero(plain))
+        order = self._numbered_order(plain)
         others: list[tuple[str, Special | int]] = [(item[0], item) for item in special]
         for row, text in store.texts.items():
             if not tangled[row]:
@@ -349,21 +362,24 @@ class ExpandedReports:
         others.sort(key=lambda item: item[0])
         return order, self._merge(order, others)
 
-    def _numbered_order(self, rows: NDArray[np.intp]) -> NDArray[np.intp]:
+    def _numbered_order(self, plain: NDArray[np.bool_]) -> NDArray[np.signedinteger[Any]]:
         """
-        Rows with numeric ids in report id order: by id prefix, then by id
-        as text (sorted one label at a time, to keep the arrays small).
+        The C{plain} rows (numeric ids, each a report by itself) in report
+        id order: by id prefix, then by id as text.  Sorted one label at a
+        time, with 32-bit row numbers where they fit, to keep the arrays
+        small.
         """
         store = self.store
-        labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
+        kind = np.int32 if len(store) < 2**31 else np.int64
+        labels = np.frombuffer(store.label, dtype=np.uint16)
         numbers = view(store.number)
-        present = np.unique(labels).tolist()
+        present = np.unique(labels[plain]).tolist()
         parts = []
         for index in sorted(present, key=lambda i: self.prefixes[self.labels[i]]):
-            chosen = rows[labels == index] if len(present) > 1 else rows
-            key, digits = _sort_keys(numbers[chosen].astype(np.uint64))
-            parts.append(chosen[np.lexsort((digits, key))])
-        return np.concatenate(parts) if parts else rows
+            chosen = np.flatnonzero(plain & (labels == index) if len(present) > 1 else plain)
+            chosen = chosen.astype(kind)
+            parts.append(chosen[_text_order(numbers[chosen])])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=kind)
 
     def rid(self, row: int) -> str:
         """
@@ -372,7 +388,7 @@ class ExpandedReports:
         return f"{self.prefixes[self.labels[self.store.label[row]]]}-{self.store.ident(row)}"
 
     def _merge(
-        self, order: NDArray[np.intp], others: list[tuple[str, Special | int]]
+        self, order: NDArray[np.signedinteger[Any]], others: list[tuple[str, Special | int]]
     ) -> list[tuple[int, Special | int]]:
         """
         Where each of the others goes among the numbered rows (by id).
@@ -382,7 +398,7 @@ class ExpandedReports:
         ids = _LazyIds(self, order)
         return [(bisect.bisect_left(ids, rid), item) for rid, item in others]
 
-    def sequence(self) -> tuple[NDArray[np.int64], list[Special | int]]:
+    def sequence(self) -> tuple[NDArray[np.signedinteger[Any]], list[Special | int]]:
         """
         Every report in id order, after C{max_reports}: numbers >= 0 are
         rows that are reports by themselves, -1-k the k-th of the others.
@@ -390,8 +406,8 @@ class ExpandedReports:
         order, placed = self.plan()
         others = [item for _, item in placed]
         positions = [at for at, _ in placed]
-        numbered = order.astype(np.int64, copy=False)
-        sequence = np.insert(numbered, positions, -1 - np.arange(len(others)))
+        marks = (-1 - np.arange(len(others))).astype(order.dtype)
+        sequence = np.insert(order, positions, marks)
         limit = self.context.settings.max_reports
         if limit is not None and len(sequence) > max(limit, 0):
             scores, newest = self._scores_and_stamps(sequence, others)
@@ -403,7 +419,7 @@ class ExpandedReports:
         return sequence, others
 
     def _scores_and_stamps(
-        self, sequence: NDArray[np.int64], others: list[Special | int]
+        self, sequence: NDArray[np.signedinteger[Any]], others: list[Special | int]
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         store = self.store
         rows = np.where(sequence >= 0, sequence, 0)
@@ -438,7 +454,8 @@ class ExpandedReports:
         by_label = np.zeros(len(self.labels), dtype=np.int64)
         windows = [sequence[at : at + CHUNK] for at in range(0, len(sequence), CHUNK)]
         render = partial(self._rendered, renderer, stamper.needs_digests)
-        for window, done in zip(windows, ordered_map(render, windows, fork=fork), strict=True):
+        for part, done in zip(windows, ordered_map(render, windows, fork=fork), strict=True):
+            window = part.astype(np.int64)
             rows = window[window >= 0]
             self._count(rows, by_kind, by_label)
             if done is not None and stamper.recorder is not None:
@@ -476,14 +493,14 @@ class ExpandedReports:
                 yield self._single(others[-1 - int(window[single])], stamper)
 
     def _rendered(
-        self, renderer: ChunkRenderer, digests_needed: bool, window: NDArray[np.int64]
+        self, renderer: ChunkRenderer, digests_needed: bool, window: NDArray[Any]
     ) -> _Done | None:
         """
         The rows of a window that are a report each, rendered and stamped
         (C{None} if it has none).  Pure: reads the store and the old
         history, changes nothing, so a forked copy may run it.
         """
-        rows = window[window >= 0]
+        rows = window[window >= 0].astype(np.int64)
         if not len(rows):
             return None
         newest = view(self.store.stamp)[rows].astype(np.int64)
