@@ -464,7 +464,9 @@ def _gather(
     row_lengths = lengths.reshape(count, -1)
     report_starts = per_row[:, 0] + row_lengths[:, 0]
     report_ends = np.append(per_row[1:, 0], total)
-    return Rendered(source[index].tobytes(), report_starts, report_ends, per_row[:, stamp_segment])
+    # take() rather than source[index]: the same bytes, in half the time.
+    data = source.take(index).tobytes()
+    return Rendered(data, report_starts, report_ends, per_row[:, stamp_segment])
 
 
 def insert_stamps(bare: Rendered, stamps: NDArray[np.int64]) -> Rendered:
