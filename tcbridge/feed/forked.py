@@ -233,40 +233,58 @@ def _die_with_parent(parent: int) -> None:
 
 def send_pickled(fd: int, thing: object) -> None:
     """
-    Send C{thing} pickled, after its length (8 bytes), for
-    L{receive_pickled}; blocks until all is written.
+    Send C{thing} pickled, for L{receive_pickled}; blocks until all is
+    written.  The pickle is streamed: no copy of a large result is made
+    (a pull's builder is tens of megabytes).
     """
-    data = pickle.dumps(thing, protocol=pickle.HIGHEST_PROTOCOL)
-    for part in (len(data).to_bytes(8, "big"), data):
-        view = memoryview(part)
-        while view:
-            view = view[os.write(fd, view) :]
+    with open(fd, "wb", closefd=False) as out:
+        pickle.dump(thing, out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def receive_pickled(fd: int, deadline: float) -> Any:
     """
-    What L{send_pickled} sent on C{fd} (from our own fork only).
+    One thing L{send_pickled} sent on C{fd} (from our own fork only), read
+    as it is unpickled (nothing past its end).
 
     :raise TimeoutError: if it is not all there by C{deadline} (a
         C{time.monotonic} time).
     :raise EOFError: if the sender ended before sending it all.
     """
-    size = int.from_bytes(_read_exactly(fd, 8, deadline), "big")
-    return pickle.loads(_read_exactly(fd, size, deadline))  # noqa: S301 - our own fork's bytes
+    return pickle.load(_Reader(fd, deadline))  # noqa: S301 - our own fork's bytes
 
 
-def _read_exactly(fd: int, size: int, deadline: float) -> bytearray:
-    buffer = bytearray(size)
-    with memoryview(buffer) as view:
-        at = 0
-        while at < size:
-            if not readable(fd, deadline - time.monotonic()):
-                raise TimeoutError("the copy sent nothing in time")
-            got = os.readv(fd, [view[at:]])
-            if not got:
-                raise EOFError("the copy ended")
-            at += got
-    return buffer
+class _Reader:
+    """
+    What the unpickler reads a pipe through: exactly the bytes asked for,
+    each read by a deadline.
+    """
+
+    def __init__(self, fd: int, deadline: float) -> None:
+        self.fd = fd
+        self.deadline = deadline
+
+    def read(self, size: int) -> bytes:
+        buffer = bytearray(size)
+        self.readinto(buffer)
+        return bytes(buffer)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        with memoryview(buffer) as view, view.cast("B") as whole:
+            at = 0
+            while at < len(whole):
+                if not readable(self.fd, self.deadline - time.monotonic()):
+                    raise TimeoutError("the copy sent nothing in time")
+                got = os.readv(self.fd, [whole[at:]])
+                if not got:
+                    raise EOFError("the copy ended")
+                at += got
+            return at
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            line += self.read(1)
+        return bytes(line)
 
 
 class _Pipe:
