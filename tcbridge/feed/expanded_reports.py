@@ -109,7 +109,7 @@ def _name_keys(data: bytearray, count: int, block: int = 1 << 20) -> NDArray[np.
     return keys
 
 
-def _repeated(keys: NDArray[np.uint64]) -> NDArray[np.bool_]:
+def _repeated(keys: NDArray[Any]) -> NDArray[np.bool_]:
     """
     Which keys occur more than once: the repeated ones are found in a
     sorted copy, then each block of keys is looked up among them (so one
@@ -132,17 +132,20 @@ def _repeated(keys: NDArray[np.uint64]) -> NDArray[np.bool_]:
 
 def _repeated_numbers(store: ExpandedStore) -> NDArray[np.bool_]:
     """
-    The rows whose (label, numeric id) another row has too.
+    The rows whose (label, numeric id) another row has too: the ids of one
+    label at a time, in their own 4 or 8 bytes.
     """
     numbers = view(store.number)
     labels = np.frombuffer(store.label, dtype=np.uint16)
-    keys = labels.astype(np.uint64)
-    if len(numbers) and int(numbers.max()) < 1 << 48:
-        keys <<= np.uint64(48)  # the label above the id: one exact word
+    present = np.unique(labels).tolist()
+    if len(present) == 1:
+        out = _repeated(numbers)
     else:
-        keys *= _MIX
-    keys ^= numbers
-    out = _repeated(keys)
+        out = np.zeros(len(numbers), dtype=bool)
+        for index in present:
+            chosen = labels == index
+            out[chosen] = _repeated(numbers[chosen])
+            del chosen
     out[list(store.texts)] = False
     return out
 
@@ -273,12 +276,11 @@ def _text_order(numbers: NDArray[Any]) -> NDArray[np.intp]:
         digits += numbers >= bound
         bound = bound * np.uint64(10)
     if not len(numbers) or int(numbers.max()) < 10**17:
-        key = _PADDING_17[digits]
-        key *= numbers
-        key *= np.uint64(20)
-        key += digits
-        del numbers
-        return np.argsort(key)
+        numbers *= _PADDING_17[digits]  # (a copy: made into the key in place)
+        numbers *= np.uint64(20)
+        numbers += digits
+        del digits
+        return np.argsort(numbers)
     key = _PADDING[digits]
     key *= numbers
     return np.lexsort((digits, key))

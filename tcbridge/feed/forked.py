@@ -37,6 +37,8 @@ from typing import Any, Final, TypeVar
 
 from twisted.logger import globalLogPublisher
 
+from tcbridge.memory import trim
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -103,6 +105,9 @@ def fork_with_tickets(count: int) -> tuple[int, int, int, int] | None:
     processes (C{pid} is 0 in the copy); C{None}, with nothing left open,
     if any of it cannot be made.
     """
+    # Free memory given back first is memory the copy cannot come to own
+    # a copy of by reusing it.
+    trim()
     made: list[int] = []
     try:
         made.append(ticket_pipe(count))
