@@ -35,10 +35,7 @@ import socket
 from array import array
 from collections.abc import Sequence
 from itertools import compress
-from typing import Any, Final, cast
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from tcbridge.threatconnect.records import IndicatorBatch
 
@@ -50,6 +47,10 @@ TYPE_CODE: Final = {name: code for code, name in enumerate(TC_TYPES)}
 KIND_BITS: Final = {"md5": 1, "sha256": 2, "ipv4": 4, "ipv6": 8, "dns": 16}
 KIND_ORDER: Final = ("md5", "sha256", "ipv4", "ipv6", "dns")
 _MAX_NUMBER_DIGITS: Final = 19
+
+if TYPE_CHECKING:  # numpy is imported when a build needs it, not before the pull
+    import numpy as np
+    from numpy.typing import NDArray
 
 Value = tuple[str, str]
 Entry = tuple[int, int, str, str, str, tuple[Value, ...], tuple[str, ...]]
@@ -154,6 +155,8 @@ class ValueColumn:
         """
         found = self._starts
         if found is None or len(found) != len(self.rows) + 1:
+            import numpy as np
+
             data = np.frombuffer(self.data, dtype=np.uint8)
             ends = np.flatnonzero(data == 10)
             kind = np.uint32 if len(data) < 2**32 else np.uint64
