@@ -206,6 +206,8 @@ def main() -> None:
             f"p99 {stalls['p99_ms']:.0f} ms, {stalls['over_50_ms']:.0f} of "
             f"{stalls['ticks']:.0f} ticks late by over 50 ms"
         )
+        if stalls.get("late"):
+            print(f"  late ticks (since the service started): {', '.join(stalls['late'])}")
         print(
             f"/healthz from another process during the sync: {len(latencies)} requests, "
             f"median {statistics.median(latencies) * 1000:.1f} ms, "

@@ -33,7 +33,9 @@ def main() -> None:
     service = build_service(options, reactor)
     freeze_startup_objects()
     lags: list[float] = []
-    last = [time.perf_counter()]
+    started = time.perf_counter()
+    late: list[str] = []
+    last = [started]
     reported = [False]
 
     meta = Path(options["loaded"].sync.cache_folder) / META_FILE_NAME
@@ -41,6 +43,8 @@ def main() -> None:
     def tick() -> None:
         now = time.perf_counter()
         lags.append(now - last[0] - TICK)
+        if lags[-1] > 0.05:
+            late.append(f"{lags[-1] * 1000:.0f} ms at {last[0] - started:.2f} s")
         last[0] = now
         if not reported[0] and len(lags) % 10 == 0 and meta.exists():
             reported[0] = True
@@ -52,6 +56,7 @@ def main() -> None:
                         "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000,
                         "over_50_ms": sum(1 for lag in ordered if lag > 0.05),
                         "ticks": len(ordered),
+                        "late": late,
                     }
                 ).decode(),
                 flush=True,

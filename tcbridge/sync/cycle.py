@@ -368,25 +368,26 @@ class SyncCycle:
             result = await self._pull_build_finish(finish, record_history, directory, seen)
         except FeedHeldBackError:
             if seen is not None:
-                self._keep_seen(seen, None)
+                await self._keep_seen(seen, None)
             raise
         except BaseException:
             if seen is not None:
                 seen.discard()
             raise
         if seen is not None:
-            self._keep_seen(seen, self._committed)
+            await self._keep_seen(seen, self._committed)
         return result
 
-    def _keep_seen(self, seen: SeenWriter, committed: Any) -> None:
+    async def _keep_seen(self, seen: SeenWriter, committed: Any) -> None:
         """
         Make this sync's file of what it saw the one explanations (and the
-        next delta) read; if it cannot be written, say so and keep the
+        next delta) read, off the reactor (its fsync took over 100 ms at a
+        million indicators); if it cannot be written, say so and keep the
         previous one (the sync itself stands: the next delta, finding the
         old file no longer matching the store, reads the store).
         """
         try:
-            seen.finish(committed)
+            await self._run_heavy(seen.finish, committed)
         except OSError as e:
             seen.discard()
             self.log.warn(

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from treq.testing import StubTreq
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from tcbridge.cli import run_explain
@@ -222,3 +223,30 @@ def test_aged_out(tmp_path: Path) -> None:
     out = io.StringIO()
     assert run_explain(h.config, [old[0][0]], out) == 0
     assert "aged out" in out.getvalue()
+
+
+def test_the_file_of_what_a_sync_saw_reaches_the_disk_off_the_reactor(tmp_path: Path) -> None:
+    """
+    Writing out and syncing to disk what a sync saw (hundreds of megabytes
+    at a million indicators) is heavy work, handed to the service's worker
+    threads like the other disk writes, not done on the reactor.
+    """
+    h = Harness(count=300, cache_dir=str(tmp_path))
+    heavy: list[str] = []
+
+    def run_heavy(f: Any, *args: Any) -> Any:
+        heavy.append(getattr(f, "__qualname__", repr(f)))
+        return defer.maybeDeferred(f, *args)
+
+    h.cycle = SyncCycle(
+        h.config,
+        h.client,
+        h.store,
+        h.status,
+        h.clock,
+        seen_folder=str(tmp_path),
+        run_heavy=run_heavy,
+    )
+    result_of(h.run())
+    assert "SeenWriter.finish" in heavy
+    assert (tmp_path / FILE_NAME).exists()
