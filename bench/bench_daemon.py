@@ -59,6 +59,19 @@ def get(port: int, path: str, gzip: bool = False, timeout: float = 5.0) -> tuple
         connection.close()
 
 
+def wait_until_idle(port: int, limit: float = 300.0) -> float:
+    """
+    Wait until /healthz says no sync is running; when that was.
+    """
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        _, body = get(port, "/healthz")
+        if not orjson.loads(body)["running"]:
+            break
+        time.sleep(0.1)
+    return time.perf_counter()
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -188,6 +201,9 @@ def main() -> None:
             started = time.perf_counter()
             latencies, stalls = watch_sync(port, probe)
             elapsed = time.perf_counter() - started
+            # The cycle ends after publishing (the indicator store commits
+            # then): idle is once it has ended.
+            ended = wait_until_idle(port) - started
             time.sleep(3)
             _, body = get(port, "/threatconnect/json")
             _, gzipped = get(port, "/threatconnect/json", gzip=True)
@@ -200,7 +216,10 @@ def main() -> None:
         feed_mib = len(body) / 2**20
         gzip_mib = len(gzipped) / 2**20
         store = ", filling the indicator store" if args.incremental else ""
-        print(f"{args.count:,} indicators, {args.grouping}{store}: published in {elapsed:.1f} s")
+        print(
+            f"{args.count:,} indicators, {args.grouping}{store}: published in {elapsed:.1f} s, "
+            f"the cycle ended after {ended:.1f} s"
+        )
         print(
             f"reactor stalls (10 ms timer lateness): max {stalls['max_ms']:.0f} ms, "
             f"p99 {stalls['p99_ms']:.0f} ms, {stalls['over_50_ms']:.0f} of "

@@ -170,6 +170,22 @@ class IndicatorDB:
             return db
 
     @classmethod
+    def for_writing(cls, folder: str, wait: float = 30.0) -> IndicatorDB:
+        """
+        A second connection to the store in C{folder}, which the service
+        has opened (checked, migrated, set aside if damaged): for a
+        transaction run elsewhere (L{tcbridge.storechild}).
+        """
+        return cls._open(os.path.join(folder, FILE_NAME), False, wait)
+
+    def filled_elsewhere(self) -> None:
+        """
+        Note that another connection committed a full sync (see
+        L{for_writing}): the store no longer needs one.
+        """
+        self.needs_full_sync = False
+
+    @classmethod
     def _open(cls, path: str, existed: bool, wait: float) -> IndicatorDB:
         connection = sqlite3.connect(
             path, timeout=wait, isolation_level=None, check_same_thread=False

@@ -8,6 +8,7 @@ state (L{SourceState}) and one sync's changes (L{StoreChanges}).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -321,3 +322,15 @@ class _Encoder:
                 text = _json(value)
             out.append(text)
         return out
+
+
+_KEY_OF = operator.itemgetter(0, 1, 2, 3, 4, 5)
+
+
+def sort_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """
+    Rows (sorted in place) in key order, as the store takes them fastest
+    (rows with the same key keep their order, so the last one still wins).
+    """
+    rows.sort(key=_KEY_OF)
+    return rows

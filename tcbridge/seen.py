@@ -95,6 +95,16 @@ class SeenWriter:
             self._file.writelines(lines)
             self.stored_rows += stored_rows
 
+    def written(self) -> tuple[str, int]:
+        """
+        The file being written, and how far it is written out (flushed to
+        the system, so that another process can read that far).
+        """
+        if self._file is None:
+            return self._path, 0
+        self._file.flush()
+        return self._path, self._file.tell()
+
     def mark(self) -> tuple[int, int]:
         """
         Where the file stands now, to go back to with L{rewind}.

@@ -35,7 +35,8 @@ class SyncProgress:
     How far the running sync has got, for the page, /healthz and a
     terminal.
 
-    :ivar phase: C{pulling}, C{building} or C{publishing}.
+    :ivar phase: C{pulling}, C{building}, C{publishing} or C{storing} (the
+        indicator store commits what a sync pulled, after publishing).
     :ivar source: the source being pulled (its name).
     :ivar done: sources pulled so far, of C{sources}.
     :ivar pages: pages read so far, all sources together.

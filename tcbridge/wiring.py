@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
 from attrs import frozen
 from treq.client import HTTPClient
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -35,6 +37,7 @@ from tcbridge.net.agent import make_agent
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
+from tcbridge.storechild import ChildStore
 from tcbridge.sync.cycle import ShareFactory, SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, Incremental
 from tcbridge.sync.shared import SharedPull
@@ -339,17 +342,20 @@ def _builder(
 def make_incremental(config: Config, reactor: Any) -> Incremental | None:
     """
     Incremental syncs over an indicator store in the cache folder (its
-    calls in a thread of their own), if C{incremental_sync} is on.
+    calls in a thread of their own; a full sync's transaction in a child
+    process where the reactor can start one), if C{incremental_sync} is on.
     """
     folder = config.sync.cache_folder
     if not config.sync.incremental or folder is None:
         return None
     db = ThreadedIndicatorDB(reactor, folder)
+    fill = partial(ChildStore, reactor, folder) if IReactorProcess.providedBy(reactor) else None
     return Incremental(
         db.run,
         full_every=config.sync.full_sync_hours * 3600,
         overlap=int(config.sync.delta_overlap_minutes * 60),
         marker=os.path.join(folder, FULL_SYNC_FILE),
+        fill=fill,
     )
 
 

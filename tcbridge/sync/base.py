@@ -222,6 +222,14 @@ def _subset(batch: IndicatorBatch, keep: list[int]) -> IndicatorBatch:
     return _batch({"source": batch.source, "type": batch.type, **page}, keep)
 
 
+def page_batch(page: dict[str, Any]) -> IndicatorBatch:
+    """
+    A page of the file of what a sync saw, whole, as a batch (as the store
+    would give its rows back).
+    """
+    return _batch(page, None)
+
+
 def _batch(page: dict[str, Any], keep: list[int] | None) -> IndicatorBatch:
     """
     A page's rows (those of C{keep}; all with C{None}) as a batch.

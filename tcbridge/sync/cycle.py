@@ -412,7 +412,7 @@ class SyncCycle:
         self._committed = None
         if incremental is not None:
             plan = await incremental.plan(self._config.sources, now)
-            book = CycleBook(incremental, plan, now)
+            book = CycleBook(incremental, plan, now, seen=seen)
         try:
             pulls = await self._pull_all(builder, seen, book)
             if book is not None and not book.plan.full:
@@ -426,6 +426,9 @@ class SyncCycle:
                 await book.abort()
             raise
         if book is not None:
+            progress = self._status.progress
+            if progress is not None:
+                progress.phase = "storing"
             self._status.incremental = await book.commit()
             assert book.committed_states is not None
             self._committed = committed_token(book.committed_states)

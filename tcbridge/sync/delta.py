@@ -27,19 +27,20 @@ gives (feeds do not depend on the order indicators come in).
 from __future__ import annotations
 
 import contextlib
-import operator
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tcbridge.indicatordb import IndicatorDB
-from tcbridge.indicatorrows import SourceState, rows_of_batch
+from tcbridge.indicatorrows import SourceState, rows_of_batch, sort_rows
 from tcbridge.model import ApiVersion, Source
+from tcbridge.seen import SeenWriter
 from tcbridge.status import IncrementalState
 from tcbridge.sync.base import Overlay, committed_token
+from tcbridge.sync.fill import fill_from_seen
 from tcbridge.threatconnect.deleted import Deleted, list_deleted
 from tcbridge.threatconnect.listing import JSONGetter
 from tcbridge.threatconnect.records import IndicatorBatch
@@ -47,6 +48,19 @@ from tcbridge.threatconnect.tql import iso_time
 
 #: Runs C{method(db, *args)} on the store (in its thread in the service).
 StoreRunner = Callable[..., Awaitable[Any]]
+
+
+class ChildRunner(Protocol):
+    """
+    Runs a transaction's store calls elsewhere (L{tcbridge.storechild}).
+    """
+
+    def run(self, method: Callable[..., Any], *args: Any) -> Awaitable[Any]: ...
+
+    async def close(self) -> None: ...
+
+    def kill(self) -> None: ...
+
 
 #: The store's instance name for the one ThreatConnect of a configuration.
 INSTANCE = "default"
@@ -124,7 +138,6 @@ QUEUED_CALLS = 1
 #: Rows added to the store in one call, in key order (SQLite inserts rows
 #: near each other much faster than rows scattered over the table).
 ROW_BLOCK = 10_000
-_KEY_OF = operator.itemgetter(0, 1, 2, 3, 4, 5)
 
 
 @define
@@ -157,8 +170,7 @@ class Transaction:
     def _flush(self) -> None:
         rows, self._rows = self._rows, []
         if rows:
-            rows.sort(key=_KEY_OF)
-            self._queue(IndicatorDB.add_rows, rows)
+            self._queue(IndicatorDB.add_rows, sort_rows(rows))
 
     def drop_rows(self) -> None:
         """
@@ -166,19 +178,20 @@ class Transaction:
         """
         self._rows = []
 
-    def send(self, method: Callable[..., Any], *args: Any) -> None:
+    def send(self, method: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """
         Queue a call on the store without waiting for it (after the rows
-        queued before it).
+        queued before it); what it returns, when it has run.
         """
         self._flush()
-        self._queue(method, *args)
+        return self._queue(method, *args)
 
-    def _queue(self, method: Callable[..., Any], *args: Any) -> None:
+    def _queue(self, method: Callable[..., Any], *args: Any) -> Deferred[Any]:
         call = ensureDeferred(_call(self.run, method, *args))
         self._queued += 1
         call.addBoth(self._done)
         self._pending.append(call)
+        return call
 
     def _done(self, result: object) -> object:
         self._queued -= 1
@@ -233,6 +246,9 @@ class Incremental:
     full_every: float
     overlap: int
     marker: str | None = None
+    #: makes what runs a full sync's transaction elsewhere (a
+    #: L{tcbridge.storechild.ChildStore}); without it, C{run} runs it
+    fill: Callable[[], ChildRunner] | None = None
     _full_wanted: bool = True
     _requests: int = 0
     last_full: float | None = None
@@ -346,6 +362,10 @@ class CycleBook:
     plan: Plan
     now: float
     _tx: Transaction = field(init=False)
+    _child: ChildRunner | None = field(init=False, default=None)
+    #: the file of what this sync sees, which a full sync's child reads
+    seen: SeenWriter | None = None
+    _filled: int = field(init=False, default=0)
     _newest: dict[str, int] = field(factory=dict, init=False)
     _changes: dict[str, int] = field(factory=lambda: {"added": 0, "removed": 0}, init=False)
     overlay: Overlay = field(init=False)
@@ -355,7 +375,9 @@ class CycleBook:
         self.overlay = Overlay(
             replaced=frozenset(name for name, since in self.plan.since.items() if since is None)
         )
-        self._tx = Transaction(self.incremental.run)
+        if self.plan.full and self.incremental.fill is not None:
+            self._child = self.incremental.fill()
+        self._tx = Transaction(self.incremental.run if self._child is None else self._child.run)
         replaced = [
             (self.plan.instance(name), name)
             for name, since in self.plan.since.items()
@@ -375,12 +397,19 @@ class CycleBook:
             await pause()
             await self._tx.room()
 
-        return pause_and_wait
+        # A child reading the file holds no rows in waiting: nothing to wait for.
+        return pause if self._reads_seen() else pause_and_wait
+
+    def _reads_seen(self) -> bool:
+        return self._child is not None and self.seen is not None
 
     def pulled(self, source: str, batches: list[IndicatorBatch]) -> None:
         """
         Keep a page of a source's indicators (added, or updated).
         """
+        if self._reads_seen():
+            self._fill()
+            return
         rows = rows_of(self.plan.instance(source), source, batches)
         if not self.plan.full:
             self.overlay.pulled(source, rows, batches)
@@ -391,6 +420,27 @@ class CycleBook:
             self._newest[source] = max(self._newest.get(source, 0), max(stamps))
         self._changes["added"] += len(rows)
         self._tx.add_rows(rows)
+
+    def _fill(self) -> None:
+        """
+        Have the child store the pages written to the file of what this
+        sync saw since it was last told (it makes the rows; see
+        L{tcbridge.sync.fill}).
+        """
+        assert self.seen is not None
+        path, end = self.seen.written()
+        if end <= self._filled:
+            return
+        instances = {name: self.plan.instance(name) for name in self.plan.since}
+        call = self._tx.send(fill_from_seen, path, self._filled, end, instances)
+        self._filled = end
+        call.addCallback(self._stored)
+
+    def _stored(self, result: tuple[int, dict[str, int]]) -> None:
+        added, newest = result
+        self._changes["added"] += added
+        for source, stamp in newest.items():
+            self._newest[source] = max(self._newest.get(source, 0), stamp)
 
     def inactive(self, source: str, batches: list[IndicatorBatch]) -> None:
         """
@@ -458,7 +508,12 @@ class CycleBook:
         """
         await self._tx.settled()
         states = new_states(self.plan, self._newest, self.now)
-        await self.incremental.run(IndicatorDB.commit, states)
+        if self._child is None:
+            await self.incremental.run(IndicatorDB.commit, states)
+        else:
+            await self._child.run(IndicatorDB.commit, states)
+            await self._child.close()
+            await self.incremental.run(IndicatorDB.filled_elsewhere)
         self.committed_states = states
         inc = self.incremental
         inc.committed(self.plan, self.now, self._changes)
@@ -478,7 +533,15 @@ class CycleBook:
         Drop the cycle's changes (the watermarks stay).
         """
         self._tx.drop_rows()
+        if self._child is not None:
+            self._child.kill()  # its transaction goes with it
         try:
             await self._tx.settled()
+        except Exception:
+            if self._child is None:
+                raise
         finally:
-            await self.incremental.run(IndicatorDB.abort)
+            if self._child is None:
+                await self.incremental.run(IndicatorDB.abort)
+            else:
+                await self._child.close()

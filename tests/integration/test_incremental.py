@@ -1,8 +1,9 @@
 """
 Incremental sync in the service as it runs: the real reactor, the simulator
-over HTTP on 127.0.0.1, the indicator store in its own thread, the build in
-a child process.  After a first (full) sync and changes in ThreatConnect, a
-delta publishes the feed a full sync of the same data publishes.
+over HTTP on 127.0.0.1, the indicator store in its own thread (a full
+sync's transaction in a child process), the build in a child process.
+After a first (full) sync and changes in ThreatConnect, a delta publishes
+the feed a full sync of the same data publishes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import pytest_twisted
 
 from tcbridge.config import load_config
+from tcbridge.indicatordb import IndicatorDB
 from tcbridge.simulator import DemoServer, start_simulator
 from tcbridge.wiring import build_bridge
 from tests.helpers import real_reactor
@@ -56,6 +58,10 @@ async def test_delta_in_the_service(tmp_path: Path) -> None:
     )
     try:
         assert await _sync(delta) == await _sync(full)
+        # The full sync's rows went to the store by its child process.
+        stored = IndicatorDB.open(str(tmp_path / "a" / "cache"))
+        assert stored.count() > 500
+        stored.close()
         server.simulator.change(CC, "Host", 0, rating=5.0, tag_names=("Changed",))
         server.simulator.change(CC, "File", 1, deleted=True)
         server.simulator.requests.clear()
