@@ -88,12 +88,13 @@ def write_feed_file(
     gzip: bool = False,
     pretty: bool = False,
     checksums: bool = True,
+    background: bool = False,
 ) -> FeedFile:
     """
     Stream a feed into a new temporary file in C{directory}: C{build} gets
     a L{FeedWriter} on it (without C{checksums}, the file's C{sha256} is
-    empty and its C{crc32} 0 unless gzip is asked for).  Blocking: call it
-    in a thread.
+    empty and its C{crc32} 0 unless gzip is asked for; with C{background},
+    see L{FeedWriter}).  Blocking: call it in a thread.
 
     :raise Exception: whatever C{build} raises (the file is then deleted).
     """
@@ -101,8 +102,13 @@ def write_feed_file(
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
             out: IO[bytes] = f
-            writer = FeedWriter(out, gzip=gzip, pretty=pretty, checksums=checksums)
-            build(writer)
+            writer = FeedWriter(
+                out, gzip=gzip, pretty=pretty, checksums=checksums, background=background
+            )
+            try:
+                build(writer)
+            finally:
+                writer.close()
             os.fsync(f.fileno())
     except BaseException:
         unlink_quietly(path)

@@ -29,7 +29,6 @@ parsed and validated as before.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import tempfile
@@ -43,6 +42,7 @@ from attrs import define, field, frozen
 from twisted.logger import Logger
 
 from tcbridge.feed.history import AnyHistory, ReportHistory, StoredHistory, resolve
+from tcbridge.feed.render import gzip_feed
 from tcbridge.feedfile import META_VERSION, FeedFile
 from tcbridge.files import (
     TEMP_PREFIX,
@@ -141,8 +141,7 @@ class Snapshot:
         return cls.made(
             body,
             hashlib.sha256(body).hexdigest(),
-            # mtime=0: equal feeds compress to equal bytes on every instance.
-            gzip.compress(body, compresslevel=6, mtime=0),
+            gzip_feed(body),
             reports,
             iocs,
             published_at,
@@ -238,7 +237,7 @@ class FeedStore:
         self._unchecked = None
         gz = feed.gzip_body
         if gz is None:
-            gz = gzip.compress(read_file(feed.path), compresslevel=6, mtime=0)
+            gz = gzip_feed(read_file(feed.path))
             feed.gzip_body = gz
         path = self.cache_path
         if path is None:

@@ -100,9 +100,14 @@ def build_feed_file(
 
     :raise FeedValidationError: if a report broke a rule (no file is left).
     """
+    forks = fork and can_fork() and builder.settings.grouping == "Expanded"
     with reusing_buffers():
-        build = partial(builder.build_to, fork=fork and can_fork())
-        feed = write_feed_file(directory, build, gzip=gzip, pretty=pretty, checksums=checksums)
+        build = partial(builder.build_to, fork=forks)
+        # A build that does not fork writes, checks and compresses beside
+        # the rendering, on the other core.
+        feed = write_feed_file(
+            directory, build, gzip=gzip, pretty=pretty, checksums=checksums, background=not forks
+        )
     feed.reports = builder.stats.reports
     feed.iocs = builder.stats.iocs
     return feed

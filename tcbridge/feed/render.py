@@ -18,13 +18,23 @@ pieces.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import queue
+import threading
 import zlib
 from typing import IO, Any, Final
 
 import orjson
 
 _FLUSH_AT: Final = 1 << 20
+#: How hard the gzip form of a feed is compressed.  Level 1 makes it about
+#: a tenth larger than level 6 in a quarter of the time (0.2 s against
+#: 0.9 s for a million indicators, Condensed): the gzip form is made at
+#: every publish, and was the longest part of a build.
+GZIP_LEVEL: Final = 1
+#: blocks a background writer may hold before the renderer waits for it
+_BLOCKS_AHEAD: Final = 8
 
 Body = list[bytes]
 
@@ -65,6 +75,14 @@ def digest_of(report: dict[str, Any]) -> bytes:
     return hashlib.blake2b(orjson.dumps(content), digest_size=8).digest()
 
 
+def gzip_feed(body: bytes) -> bytes:
+    """
+    A feed's gzip form, as it is served: L{GZIP_LEVEL}, no file name and
+    mtime 0 (equal feeds compress to equal bytes on every instance).
+    """
+    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+
+
 def _indent(data: bytes, spaces: int) -> bytes:
     return data.replace(b"\n", b"\n" + b" " * spaces)
 
@@ -78,18 +96,30 @@ class FeedWriter:
     C{orjson.dumps} of the whole document (or, with C{pretty}, to
     C{orjson.dumps(doc, option=OPT_INDENT_2 | OPT_APPEND_NEWLINE)}).
 
+    With C{background}, the file writes, checksums and compression run in
+    a thread of their own (they let go of the interpreter lock), beside
+    the rendering: for a process that will not fork while it writes.
+
     :ivar size: bytes written so far.
     :ivar reports: reports written so far.
-    :ivar crc32: the CRC-32 of what was written so far.
+    :ivar crc32: the CRC-32 of what was written (after L{end}).
     """
 
     def __init__(
-        self, out: IO[bytes], *, gzip: bool = False, pretty: bool = False, checksums: bool = True
+        self,
+        out: IO[bytes],
+        *,
+        gzip: bool = False,
+        pretty: bool = False,
+        checksums: bool = True,
+        background: bool = False,
     ) -> None:
         self._out = out
         self._sha = hashlib.sha256() if checksums else None
         self._crc = checksums or gzip
-        self._compress = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS) if gzip else None
+        self._compress = (
+            zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if gzip else None
+        )
         self.crc32 = 0
         self._gzipped: list[bytes] = []
         self._pending: list[bytes] = []
@@ -97,6 +127,13 @@ class FeedWriter:
         self._pretty = pretty
         self.size = 0
         self.reports = 0
+        self._blocks: queue.Queue[bytes | None] | None = None
+        self._worker: threading.Thread | None = None
+        self._failed: BaseException | None = None
+        if background:
+            self._blocks = queue.Queue(maxsize=_BLOCKS_AHEAD)
+            self._worker = threading.Thread(target=self._take, name="tcbridge-feedwriter")
+            self._worker.start()
 
     def _write(self, data: bytes) -> None:
         self._pending.append(data)
@@ -110,8 +147,32 @@ class FeedWriter:
         data = b"".join(self._pending)
         self._pending = []
         self._pending_size = 0
-        self._out.write(data)
         self.size += len(data)
+        if self._blocks is None:
+            self._put(data)
+            return
+        if self._failed is not None:
+            raise self._failed
+        self._blocks.put(data)
+
+    def _take(self) -> None:
+        """
+        The thread of a background writer: put out each block until told
+        to stop (a failure is kept for L{end} to raise).
+        """
+        assert self._blocks is not None
+        while (data := self._blocks.get()) is not None:
+            if self._failed is None:
+                try:
+                    self._put(data)
+                except BaseException as e:
+                    self._failed = e
+
+    def _put(self, data: bytes) -> None:
+        """
+        Write a block, and take it into the checksums and the gzip form.
+        """
+        self._out.write(data)
         if self._sha is not None:
             self._sha.update(data)
         if self._crc:
@@ -167,7 +228,20 @@ class FeedWriter:
         else:
             self._write(b"]}")
         self._flush()
+        self.close()
+        if self._failed is not None:
+            raise self._failed
         self._out.flush()
+
+    def close(self) -> None:
+        """
+        Stop the background thread, if any, once it has put out what it
+        was given (L{end} does; call it when a build fails half-way).
+        """
+        if self._worker is not None and self._blocks is not None:
+            self._blocks.put(None)
+            self._worker.join()
+            self._worker = None
 
     @property
     def sha256(self) -> str:
@@ -179,8 +253,8 @@ class FeedWriter:
 
     def gzip_bytes(self) -> bytes:
         """
-        The document gzip-compressed (level 6, no file name, mtime 0), as
-        C{gzip.compress(document, 6, mtime=0)} gives it; only when made
+        The document gzip-compressed (L{GZIP_LEVEL}, no file name, mtime
+        0), as L{gzip_feed} gives it; only when made
         with C{gzip=True}, after L{end}.
         """
         assert self._compress is not None

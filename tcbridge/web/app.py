@@ -11,7 +11,6 @@ served before the first publish gets the same treatment once.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from email.utils import formatdate
@@ -29,6 +28,7 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
 from tcbridge.explain import Explanation
+from tcbridge.feed.render import gzip_feed
 from tcbridge.logs import bridge_observer
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
@@ -98,7 +98,7 @@ class Representation:
         return cls(
             body=body,
             etag=f'"{digest}"'.encode("ascii"),
-            gzip_body=gzip.compress(body, compresslevel=6, mtime=0),
+            gzip_body=gzip_feed(body),
             gzip_etag=f'"{digest}-gzip"'.encode("ascii"),
             last_modified=None,
             modified_at=None,

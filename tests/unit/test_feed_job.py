@@ -150,3 +150,55 @@ def test_a_build_without_checksums_writes_the_same_feed(tmp_path: Path, gzip: bo
         assert quick.gzip_body is not None and gz.decompress(quick.gzip_body) == body
     else:
         assert quick.crc32 == 0
+
+
+def _many(grouping: str = "Condensed") -> FeedBuilder:
+    """
+    A builder whose feed is several of a writer's blocks long.
+    """
+    builder = FeedBuilder(FeedSettings(grouping=grouping))  # type: ignore[arg-type]
+    builder.add([file(f"{n:032x}", id=str(n), last_modified=n) for n in range(1, 30_000)])
+    return builder
+
+
+def test_a_background_writer_writes_the_same_file_and_forms() -> None:
+    """
+    Writing, checksums and compression in a thread of their own give the
+    bytes, SHA-256, CRC-32 and gzip form of doing them in line.
+    """
+    import io
+
+    from tcbridge.feed.render import FeedWriter
+
+    made = []
+    for background in (False, True):
+        out = io.BytesIO()
+        writer = FeedWriter(out, gzip=True, background=background)
+        _many("Expanded").build_to(writer)
+        made.append((out.getvalue(), writer.sha256, writer.crc32, writer.gzip_bytes()))
+    assert made[0] == made[1]
+    body, sha, crc, gzipped = made[1]
+    assert len(body) > 2 << 20
+    assert hashlib.sha256(body).hexdigest() == sha and zlib.crc32(body) == crc
+    assert gz.decompress(gzipped) == body
+
+
+def test_a_background_writer_that_cannot_write_says_so(tmp_path: Path) -> None:
+    """
+    A write that fails in the writer's thread fails the build, and the
+    thread ends.
+    """
+    import io
+    import threading
+
+    from tcbridge.feed.render import FeedWriter
+
+    class Full(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+    writer = FeedWriter(Full(), background=True)
+    with pytest.raises(OSError, match="No space left"):
+        _many().build_to(writer)
+    writer.close()
+    assert not [t for t in threading.enumerate() if t.name == "tcbridge-feedwriter"]
