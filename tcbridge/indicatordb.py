@@ -260,24 +260,36 @@ class IndicatorDB:
             self.abort()
             raise
 
+    def _in_transaction(self) -> sqlite3.Connection:
+        """
+        The connection, if a transaction is open on it.
+
+        :raise NoTransactionError: if none is (it failed to start, or
+            SQLite ended it after an error): a change now would be kept at
+            once, outside the sync's all-or-nothing transaction.
+        """
+        if not self._db.in_transaction:
+            raise NoTransactionError("no transaction is open on the indicator store")
+        return self._db
+
     def add(self, rows: Iterable[StoredIndicator]) -> None:
         """
         Add or replace rows, in the open transaction.
         """
-        self._db.executemany(_INSERT, (row.row() for row in rows))
+        self._in_transaction().executemany(_INSERT, (row.row() for row in rows))
 
     def add_rows(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """
         L{add} for rows already laid out as L{StoredIndicator.row} does.
         """
-        self._db.executemany(_INSERT, rows)
+        self._in_transaction().executemany(_INSERT, rows)
 
     def remove(self, keys: Iterable[tuple[str, str, str, str, str]]) -> None:
         """
         Take out every row of each C{(instance, source, owner, type, value)},
         in the open transaction.
         """
-        self._db.executemany(
+        self._in_transaction().executemany(
             "DELETE FROM indicators WHERE instance = ? AND source = ? AND owner = ? "
             "AND type = ? AND value = ?",
             keys,
@@ -288,7 +300,7 @@ class IndicatorDB:
         Record the sources' new states and end the transaction, keeping all
         its changes.
         """
-        db = self._db
+        db = self._in_transaction()
         try:
             for (instance, source), state in states.items():
                 db.execute(
@@ -367,6 +379,12 @@ class IndicatorDB:
 #: SQLite's result codes for a file that is not a sound database.
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
+
+
+class NoTransactionError(sqlite3.OperationalError):
+    """
+    A change was asked for with no transaction open to hold it.
+    """
 
 
 class DamagedDatabaseError(sqlite3.DatabaseError):

@@ -86,9 +86,13 @@ class ChildStore(protocol.ProcessProtocol):
         if self._gone is not None:
             raise StoreChildError(self._gone)
         if not self._started:
-            self._started = True
             argv = [sys.executable, "-m", "tcbridge.storechild", self._folder]
-            self._reactor.spawnProcess(self, argv[0], argv, env=dict(os.environ))
+            try:
+                self._reactor.spawnProcess(self, argv[0], argv, env=dict(os.environ))
+            except Exception as e:  # (OSError, or the reactor's own errors)
+                self._gone = f"the indicator store's process could not start ({e})"
+                raise StoreChildError(self._gone) from e
+            self._started = True
         answer: defer.Deferred[Any] = defer.Deferred()
         self._waiting.append(answer)
         assert self.transport is not None
@@ -97,7 +101,8 @@ class ChildStore(protocol.ProcessProtocol):
 
     async def close(self) -> None:
         """
-        End the child (a transaction still open is dropped) and wait for it.
+        End the child once it has run the calls sent before (a transaction
+        still open then is dropped), and wait for it.
         """
         if not self._started or self._ended.called:
             return

@@ -180,8 +180,8 @@ def _serve(
     func: Callable[[In], Out], items: Sequence[In], tickets: int, out: int, parent: int
 ) -> None:
     """
-    The copy of process C{parent}: take tickets and compute their items, sending each result
-    pickled (after its index and its length, 8 bytes each) to C{out}, and
+    The copy of process C{parent}: take tickets and compute their items,
+    sending each result with its index to C{out} (L{send_pickled}), and
     leave without running anything of the parent's (no atexit, no flushing
     of its buffers, none of its signal handlers, nothing on its standard
     output or error).

@@ -34,7 +34,7 @@ _FLUSH_AT: Final = 1 << 20
 #: every publish, and was the longest part of a build.
 GZIP_LEVEL: Final = 1
 #: blocks a background writer may hold before the renderer waits for it
-_BLOCKS_AHEAD: Final = 8
+_BLOCKS_AHEAD: Final = 2
 
 Body = list[bytes]
 

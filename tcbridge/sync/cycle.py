@@ -388,6 +388,11 @@ class SyncCycle:
         """
         try:
             await self._run_heavy(seen.finish, committed)
+        except defer.CancelledError:
+            # Stopped while the file was being finished: the sync is done
+            # (published, committed) and the thread still puts the file in
+            # place.
+            pass
         except OSError as e:
             seen.discard()
             self.log.warn(
@@ -421,15 +426,18 @@ class SyncCycle:
                 )
                 builder = await delta_feed(self._seen_folder, book, builder, seen, self._pause)
             result = await self._build_and_finish(builder, finish, record_history, directory)
+            if book is not None:
+                progress = self._status.progress
+                if progress is not None:
+                    progress.phase = "storing"
+                self._status.incremental = await book.commit()
         except BaseException:
+            # Also when the commit fails or is cancelled: the transaction
+            # must not stay open (it holds the store's write lock).
             if book is not None:
                 await book.abort()
             raise
         if book is not None:
-            progress = self._status.progress
-            if progress is not None:
-                progress.phase = "storing"
-            self._status.incremental = await book.commit()
             assert book.committed_states is not None
             self._committed = committed_token(book.committed_states)
         return result, builder, pulls

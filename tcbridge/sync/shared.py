@@ -201,7 +201,8 @@ def _copy(
     """
     The copy of process C{parent}: read listings on a reactor of its own
     until none is left, send back what it did (L{CopyResult}: what it
-    read, or why it could not), pickled after its length, and leave
+    read, or why it could not; streamed pickled, see
+    L{tcbridge.feed.forked.send_pickled}), and leave
     without running anything of the parent's.
     """
     status = 1

@@ -89,3 +89,48 @@ async def test_only_the_store_s_calls_are_run(tmp_path: Path) -> None:
     with pytest.raises(StoreChildError, match="not a call"):
         await child.run(IndicatorDB.raw_page, None, 10)
     await child.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_sync_whose_commit_fails_leaves_the_store_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    When the store's child cannot commit a full sync, the sync fails, the
+    child and its transaction are gone (nothing holds the store's lock),
+    the store keeps what it had, and the next sync stores its rows.
+    """
+    from tcbridge.config import load_config
+    from tcbridge.simulator import start_simulator
+    from tcbridge.wiring import build_bridge
+    from tests.integration.test_incremental import _config
+
+    reactor = real_reactor()
+    server = start_simulator(reactor, count=300)
+    bridge = build_bridge(
+        load_config(_config(server, tmp_path, True)), reactor, use_cache=True, threads=True
+    )
+    children: list[ChildStore] = []
+    real_run = ChildStore.run
+
+    async def failing_commit(self: ChildStore, method: object, *args: object) -> object:
+        if self not in children:
+            children.append(self)
+        if getattr(method, "__name__", "") == "commit":
+            raise StoreChildError("the indicator store failed: disk I/O error")
+        return await real_run(self, method, *args)
+
+    try:
+        monkeypatch.setattr(ChildStore, "run", failing_commit)
+        with pytest.raises(StoreChildError, match="disk I/O error"):
+            await bridge.cycle.run()
+        assert children and all(child._ended.called for child in children)
+        store = IndicatorDB.open(str(tmp_path / "cache"))
+        assert store.count() == 0
+        monkeypatch.setattr(ChildStore, "run", real_run)
+        await bridge.cycle.run()
+        assert store.count() > 250
+        store.close()
+    finally:
+        await bridge.pool.closeCachedConnections()
+        await server.stop()

@@ -311,3 +311,21 @@ def test_batches_become_the_rows_their_records_would(tmp_path: Path) -> None:
                 row.row() for row in (stored(r, "tc", source) for r in batch.records()) if row
             ]
             assert rows_of_batch("tc", source, batch) == expected
+
+
+def test_changes_outside_a_transaction_are_refused(tmp_path: Path) -> None:
+    """
+    A change asked for when no transaction is open (it failed to start, or
+    SQLite ended it) is refused, not kept at once outside the sync's
+    all-or-nothing transaction.
+    """
+    from tcbridge.indicatordb import NoTransactionError
+
+    db = IndicatorDB.open(str(tmp_path))
+    with pytest.raises(NoTransactionError):
+        db.add_rows([("main", "all", "o", "Host", "a.example")])
+    with pytest.raises(NoTransactionError):
+        db.remove([("main", "all", "o", "Host", "a.example")])
+    with pytest.raises(NoTransactionError):
+        db.commit({})
+    assert db.count() == 0

@@ -133,3 +133,24 @@ def test_the_child_runs_calls_in_order_and_commits_only_when_told(tmp_path: Path
     store = IndicatorDB.open(folder)
     assert [row[4] for row in store.raw_page(None, 10)] == ["a.example"]
     assert store.state("main", "all").watermark == 1700000000
+
+
+def test_calls_after_a_failed_begin_are_refused_not_kept(tmp_path: Path) -> None:
+    """
+    When the child's transaction cannot start (another writer holds the
+    store), the rows sent after are refused, not stored one by one.
+    """
+    folder = str(tmp_path)
+    holder = IndicatorDB.open(folder)
+    holder.begin()
+    replies = io.BytesIO()
+    serve(
+        IndicatorDB.for_writing(folder, wait=0),
+        _frames(("begin", ([("main", "all")], True)), ("add_rows", ([ROW],))),
+        replies,
+    )
+    answers = _replies(replies.getvalue())
+    assert [a[0] for a in answers] == ["error", "error"]
+    assert "locked" in answers[0][1] and "no transaction" in answers[1][1]
+    holder.abort()
+    assert holder.count() == 0
