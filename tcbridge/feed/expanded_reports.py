@@ -263,6 +263,49 @@ class _Entangled:
         return report, labels
 
 
+#: numbers below this, padded to 10 digits and with their length, fit 37
+#: bits: with a row's place in its label (L{_PLACE_BITS}), one 64-bit word
+_SHORT = 10**10
+_PLACE_BITS = 26
+_PADDING_10 = np.array([0] + [10 ** max(10 - d, 0) for d in range(1, 20)], dtype=np.uint64)
+
+
+def _in_text_order(rows: NDArray[Any], numbers: NDArray[Any]) -> NDArray[Any]:
+    """
+    C{rows}, whose distinct C{numbers} these are, in the order of the
+    numbers as decimal texts sort.  Usually (numbers below L{_SHORT}) by
+    sorting one word per row in place (the text's key above the row's
+    place): 16 bytes a row at most, against 40 for L{_text_order}.
+    """
+    count = len(rows)
+    if count >= 1 << _PLACE_BITS or (count and int(numbers.max()) >= _SHORT):
+        return rows[_text_order(numbers)]
+    key = numbers.astype(np.uint64)
+    digits = _digit_counts(key)
+    key *= _PADDING_10[digits]
+    key *= np.uint64(11)
+    key += digits
+    del digits
+    key <<= np.uint64(_PLACE_BITS)
+    for at in range(0, count, _BLOCK):
+        key[at : at + _BLOCK] |= np.arange(at, min(at + _BLOCK, count), dtype=np.uint64)
+    key.sort()
+    key &= np.uint64((1 << _PLACE_BITS) - 1)
+    return rows[key]
+
+
+def _digit_counts(numbers: NDArray[np.uint64]) -> NDArray[np.uint8]:
+    """
+    How many decimal digits each number (at most 19 digits) has.
+    """
+    digits = np.ones(len(numbers), dtype=np.uint8)
+    bound = np.uint64(10)
+    for _ in range(18):
+        digits += numbers >= bound
+        bound = bound * np.uint64(10)
+    return digits
+
+
 def _text_order(numbers: NDArray[Any]) -> NDArray[np.intp]:
     """
     The order of distinct numbers as their decimal texts sort: by the
@@ -270,11 +313,7 @@ def _text_order(numbers: NDArray[Any]) -> NDArray[np.intp]:
     both when the numbers have at most 17 digits).
     """
     numbers = numbers.astype(np.uint64)
-    digits = np.ones(len(numbers), dtype=np.uint8)
-    bound = np.uint64(10)
-    for _ in range(18):
-        digits += numbers >= bound
-        bound = bound * np.uint64(10)
+    digits = _digit_counts(numbers)
     if not len(numbers) or int(numbers.max()) < 10**17:
         numbers *= _PADDING_17[digits]  # (a copy: made into the key in place)
         numbers *= np.uint64(20)
@@ -380,7 +419,7 @@ class ExpandedReports:
         for index in sorted(present, key=lambda i: self.prefixes[self.labels[i]]):
             chosen = np.flatnonzero(plain & (labels == index) if len(present) > 1 else plain)
             chosen = chosen.astype(kind)
-            parts.append(chosen[_text_order(numbers[chosen])])
+            parts.append(_in_text_order(chosen, numbers[chosen]))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=kind)
 
     def rid(self, row: int) -> str:
