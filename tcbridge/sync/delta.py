@@ -355,7 +355,11 @@ class CycleBook:
     """
     What one cycle does to the store: it is told each source's pulled and
     inactive indicators and the deleted ones, keeps them in the cycle's
-    transaction, and commits or drops it at the end.
+    transaction, and commits or drops it at the end.  A full sync with the
+    file of what it sees (C{seen}) and a store child to make
+    (L{Incremental.fill}) has the child run the transaction and read its
+    rows from that file; otherwise the rows are made here and run by
+    L{Incremental.run}.
     """
 
     incremental: Incremental
@@ -375,7 +379,8 @@ class CycleBook:
         self.overlay = Overlay(
             replaced=frozenset(name for name, since in self.plan.since.items() if since is None)
         )
-        if self.plan.full and self.incremental.fill is not None:
+        if self.plan.full and self.incremental.fill is not None and self.seen is not None:
+            # The child reads the rows from the file of what the sync saw.
             self._child = self.incremental.fill()
         self._tx = Transaction(self.incremental.run if self._child is None else self._child.run)
         replaced = [
@@ -401,7 +406,7 @@ class CycleBook:
         return pause if self._reads_seen() else pause_and_wait
 
     def _reads_seen(self) -> bool:
-        return self._child is not None and self.seen is not None
+        return self._child is not None
 
     def pulled(self, source: str, batches: list[IndicatorBatch]) -> None:
         """
