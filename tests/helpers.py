@@ -80,3 +80,30 @@ class Pages(list[list[Indicator]]):
 
     def __call__(self, batches: list[IndicatorBatch]) -> None:
         self.append([record for batch in batches for record in batch.records()])
+
+
+def store_row(value: str, instance: str = "main", source: str = "all") -> tuple[Any, ...]:
+    """
+    A row of the indicator store (as L{tcbridge.indicatorrows} lays them
+    out): a Host of Common Community, rated 4, with no tags or link.
+    """
+    values = '{"host":"' + value + '"}'
+    return (
+        instance,
+        source,
+        "Common Community",
+        "Host",
+        value,
+        "1",
+        "4.0",
+        "50",
+        "null",
+        None,
+        1700000000,
+        "[]",
+        1,
+        "",
+        values,
+        "Common Community",
+        "null",
+    )

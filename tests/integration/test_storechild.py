@@ -16,42 +16,29 @@ import pytest_twisted
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState
 from tcbridge.storechild import ChildStore, StoreChildError
-from tests.helpers import real_reactor
-
-ROW = (
-    "main",
-    "all",
-    "Common Community",
-    "Host",
-    "{}.example",
-    "1",
-    "4.0",
-    "50",
-    "null",
-    None,
-    1700000000,
-    "[]",
-    1,
-    "",
-    "{{}}",
-    "Common Community",
-    "null",
-)
+from tests.helpers import real_reactor, store_row
 
 
 def _rows(names: range) -> list[tuple[object, ...]]:
-    return [tuple(str(v).format(n) if isinstance(v, str) else v for v in ROW) for n in names]
+    return [store_row(f"{n}.example") for n in names]
+
+
+async def _committed(folder: str, rows: range, watermark: int) -> None:
+    """
+    A full sync of C{rows} committed by a store child.
+    """
+    child = ChildStore(real_reactor(), folder)
+    await child.run(IndicatorDB.begin, [("main", "all")], True)
+    await child.run(IndicatorDB.add_rows, _rows(rows))
+    await child.run(IndicatorDB.commit, {("main", "all"): SourceState(watermark=watermark)})
+    await child.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_committed_transaction_is_the_store_s(tmp_path: Path) -> None:
     folder = str(tmp_path)
     mine = IndicatorDB.open(folder)
-    child = ChildStore(real_reactor(), folder)
-    await child.run(IndicatorDB.begin, [("main", "all")], True)
-    await child.run(IndicatorDB.add_rows, _rows(range(500)))
-    await child.run(IndicatorDB.commit, {("main", "all"): SourceState(watermark=7, last_full=1.0)})
-    await child.close()
+    await _committed(folder, range(500), 7)
     assert mine.count() == 500
     assert mine.state("main", "all").watermark == 7
 
@@ -60,11 +47,7 @@ async def test_a_committed_transaction_is_the_store_s(tmp_path: Path) -> None:
 async def test_a_child_killed_mid_transaction_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     folder = str(tmp_path)
     mine = IndicatorDB.open(folder)
-    first = ChildStore(real_reactor(), folder)
-    await first.run(IndicatorDB.begin, [("main", "all")], True)
-    await first.run(IndicatorDB.add_rows, _rows(range(10)))
-    await first.run(IndicatorDB.commit, {("main", "all"): SourceState(watermark=1)})
-    await first.close()
+    await _committed(folder, range(10), 1)
 
     dying = ChildStore(real_reactor(), folder)
     await dying.run(IndicatorDB.begin, [("main", "all")], True)
@@ -76,10 +59,7 @@ async def test_a_child_killed_mid_transaction_leaves_the_store_as_it_was(tmp_pat
     assert mine.count() == 10
     assert mine.state("main", "all").watermark == 1
 
-    again = ChildStore(real_reactor(), folder)  # the store is not left locked
-    await again.run(IndicatorDB.begin, [("main", "all")], True)
-    await again.run(IndicatorDB.commit, {("main", "all"): SourceState(watermark=2)})
-    await again.close()
+    await _committed(folder, range(0), 2)  # the store is not left locked
     assert mine.count() == 0 and mine.state("main", "all").watermark == 2
 
 

@@ -33,6 +33,15 @@ from tests.unit.test_web import _get
 COLUMNS = ("owners", "ids", "ratings", "confidences", "assess", "links", "modified")
 
 
+def _cycle(h: Harness, tmp_path: Path, **kw: Any) -> SyncCycle:
+    """
+    The harness's cycle, keeping what it saw in C{tmp_path}.
+    """
+    return SyncCycle(
+        h.config, h.client, h.store, h.status, h.clock, seen_folder=str(tmp_path), **kw
+    )
+
+
 def _synced(tmp_path: Path, **config: Any) -> tuple[Harness, list[list[Any]]]:
     """
     A service sync into C{tmp_path}; the indicators it kept, each as
@@ -40,15 +49,7 @@ def _synced(tmp_path: Path, **config: Any) -> tuple[Harness, list[list[Any]]]:
     modified, values].
     """
     h = Harness(count=600, cache_dir=str(tmp_path), **config)
-    h.cycle = SyncCycle(
-        h.config,
-        h.client,
-        h.store,
-        h.status,
-        h.clock,
-        seen_folder=str(tmp_path),
-        sync_log=SyncLog(str(tmp_path)),
-    )
+    h.cycle = _cycle(h, tmp_path, sync_log=SyncLog(str(tmp_path)))
     result_of(h.run())
     rows = []
     for line in (tmp_path / FILE_NAME).read_bytes().splitlines():
@@ -238,15 +239,7 @@ def test_the_file_of_what_a_sync_saw_reaches_the_disk_off_the_reactor(tmp_path: 
         heavy.append(getattr(f, "__qualname__", repr(f)))
         return defer.maybeDeferred(f, *args)
 
-    h.cycle = SyncCycle(
-        h.config,
-        h.client,
-        h.store,
-        h.status,
-        h.clock,
-        seen_folder=str(tmp_path),
-        run_heavy=run_heavy,
-    )
+    h.cycle = _cycle(h, tmp_path, run_heavy=run_heavy)
     result_of(h.run())
     assert "SeenWriter.finish" in heavy
     assert (tmp_path / FILE_NAME).exists()

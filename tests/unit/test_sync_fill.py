@@ -23,7 +23,7 @@ from tcbridge.storechild import serve
 from tcbridge.sync.delta import rows_of
 from tcbridge.sync.fill import fill_from_seen
 from tcbridge.threatconnect.pull import PullOptions, pull_source
-from tests.helpers import result_of
+from tests.helpers import result_of, store_row
 from tests.unit.test_sync import Harness
 
 
@@ -87,25 +87,7 @@ def _replies(raw: bytes) -> list[Any]:
     return replies
 
 
-ROW = (
-    "main",
-    "all",
-    "Common Community",
-    "Host",
-    "a.example",
-    "1",
-    "4.0",
-    "50",
-    "null",
-    None,
-    1700000000,
-    "[]",
-    1,
-    "",
-    '{"host":"a.example"}',
-    "Common Community",
-    "null",
-)
+ROW = store_row("a.example")
 
 
 def test_the_child_runs_calls_in_order_and_commits_only_when_told(tmp_path: Path) -> None:
