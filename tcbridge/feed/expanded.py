@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_feed_builder -*-
 """
 The Expanded feed: one report per ThreatConnect indicator, kept in
-columns (L{ExpandedStore}: about 19 bytes per indicator plus its packed
+columns (L{ExpandedStore}: about 17 bytes per indicator plus its packed
 values) and planned with numpy.
 
 B{Report ids}: C{<label prefix>-<ThreatConnect id>}, or C{h} and 16 hex
@@ -43,8 +43,10 @@ from .columns import FIXED_WIDTH, KindValues, LabelStore, extended
 from .text import http_link, valid_text
 
 TC_TYPES: Final = ("File", "Address", "Host")
-TYPE_CODE: Final = {name: code for code, name in enumerate(TC_TYPES)}
 KIND_BITS: Final = {"md5": 1, "sha256": 2, "ipv4": 4, "ipv6": 8, "dns": 16}
+#: the IOC kinds of each ThreatConnect type, as bits: a row's kinds say its type
+FILE_KINDS: Final = 1 | 2
+ADDRESS_KINDS: Final = 4 | 8
 KIND_ORDER: Final = ("md5", "sha256", "ipv4", "ipv6", "dns")
 _MAX_NUMBER_DIGITS: Final = 19
 
@@ -172,21 +174,21 @@ class ValueColumn:
 class ExpandedStore:
     """
     Every indicator of an Expanded feed, column by column: per row (one
-    indicator) its label, id, type, IOC kinds (a bit each), score,
+    indicator) its label, id, IOC kinds (a bit each, which also say its
+    type), score,
     timestamp, link template, description and tag set; per IOC kind, a
     L{ValueColumn}.  A page is added with a handful of array operations
-    and a few dict lookups per indicator, and takes about 19 bytes per
-    indicator plus its packed values: ids and timestamps take 4 bytes and
-    codes 2 until a value needs more (see L{extended}), so read the
-    columns with their own item type.
+    and a few dict lookups per indicator, and takes about 17 bytes per
+    indicator plus its packed values: ids and timestamps take 4 bytes,
+    codes 2 and labels 1 until a value needs more (see L{extended}), so
+    read the columns with their own item type.
     """
 
     def __init__(self) -> None:
-        self.label = array("H")
+        self.label = array("B")
         self.number = array("I")
         #: row -> id, for ids that are not a plain number (see module docstring)
         self.texts: dict[int, str] = {}
-        self.type = array("B")
         self.kinds = array("B")
         self.score = array("B")
         self.stamp = array("I")
@@ -261,8 +263,7 @@ class ExpandedStore:
             column.data += kind_values.packed_bytes()
         every = len(used) == count
         chosen = rows if every else [rows[p] for p in used]
-        self.label += array("H", [store.index]) * len(used)
-        self.type += array("B", [TYPE_CODE[batch.type]]) * len(used)
+        self.label = extended(self.label, [store.index] * len(used))
         self.kinds.frombytes(bytes(kinds) if every else bytes(kinds[p] for p in used))
         self.score.extend(scores if every else [scores[p] for p in used])
         self.stamp = extended(self.stamp, stamps if every else [stamps[p] for p in used])
@@ -344,10 +345,9 @@ class ExpandedStore:
         descriptions = [0] * len(other.descriptions)
         for raw, code in other._description_index.items():
             descriptions[code] = self._describe(raw)
-        self.label.extend(map(label_codes.__getitem__, other.label))
+        self.label = extended(self.label, map(label_codes.__getitem__, other.label))
         self.number = extended(self.number, other.number)
         self.texts.update({base + row: text for row, text in other.texts.items()})
-        self.type.extend(other.type)
         self.kinds.extend(other.kinds)
         self.score.extend(other.score)
         self.stamp = extended(self.stamp, other.stamp)
@@ -393,12 +393,20 @@ class ExpandedStore:
         return (
             self.score[row],
             self.stamp[row],
-            TC_TYPES[self.type[row]],
+            TC_TYPES[type_code(self.kinds[row])],
             link,
             self.descriptions[self.description[row]],
             values,
             tag_sets[self.tags[row]],
         )
+
+
+def type_code(kinds: int) -> int:
+    """
+    The ThreatConnect type (its index in L{TC_TYPES}) of a row with these
+    IOC kinds (a File holds hashes, an Address addresses, a Host a name).
+    """
+    return 0 if kinds & FILE_KINDS else 1 if kinds & ADDRESS_KINDS else 2
 
 
 def _plain_numbers(idents: list[str]) -> bool:

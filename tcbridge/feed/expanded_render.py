@@ -26,7 +26,7 @@ import orjson
 from numpy.typing import NDArray
 
 from .columns import FIXED_WIDTH
-from .expanded import KIND_BITS, KIND_ORDER, TC_TYPES, ExpandedStore
+from .expanded import ADDRESS_KINDS, FILE_KINDS, KIND_BITS, KIND_ORDER, TC_TYPES, ExpandedStore
 from .text import MAX_TAGS
 
 _HEX_LOWER: Final = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -181,9 +181,9 @@ class ChunkRenderer:
             starts, lengths = buffer.table(texts)
             segments.append((starts[codes], lengths[codes]))
 
-        labels = np.frombuffer(store.label, dtype=np.uint16)[rows].astype(np.int64)
-        types = np.frombuffer(store.type, dtype=np.uint8)[rows].astype(np.int64)
+        labels = view(store.label)[rows].astype(np.int64)
         kinds = np.frombuffer(store.kinds, dtype=np.uint8)[rows]
+        types = np.where(kinds & FILE_KINDS, 0, np.where(kinds & ADDRESS_KINDS, 1, 2))
         scores = np.frombuffer(store.score, dtype=np.uint8)[rows].astype(np.int64)
         numbers = view(store.number)[rows]
         links = view(store.link)[rows].astype(np.int64)

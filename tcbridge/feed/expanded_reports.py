@@ -136,7 +136,7 @@ def _repeated_numbers(store: ExpandedStore) -> NDArray[np.bool_]:
     label at a time, in their own 4 or 8 bytes.
     """
     numbers = view(store.number)
-    labels = np.frombuffer(store.label, dtype=np.uint16)
+    labels = view(store.label)
     present = np.unique(labels).tolist()
     if len(present) == 1:
         out = _repeated(numbers)
@@ -386,7 +386,7 @@ class ExpandedReports:
             by_key.setdefault((label, store.ident(row)), []).append(store.entry(row, self.tag_sets))
         self.entangled.add_rows(by_key)
         labels_used = {label for label, _ in self.entangled.entries}
-        plain_labels = np.unique(np.frombuffer(store.label, np.uint16)[~tangled]).tolist()
+        plain_labels = np.unique(view(store.label)[~tangled]).tolist()
         labels_used.update(self.labels[i] for i in plain_labels)
         self.prefixes = source_prefixes(labels_used)
         special = self.entangled.plan(self.prefixes)
@@ -412,7 +412,7 @@ class ExpandedReports:
         """
         store = self.store
         kind = np.int32 if len(store) < 2**31 else np.int64
-        labels = np.frombuffer(store.label, dtype=np.uint16)
+        labels = view(store.label)
         numbers = view(store.number)
         present = np.unique(labels[plain]).tolist()
         parts = []
@@ -566,7 +566,7 @@ class ExpandedReports:
         The timestamps of rows (see L{tcbridge.feed.stamp}).
         """
         store = self.store
-        labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
+        labels = view(store.label)[rows]
         numbers = view(store.number)[rows].astype(np.uint64)
         stamps = newest.astype(np.int64).copy()
         for index in np.unique(labels).tolist():
@@ -585,7 +585,7 @@ class ExpandedReports:
         history.
         """
         assert done.stamps is not None and done.digests is not None
-        labels = np.frombuffer(self.store.label, dtype=np.uint16)[rows]
+        labels = view(self.store.label)[rows]
         numbers = view(self.store.number)[rows]
         for index in np.unique(labels).tolist():
             chosen = labels == index
@@ -622,7 +622,7 @@ class ExpandedReports:
         """
         store = self.store
         kinds = np.frombuffer(store.kinds, dtype=np.uint8)[rows]
-        labels = np.frombuffer(store.label, dtype=np.uint16)[rows]
+        labels = view(store.label)[rows]
         per_row = np.zeros(len(rows), dtype=np.int64)
         for number in range(len(KIND_ORDER)):
             has = (kinds >> number) & 1

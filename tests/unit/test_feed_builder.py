@@ -865,3 +865,19 @@ def test_extended_keeps_arrays_narrow_until_a_value_needs_more() -> None:
     assert extended(array("I", [5]), array("B", [6])).tolist() == [5, 6]
     with pytest.raises(OverflowError):
         extended(array("H"), [-1])
+
+
+def test_expanded_with_more_labels_than_a_byte_holds() -> None:
+    """
+    Sources past the 256th keep their own reports and titles (the store's
+    label column widens as it must).
+    """
+    names = [f"Owner {n:03d}" for n in range(300)]
+    builder = FeedBuilder(FeedSettings(grouping="Expanded"))
+    for n, name in enumerate(names):
+        builder.add([host(f"h{n}.example", id=str(n + 1), source=name)])
+    reports = builder.build()["reports"]
+    titles = {r["title"].split(":")[0].removeprefix("ThreatConnect ") for r in reports}
+    assert len(reports) == 300 and titles == set(names)
+    by_value = {r["iocs"]["dns"][0]: r["title"] for r in reports}
+    assert by_value["h299.example"].startswith("ThreatConnect Owner 299:")
