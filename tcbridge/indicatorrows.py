@@ -334,3 +334,13 @@ def sort_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """
     rows.sort(key=_KEY_OF)
     return rows
+
+
+def note_newest(newest: dict[str, int], source: str, rows: list[tuple[Any, ...]]) -> None:
+    """
+    Raise C{newest[source]} to the newest C{lastModified} among C{rows}
+    (what a source's watermark moves to).
+    """
+    stamps = [modified for row in rows if isinstance(modified := row[10], int)]
+    if stamps:
+        newest[source] = max(newest.get(source, 0), max(stamps))

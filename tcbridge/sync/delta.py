@@ -35,7 +35,7 @@ from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tcbridge.indicatordb import IndicatorDB
-from tcbridge.indicatorrows import SourceState, rows_of_batch, sort_rows
+from tcbridge.indicatorrows import SourceState, note_newest, rows_of_batch, sort_rows
 from tcbridge.model import ApiVersion, Source
 from tcbridge.seen import SeenWriter
 from tcbridge.status import IncrementalState
@@ -403,16 +403,13 @@ class CycleBook:
             await self._tx.room()
 
         # A child reading the file holds no rows in waiting: nothing to wait for.
-        return pause if self._reads_seen() else pause_and_wait
-
-    def _reads_seen(self) -> bool:
-        return self._child is not None
+        return pause if self._child is not None else pause_and_wait
 
     def pulled(self, source: str, batches: list[IndicatorBatch]) -> None:
         """
         Keep a page of a source's indicators (added, or updated).
         """
-        if self._reads_seen():
+        if self._child is not None:
             self._fill()
             return
         rows = rows_of(self.plan.instance(source), source, batches)
@@ -420,9 +417,7 @@ class CycleBook:
             self.overlay.pulled(source, rows, batches)
         if not rows:
             return
-        stamps = [modified for row in rows if isinstance(modified := row[10], int)]
-        if stamps:
-            self._newest[source] = max(self._newest.get(source, 0), max(stamps))
+        note_newest(self._newest, source, rows)
         self._changes["added"] += len(rows)
         self._tx.add_rows(rows)
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from tcbridge.indicatordb import IndicatorDB
-from tcbridge.indicatorrows import rows_of_batch, sort_rows
+from tcbridge.indicatorrows import note_newest, rows_of_batch, sort_rows
 from tcbridge.threatconnect.records import VALUE_COLUMNS
 
 from .base import page_batch
@@ -44,9 +44,7 @@ def fill_from_seen(
         if page.get("inactive") or origin not in instances or page["type"] not in VALUE_COLUMNS:
             continue
         got = rows_of_batch(instances[origin], origin, page_batch(page))
-        stamps = [modified for row in got if isinstance(modified := row[10], int)]
-        if stamps:
-            newest[origin] = max(newest.get(origin, 0), max(stamps))
+        note_newest(newest, origin, got)
         rows += got
     db.add_rows(sort_rows(rows))
     return len(rows), newest
