@@ -163,7 +163,7 @@ class PackedColumn:
     def _add_tags(self, chosen: Sequence[int]) -> None:
         """
         The tag set ids of the values just added: the array is made only
-        once one has tags (2 bytes each, 4 once an id needs it).
+        once one has tags (2 bytes each, wider once an id needs it).
         """
         if self.tags is None and any(chosen):
             self.tags = array("H", bytes(2 * (len(self.meta) - len(chosen))))
