@@ -29,6 +29,8 @@ from twisted.python.failure import Failure
 from tcbridge.feed.builder import FeedBuilder, FeedValidationError
 from tcbridge.feed.history import StoredHistory
 from tcbridge.feed.job import BuildJob, read_outcome, write_job
+from tcbridge.feed.patch import PatchError
+from tcbridge.feed.state import StateJob
 from tcbridge.feedfile import FeedFile
 from tcbridge.files import TEMP_PREFIX, unlink_quietly
 from tcbridge.logs import bridge_observer
@@ -102,14 +104,22 @@ class ChildBuild:
     _argv: tuple[str, ...] = field(default=(sys.executable, "-m", "tcbridge.feed.job"))
 
     async def __call__(
-        self, builder: FeedBuilder, directory: str, *, gzip: bool, pretty: bool
+        self,
+        builder: FeedBuilder,
+        directory: str,
+        *,
+        gzip: bool,
+        pretty: bool,
+        state: StateJob | None = None,
     ) -> FeedFile:
         """
-        Build C{builder}'s feed into a temporary file in C{directory}; on
-        return C{builder.stats} are the build's and C{builder.history} is
-        the built feed's, as a L{StoredHistory} in C{directory}.
+        Build C{builder}'s feed into a temporary file in C{directory} (with
+        C{state}, see L{tcbridge.feed.state}); on return C{builder.stats}
+        are the build's and C{builder.history} is the built feed's, as a
+        L{StoredHistory} in C{directory}.
 
         :raise FeedValidationError: if the feed broke a rule.
+        :raise PatchError: if the state asked for could not be used.
         :raise ChildBuildError: if the child failed otherwise.
         """
         job_path = _scratch(directory, ".job")
@@ -117,7 +127,7 @@ class ChildBuild:
         history_path = _scratch(directory, ".history")
         keep_history = False
         try:
-            job = BuildJob(builder, directory, gzip, pretty, history_path)
+            job = BuildJob(builder, directory, gzip, pretty, history_path, state)
             await self._run_heavy(write_job, job_path, job)
             builder.release()
             await self._spawn(job_path, outcome_path)
@@ -125,6 +135,8 @@ class ChildBuild:
             for note in outcome.notes:
                 self.log.warn("Feed build: {note}", note=note)
             builder.stats = outcome.stats
+            if outcome.unpatched is not None:
+                raise PatchError(outcome.unpatched)
             if outcome.problems:
                 raise FeedValidationError(list(outcome.problems))
             if outcome.error is not None or outcome.feed is None:

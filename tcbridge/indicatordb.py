@@ -138,6 +138,7 @@ class IndicatorDB:
         self._replacing: tuple[tuple[str, str], ...] = ()
         self.needs_full_sync = fresh
         self.warning: str | None = None
+        self._read: sqlite3.Connection | None = None
 
     @classmethod
     def open(
@@ -213,6 +214,8 @@ class IndicatorDB:
         """
         Close the database.
         """
+        if self._read is not None:
+            self._read.close()
         self._db.close()
 
     def apply(self, changes: StoreChanges) -> None:
@@ -368,6 +371,48 @@ class IndicatorDB:
         query += " ORDER BY instance, source, owner, type, value"
         for row in self._db.execute(query, params):
             yield StoredIndicator.of_row(row)
+
+    def committed_rows(
+        self,
+        full_keys: Iterable[tuple[str, str, str, str, str, str]],
+        value_keys: Iterable[tuple[str, str, str, str, str]],
+        sources: Iterable[tuple[str, str]],
+    ) -> list[tuple[Any, ...]]:
+        """
+        The rows as last committed (not as an open transaction on this
+        connection has them), as L{raw_page} gives them: those of each
+        full key, every id of each C{(instance, source, owner, type,
+        value)} and every row of each C{(instance, source)}.  What a delta
+        is about to replace or take out, read before it commits (from a
+        second, read-only connection).
+        """
+        reader = self._reader()
+        found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        queries = (
+            (f"{_SELECT} WHERE ({_KEY}) = (?, ?, ?, ?, ?, ?)", full_keys),
+            (
+                f"{_SELECT} WHERE (instance, source, owner, type, value) = (?, ?, ?, ?, ?)",
+                value_keys,
+            ),
+            (f"{_SELECT} WHERE (instance, source) = (?, ?)", sources),
+        )
+        for query, keys in queries:
+            for key in keys:
+                for row in reader.execute(query, key):
+                    found[row[:6]] = row
+        return list(found.values())
+
+    def _reader(self) -> sqlite3.Connection:
+        """
+        A second connection to the same database, made on first use and
+        only read from: it sees the last committed state whatever this one
+        has open.
+        """
+        if self._read is None:
+            self._read = sqlite3.connect(
+                self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        return self._read
 
     def count(self) -> int:
         """

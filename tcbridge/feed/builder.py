@@ -125,6 +125,43 @@ class FeedBuilder:
         merge_collectors(self._collector, other._collector)
         other._collector = None
 
+    def state(self) -> FeedBuilder:
+        """
+        A builder holding what this one took in (the same columns, not a
+        copy) and nothing else: no report history.  What a state file
+        keeps (L{tcbridge.feed.state}).
+        """
+        if self._collector is None:
+            raise RuntimeError("FeedBuilder.state called after build")
+        kept = FeedBuilder(self.settings, record_history=False)
+        kept._collector = self._collector
+        kept.stats = self._collector.stats
+        return kept
+
+    def rebase(self, base: FeedBuilder, minus: FeedBuilder) -> None:
+        """
+        Hold what C{base} took in, less what C{minus} took in, plus what
+        this builder took in (all made with the same settings): a delta's
+        feed from the last sync's state (L{tcbridge.feed.patch}).  C{base}
+        and C{minus} can no longer build.
+
+        :raise PatchError: if the settings differ or C{base} does not hold
+            what C{minus} took in; this builder is then unchanged.
+        """
+        from .merge import merge_collectors
+        from .patch import PatchError, remove_collected
+
+        into, taken, mine = base._collector, minus._collector, self._collector
+        if into is None or taken is None or mine is None:
+            raise RuntimeError("FeedBuilder.rebase called after build")
+        if base.settings != self.settings or minus.settings != self.settings:
+            raise PatchError("the last sync's state was built with other settings")
+        base._collector = minus._collector = None
+        remove_collected(into, taken)
+        merge_collectors(into, mine)
+        self._collector = into
+        self.stats = into.stats
+
     def release(self) -> None:
         """
         Forget the pages taken in (once they are handed to a build elsewhere,

@@ -92,6 +92,12 @@ class Collector:
             self._tag_memo[raw] = tag_id
         return tag_id
 
+    def known_tag_set(self, cleaned: tuple[str, ...]) -> int | None:
+        """
+        The id of a cleaned tag set, if this collector has it.
+        """
+        return self._tag_ids.get(cleaned)
+
     def tag_set_id(self, cleaned: tuple[str, ...]) -> int:
         """
         The id of a cleaned tag set (added if new).

@@ -35,7 +35,9 @@ from tcbridge.memory import return_freed_memory, reusing_buffers
 from .builder import FeedBuilder, FeedValidationError
 from .forked import can_fork
 from .history import ReportHistory, StoredHistory
+from .patch import PatchError
 from .settings import BuildStats
+from .state import StateJob, apply_state
 
 #: Exit status of a child whose job could not even be read.
 BAD_JOB: Final = 2
@@ -52,6 +54,7 @@ class BuildJob:
     :ivar pretty: indent the JSON.
     :ivar history_path: where to save the built feed's report history, or
         C{None} not to keep it.
+    :ivar state: what to do with collected state (L{tcbridge.feed.state}).
     """
 
     builder: FeedBuilder
@@ -59,6 +62,7 @@ class BuildJob:
     gzip: bool
     pretty: bool
     history_path: str | None
+    state: StateJob | None = None
 
 
 @frozen
@@ -72,6 +76,8 @@ class BuildOutcome:
     :ivar problems: validation problems (the feed was not kept).
     :ivar error: any other failure, as text with its traceback.
     :ivar notes: warnings for the log (e.g. a damaged history file).
+    :ivar unpatched: why the state asked for could not be used (nothing
+        was built; see L{tcbridge.feed.patch}).
     """
 
     feed: FeedFile | None
@@ -79,6 +85,7 @@ class BuildOutcome:
     problems: tuple[str, ...] = ()
     error: str | None = None
     notes: tuple[str, ...] = ()
+    unpatched: str | None = None
 
 
 def build_feed_file(
@@ -89,6 +96,7 @@ def build_feed_file(
     pretty: bool,
     fork: bool = False,
     checksums: bool = True,
+    state: StateJob | None = None,
 ) -> FeedFile:
     """
     Build the feed into a new temporary file in C{directory}, checking every
@@ -96,10 +104,14 @@ def build_feed_file(
     With C{fork}, use the second core when this process may fork (see
     L{tcbridge.feed.forked.can_fork}).  Without C{checksums} (write mode,
     which keeps no meta file), the file's SHA-256 and CRC-32 are not worked
-    out.
+    out.  With C{state}, first lay the builder over a kept state and keep
+    its own (L{tcbridge.feed.state.apply_state}).
 
     :raise FeedValidationError: if a report broke a rule (no file is left).
+    :raise PatchError: if the state asked for cannot be used.
     """
+    if state is not None:
+        apply_state(builder, state)
     forks = fork and can_fork() and builder.settings.grouping == "Expanded"
     with reusing_buffers():
         build = partial(builder.build_to, fork=forks)
@@ -137,13 +149,17 @@ def run_job(job: BuildJob, *, fork: bool = False) -> BuildOutcome:
     builder = job.builder
     notes = _usable_history(builder)
     try:
-        feed = build_feed_file(builder, job.directory, gzip=job.gzip, pretty=job.pretty, fork=fork)
+        feed = build_feed_file(
+            builder, job.directory, gzip=job.gzip, pretty=job.pretty, fork=fork, state=job.state
+        )
         if job.history_path is not None:
             history = builder.history
             assert isinstance(history, ReportHistory)
             history.save(job.history_path)
     except FeedValidationError as e:
         return BuildOutcome(None, builder.stats, problems=tuple(e.problems), notes=notes)
+    except PatchError as e:
+        return BuildOutcome(None, builder.stats, notes=notes, unpatched=str(e))
     except Exception:
         return BuildOutcome(None, builder.stats, error=traceback.format_exc(), notes=notes)
     return BuildOutcome(feed, builder.stats, notes=notes)

@@ -13,6 +13,12 @@ the states it planned from.  A sync whose commit did not happen (it
 failed, was held back, or the process died in between) leaves no
 matching trailer, and the delta reads the store instead.
 
+The file has a companion: the feed state the same sync collected
+(L{tcbridge.feed.state}), kept as L{STATE_FILE} with the same trailer
+in L{STATE_RECORD}.  A delta whose planned states match it builds from
+that state less the old versions of the rows it changed, plus the new
+ones, instead of taking in every indicator of the file again.
+
 Laying the delta over a page: a row pulled again (same configured source,
 owner, type, value and id) is replaced by its new form; a row whose value
 was deactivated or deleted goes (every id of it, as the store does); the
@@ -22,6 +28,7 @@ added after the pages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,11 +36,17 @@ from typing import Any
 import orjson
 from attrs import define, field
 
+from tcbridge.files import write_atomic
 from tcbridge.indicatorrows import SourceState
 from tcbridge.threatconnect.records import COLUMNS, VALUE_COLUMNS, IndicatorBatch
 
 #: The longest trailer read (a few dozen bytes per configured source).
 _TRAILER_LIMIT = 1 << 20
+
+#: The last sync's feed state, in the folder of the file of what it saw.
+STATE_FILE = "last-sync-state.pickle"
+#: What the state file is (C{committed}, C{rows} as in a trailer; C{size}).
+STATE_RECORD = "last-sync-state.json"
 
 
 Key = tuple[str, str, str, str]
@@ -80,6 +93,42 @@ def trailer(path: str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return found if isinstance(found, dict) else None
+
+
+def keep_state(folder: str, pending: str, found: dict[str, Any]) -> None:
+    """
+    Make the state file C{pending} (in C{folder}) the last sync's, with
+    C{found} (C{committed} and C{rows}, as the file of what the sync saw
+    ends) as what it is (blocking).
+
+    :raise OSError: if it cannot be kept (no state is then kept).
+    """
+    token = os.path.join(folder, STATE_RECORD)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(token)
+    path = os.path.join(folder, STATE_FILE)
+    os.replace(pending, path)
+    write_atomic(token, orjson.dumps({**found, "size": os.stat(path).st_size}))
+
+
+def kept_state(folder: str, committed: list[list[Any]], rows: int | None) -> str | None:
+    """
+    The last sync's state file in C{folder} if it is the store's content
+    with the states C{committed} and C{rows} rows (what a delta planned
+    from), else C{None}.
+    """
+    path = os.path.join(folder, STATE_FILE)
+    try:
+        with open(os.path.join(folder, STATE_RECORD), "rb") as f:
+            token = orjson.loads(f.read())
+        size = os.stat(path).st_size
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(token, dict) or token.get("size") != size:
+        return None
+    if token.get("committed") != committed or token.get("rows") != rows:
+        return None
+    return path
 
 
 @define

@@ -10,6 +10,7 @@ feed does not validate, nothing is published.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any, NoReturn
@@ -25,7 +26,10 @@ from tcbridge.config import Config
 from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.history import AnyHistory, ReportHistory
 from tcbridge.feed.job import build_feed_file
+from tcbridge.feed.patch import settings_patchable
+from tcbridge.feed.state import StateJob
 from tcbridge.feedfile import FeedFile
+from tcbridge.files import TEMP_PREFIX, unlink_quietly
 from tcbridge.logs import bridge_observer
 from tcbridge.memory import trim
 from tcbridge.model import Source
@@ -33,7 +37,7 @@ from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
-from tcbridge.sync.base import committed_token
+from tcbridge.sync.base import committed_token, keep_state
 from tcbridge.sync.delta import CycleBook, Incremental
 from tcbridge.sync.errors import (
     FeedHeldBackError,
@@ -42,7 +46,7 @@ from tcbridge.sync.errors import (
     describe_failure,
 )
 from tcbridge.sync.publish import Publisher
-from tcbridge.sync.rebuild import delta_feed
+from tcbridge.sync.rebuild import build_delta
 from tcbridge.sync.record import log_failure, log_sync, record_build
 from tcbridge.sync.work import (
     BuildFeed,
@@ -116,6 +120,9 @@ class SyncCycle:
     #: The store's states after this cycle's commit, for the trailer of
     #: what the sync saw (L{tcbridge.sync.base}); C{None} without one.
     _committed: list[list[Any]] | None = field(init=False, default=None)
+    #: The feed state this cycle's build kept, to keep with the file of
+    #: what the sync saw (L{tcbridge.sync.base.keep_state}).
+    _state_kept: str | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._publisher = Publisher(
@@ -384,8 +391,10 @@ class SyncCycle:
         next delta) read, off the reactor (its fsync took over 100 ms at a
         million indicators); if it cannot be written, say so and keep the
         previous one (the sync itself stands: the next delta, finding the
-        old file no longer matching the store, reads the store).
+        old file no longer matching the store, reads the store).  A
+        committed sync's feed state is kept with it, for the next delta.
         """
+        kept, self._state_kept = self._state_kept, None
         try:
             await self._run_heavy(seen.finish, committed)
         except defer.CancelledError:
@@ -399,6 +408,21 @@ class SyncCycle:
                 "Could not keep what this sync saw ({error}); explanations use the previous sync's",
                 error=str(e),
             )
+        else:
+            if kept is not None and committed is not None:
+                found = {"committed": committed, "rows": seen.stored_rows}
+                try:
+                    await self._run_heavy(keep_state, seen.folder, kept, found)
+                    kept = None
+                except OSError as e:
+                    self.log.warn(
+                        "Could not keep this sync's feed state ({error}); "
+                        "the next delta builds from every indicator",
+                        error=str(e),
+                    )
+        finally:
+            if kept is not None:
+                unlink_quietly(kept)
 
     async def _pull_build_finish(
         self,
@@ -418,14 +442,24 @@ class SyncCycle:
         if incremental is not None:
             plan = await incremental.plan(self._config.sources, now)
             book = CycleBook(incremental, plan, now, seen=seen)
+        keep = self._state_to_keep(book, seen, settings)
+
+        def build(built: FeedBuilder, state: StateJob) -> Awaitable[T]:
+            return self._build_and_finish(built, finish, record_history, directory, state)
+
+        def new_builder() -> FeedBuilder:
+            return FeedBuilder(
+                settings, history=self._publisher.history, record_history=record_history
+            )
+
         try:
             pulls = await self._pull_all(builder, seen, book)
             if book is not None and not book.plan.full:
-                builder = FeedBuilder(
-                    settings, history=self._publisher.history, record_history=record_history
+                result, builder = await build_delta(
+                    self._seen_folder, book, new_builder, seen, self._pause, build, keep
                 )
-                builder = await delta_feed(self._seen_folder, book, builder, seen, self._pause)
-            result = await self._build_and_finish(builder, finish, record_history, directory)
+            else:
+                result = await build(builder, StateJob(save_to=keep))
             if book is not None:
                 progress = self._status.progress
                 if progress is not None:
@@ -434,13 +468,30 @@ class SyncCycle:
         except BaseException:
             # Also when the commit fails or is cancelled: the transaction
             # must not stay open (it holds the store's write lock).
+            if keep is not None:
+                unlink_quietly(keep)
             if book is not None:
                 await book.abort()
             raise
         if book is not None:
             assert book.committed_states is not None
             self._committed = committed_token(book.committed_states)
+        self._state_kept = keep
         return result, builder, pulls
+
+    def _state_to_keep(
+        self, book: CycleBook | None, seen: SeenWriter | None, settings: FeedSettings
+    ) -> str | None:
+        """
+        Where this cycle's build keeps its feed state for the next delta
+        (L{tcbridge.feed.state}), or C{None}: only with a store, a file of
+        what the sync sees beside it, and settings a state serves.
+        """
+        if book is None or seen is None or not settings_patchable(settings):
+            return None
+        fd, path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".state", dir=seen.folder)
+        os.close(fd)
+        return path
 
     async def _pull_all(
         self, builder: FeedBuilder, seen: SeenWriter | None, book: CycleBook | None
@@ -514,13 +565,14 @@ class SyncCycle:
         finish: Callable[[FeedFile, FeedBuilder], Awaitable[T]],
         record_history: bool,
         directory: str | None,
+        state: StateJob | None = None,
     ) -> T:
         progress = self._status.progress
         if directory is None:
             directory = await self._run_heavy(self._store.build_directory)
         if progress is not None:
             progress.phase, progress.done = "building", len(self._config.sources)
-        feed = await self._build_file(builder, directory, record_history)
+        feed = await self._build_file(builder, directory, record_history, state)
         if progress is not None:
             progress.phase = "publishing"
         try:
@@ -529,19 +581,26 @@ class SyncCycle:
             feed.discard()
             raise
 
-    async def _build_file(self, builder: FeedBuilder, directory: str, gzip: bool) -> FeedFile:
+    async def _build_file(
+        self, builder: FeedBuilder, directory: str, gzip: bool, state: StateJob | None
+    ) -> FeedFile:
         """
         Build the feed into a new file in C{directory}, checking every
-        report as it is written, with its gzip form if asked for: in a
-        child process when the cycle has a L{BuildFeed}, else with
-        C{run_heavy}.  The whole feed is never held as Python objects.
+        report as it is written, with its gzip form if asked for (and
+        C{state}, see L{tcbridge.feed.state}): in a child process when the
+        cycle has a L{BuildFeed}, else with C{run_heavy}.  The whole feed
+        is never held as Python objects.
         """
         pretty = self._config.feed.pretty_print_json
+        if state == StateJob():
+            state = None
         try:
             if self._build is not None:
-                return await self._build(builder, directory, gzip=gzip, pretty=pretty)
+                if state is None:
+                    return await self._build(builder, directory, gzip=gzip, pretty=pretty)
+                return await self._build(builder, directory, gzip=gzip, pretty=pretty, state=state)
             feed: FeedFile = await self._run_heavy(
-                partial(build_feed_file, builder, directory, gzip=gzip, pretty=pretty)
+                partial(build_feed_file, builder, directory, gzip=gzip, pretty=pretty, state=state)
             )
             return feed
         except FeedValidationError as e:

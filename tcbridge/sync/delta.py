@@ -492,6 +492,22 @@ class CycleBook:
         keys = {(self.plan.instance(name), name) for name in self.plan.since}
         return [row for row in rows if (row[0], row[1]) in keys]
 
+    async def replaced_rows(self) -> list[tuple[Any, ...]]:
+        """
+        The store rows, as last committed, that this delta replaces or takes
+        out (see L{IndicatorDB.committed_rows}), of the planned sources.
+        """
+        await self._tx.settled()
+        instance = self.plan.instance
+        overlay = self.overlay
+        rows: list[tuple[Any, ...]] = await self.incremental.run(
+            IndicatorDB.committed_rows,
+            [(instance(key[0]), *key) for key in overlay.upserted],
+            [(instance(key[0]), *key) for key in overlay.cleared],
+            [(instance(name), name) for name in overlay.replaced],
+        )
+        return self.planned(rows)
+
     async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[tuple[Any, ...]]:
         """
         The store's rows as the cycle leaves them, as tuples (see

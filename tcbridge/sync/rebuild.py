@@ -1,59 +1,85 @@
 # -*- test-case-name: tests.unit.test_sync_delta -*-
 """
-Where a delta's feed comes from once its changes are in the store: the
-last sync's file of what it saw with the delta laid over it
-(L{tcbridge.sync.base}), when that file is the store's content, else
-every row of the store.  Either way the builder and the new file of what
-this sync saw get every indicator, a page at a time, with a pause on the
-reactor between pages.
+Where a delta's feed comes from once its changes are in the store, best
+first:
+
+  - the last sync's feed state (L{tcbridge.feed.state}) less the old
+    versions of the rows the delta replaces or takes out, plus the new
+    ones: the builder takes in only the delta, and the build child does
+    the rest (L{from_state});
+  - the last sync's file of what it saw with the delta laid over it
+    (L{tcbridge.sync.base}), when that file is the store's content;
+  - every row of the store.
+
+The new file of what this sync saw gets every indicator either way (from
+the last sync's file, or from the store), a page at a time, with a pause
+on the reactor between pages.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from attrs import evolve
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from tcbridge.feed.builder import FeedBuilder
+from tcbridge.feed.patch import PatchError, settings_patchable
+from tcbridge.feed.state import StateJob
 from tcbridge.indicatorrows import batches_of_rows
 from tcbridge.logs import bridge_observer
 from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.seen import SeenWriter
-from tcbridge.sync.base import DamagedFileError, base_pages, trailer
+from tcbridge.sync.base import DamagedFileError, base_pages, kept_state, trailer
 from tcbridge.sync.delta import CycleBook
 
 Pause = Callable[[], Awaitable[None]] | None
+T = TypeVar("T")
 
 log = Logger(observer=bridge_observer)
+
+
+def _last_sync_file(folder: str | None, book: CycleBook) -> str | None:
+    """
+    The last sync's file in C{folder}, if it is the store's content (its
+    trailer holds the store's states and row count as the delta found
+    them).
+    """
+    if folder is None:
+        return None
+    path = os.path.join(folder, SEEN_FILE)
+    found = trailer(path)
+    if found is None or found.get("committed") != book.planned_from():
+        return None
+    if found.get("rows") != book.plan.rows:
+        return None
+    return path
 
 
 async def from_last_sync(
     folder: str | None,
     book: CycleBook,
-    builder: FeedBuilder,
+    builder: FeedBuilder | None,
     seen: SeenWriter | None,
     pause: Pause,
 ) -> bool:
     """
-    Feed C{builder} (and C{seen}) the last sync's file in C{folder} with
-    this delta laid over it, if that file is the store's content (its
-    trailer holds the store's states and row count as the delta found
-    them); C{False} (nothing done) if it is not.
+    Feed C{builder} (if any) and C{seen} the last sync's file in C{folder}
+    with this delta laid over it, if that file is the store's content;
+    C{False} (nothing done) if it is not.
 
     :raise DamagedFileError: if the file cannot be read back; C{builder}
         and C{seen} then hold part of it.
     """
-    if folder is None:
-        return False
-    path = os.path.join(folder, SEEN_FILE)
-    found = trailer(path)
-    if found is None or found.get("committed") != book.planned_from():
-        return False
-    if found.get("rows") != book.plan.rows:
+    path = _last_sync_file(folder, book)
+    if path is None:
         return False
     for origin, line, batch in base_pages(path, book.overlay):
-        builder.add(batch)
+        if builder is not None:
+            builder.add(batch)
         if seen is not None and line is not None:
             seen.add_lines([line], len(batch))
         elif seen is not None:
@@ -61,7 +87,8 @@ async def from_last_sync(
         if pause is not None:
             await pause()
     for origin, batch in book.overlay.fresh_batches():
-        builder.add(batch)
+        if builder is not None:
+            builder.add(batch)
         if seen is not None:
             seen.add([batch], origin=origin)
     return True
@@ -87,6 +114,28 @@ async def from_store(
         after = rows[-1][:6]
         if pause is not None:
             await pause()
+
+
+async def from_state(folder: str | None, book: CycleBook, builder: FeedBuilder) -> StateJob | None:
+    """
+    Lay the delta over the last sync's feed state in C{folder}, if that
+    state and the last sync's file are the store's content: C{builder}
+    gets what the delta pulled (as the store keeps it); return the job
+    that has the build start from the state less the store's old versions
+    of the rows the delta replaces or takes out.  C{None} (nothing done)
+    if the state cannot serve.
+    """
+    if folder is None or not settings_patchable(builder.settings):
+        return None
+    base = kept_state(folder, book.planned_from(), book.plan.rows)
+    if base is None or _last_sync_file(folder, book) is None:
+        return None
+    minus = FeedBuilder(builder.settings, record_history=False)
+    for _, batch in batches_of_rows(await book.replaced_rows()):
+        minus.add(batch)
+    for _, batch in book.overlay.fresh_batches():
+        builder.add(batch)
+    return StateJob(base=base, minus=minus)
 
 
 async def delta_feed(
@@ -115,3 +164,71 @@ async def delta_feed(
             seen.rewind(mark)
     await from_store(book, builder, seen, pause)
     return builder
+
+
+async def build_delta(
+    folder: str | None,
+    book: CycleBook,
+    new_builder: Callable[[], FeedBuilder],
+    seen: SeenWriter | None,
+    pause: Pause,
+    build: Callable[[FeedBuilder, StateJob], Awaitable[T]],
+    keep: str | None,
+) -> tuple[T, FeedBuilder]:
+    """
+    Build (with C{build}) a delta's feed, keeping its state in C{keep}:
+    from the last sync's state when it serves (L{from_state}), the new
+    file of what this sync saw being written from the last one meanwhile,
+    on the reactor while the build runs elsewhere; else from every
+    indicator (L{delta_feed}), also when the build finds the state
+    unusable.  Return what C{build} returned and the builder built.
+    """
+    mark = seen.mark() if seen is not None else None
+    builder = new_builder()
+    patch = await from_state(folder, book, builder)
+    if patch is not None:
+        copying = ensureDeferred(_copy_last_sync(folder, book, seen, pause))
+        try:
+            result = await build(builder, evolve(patch, save_to=keep))
+        except PatchError as e:
+            await copying
+            log.warn(
+                "The last sync's feed state could not be used ({error}); "
+                "building from every indicator",
+                error=str(e),
+            )
+            if seen is not None and mark is not None:
+                seen.rewind(mark)
+        except BaseException:
+            copying.cancel()
+            raise
+        else:
+            await copying
+            return result, builder
+    builder = await delta_feed(folder, book, new_builder(), seen, pause)
+    return await build(builder, StateJob(save_to=keep)), builder
+
+
+async def _copy_last_sync(
+    folder: str | None, book: CycleBook, seen: SeenWriter | None, pause: Pause
+) -> None:
+    """
+    Write the new file of what this sync saw from the last one with the
+    delta laid over it; if that cannot be done, drop the new file (the
+    last one stays, no longer matching the store: the next delta reads
+    the store) and say so.
+    """
+    if seen is None:
+        return
+    try:
+        copied = await from_last_sync(folder, book, None, seen, pause)
+    except DamagedFileError as e:
+        copied, problem = False, str(e)
+    else:
+        problem = "it changed during the sync"
+    if not copied:
+        log.warn(
+            "The last sync's file could not be read back ({error}); explanations keep it",
+            error=problem,
+        )
+        seen.discard()

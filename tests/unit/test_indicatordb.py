@@ -329,3 +329,30 @@ def test_changes_outside_a_transaction_are_refused(tmp_path: Path) -> None:
     with pytest.raises(NoTransactionError):
         db.commit({})
     assert db.count() == 0
+
+
+def test_committed_rows_are_read_as_last_committed(tmp_path: Path) -> None:
+    """
+    While a delta's transaction is open, the rows it is about to replace
+    or take out read as last committed (by full key, by value with every
+    id, by source), not as the transaction has them; other rows are not
+    read.
+    """
+    db = IndicatorDB.open(str(tmp_path))
+    _full(db, [_indicator(n) for n in range(5)], 1.0)
+    db.begin()
+    db.add([_indicator(1, rating=5.0), _indicator(2, id="2002")])
+    db.remove([("tc", "*", "Common Community", "Host", "host3.example")])
+    key = ("tc", "*", "Common Community", "Host")
+    rows = db.committed_rows(
+        [(*key, "host1.example", "1001"), (*key, "host2.example", "2002")],
+        [(*key, "host3.example")],
+        [],
+    )
+    found = sorted((StoredIndicator.of_row(row) for row in rows), key=lambda i: i.value)
+    assert [(i.value, i.rating) for i in found] == [("host1.example", 3.0), ("host3.example", 3.0)]
+    every = db.committed_rows([], [], [("tc", "*")])
+    assert len(every) == 5
+    assert db.committed_rows([], [], [("tc", "elsewhere")]) == []
+    db.abort()
+    db.close()

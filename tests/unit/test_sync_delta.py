@@ -17,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.logger import globalLogPublisher
 
+from tcbridge.feed.collect import Collector
 from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.serialize import dumps
 from tcbridge.indicatordb import IndicatorDB
@@ -26,7 +28,7 @@ from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
-from tcbridge.sync.base import Overlay, base_pages
+from tcbridge.sync.base import STATE_FILE, Overlay, base_pages
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental, Transaction, rows_of
 from tcbridge.threatconnect import across
@@ -190,7 +192,7 @@ def test_a_failed_delta_changes_nothing(tmp_path: Path) -> None:
         max_size=6,
     ),
     churn=st.sampled_from([0.0, 0.02]),
-    grouping=st.sampled_from(["Expanded", "Condensed"]),
+    grouping=st.sampled_from(["Expanded", "Condensed", "MaxCondensed"]),
     seen=st.booleans(),
     version=st.sampled_from(["v2", "v3"]),
 )
@@ -268,6 +270,59 @@ def _untimed(feed: bytes) -> list[Any]:
     for report in reports:
         report.pop("timestamp")
     return reports
+
+
+def _count_taken_in(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """
+    A list that gets the size of each batch a feed builder takes in.
+    """
+    taken: list[int] = []
+    real_add = Collector.add
+
+    def counted(collector: Collector, batch: IndicatorBatch) -> None:
+        taken.append(len(batch))
+        real_add(collector, batch)
+
+    monkeypatch.setattr(Collector, "add", counted)
+    return taken
+
+
+def test_deltas_build_from_the_last_sync_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A sync keeps its feed state beside the file of what it saw; the next
+    delta builds from it (its builders take in only what changed, old and
+    new versions) and publishes what a full sync does.  A state that
+    cannot be used (here: other bytes of its size) makes the delta build
+    from every indicator, say so, and still publish what a full sync does.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    state = tmp_path / "seen" / STATE_FILE
+    assert state.stat().st_size > 0
+    taken = _count_taken_in(monkeypatch)
+    _change_five(pair)
+    pair.h.clock.advance(3600)
+    delta = result_of(pair.h.settle(defer.ensureDeferred(pair.delta.run()))).body
+    assert 0 < sum(taken) < 20
+    assert delta == result_of(pair.h.settle(defer.ensureDeferred(pair.full.run()))).body
+    state.write_bytes(b"x" * state.stat().st_size)
+    taken.clear()
+    said: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        said.append(str(event.get("log_format", "")))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        pair.h.simulator.change(CC, "Host", 7, rating=5.0)
+        delta, full = pair.sync()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert delta == full
+    assert sum(taken) > 900
+    assert any("feed state could not be used" in line for line in said)
 
 
 def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
@@ -350,7 +405,10 @@ def test_a_damaged_last_sync_file_makes_the_delta_read_the_store(
     A last-sync file damaged on disk (a line cut, the trailer intact), or
     one whose trailer counts other rows than the store holds (as when a
     sync saw one indicator twice), is not trusted: the delta reads the
-    store and still publishes what a full sync does.
+    store and still publishes what a full sync does.  A delta building
+    from the last sync's state does not need the file for its feed: it
+    leaves the damaged file (no new one can be copied from it), and the
+    next delta, finding it no longer the store's, reads the store.
     """
     pair = Pair(tmp_path)
     pair.sync()
@@ -358,8 +416,13 @@ def test_a_damaged_last_sync_file_makes_the_delta_read_the_store(
     seen_file = tmp_path / "seen" / "last-sync-indicators.jsonl"
     lines = seen_file.read_bytes().splitlines(keepends=True)
     lines[1] = lines[1][: len(lines[1]) // 2] + b"\n"
-    seen_file.write_bytes(b"".join(lines))
+    damaged = b"".join(lines)
+    seen_file.write_bytes(damaged)
     _change_five(pair)
+    delta, full = pair.sync()
+    assert delta == full and not read
+    assert seen_file.read_bytes() == damaged
+    pair.h.simulator.change(CC, "Host", 11, rating=5.0)
     delta, full = pair.sync()
     assert delta == full and read
     read.clear()

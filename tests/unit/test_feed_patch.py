@@ -1,0 +1,195 @@
+"""
+Tests for L{tcbridge.feed.patch} and L{tcbridge.feed.state}: a builder
+laid over a kept state, less the old versions of what changed, builds the
+bytes and figures of a builder given the new data from the start; a state
+that does not hold what is to be taken out is refused, never half-used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcbridge.feed.builder import FeedBuilder, FeedSettings
+from tcbridge.feed.filters import Exclusions
+from tcbridge.feed.job import BuildJob, run_job
+from tcbridge.feed.patch import PatchError, settings_patchable
+from tcbridge.feed.state import StateJob, apply_state, load_state, save_state
+from tcbridge.threatconnect.records import Indicator
+from tests.unit.test_feed_builder import address, file, host
+from tests.unit.test_feed_merge import _made
+
+WEB = "https://tc.example.com"
+
+
+def _settings(grouping: str = "Condensed") -> FeedSettings:
+    excluded = Exclusions.from_lines(ips=["198.51.0.0/24"], hosts=["h3.example.com"])
+    return FeedSettings(
+        grouping=grouping,  # type: ignore[arg-type]
+        exclusions=excluded,
+        min_score=40,
+        web_url=WEB,
+    )
+
+
+def _builder(indicators: list[Indicator], grouping: str = "Condensed") -> FeedBuilder:
+    builder = FeedBuilder(_settings(grouping))
+    for at in range(0, len(indicators), 7):
+        builder.add(indicators[at : at + 7])
+    return builder
+
+
+def _patched(
+    base: list[Indicator], gone: list[Indicator], new: list[Indicator], grouping: str
+) -> FeedBuilder:
+    builder = _builder(new, grouping)
+    builder.rebase(_builder(base, grouping).state(), _builder(gone, grouping))
+    return builder
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    grouping=st.sampled_from(["Condensed", "MaxCondensed"]),
+    seed=st.integers(0, 10_000),
+    removed=st.lists(st.integers(0, 199), max_size=120),
+    added=st.integers(0, 60),
+)
+def test_a_patched_builder_builds_the_same_feed(
+    grouping: str, seed: int, removed: list[int], added: int
+) -> None:
+    """
+    Any indicators taken out of a state (old versions of changed ones,
+    deleted ones, every one of a label) and any added (new versions, new
+    values, values other indicators hold) give the bytes and figures a
+    builder given the remaining and new indicators gives.
+    """
+    base = _made(seed, 200)
+    gone = sorted(set(removed))
+    new = _made(seed + 1, added)
+    kept = [one for at, one in enumerate(base) if at not in set(gone)]
+    patched = _patched(base, [base[at] for at in gone], new, grouping)
+    whole = _builder(kept + new, grouping)
+    assert patched.build_bytes() == whole.build_bytes()
+    assert patched.stats == whole.stats
+
+
+def test_a_label_with_nothing_left_is_forgotten() -> None:
+    """
+    A label whose every indicator goes is no longer counted, and a label
+    seen for the first time afterwards is numbered after those left.
+    """
+    one = [host("a.example.com", source="One", rating=5.0)]
+    two = [host("b.example.com", source="Two", rating=5.0)]
+    three = [address("203.0.113.9", source="Three", rating=5.0)]
+    patched = _patched(one + two, one, three, "Condensed")
+    whole = _builder(two + three)
+    assert patched.build_bytes() == whole.build_bytes()
+    assert set(patched.stats.per_source) == {"Two", "Three"}
+
+
+def test_taking_out_what_is_not_there_is_refused() -> None:
+    """
+    An indicator the state never took in, or took in with another score or
+    tags, cannot be taken out: the patch is refused.
+    """
+    base = [file(rating=5.0, tags=("Crime",)), host("a.example.com", rating=5.0)]
+    for gone in (
+        [host("b.example.com", rating=5.0)],
+        [file(rating=4.0, tags=("Crime",))],
+        [file(rating=5.0, tags=("Other",))],
+        [host("a.example.com", rating=5.0, source="Elsewhere")],
+        [host("a.example.com", rating=5.0)] * 2,
+    ):
+        with pytest.raises(PatchError):
+            _patched(base, gone, [], "Condensed")
+
+
+def test_other_settings_and_groupings_are_not_patched() -> None:
+    """
+    A state made with other settings is refused; Expanded feeds, feeds
+    without a web_url and feeds with an age limit are never patched.
+    """
+    builder = _builder([host("a.example.com", rating=5.0)])
+    other = FeedBuilder(FeedSettings(web_url=WEB, min_score=0))
+    with pytest.raises(PatchError):
+        builder.rebase(other, FeedBuilder(other.settings))
+    assert settings_patchable(_settings("MaxCondensed"))
+    assert not settings_patchable(_settings("Expanded"))
+    assert not settings_patchable(FeedSettings())
+    assert not settings_patchable(FeedSettings(web_url=WEB, modified_after=1))
+    expanded = FeedBuilder(FeedSettings(grouping="Expanded", web_url=WEB))
+    with pytest.raises(PatchError):
+        expanded.rebase(FeedBuilder(expanded.settings).state(), FeedBuilder(expanded.settings))
+
+
+def test_a_state_file_round_trips(tmp_path: Path) -> None:
+    """
+    A state written and read back builds what the builder it was written
+    from builds; the history is not kept.
+    """
+    indicators = _made(7, 100)
+    path = str(tmp_path / "state")
+    save_state(path, _builder(indicators))
+    assert load_state(path).build_bytes() == _builder(indicators).build_bytes()
+
+
+def test_an_unreadable_state_is_refused(tmp_path: Path) -> None:
+    """
+    A state file that is cut, holds something else, or is missing gives
+    PatchError, never a traceback or a half-patched builder.
+    """
+    path = tmp_path / "state"
+    save_state(str(path), _builder(_made(3, 50)))
+    path.write_bytes(path.read_bytes()[:100])
+    other = tmp_path / "other"
+    other.write_bytes(b"\x80\x05\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01.")
+    for bad in (path, other, tmp_path / "missing"):
+        with pytest.raises(PatchError):
+            load_state(str(bad))
+
+
+def test_a_build_job_keeps_and_uses_state(tmp_path: Path) -> None:
+    """
+    A build job keeps its builder's state before building; the next one,
+    laid over it, builds what a builder given the new data builds; one
+    laid over an unusable state builds nothing and says why.
+    """
+    base, changed = _made(11, 150), _made(12, 20)
+    kept = str(tmp_path / "kept")
+    first = run_job(BuildJob(_builder(base), str(tmp_path), False, False, None, StateJob(kept)))
+    assert first.feed is not None and first.unpatched is None
+    state = StateJob(save_to=str(tmp_path / "next"), base=kept, minus=_builder(base[:30]))
+    second = run_job(BuildJob(_builder(changed), str(tmp_path), False, False, None, state))
+    assert second.feed is not None
+    want = _builder(base[30:] + changed).build_bytes()
+    with open(second.feed.path, "rb") as f:
+        assert f.read() == want
+    assert load_state(str(tmp_path / "next")).build_bytes() == want
+    bad = StateJob(base=str(tmp_path / "missing"), minus=_builder([]))
+    third = run_job(BuildJob(_builder(changed), str(tmp_path), False, False, None, bad))
+    assert third.feed is None and third.unpatched is not None
+    assert "cannot be read" in third.unpatched
+
+
+def test_apply_state_needs_what_to_take_out() -> None:
+    """
+    A state to start from without the builder of what to take out of it is
+    refused.
+    """
+    with pytest.raises(PatchError):
+        apply_state(_builder([]), StateJob(base="somewhere"))
+
+
+def test_equal_values_are_taken_out_one_at_a_time() -> None:
+    """
+    A value two indicators hold with the same score and tags (two sources
+    under one label) loses one entry when one of them goes, and stays in
+    the feed.
+    """
+    twice = [host("same.example.com", rating=5.0, id="7")] * 2
+    built = _patched(twice, twice[:1], [], "Condensed").build_bytes()
+    assert b"same.example.com" in built
+    assert built == _builder(twice[:1]).build_bytes()
