@@ -68,7 +68,7 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
     and what the last sync saw); 1 if there is no cache folder or no feed.
     """
     from tcbridge.explain import explain
-    from tcbridge.seen import FILE_NAME
+    from tcbridge.seen import FILE_NAME, last_written
     from tcbridge.store import CACHE_FILE_NAME
     from tcbridge.sync.work import as_of, feed_settings
     from tcbridge.synclog import SyncLog
@@ -93,7 +93,7 @@ def run_explain(config: Config, values: Sequence[str], out: TextIO) -> int:
     settings, _ = feed_settings(config)
     if os.path.exists(seen):
         # Judged as of the sync that kept what it saw (not a later failed one).
-        settings = as_of(settings, config, os.path.getmtime(seen))
+        settings = as_of(settings, config, last_written(seen))
     for value in values:
         answer = explain(
             value,

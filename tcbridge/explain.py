@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import mmap
-import os
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -35,7 +33,8 @@ from tcbridge.feed.collect import AGED_OUT, Collector
 from tcbridge.feed.filters import Exclusions, indicator_score, parse_exclusion_file
 from tcbridge.feed.iocs import normalise_dns
 from tcbridge.feed.settings import BuildStats, FeedSettings
-from tcbridge.seen import rows_with, search_key
+from tcbridge.seen import search_key
+from tcbridge.seen import seen_rows as rows_seen
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 
 _HEX = re.compile(r"[0-9a-fA-F]+").fullmatch
@@ -173,31 +172,13 @@ def find_in_feed(body: bytes, value: str, kind: str) -> tuple[str, int, str] | N
 
 def seen_rows(path: str, value: str) -> Iterator[list[Any]]:
     """
-    The indicators of the last sync's file (L{tcbridge.seen}) that hold
-    C{value}.
+    The indicators of the last sync's file (L{tcbridge.seen}), as the
+    deltas since changed it, that hold C{value}.
     """
     key = search_key(value)
     if key is None:
         return
-    needle = orjson.dumps(key)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            at = data.find(needle)
-            found = 0
-            while at >= 0 and found < MAX_ROWS:
-                begin = data.rfind(b"\n", 0, at) + 1
-                end = data.find(b"\n", at)
-                end = len(data) if end < 0 else end
-                for row in rows_with(orjson.loads(data[begin:end]), key)[: MAX_ROWS - found]:
-                    found += 1
-                    yield row
-                at = data.find(needle, end)
+    yield from rows_seen(path, key, MAX_ROWS)
 
 
 #: The Indicator fields of a seen row's first columns, in order (see

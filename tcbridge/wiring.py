@@ -35,6 +35,7 @@ from tcbridge.indicatordb import ThreadedIndicatorDB
 from tcbridge.logs import bridge_observer
 from tcbridge.net.agent import make_agent
 from tcbridge.seen import FILE_NAME as SEEN_FILE_NAME
+from tcbridge.seen import last_written
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.storechild import ChildStore
@@ -382,7 +383,7 @@ def explainer(bridge: Bridge) -> Callable[[str], Explanation] | None:
         settings, _ = feed_settings(config)
         if os.path.exists(seen_path):
             # Judged as of the sync that kept what it saw (not a later one).
-            settings = as_of(settings, config, os.path.getmtime(seen_path))
+            settings = as_of(settings, config, last_written(seen_path))
         return explain(
             value,
             feed=bridge.store.body(),

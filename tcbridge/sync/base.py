@@ -40,9 +40,6 @@ from tcbridge.files import write_atomic
 from tcbridge.indicatorrows import SourceState
 from tcbridge.threatconnect.records import COLUMNS, VALUE_COLUMNS, IndicatorBatch
 
-#: The longest trailer read (a few dozen bytes per configured source).
-_TRAILER_LIMIT = 1 << 20
-
 #: The last sync's feed state, in the folder of the file of what it saw.
 STATE_FILE = "last-sync-state.pickle"
 #: What the state file is (C{committed}, C{rows} as in a trailer; C{size}).
@@ -70,29 +67,6 @@ class DamagedFileError(Exception):
     """
     The last sync's file cannot be read back (cut or damaged on disk).
     """
-
-
-def trailer(path: str) -> dict[str, Any] | None:
-    """
-    The trailer of the file at C{path} (C{committed}: the store's states,
-    C{rows}: the stored rows written), or C{None} (no file, no trailer).
-    """
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            start = max(0, size - _TRAILER_LIMIT)
-            f.seek(start)
-            tail = f.read()
-    except OSError:
-        return None
-    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    if not last.startswith(b'{"committed":'):
-        return None
-    try:
-        found = orjson.loads(last)
-    except orjson.JSONDecodeError:
-        return None
-    return found if isinstance(found, dict) else None
 
 
 def keep_state(folder: str, pending: str, found: dict[str, Any]) -> None:

@@ -523,7 +523,7 @@ class SyncCycle:
                 batches: Any, name: str = source.name, delta: bool = since is not None
             ) -> None:
                 if seen is not None:
-                    seen.add_inactive(batches)
+                    seen.add_inactive(batches, origin=name)
                 if book is not None and delta:
                     book.inactive(name, batches)
 

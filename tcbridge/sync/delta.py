@@ -374,6 +374,8 @@ class CycleBook:
     _changes: dict[str, int] = field(factory=lambda: {"added": 0, "removed": 0}, init=False)
     overlay: Overlay = field(init=False)
     committed_states: dict[tuple[str, str], SourceState] | None = field(init=False, default=None)
+    #: how many store rows this delta replaces or takes out (L{replaced_rows})
+    replaced: int = field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         self.overlay = Overlay(
@@ -495,7 +497,8 @@ class CycleBook:
     async def replaced_rows(self) -> list[tuple[Any, ...]]:
         """
         The store rows, as last committed, that this delta replaces or takes
-        out (see L{IndicatorDB.committed_rows}), of the planned sources.
+        out (see L{IndicatorDB.committed_rows}); how many they are stays in
+        C{replaced}.
         """
         await self._tx.settled()
         instance = self.plan.instance
@@ -506,7 +509,8 @@ class CycleBook:
             [(instance(key[0]), *key) for key in overlay.cleared],
             [(instance(name), name) for name in overlay.replaced],
         )
-        return self.planned(rows)
+        self.replaced = len(rows)
+        return rows
 
     async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[tuple[Any, ...]]:
         """

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 from attrs import evolve
 from twisted.internet.defer import ensureDeferred
@@ -32,31 +32,60 @@ from tcbridge.feed.state import StateJob
 from tcbridge.indicatorrows import batches_of_rows
 from tcbridge.logs import bridge_observer
 from tcbridge.seen import FILE_NAME as SEEN_FILE
-from tcbridge.seen import SeenWriter
-from tcbridge.sync.base import DamagedFileError, base_pages, kept_state, trailer
+from tcbridge.seen import SeenWriter, changes_file, trailer
+from tcbridge.sync.base import DamagedFileError, base_pages, kept_state
 from tcbridge.sync.delta import CycleBook
+from tcbridge.threatconnect.records import IndicatorBatch
 
 Pause = Callable[[], Awaitable[None]] | None
 T = TypeVar("T")
 
+#: A delta writes the last sync's file whole again once the changes
+#: appended to it reach this fraction (1/N) of its size.
+COMPACT_AT: Final = 4
+
 log = Logger(observer=bridge_observer)
+
+
+def _matches(found: dict[str, Any] | None, book: CycleBook) -> bool:
+    """
+    Whether a trailer holds the store's states and row count as the delta
+    found them.
+    """
+    return (
+        found is not None
+        and found.get("committed") == book.planned_from()
+        and found.get("rows") == book.plan.rows
+    )
 
 
 def _last_sync_file(folder: str | None, book: CycleBook) -> str | None:
     """
-    The last sync's file in C{folder}, if it is the store's content (its
-    trailer holds the store's states and row count as the delta found
-    them).
+    The last sync's file in C{folder}, if it is the store's content by
+    itself (no delta since changed it, see L{tcbridge.seen}).
     """
     if folder is None:
         return None
     path = os.path.join(folder, SEEN_FILE)
     found = trailer(path)
-    if found is None or found.get("committed") != book.planned_from():
-        return None
-    if found.get("rows") != book.plan.rows:
+    if not _matches(found, book) or changes_file(folder, found) is not None:
         return None
     return path
+
+
+def _as_changed(folder: str, book: CycleBook) -> tuple[dict[str, Any], str | None] | None:
+    """
+    If the last sync's file in C{folder}, with the changes file of the
+    deltas since (if any), is the store's content: the file's own trailer
+    and the changes file.
+    """
+    found = trailer(os.path.join(folder, SEEN_FILE))
+    if found is None:
+        return None
+    changes = changes_file(folder, found)
+    if not _matches(trailer(changes) if changes is not None else found, book):
+        return None
+    return found, changes
 
 
 async def from_last_sync(
@@ -95,10 +124,10 @@ async def from_last_sync(
 
 
 async def from_store(
-    book: CycleBook, builder: FeedBuilder, seen: SeenWriter | None, pause: Pause
+    book: CycleBook, builder: FeedBuilder | None, seen: SeenWriter | None, pause: Pause
 ) -> None:
     """
-    Feed C{builder} (and C{seen}) the store's rows of the planned
+    Feed C{builder} (if any) and C{seen} the store's rows of the planned
     sources, as the cycle leaves them, a page at a time.
     """
     after: tuple[str, ...] | None = None
@@ -110,30 +139,36 @@ async def from_store(
         for source, batch in batches_of_rows(book.planned(rows)):
             if seen is not None:
                 seen.add([batch], origin=source)
-            builder.add(batch)
+            if builder is not None:
+                builder.add(batch)
         after = rows[-1][:6]
         if pause is not None:
             await pause()
 
 
-async def from_state(folder: str | None, book: CycleBook, builder: FeedBuilder) -> StateJob | None:
+async def from_state(
+    folder: str | None,
+    book: CycleBook,
+    builder: FeedBuilder,
+    fresh: list[tuple[str, IndicatorBatch]],
+) -> StateJob | None:
     """
     Lay the delta over the last sync's feed state in C{folder}, if that
-    state and the last sync's file are the store's content: C{builder}
-    gets what the delta pulled (as the store keeps it); return the job
-    that has the build start from the state less the store's old versions
-    of the rows the delta replaces or takes out.  C{None} (nothing done)
-    if the state cannot serve.
+    state and the last sync's file (as deltas since changed it) are the
+    store's content: C{builder} gets what the delta pulled as the store
+    keeps it (C{fresh}); return the job that has the build start from the
+    state less the store's old versions of the rows the delta replaces or
+    takes out.  C{None} (nothing done) if the state cannot serve.
     """
     if folder is None or not settings_patchable(builder.settings):
         return None
     base = kept_state(folder, book.planned_from(), book.plan.rows)
-    if base is None or _last_sync_file(folder, book) is None:
+    if base is None or _as_changed(folder, book) is None:
         return None
     minus = FeedBuilder(builder.settings, record_history=False)
-    for _, batch in batches_of_rows(await book.replaced_rows()):
+    for _, batch in batches_of_rows(book.planned(await book.replaced_rows())):
         minus.add(batch)
-    for _, batch in book.overlay.fresh_batches():
+    for _, batch in fresh:
         builder.add(batch)
     return StateJob(base=base, minus=minus)
 
@@ -177,17 +212,18 @@ async def build_delta(
 ) -> tuple[T, FeedBuilder]:
     """
     Build (with C{build}) a delta's feed, keeping its state in C{keep}:
-    from the last sync's state when it serves (L{from_state}), the new
-    file of what this sync saw being written from the last one meanwhile,
-    on the reactor while the build runs elsewhere; else from every
-    indicator (L{delta_feed}), also when the build finds the state
+    from the last sync's state when it serves (L{from_state}), the delta's
+    changes appended to what the last sync saw (L{journal}); else from
+    every indicator (L{delta_feed}), also when the build finds the state
     unusable.  Return what C{build} returned and the builder built.
     """
     mark = seen.mark() if seen is not None else None
     builder = new_builder()
-    patch = await from_state(folder, book, builder)
+    fresh = list(book.overlay.fresh_batches())
+    patch = await from_state(folder, book, builder, fresh)
     if patch is not None:
-        copying = ensureDeferred(_copy_last_sync(folder, book, seen, pause))
+        assert folder is not None
+        copying = ensureDeferred(journal(folder, book, seen, fresh, pause))
         try:
             result = await build(builder, evolve(patch, save_to=keep))
         except PatchError as e:
@@ -209,8 +245,45 @@ async def build_delta(
     return await build(builder, StateJob(save_to=keep)), builder
 
 
+async def journal(
+    folder: str,
+    book: CycleBook,
+    seen: SeenWriter | None,
+    fresh: list[tuple[str, IndicatorBatch]],
+    pause: Pause,
+) -> None:
+    """
+    Write what this delta saw (L{tcbridge.seen}): its changes, to be
+    appended to the last sync's changes file, while that stays under
+    1/L{COMPACT_AT} of the last sync's file; else (and then while the
+    build runs elsewhere) the whole file again, from the last sync's (if
+    no delta changed it since) or from the store.
+    """
+    if seen is None:
+        return
+    found = _as_changed(folder, book)
+    if found is not None:
+        base, changes = found
+        small = changes is None or os.path.getsize(changes) * COMPACT_AT < os.path.getsize(
+            os.path.join(folder, SEEN_FILE)
+        )
+        if small:
+            if book.overlay.replaced:
+                seen.add_replaced(book.overlay.replaced)
+            seen.add_gone(book.overlay.cleared)
+            for origin, batch in fresh:
+                seen.add([batch], origin=origin)
+            rows = book.plan.rows or 0
+            seen.journal(base, rows - book.replaced + sum(len(batch) for _, batch in fresh))
+            return
+    if _last_sync_file(folder, book) is not None:
+        await _copy_last_sync(folder, book, seen, pause)
+    else:
+        await from_store(book, None, seen, pause)
+
+
 async def _copy_last_sync(
-    folder: str | None, book: CycleBook, seen: SeenWriter | None, pause: Pause
+    folder: str | None, book: CycleBook, seen: SeenWriter, pause: Pause
 ) -> None:
     """
     Write the new file of what this sync saw from the last one with the
@@ -218,8 +291,6 @@ async def _copy_last_sync(
     last one stays, no longer matching the store: the next delta reads
     the store) and say so.
     """
-    if seen is None:
-        return
     try:
         copied = await from_last_sync(folder, book, None, seen, pause)
     except DamagedFileError as e:

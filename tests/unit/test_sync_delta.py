@@ -24,10 +24,11 @@ from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.serialize import dumps
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState
+from tcbridge.seen import CHANGES_NAME, SeenWriter, search_key, seen_rows
 from tcbridge.seen import FILE_NAME as SEEN_FILE
-from tcbridge.seen import SeenWriter
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
+from tcbridge.sync import rebuild
 from tcbridge.sync.base import STATE_FILE, Overlay, base_pages
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental, Transaction, rows_of
@@ -221,6 +222,7 @@ def test_incremental_feeds_equal_full_feeds(
         api_version=version,
     )
     pair.sync()
+    stored = _explained_as_stored(pair) if seen else frozenset()
     quiet = False
     sim = pair.h.simulator
     for what, kind, owner, index in steps:
@@ -239,12 +241,41 @@ def test_incremental_feeds_equal_full_feeds(
         delta, full = pair.sync()
         if not quiet:
             assert delta == full
+        if seen:
+            stored = _explained_as_stored(pair, stored)
     pair.delta.request_full_sync()
     delta, full = pair.sync()
     if quiet:
         assert _untimed(delta) == _untimed(full)
     else:
         assert delta == full
+
+
+def _explained_as_stored(pair: Pair, before: frozenset[str] = frozenset()) -> frozenset[str]:
+    """
+    Check that what explanations read of the last sync's file, with the
+    changes deltas appended since, agrees with the store for a sample of
+    its values and for the values in C{before} no longer stored (no
+    active row left); return the values stored now.
+    """
+    assert pair.seen is not None
+    stored: dict[str, set[tuple[Any, ...]]] = {}
+    for one in pair.store.db.indicators():
+        stored.setdefault(one.value, set()).add(
+            (one.owner, one.type, one.id, one.rating, one.confidence)
+        )
+    path = os.path.join(pair.seen, SEEN_FILE)
+    sample = sorted(stored)[:: max(1, len(stored) // 25)]
+    for value in sample + sorted(before - stored.keys()):
+        key = search_key(value)
+        assert key is not None
+        rows = [
+            row
+            for row in seen_rows(path, key, 1000)
+            if not row[-1] and next(v for v in row[-2].values() if v) == value
+        ]
+        assert {(r[2], r[0], r[3], r[4], r[5]) for r in rows} == stored.get(value, set()), value
+    return frozenset(stored)
 
 
 def _count_store_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -325,16 +356,60 @@ def test_deltas_build_from_the_last_sync_state(
     assert any("feed state could not be used" in line for line in said)
 
 
+def test_deltas_append_their_changes_to_what_the_last_sync_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A delta building from the feed state leaves the last sync's file as it
+    was and appends its changes to the changes file beside it (named after
+    that file's trailer, ending with the store's); explanations read both.
+    Once the changes reach their share of the file, a delta writes the file
+    whole again and the changes file goes; a changes file left from an
+    older file is ignored.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    seen_file = tmp_path / "seen" / SEEN_FILE
+    changes = tmp_path / "seen" / CHANGES_NAME
+    written = seen_file.read_bytes()
+    stored = _explained_as_stored(pair)
+    for first in (True, False):
+        if first:
+            _change_five(pair)
+        else:
+            pair.h.simulator.change(CC, "File", 5, rating=1.0)
+        delta, full = pair.sync()
+        assert delta == full and seen_file.read_bytes() == written
+        lines = changes.read_bytes().splitlines()
+        assert orjson.loads(lines[0]) == {"changes_of": orjson.loads(written.splitlines()[-1])}
+        assert lines[-1].startswith(b'{"committed":')
+        stored = _explained_as_stored(pair, stored)
+    older = changes.read_bytes()
+    monkeypatch.setattr(rebuild, "COMPACT_AT", 10**9)
+    pair.h.simulator.change(CC, "Host", 6, rating=5.0)
+    delta, full = pair.sync()
+    assert delta == full and seen_file.read_bytes() != written and not changes.exists()
+    stored = _explained_as_stored(pair, stored)
+    changes.write_bytes(older)
+    stored = _explained_as_stored(pair, stored)
+    monkeypatch.undo()
+    pair.h.simulator.change(CC, "Host", 8, rating=5.0)
+    delta, full = pair.sync()
+    assert delta == full and changes.read_bytes().splitlines()[0] != older.splitlines()[0]
+    _explained_as_stored(pair, stored)
+
+
 def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
-    A delta rebuilds its feed from the previous sync's file (the store's
-    rows are not read); when that file is not what the store holds (here:
-    an older one put back), it reads the store instead; both publish what
-    a full sync does.
+    A delta with no feed state to build from (Expanded feeds keep none)
+    rebuilds its feed from the previous sync's file (the store's rows are
+    not read); when that file is not what the store holds (here: an older
+    one put back), it reads the store instead; both publish what a full
+    sync does.
     """
-    pair = Pair(tmp_path)
+    pair = Pair(tmp_path, grouping="Expanded")
     pair.sync()
     seen_file = tmp_path / "seen" / "last-sync-indicators.jsonl"
     older = seen_file.read_bytes()
@@ -404,25 +479,18 @@ def test_a_damaged_last_sync_file_makes_the_delta_read_the_store(
     """
     A last-sync file damaged on disk (a line cut, the trailer intact), or
     one whose trailer counts other rows than the store holds (as when a
-    sync saw one indicator twice), is not trusted: the delta reads the
-    store and still publishes what a full sync does.  A delta building
-    from the last sync's state does not need the file for its feed: it
-    leaves the damaged file (no new one can be copied from it), and the
-    next delta, finding it no longer the store's, reads the store.
+    sync saw one indicator twice), is not trusted by a delta that rebuilds
+    from it (with no feed state, as in Expanded feeds): the delta reads the
+    store and still publishes what a full sync does.
     """
-    pair = Pair(tmp_path)
+    pair = Pair(tmp_path, grouping="Expanded")
     pair.sync()
     read = _count_store_reads(monkeypatch)
     seen_file = tmp_path / "seen" / "last-sync-indicators.jsonl"
     lines = seen_file.read_bytes().splitlines(keepends=True)
     lines[1] = lines[1][: len(lines[1]) // 2] + b"\n"
-    damaged = b"".join(lines)
-    seen_file.write_bytes(damaged)
+    seen_file.write_bytes(b"".join(lines))
     _change_five(pair)
-    delta, full = pair.sync()
-    assert delta == full and not read
-    assert seen_file.read_bytes() == damaged
-    pair.h.simulator.change(CC, "Host", 11, rating=5.0)
     delta, full = pair.sync()
     assert delta == full and read
     read.clear()
