@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from tcbridge.feed.builder import FeedBuilder, FeedValidationError
 from tcbridge.feed.history import StoredHistory
-from tcbridge.feed.job import BuildJob, read_outcome, write_job
+from tcbridge.feed.job import WAIT, BuildJob, read_outcome, write_job
 from tcbridge.feed.patch import PatchError
 from tcbridge.feed.state import StateJob
 from tcbridge.feedfile import FeedFile
@@ -102,6 +102,8 @@ class ChildBuild:
     _reactor: IReactorProcess
     _run_heavy: Callable[..., defer.Deferred[Any]]
     _argv: tuple[str, ...] = field(default=(sys.executable, "-m", "tcbridge.feed.job"))
+    #: the child started ahead of the next build (L{warm}), if any
+    _warm: _Child | None = field(default=None, init=False)
 
     async def __call__(
         self,
@@ -152,15 +154,57 @@ class ChildBuild:
             if not keep_history:
                 unlink_quietly(history_path)
 
+    def warm(self) -> Callable[[], None]:
+        """
+        Start the next build's child now, so that it has loaded what a
+        build needs (numpy and the feed modules, a few tenths of a second)
+        by the time the pull ends; it waits for its job on stdin.  Return
+        what ends it if no build comes (a child nobody gives a job exits
+        when its stdin closes, as when the service dies).
+        """
+        child = self._take_warm()
+        if child is None:
+            child = _Child()
+            argv = [*self._argv, WAIT]
+            self._reactor.spawnProcess(child, argv[0], argv, env=dict(os.environ))
+        self._warm = child
+        return self._cool
+
+    def _take_warm(self) -> _Child | None:
+        """
+        The child started ahead, if it is still waiting (no longer kept).
+        """
+        child, self._warm = self._warm, None
+        if child is not None and child.ended.called:
+            child.ended.addErrback(lambda _: None)  # it died waiting: forget it
+            return None
+        return child
+
+    def _cool(self) -> None:
+        """
+        End the child started ahead, if no build took it.
+        """
+        child = self._take_warm()
+        if child is not None:
+            child.ended.addErrback(lambda _: None)
+            child.transport.closeStdin()  # type: ignore[union-attr]
+
     async def _spawn(self, job_path: str, outcome_path: str) -> None:
         """
-        Run the child to its end.
+        Run the child to its end: the one started ahead (L{warm}) if it is
+        still waiting, else a new one.
 
         :raise ChildBuildError: if it exits with a status other than 0.
         """
-        child = _Child()
-        argv = [*self._argv, job_path, outcome_path]
-        self._reactor.spawnProcess(child, argv[0], argv, env=dict(os.environ))
+        child = self._take_warm()
+        if child is not None:
+            paths = b"\0".join(map(os.fsencode, (job_path, outcome_path)))
+            child.transport.write(paths + b"\0")  # type: ignore[union-attr]
+            child.transport.closeStdin()  # type: ignore[union-attr]
+        else:
+            child = _Child()
+            argv = [*self._argv, job_path, outcome_path]
+            self._reactor.spawnProcess(child, argv[0], argv, env=dict(os.environ))
         status = await child.ended
         if status != 0:
             raise ChildBuildError(f"the build process exited with status {status}; {child.tail()}")

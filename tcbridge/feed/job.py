@@ -20,6 +20,7 @@ cache folder; nothing else is ever read this way.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import traceback
@@ -41,6 +42,11 @@ from .state import StateJob, apply_state
 
 #: Exit status of a child whose job could not even be read.
 BAD_JOB: Final = 2
+
+#: The child's one argument when started ahead of its job: it loads what a
+#: build needs, then reads the job and outcome paths from stdin (each
+#: ended by a NUL byte; none: exit at once).
+WAIT: Final = "--wait"
 
 
 @frozen
@@ -186,13 +192,30 @@ def read_outcome(path: str) -> BuildOutcome:
     return outcome
 
 
+def _wait_for_job() -> list[str]:
+    """
+    Load what a build needs, then the job and outcome paths from stdin
+    (none if it closes first).
+    """
+    import numpy  # noqa: F401 - loaded ahead, like the modules below
+
+    from . import expanded_reports, grouped, patch  # noqa: F401
+
+    parts = sys.stdin.buffer.read().split(b"\0")
+    return [os.fsdecode(part) for part in parts[:2]] if len(parts) > 2 else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     The child: run the job in C{argv[0]}, write the outcome to C{argv[1]}.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == [WAIT]:
+        args = _wait_for_job()
+        if not args:
+            return 0
     if len(args) != 2:
-        print("usage: python -m tcbridge.feed.job JOB OUTCOME", file=sys.stderr)
+        print(f"usage: python -m tcbridge.feed.job JOB OUTCOME | {WAIT}", file=sys.stderr)
         return BAD_JOB
     return_freed_memory()
     try:

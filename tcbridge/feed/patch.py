@@ -41,6 +41,8 @@ Entry = tuple[bytes, int, int]
 
 #: numpy's unsigned type of each width a value's first bytes are read in.
 _PREFIX_TYPES: Final = {4: "<u4", 8: "<u8"}
+#: An odd 64-bit constant that mixes a host name's last bytes into its number.
+_MIX: Final = 0x9E37_79B9_7F4A_7C15
 
 
 class PatchError(Exception):
@@ -139,27 +141,42 @@ def _remove_entries(column: PackedColumn, kind: str, wanted: Counter[Entry]) -> 
 
     count = len(column)
     width = FIXED_WIDTH.get(kind)
+    data = np.frombuffer(column.data, np.uint8)
     if width is None:
-        names = bytes(column.data).split(b"\n")[:-1]
-        looked_for = {value for value, _, _ in wanted}
-        candidates = [at for at, name in enumerate(names) if name in looked_for]
+        # Host names, each ended by a newline: found by a number made of
+        # their length and first and last eight bytes, then compared whole.
+        ends = np.flatnonzero(data == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        lengths = ends - starts
+        padded = np.concatenate((np.zeros(8, np.uint8), data, np.zeros(8, np.uint8)))
+        eight = np.arange(8)
+        heads = padded[starts[:, None] + 8 + eight]
+        heads[eight >= lengths[:, None]] = 0
+        tails = padded[ends[:, None] + eight]
+        tails[eight < (8 - lengths)[:, None]] = 0
+        prefixes = (
+            heads.view("<u8").ravel()
+            ^ (tails.view("<u8").ravel() * np.uint64(_MIX))
+            ^ (lengths.astype(np.uint64) << np.uint64(56))
+        )
+        del padded, heads, tails
     else:
         step = min(width, 8)
-        rows = np.frombuffer(column.data, np.uint8).reshape(count, width)
+        rows = data.reshape(count, width)
         prefixes = np.ascontiguousarray(rows[:, :step]).view(_PREFIX_TYPES[step]).ravel()
-        looked_for_prefix = np.array(
-            sorted({int.from_bytes(value[:step], "little") for value, _, _ in wanted}),
-            dtype=_PREFIX_TYPES[step],
-        )
-        candidates = np.flatnonzero(np.isin(prefixes, looked_for_prefix)).tolist()
-        del rows, prefixes
-    meta, tags, data = column.meta, column.tags, column.data
+        del rows
+    looked_for = np.array(
+        sorted({_prefix(value, width) for value, _, _ in wanted}), dtype=prefixes.dtype
+    )
+    candidates = np.flatnonzero(np.isin(prefixes, looked_for)).tolist()
+    del prefixes
+    raw, meta, tags = column.data, column.meta, column.tags
     gone: list[int] = []
     for at in candidates:
         if width is None:
-            value = names[at]
+            value = bytes(raw[starts[at] : ends[at]])
         else:
-            value = bytes(data[at * width : (at + 1) * width])
+            value = bytes(raw[at * width : (at + 1) * width])
         key = (value, meta[at], tags[at] if tags is not None else 0)
         left = wanted.get(key, 0)
         if left:
@@ -173,15 +190,29 @@ def _remove_entries(column: PackedColumn, kind: str, wanted: Counter[Entry]) -> 
     keep = np.ones(count, dtype=bool)
     keep[gone] = False
     if width is None:
-        kept = [name for name, k in zip(names, keep.tolist(), strict=True) if k]
-        column.data = bytearray(b"".join(name + b"\n" for name in kept))
+        kept = data[np.repeat(keep, ends - starts + 1)]
     else:
-        packed = np.frombuffer(data, np.uint8).reshape(count, width)[keep]
-        column.data = bytearray(packed.tobytes())
-        del packed
+        kept = data.reshape(count, width)[keep]
+    del data
+    column.data = bytearray(kept.tobytes())
+    del kept
     column.meta = _compressed(meta, keep)
     if tags is not None:
         column.tags = _compressed(tags, keep)
+
+
+def _prefix(value: bytes, width: int | None) -> int:
+    """
+    The number a packed value is first looked for by: its first eight
+    bytes (four for IPv4), little-endian; for a host name, those (padded
+    with zeros) mixed with its last eight and its length.
+    """
+    if width is not None:
+        step = min(width, 8)
+        return int.from_bytes(value[:step], "little")
+    head = int.from_bytes(value[:8].ljust(8, b"\0"), "little")
+    tail = int.from_bytes(value[-8:].rjust(8, b"\0"), "little")
+    return (head ^ (tail * _MIX) ^ (len(value) << 56)) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _compressed(values: array[int], keep: np.ndarray) -> array[int]:

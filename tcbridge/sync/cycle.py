@@ -371,6 +371,8 @@ class SyncCycle:
         deleted if anything fails before it is installed.
         """
         seen = SeenWriter(self._seen_folder) if self._seen_folder and record_history else None
+        # A build child started now is ready by the time the pull ends.
+        cool = self._build.warm() if self._build is not None else None
         try:
             result = await self._pull_build_finish(finish, record_history, directory, seen)
         except FeedHeldBackError:
@@ -381,6 +383,9 @@ class SyncCycle:
             if seen is not None:
                 seen.discard()
             raise
+        finally:
+            if cool is not None:
+                cool()
         if seen is not None:
             await self._keep_seen(seen, self._committed)
         return result
@@ -596,8 +601,6 @@ class SyncCycle:
             state = None
         try:
             if self._build is not None:
-                if state is None:
-                    return await self._build(builder, directory, gzip=gzip, pretty=pretty)
                 return await self._build(builder, directory, gzip=gzip, pretty=pretty, state=state)
             feed: FeedFile = await self._run_heavy(
                 partial(build_feed_file, builder, directory, gzip=gzip, pretty=pretty, state=state)

@@ -8,7 +8,7 @@ settings made from a configuration.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from attrs import evolve
 from twisted.internet import defer
@@ -17,6 +17,7 @@ from tcbridge.config import Config, ThreatConnectSettings
 from tcbridge.feed.builder import FeedBuilder, FeedSettings
 from tcbridge.feed.filters import Exclusions, parse_exclusion_file
 from tcbridge.feed.job import build_feed_file
+from tcbridge.feed.state import StateJob
 from tcbridge.feedfile import FeedFile
 from tcbridge.threatconnect.pull import PullOptions
 
@@ -26,9 +27,27 @@ T = TypeVar("T")
 #: thread in production; inline in unit tests) and returns a Deferred.
 RunHeavy = Callable[..., "defer.Deferred[Any]"]
 
-#: Builds a feed into a temporary file: C{build(builder, directory, *,
-#: gzip, pretty)}; see L{tcbridge.childbuild.ChildBuild}.
-BuildFeed = Callable[..., Awaitable[FeedFile]]
+
+class BuildFeed(Protocol):
+    """
+    Builds a feed into a temporary file (see
+    L{tcbridge.childbuild.ChildBuild}).
+    """
+
+    def __call__(
+        self,
+        builder: FeedBuilder,
+        directory: str,
+        *,
+        gzip: bool,
+        pretty: bool,
+        state: StateJob | None = None,
+    ) -> Awaitable[FeedFile]: ...
+
+    def warm(self) -> Callable[[], None]:
+        """
+        Get ready for a build soon; return what to call if none follows.
+        """
 
 
 def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -39,18 +58,42 @@ def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
     return defer.maybeDeferred(f, *args)
 
 
-def build_here(
-    builder: FeedBuilder, directory: str, *, gzip: bool, pretty: bool
-) -> defer.Deferred[FeedFile]:
+class _BuildHere:
     """
     A L{BuildFeed} for write mode, which serves nothing while it builds:
     in this process, at once, using the second core when the process may
     fork (L{tcbridge.feed.forked}), without the checksums only a published
     feed's meta file needs.
     """
-    return defer.maybeDeferred(
-        build_feed_file, builder, directory, gzip=gzip, pretty=pretty, fork=True, checksums=False
-    )
+
+    def __call__(
+        self,
+        builder: FeedBuilder,
+        directory: str,
+        *,
+        gzip: bool,
+        pretty: bool,
+        state: StateJob | None = None,
+    ) -> defer.Deferred[FeedFile]:
+        return defer.maybeDeferred(
+            build_feed_file,
+            builder,
+            directory,
+            gzip=gzip,
+            pretty=pretty,
+            fork=True,
+            checksums=False,
+            state=state,
+        )
+
+    def warm(self) -> Callable[[], None]:
+        """
+        Nothing to get ready in this process.
+        """
+        return lambda: None
+
+
+build_here: BuildFeed = _BuildHere()
 
 
 def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:

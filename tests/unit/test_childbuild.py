@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from tcbridge.childbuild import ChildBuild, ChildBuildError
 from tcbridge.feed.builder import FeedBuilder, FeedValidationError
 from tcbridge.feed.history import ReportHistory, StoredHistory
-from tcbridge.feed.job import BuildOutcome, build_feed_file
+from tcbridge.feed.job import WAIT, BuildOutcome, build_feed_file
 from tcbridge.feed.job import main as child_main
 from tcbridge.feed.settings import BuildStats
 from tcbridge.store import FeedStore
@@ -31,9 +31,18 @@ from tests.unit.test_feed_job import _builder
 class _Transport:
     def __init__(self) -> None:
         self.signals: list[str] = []
+        self.stdin = b""
+        self.closed: Any = None
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
+
+    def write(self, data: bytes) -> None:
+        self.stdin += data
+
+    def closeStdin(self) -> None:
+        if self.closed is not None:
+            self.closed(self.stdin)
 
 
 class _Reactor:
@@ -48,13 +57,32 @@ class _Reactor:
         self.env: dict[str, str] = {}
         self.transport = _Transport()
         self.protocol: Any = None
+        self.spawned: list[list[str]] = []
 
     def spawnProcess(self, protocol: Any, executable: str, argv: list[str], env: Any) -> None:
+        self.spawned.append(argv)
         self.argv, self.env, self.protocol = argv, env, protocol
+        self.transport = _Transport()
         protocol.makeConnection(self.transport)
         if self.stderr:
             protocol.errReceived(self.stderr)
-        job, outcome = argv[-2:]
+        if argv[-1] == WAIT:
+            self.transport.closed = self._given
+            return
+        self._play(*argv[-2:])
+
+    def _given(self, stdin: bytes) -> None:
+        """
+        A child started ahead, its stdin closed: it builds what it was
+        given, or ends.
+        """
+        parts = stdin.split(b"\0")
+        if len(parts) > 2:
+            self._play(parts[0].decode(), parts[1].decode())
+        else:
+            self.end(0)
+
+    def _play(self, job: str, outcome: str) -> None:
         if self.play == "run":
             self.end(child_main([job, outcome]))
         elif self.play == "refuse":
@@ -166,3 +194,31 @@ def test_cancel_kills_the_child(tmp_path: Path) -> None:
     reactor.protocol.processEnded(Failure(error.ProcessTerminated(signal=9)))
     assert failure_of(running).check(CancelledError)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_child_started_ahead_builds_the_next_feed(tmp_path: Path) -> None:
+    """
+    A child started ahead of the build (while the pull runs) is given the
+    job on stdin and builds the feed a child started for it would; one
+    that no build takes is told to end, and one that died while waiting is
+    replaced by a new child.
+    """
+    reactor = _Reactor()
+    child = ChildBuild(reactor, run_inline)  # type: ignore[arg-type]
+    cool = child.warm()
+    assert reactor.spawned == [[*reactor.argv[:3], WAIT]]
+    feed = result_of(ensureDeferred(child(_builder(), str(tmp_path), gzip=True, pretty=False)))
+    assert len(reactor.spawned) == 1 and reactor.transport.stdin.count(b"\0") == 2
+    expected = build_feed_file(_builder(), str(tmp_path), gzip=False, pretty=False)
+    assert Path(feed.path).read_bytes() == Path(expected.path).read_bytes()
+    cool()
+    cool = child.warm()
+    assert len(reactor.spawned) == 2
+    ended: list[int] = []
+    reactor.protocol.ended.addCallback(ended.append)
+    cool()
+    assert ended == [0] and reactor.transport.stdin == b""
+    child.warm()
+    reactor.end(1)
+    result_of(ensureDeferred(child(_builder(), str(tmp_path), gzip=True, pretty=False)))
+    assert len(reactor.spawned) == 4 and reactor.spawned[-1][-1] != WAIT

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gzip as gz
 import hashlib
+import io
 import pickle
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from tcbridge.feed.builder import FeedBuilder, FeedSettings, FeedValidationError
 from tcbridge.feed.history import ReportHistory, StoredHistory
 from tcbridge.feed.job import (
     BAD_JOB,
+    WAIT,
     BuildJob,
     build_feed_file,
     main,
@@ -202,3 +205,22 @@ def test_a_background_writer_that_cannot_write_says_so(tmp_path: Path) -> None:
         _many().build_to(writer)
     writer.close()
     assert not [t for t in threading.enumerate() if t.name == "tcbridge-feedwriter"]
+
+
+def test_a_child_started_ahead_reads_its_job_from_stdin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Started ahead (C{--wait}), the child takes the job and outcome paths
+    from stdin, each ended by a NUL byte, and builds; with nothing on
+    stdin it ends at once, writing nothing.
+    """
+    write_job(str(tmp_path / "job"), BuildJob(_builder(), str(tmp_path), False, False, None))
+    given = f"{tmp_path / 'job'}\0{tmp_path / 'outcome'}\0".encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(given)))
+    assert main([WAIT]) == 0
+    assert read_outcome(str(tmp_path / "outcome")).feed is not None
+    (tmp_path / "outcome").unlink()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main([WAIT]) == 0
+    assert not (tmp_path / "outcome").exists()
