@@ -59,7 +59,7 @@ HISTORY_FILE_NAME = "threatconnect-feed.history"
 META_FILE_NAME = "threatconnect-feed.meta.json"
 #: Temporary files: feeds and histories being written, build jobs and
 #: their outcomes (L{tcbridge.childbuild}).
-_TEMP_SUFFIXES = (".json", ".history", ".job", ".outcome")
+_TEMP_SUFFIXES = (".json", ".history", ".job", ".outcome", ".state")
 
 
 @frozen

@@ -50,13 +50,13 @@ class StateJob:
 
 def save_state(path: str, builder: FeedBuilder) -> None:
     """
-    Write what C{builder} took in to C{path} (blocking; the file reaches
-    the disk before this returns).
+    Write what C{builder} took in to C{path} (blocking).  Not synced to
+    the disk: a state serves only the deltas of the process that wrote it
+    (every start begins with a full sync, which writes a new one), and one
+    cut short by a crash cannot be read back (L{load_state} refuses it).
     """
     with open(path, "wb") as f:
         pickle.dump((FORMAT, builder.state()), f, protocol=pickle.HIGHEST_PROTOCOL)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def load_state(path: str) -> FeedBuilder:

@@ -376,6 +376,9 @@ class CycleBook:
     committed_states: dict[tuple[str, str], SourceState] | None = field(init=False, default=None)
     #: how many store rows this delta replaces or takes out (L{replaced_rows})
     replaced: int = field(init=False, default=0)
+    _old: dict[tuple[Any, ...], tuple[Any, ...]] = field(factory=dict, init=False)
+    _reading: list[Deferred[None]] = field(factory=list, init=False)
+    _old_failure: Any = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.overlay = Overlay(
@@ -393,6 +396,7 @@ class CycleBook:
         # A full sync forgets sources no longer configured (their rows
         # would come back in the next delta's feed).
         self._tx.send(IndicatorDB.begin, replaced, self.plan.full)
+        self._read_old([], [], replaced)
 
     def paced(self, pause: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """
@@ -417,6 +421,7 @@ class CycleBook:
         rows = rows_of(self.plan.instance(source), source, batches)
         if not self.plan.full:
             self.overlay.pulled(source, rows, batches)
+            self._read_old([row[:6] for row in rows], [])
         if not rows:
             return
         note_newest(self._newest, source, rows)
@@ -450,6 +455,7 @@ class CycleBook:
         """
         keys = [row[:5] for row in rows_of(self.plan.instance(source), source, batches)]
         self.overlay.taken_out(keys)
+        self._read_old([], keys)
         self._changes["removed"] += len(keys)
         self._tx.send(IndicatorDB.remove, keys)
 
@@ -461,6 +467,7 @@ class CycleBook:
         instance = self.plan.instance(source)
         keys = [deleted_key(instance, source, g) for g in gone]
         self.overlay.taken_out(keys)
+        self._read_old([], keys)
         self._tx.send(IndicatorDB.remove, keys)
 
     async def pull_deleted(
@@ -494,21 +501,45 @@ class CycleBook:
         keys = {(self.plan.instance(name), name) for name in self.plan.since}
         return [row for row in rows if (row[0], row[1]) in keys]
 
+    def _read_old(
+        self,
+        full_keys: list[tuple[Any, ...]],
+        value_keys: list[tuple[Any, ...]],
+        sources: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """
+        Have the store read, as last committed, the rows a delta's change
+        replaces or takes out (L{IndicatorDB.committed_rows}), while the
+        pull goes on.
+        """
+        if self.plan.full or not (full_keys or value_keys or sources):
+            return
+        reading = ensureDeferred(
+            _call(self.incremental.run, IndicatorDB.committed_rows, full_keys, value_keys, sources)
+        )
+        reading.addCallback(self._note_old)
+        reading.addErrback(self._old_failed)
+        self._reading.append(reading)
+
+    def _note_old(self, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            self._old[row[:6]] = row
+
+    def _old_failed(self, failure: Any) -> None:
+        if self._old_failure is None:
+            self._old_failure = failure
+
     async def replaced_rows(self) -> list[tuple[Any, ...]]:
         """
         The store rows, as last committed, that this delta replaces or takes
-        out (see L{IndicatorDB.committed_rows}); how many they are stays in
+        out (read while the pull ran); how many they are stays in
         C{replaced}.
         """
-        await self._tx.settled()
-        instance = self.plan.instance
-        overlay = self.overlay
-        rows: list[tuple[Any, ...]] = await self.incremental.run(
-            IndicatorDB.committed_rows,
-            [(instance(key[0]), *key) for key in overlay.upserted],
-            [(instance(key[0]), *key) for key in overlay.cleared],
-            [(instance(name), name) for name in overlay.replaced],
-        )
+        for reading in self._reading:
+            await reading
+        if self._old_failure is not None:
+            self._old_failure.raiseException()
+        rows = list(self._old.values())
         self.replaced = len(rows)
         return rows
 

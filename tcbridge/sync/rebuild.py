@@ -237,6 +237,7 @@ async def build_delta(
                 seen.rewind(mark)
         except BaseException:
             copying.cancel()
+            copying.addErrback(lambda _: None)  # the cycle's own failure says why
             raise
         else:
             await copying

@@ -161,7 +161,7 @@ def test_leftover_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
     body = orjson.dumps({"feedinfo": {}, "reports": [_report("a", ["0" * 32])]})
     (cache / CACHE_FILE_NAME).write_bytes(body)
     (cache / ".tmp-abc123.json").write_bytes(body[:10])
-    for suffix in (".history", ".job", ".outcome"):
+    for suffix in (".history", ".job", ".outcome", ".state"):
         (cache / f".tmp-abc123{suffix}").write_bytes(b"left by a killed build")
     (cache / "accept-shrink").write_text("")
     store = FeedStore(empty_body=EMPTY, cache_dir=str(cache))
