@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorProcess
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tcbridge.childstderr import StderrTail
 from tcbridge.feed.builder import FeedBuilder, FeedValidationError
 from tcbridge.feed.history import StoredHistory
 from tcbridge.feed.job import WAIT, BuildJob, read_outcome, write_job
@@ -52,7 +53,7 @@ class _Child(protocol.ProcessProtocol):
 
     def __init__(self) -> None:
         self.ended: defer.Deferred[int] = defer.Deferred(self._cancel)
-        self.stderr = b""
+        self.stderr = StderrTail(_STDERR_KEPT)
 
     def _cancel(self, _: defer.Deferred[int]) -> None:
         try:
@@ -61,7 +62,7 @@ class _Child(protocol.ProcessProtocol):
             pass
 
     def errReceived(self, data: bytes) -> None:
-        self.stderr = (self.stderr + data)[-_STDERR_KEPT:]
+        self.stderr.add(data)
 
     def processEnded(self, reason: Failure) -> None:
         if self.ended.called:
@@ -77,8 +78,8 @@ class _Child(protocol.ProcessProtocol):
             )
 
     def tail(self) -> str:
-        text = self.stderr.decode("utf-8", "replace").strip()
-        return f"it said: {text[-2000:]}" if text else "it said nothing"
+        text = self.stderr.text(2000)
+        return f"it said: {text}" if text else "it said nothing"
 
 
 def _scratch(directory: str, suffix: str) -> str:

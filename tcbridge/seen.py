@@ -215,11 +215,16 @@ class SeenWriter:
         (the store's states after this sync's commit, as JSON), end it with
         the trailer that lets the next delta rebuild from it (with the
         number of stored rows written, which the store must also hold).
-        The file reaches the disk before it replaces the previous one.
+        The file reaches the disk before it replaces the previous one.  A
+        delta's changes (see L{journal}) are appended to the changes file
+        only with C{committed}: changes the store did not keep are dropped.
 
         :raise OSError: if it cannot be written (the previous file stays).
         """
         if self._file is None:
+            return
+        if self._changes_of is not None and committed is None:
+            self.discard()
             return
         if committed is not None:
             trailer = {"committed": committed, "rows": self.stored_rows}

@@ -35,6 +35,7 @@ from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IReactorProcess
 from twisted.python.failure import Failure
 
+from tcbridge.childstderr import StderrTail
 from tcbridge.indicatordb import IndicatorDB
 
 #: the calls a child runs: L{IndicatorDB} methods, and
@@ -69,9 +70,16 @@ class ChildStore(protocol.ProcessProtocol):
         self._started = False
         self._waiting: deque[defer.Deferred[Any]] = deque()
         self._buffer = bytearray()
-        self._stderr = b""
+        self._stderr = StderrTail(_STDERR_KEPT)
         self._ended: defer.Deferred[None] = defer.Deferred()
         self._gone: str | None = None
+
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the child could not start or has ended.
+        """
+        return self._gone is not None
 
     async def run(self, method: Any, *args: Any) -> Any:
         """
@@ -137,12 +145,12 @@ class ChildStore(protocol.ProcessProtocol):
                 waiter.errback(StoreChildError(f"the indicator store failed: {reply[1]}"))
 
     def errReceived(self, data: bytes) -> None:
-        self._stderr = (self._stderr + data)[-_STDERR_KEPT:]
+        self._stderr.add(data)
 
     def processEnded(self, reason: Failure) -> None:
-        said = self._stderr.decode("utf-8", "replace").strip()
+        said = self._stderr.text(1000)
         self._gone = f"the indicator store's process ended ({reason.value})" + (
-            f"; it said: {said[-1000:]}" if said else ""
+            f"; it said: {said}" if said else ""
         )
         waiting, self._waiting = self._waiting, deque()
         for waiter in waiting:

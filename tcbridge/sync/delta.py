@@ -20,8 +20,12 @@ Each cycle is planned (L{Incremental.plan}) as a full sync or a delta:
 A cycle's changes are one transaction of the store (L{Transaction}),
 committed only once the feed is published: a failed or held-back cycle
 leaves the store and the watermarks as they were.  A delta builds the feed
-from the store's rows, which gives the bytes a full sync of the same data
-gives (feeds do not depend on the order indicators come in).
+from the store's content (see L{tcbridge.sync.rebuild} for the ways it
+gets it), which gives the bytes a full sync of the same data gives (feeds
+do not depend on the order indicators come in).  While its pull runs, a
+delta also has the store read the last committed versions of the rows it
+replaces or takes out (L{CycleBook.replaced_rows}): what a feed state
+built from them must lose.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from typing import Any, Protocol
 
 from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
 
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState, note_newest, rows_of_batch, sort_rows
+from tcbridge.logs import bridge_observer
 from tcbridge.model import ApiVersion, Source
 from tcbridge.seen import SeenWriter
 from tcbridge.status import IncrementalState
@@ -61,6 +67,14 @@ class ChildRunner(Protocol):
 
     def kill(self) -> None: ...
 
+    @property
+    def gone(self) -> bool:
+        """
+        Whether the process could not start or has ended.
+        """
+
+
+log = Logger(observer=bridge_observer)
 
 #: The store's instance name for the one ThreatConnect of a configuration.
 INSTANCE = "default"
@@ -251,9 +265,33 @@ class Incremental:
     fill: Callable[[], ChildRunner] | None = None
     _full_wanted: bool = True
     _requests: int = 0
+    #: the last full sync's child process failed: the next one runs here
+    _child_failed: bool = False
     last_full: float | None = None
     last_delta: float | None = None
     last_changes: dict[str, int] = field(factory=dict)
+
+    def child_failed(self, why: str) -> None:
+        """
+        Note that a full sync's child process could not start or died
+        (C{why}): the next full sync stores its rows in the store's thread,
+        so that a child that cannot run does not fail every full sync.
+        """
+        self._child_failed = True
+        log.warn(
+            "The indicator store's child process failed ({why}); "
+            "the next full sync stores its rows in the service",
+            why=why,
+        )
+
+    def take_fill(self) -> Callable[[], ChildRunner] | None:
+        """
+        What makes a full sync's child, unless the last one failed (once).
+        """
+        if self._child_failed:
+            self._child_failed = False
+            return None
+        return self.fill
 
     def request_full(self) -> None:
         """
@@ -384,9 +422,10 @@ class CycleBook:
         self.overlay = Overlay(
             replaced=frozenset(name for name, since in self.plan.since.items() if since is None)
         )
-        if self.plan.full and self.incremental.fill is not None and self.seen is not None:
+        fill = self.incremental.take_fill() if self.plan.full else None
+        if fill is not None and self.seen is not None:
             # The child reads the rows from the file of what the sync saw.
-            self._child = self.incremental.fill()
+            self._child = fill()
         self._tx = Transaction(self.incremental.run if self._child is None else self._child.run)
         replaced = [
             (self.plan.instance(name), name)
@@ -557,14 +596,20 @@ class CycleBook:
         Keep the cycle's changes and move the watermarks; where incremental
         syncs stand now.
         """
-        await self._tx.settled()
-        states = new_states(self.plan, self._newest, self.now)
-        if self._child is None:
-            await self.incremental.run(IndicatorDB.commit, states)
-        else:
-            await self._child.run(IndicatorDB.commit, states)
-            await self._child.close()
-            await self.incremental.run(IndicatorDB.filled_elsewhere)
+        try:
+            await self._tx.settled()
+            # After the store's answers: a child's tell the newest dates.
+            states = new_states(self.plan, self._newest, self.now)
+            if self._child is None:
+                await self.incremental.run(IndicatorDB.commit, states)
+            else:
+                await self._child.run(IndicatorDB.commit, states)
+                await self._child.close()
+                await self.incremental.run(IndicatorDB.filled_elsewhere)
+        except Exception as e:
+            if self._child is not None and self._child.gone:
+                self.incremental.child_failed(str(e))
+            raise
         self.committed_states = states
         inc = self.incremental
         inc.committed(self.plan, self.now, self._changes)

@@ -11,9 +11,11 @@ first:
     (L{tcbridge.sync.base}), when that file is the store's content;
   - every row of the store.
 
-The new file of what this sync saw gets every indicator either way (from
-the last sync's file, or from the store), a page at a time, with a pause
-on the reactor between pages.
+What this sync saw is written as the changes to the last sync's file
+(L{tcbridge.seen}) when the feed comes from the state and those changes
+are still small (L{journal}); else the new file gets every indicator
+(from the last sync's file, or from the store), a page at a time, with a
+pause on the reactor between pages.
 """
 
 from __future__ import annotations

@@ -18,12 +18,13 @@ from tcbridge.cli import run_explain
 from tcbridge.config import ExclusionFile
 from tcbridge.explain import INACTIVE, canonical, explain
 from tcbridge.model import Source
-from tcbridge.seen import FILE_NAME
+from tcbridge.seen import CHANGES_NAME, FILE_NAME, SeenWriter, seen_rows, trailer
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.work import as_of, feed_settings
 from tcbridge.synclog import SyncLog
+from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from tcbridge.web.app import FeedApp
 from tests.helpers import result_of
 from tests.helpers_config import with_settings
@@ -243,3 +244,51 @@ def test_the_file_of_what_a_sync_saw_reaches_the_disk_off_the_reactor(tmp_path: 
     result_of(h.run())
     assert "SeenWriter.finish" in heavy
     assert (tmp_path / FILE_NAME).exists()
+
+
+def test_a_delta_s_changes_are_appended_only_once_committed(tmp_path: Path) -> None:
+    """
+    A delta's changes go to the changes file only with the store's states
+    (a held-back or failed delta's are dropped); a changes file that names
+    another file's trailer is replaced, not appended to; explanations read
+    the file's rows with the changes laid over them: a new version
+    replaces the old, a value taken out goes (its inactive row stays), a
+    source pulled whole loses its earlier rows.
+    """
+
+    def batch(rating: float, ident: str = "1", source: str = "Owner") -> list[IndicatorBatch]:
+        one = Indicator(
+            source=source, owner=source, type="Host", id=ident, host="a.example", rating=rating
+        )
+        return IndicatorBatch.of([one])
+
+    full = SeenWriter(str(tmp_path))
+    full.add(batch(1.0), origin="*")
+    full.add(batch(2.0, "2", "Other"), origin="tql")
+    full.finish([["default", "*", 1, 1.0, None]])
+    base = trailer(str(tmp_path / FILE_NAME))
+    assert base is not None
+    path = str(tmp_path / FILE_NAME)
+    held = SeenWriter(str(tmp_path))
+    held.add(batch(5.0), origin="*")
+    held.journal(base, 2)
+    held.finish(None)
+    assert not (tmp_path / CHANGES_NAME).exists()
+    assert [row[4] for row in seen_rows(path, "a.example", 10)] == [1.0, 2.0]
+    delta = SeenWriter(str(tmp_path))
+    delta.add_inactive(batch(3.0, "2", "Other"), origin="tql")
+    delta.add_replaced(["tql"])
+    delta.add_gone([("*", "Owner", "Host", "a.example")])
+    delta.add(batch(4.0, "3"), origin="*")
+    delta.journal(base, 1)
+    delta.finish([["default", "*", 2, 1.0, 2.0]])
+    rows = seen_rows(path, "a.example", 10)
+    assert [(row[3], row[4], row[-1]) for row in rows] == [("3", 4.0, False)]
+    (tmp_path / CHANGES_NAME).write_bytes(b'{"changes_of":{"committed":[]}}\n')
+    again = SeenWriter(str(tmp_path))
+    again.add(batch(5.0), origin="*")
+    again.journal(base, 2)
+    again.finish([["default", "*", 3, 1.0, 3.0]])
+    lines = (tmp_path / CHANGES_NAME).read_bytes().splitlines()
+    assert orjson.loads(lines[0]) == {"changes_of": base} and len(lines) == 3
+    assert {row[4] for row in seen_rows(path, "a.example", 10)} == {5.0, 2.0}

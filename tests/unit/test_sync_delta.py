@@ -28,6 +28,7 @@ from tcbridge.seen import CHANGES_NAME, SeenWriter, search_key, seen_rows
 from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
+from tcbridge.storechild import StoreChildError
 from tcbridge.sync import rebuild
 from tcbridge.sync.base import STATE_FILE, Overlay, base_pages
 from tcbridge.sync.cycle import SyncCycle
@@ -36,7 +37,7 @@ from tcbridge.threatconnect import across
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from tcbridge.web.health import assess, health_document
 from tcbridge.web.index import _incremental_text
-from tests.helpers import result_of
+from tests.helpers import failure_of, result_of
 from tests.unit.test_sync import START, Harness
 
 CC = "Common Community"
@@ -397,6 +398,57 @@ def test_deltas_append_their_changes_to_what_the_last_sync_saw(
     delta, full = pair.sync()
     assert delta == full and changes.read_bytes().splitlines()[0] != older.splitlines()[0]
     _explained_as_stored(pair, stored)
+
+
+class _DyingChild:
+    """
+    A full sync's store child that runs its calls on the store in line,
+    and dies at the commit while C{dies} says so.
+    """
+
+    def __init__(self, store: Store, dies: list[bool]) -> None:
+        self.store, self.dies, self.gone, self.used = store, dies, False, 0
+
+    async def run(self, method: Any, *args: Any) -> Any:
+        if method is IndicatorDB.commit and self.dies.pop(0):
+            self.gone = True
+            raise StoreChildError("the indicator store's process ended (killed)")
+        self.used += 1
+        return method(self.store.db, *args)
+
+    async def close(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.store.db.abort()
+
+
+def test_a_store_child_that_dies_leaves_the_next_full_sync_to_the_service(
+    tmp_path: Path,
+) -> None:
+    """
+    A full sync whose store child dies fails, and the store keeps its
+    previous state; the next full sync stores its rows in the service, and
+    the one after uses a child again.
+    """
+    pair = Pair(tmp_path)
+    dies = [True, False]
+    children: list[_DyingChild] = []
+
+    def fill() -> _DyingChild:
+        children.append(_DyingChild(pair.store, dies))
+        return children[-1]
+
+    pair.incremental.fill = fill
+    pair.h.clock.advance(3600)
+    failure = failure_of(pair.h.settle(defer.ensureDeferred(pair.delta.run())))
+    assert "process ended" in str(failure.value)
+    assert pair.store.db.count() == 0 and len(children) == 1
+    delta, full = pair.sync()
+    assert delta == full and pair.store.db.count() > 0 and len(children) == 1
+    pair.delta.request_full_sync()
+    delta, full = pair.sync()
+    assert delta == full and len(children) == 2 and children[1].used > 0
 
 
 def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
