@@ -371,8 +371,6 @@ class SyncCycle:
         deleted if anything fails before it is installed.
         """
         seen = SeenWriter(self._seen_folder) if self._seen_folder and record_history else None
-        # A build child started now is ready by the time the pull ends.
-        cool = self._build.warm() if self._build is not None else None
         try:
             result = await self._pull_build_finish(finish, record_history, directory, seen)
         except FeedHeldBackError:
@@ -383,9 +381,6 @@ class SyncCycle:
             if seen is not None:
                 seen.discard()
             raise
-        finally:
-            if cool is not None:
-                cool()
         if seen is not None:
             await self._keep_seen(seen, self._committed)
         return result
@@ -448,6 +443,10 @@ class SyncCycle:
             plan = await incremental.plan(self._config.sources, now)
             book = CycleBook(incremental, plan, now, seen=seen)
         keep = self._state_to_keep(book, seen, settings)
+        # A delta's build child started now is ready when its short pull
+        # ends (a full sync's pull is long enough to start one after it).
+        delta = book is not None and not book.plan.full
+        cool = self._build.warm() if self._build is not None and delta else None
 
         def build(built: FeedBuilder, state: StateJob) -> Awaitable[T]:
             return self._build_and_finish(built, finish, record_history, directory, state)
@@ -478,6 +477,9 @@ class SyncCycle:
             if book is not None:
                 await book.abort()
             raise
+        finally:
+            if cool is not None:
+                cool()
         if book is not None:
             assert book.committed_states is not None
             self._committed = committed_token(book.committed_states)
