@@ -375,21 +375,35 @@ def seen_rows(path: str, key: str, limit: int) -> list[list[Any]]:
     the last sync's file at C{path} holds, with the changes of the deltas
     since laid over it: each as L{rows_with} gives it, at most C{limit}.
     A later row of the same indicator (configured source, owner, type,
-    value, id) replaces an earlier one; a source pulled whole drops its
-    earlier rows; a value taken out drops its earlier active rows (an
-    inactive row stays, to say why the value is not in the feed).
+    value, id) replaces an earlier one; a source pulled whole drops the
+    rows of earlier syncs (not the inactive ones its own delta reported);
+    a value taken out drops its earlier active rows (an inactive row
+    stays, to say why the value is not in the feed).
     """
     needle = orjson.dumps(key)
     files: list[tuple[str, tuple[bytes, ...]]] = [(path, ())]
     changes = changes_file(os.path.dirname(path), trailer(path))
     if changes is not None:
-        files.append((changes, (b'{"replaced":',)))
+        # A File taken out is named by its first hash only: every line that
+        # takes values out is read.  Trailers end each delta's lines.
+        files.append((changes, (b'{"replaced":', b'{"gone":', b'{"committed":')))
     found: dict[tuple[Any, ...], tuple[bool, list[Any]]] = {}
+    #: each row's delta (its number of trailers before it; the file's: -1)
+    delta: dict[tuple[Any, ...], int] = {}
+    now = -1
     for name, more in files:
         for page in _pages_with(name, (needle, *more)):
-            if "replaced" in page:
+            if "committed" in page:
+                now += 1
+            elif "replaced" in page:
+                # A source pulled whole loses the rows of earlier syncs (not
+                # the inactive ones this delta saw before this line).
                 replaced = set(page["replaced"])
-                found = {ident: row for ident, row in found.items() if ident[0] not in replaced}
+                found = {
+                    ident: row
+                    for ident, row in found.items()
+                    if ident[0] not in replaced or delta[ident] == now
+                }
             elif "gone" in page:
                 gone = {tuple(each) for each in page["gone"]}
                 found = {
@@ -401,7 +415,9 @@ def seen_rows(path: str, key: str, limit: int) -> list[list[Any]]:
                 origin = page.get("origin", "")
                 for row in rows_with(page, key):
                     first = next((v for v in row[-2].values() if v), None)
-                    found[(origin, row[2], row[0], first, row[3])] = (row[-1], row)
+                    ident = (origin, row[2], row[0], first, row[3])
+                    found[ident], delta[ident] = (row[-1], row), now
+        now = max(now, 0)
     return [row for _, row in found.values()][:limit]
 
 

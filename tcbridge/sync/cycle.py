@@ -442,11 +442,6 @@ class SyncCycle:
         if incremental is not None:
             plan = await incremental.plan(self._config.sources, now)
             book = CycleBook(incremental, plan, now, seen=seen)
-        keep = self._state_to_keep(book, seen, settings)
-        # A delta's build child started now is ready when its short pull
-        # ends (a full sync's pull is long enough to start one after it).
-        delta = book is not None and not book.plan.full
-        cool = self._build.warm() if self._build is not None and delta else None
 
         def build(built: FeedBuilder, state: StateJob) -> Awaitable[T]:
             return self._build_and_finish(built, finish, record_history, directory, state)
@@ -456,7 +451,14 @@ class SyncCycle:
                 settings, history=self._publisher.history, record_history=record_history
             )
 
+        keep: str | None = None
+        cool: Callable[[], None] | None = None
         try:
+            keep = self._state_to_keep(book, seen, settings)
+            # A delta's build child started now is ready when its short pull
+            # ends (a full sync's pull is long enough to start one after it).
+            if self._build is not None and book is not None and not book.plan.full:
+                cool = self._build.warm()
             pulls = await self._pull_all(builder, seen, book)
             if book is not None and not book.plan.full:
                 result, builder = await build_delta(

@@ -21,11 +21,12 @@ pause on the reactor between pages.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from attrs import evolve
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.logger import Logger
 
 from tcbridge.feed.builder import FeedBuilder
@@ -167,8 +168,16 @@ async def from_state(
     base = kept_state(folder, book.planned_from(), book.plan.rows)
     if base is None or _as_changed(folder, book) is None:
         return None
+    try:
+        old = await book.replaced_rows()
+    except (sqlite3.Error, OSError) as e:
+        log.warn(
+            "Could not read what the delta replaces ({error}); building from every indicator",
+            error=str(e),
+        )
+        return None
     minus = FeedBuilder(builder.settings, record_history=False)
-    for _, batch in batches_of_rows(book.planned(await book.replaced_rows())):
+    for _, batch in batches_of_rows(book.planned(old)):
         minus.add(batch)
     for _, batch in fresh:
         builder.add(batch)
@@ -238,6 +247,9 @@ async def build_delta(
             if seen is not None and mark is not None:
                 seen.rewind(mark)
         except BaseException:
+            if not copying.called and seen is not None:
+                # Cut short (a held-back feed keeps what a sync saw): drop it.
+                seen.discard()
             copying.cancel()
             copying.addErrback(lambda _: None)  # the cycle's own failure says why
             raise
@@ -260,10 +272,35 @@ async def journal(
     appended to the last sync's changes file, while that stays under
     1/L{COMPACT_AT} of the last sync's file; else (and then while the
     build runs elsewhere) the whole file again, from the last sync's (if
-    no delta changed it since) or from the store.
+    no delta changed it since) or from the store.  If that fails, the
+    sync stands (its feed may be published already): what it saw is
+    dropped, explanations keep the last sync's, and the next delta, no
+    longer matching them, builds from every indicator.
     """
     if seen is None:
         return
+    try:
+        await _write_journal(folder, book, seen, fresh, pause)
+    except CancelledError:
+        raise
+    except Exception as e:
+        log.warn(
+            "Could not keep what this sync saw ({error}); explanations use the last sync's",
+            error=str(e),
+        )
+        seen.discard()
+
+
+async def _write_journal(
+    folder: str,
+    book: CycleBook,
+    seen: SeenWriter,
+    fresh: list[tuple[str, IndicatorBatch]],
+    pause: Pause,
+) -> None:
+    """
+    L{journal}'s work.
+    """
     found = _as_changed(folder, book)
     if found is not None:
         base, changes = found

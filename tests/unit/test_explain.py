@@ -253,7 +253,8 @@ def test_a_delta_s_changes_are_appended_only_once_committed(tmp_path: Path) -> N
     another file's trailer is replaced, not appended to; explanations read
     the file's rows with the changes laid over them: a new version
     replaces the old, a value taken out goes (its inactive row stays), a
-    source pulled whole loses its earlier rows.
+    source pulled whole loses the rows of earlier syncs (not the inactive
+    ones the same delta reported).
     """
 
     def batch(rating: float, ident: str = "1", source: str = "Owner") -> list[IndicatorBatch]:
@@ -283,7 +284,7 @@ def test_a_delta_s_changes_are_appended_only_once_committed(tmp_path: Path) -> N
     delta.journal(base, 1)
     delta.finish([["default", "*", 2, 1.0, 2.0]])
     rows = seen_rows(path, "a.example", 10)
-    assert [(row[3], row[4], row[-1]) for row in rows] == [("3", 4.0, False)]
+    assert [(row[3], row[4], row[-1]) for row in rows] == [("2", 3.0, True), ("3", 4.0, False)]
     (tmp_path / CHANGES_NAME).write_bytes(b'{"changes_of":{"committed":[]}}\n')
     again = SeenWriter(str(tmp_path))
     again.add(batch(5.0), origin="*")

@@ -9,6 +9,7 @@ failed one changes nothing, and full syncs catch what deltas cannot see.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.serialize import dumps
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState
-from tcbridge.seen import CHANGES_NAME, SeenWriter, search_key, seen_rows
+from tcbridge.seen import (
+    CHANGES_NAME,
+    SeenWriter,
+    changes_file,
+    search_key,
+    seen_rows,
+    trailer,
+)
 from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore
@@ -33,6 +41,8 @@ from tcbridge.sync import rebuild
 from tcbridge.sync.base import STATE_FILE, Overlay, base_pages
 from tcbridge.sync.cycle import SyncCycle
 from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental, Transaction, rows_of
+from tcbridge.sync.errors import FeedHeldBackError
+from tcbridge.sync.publish import Publisher
 from tcbridge.threatconnect import across
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from tcbridge.web.health import assess, health_document
@@ -260,12 +270,15 @@ def _explained_as_stored(pair: Pair, before: frozenset[str] = frozenset()) -> fr
     active row left); return the values stored now.
     """
     assert pair.seen is not None
+    path = os.path.join(pair.seen, SEEN_FILE)
+    changes = changes_file(pair.seen, trailer(path))
+    last = trailer(changes if changes is not None else path)
+    assert last is None or last["rows"] == pair.store.db.count()
     stored: dict[str, set[tuple[Any, ...]]] = {}
     for one in pair.store.db.indicators():
         stored.setdefault(one.value, set()).add(
             (one.owner, one.type, one.id, one.rating, one.confidence)
         )
-    path = os.path.join(pair.seen, SEEN_FILE)
     sample = sorted(stored)[:: max(1, len(stored) // 25)]
     for value in sample + sorted(before - stored.keys()):
         key = search_key(value)
@@ -449,6 +462,137 @@ def test_a_store_child_that_dies_leaves_the_next_full_sync_to_the_service(
     pair.delta.request_full_sync()
     delta, full = pair.sync()
     assert delta == full and len(children) == 2 and children[1].used > 0
+
+
+def test_a_cycle_that_fails_before_its_pull_leaves_the_store_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A delta that fails before its pull (here: no room for its feed state's
+    file) ends the store's transaction: the next one syncs.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    pair.h.simulator.change(CC, "Host", 3, rating=5.0)
+    real = tempfile.mkstemp
+
+    def no_room(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("suffix") == ".state":
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_room)
+    pair.h.clock.advance(3600)
+    failure_of(pair.h.settle(defer.ensureDeferred(pair.delta.run())))
+    monkeypatch.undo()
+    delta, full = pair.sync()
+    assert delta == full
+
+
+def test_a_deleted_file_is_gone_by_every_hash(tmp_path: Path) -> None:
+    """
+    Files a delta takes out are no longer explained as active, whichever of
+    their hashes is asked for (the store names them by the first).
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    assert pair.seen is not None
+    path = os.path.join(pair.seen, SEEN_FILE)
+    hashes: dict[str, list[str]] = {}
+    for line in Path(path).read_bytes().splitlines():
+        page = orjson.loads(line)
+        if page.get("type") == "File":
+            for at, ident in enumerate(page["ids"]):
+                hashes[ident] = [page["values"][name][at] for name in ("md5", "sha1", "sha256")]
+    before = {one.id for one in pair.store.db.indicators() if one.type == "File"}
+    for index in range(20):
+        pair.h.simulator.change(CC, "File", index, deleted=True)
+    delta, full = pair.sync()
+    assert delta == full and (tmp_path / "seen" / CHANGES_NAME).exists()
+    gone = before - {one.id for one in pair.store.db.indicators() if one.type == "File"}
+    assert gone
+    for ident in gone:
+        for value in filter(None, hashes[ident]):
+            key = search_key(value)
+            assert key is not None
+            assert not [r for r in seen_rows(path, key, 100) if not r[-1] and r[3] == ident]
+
+
+def test_what_a_delta_saw_that_cannot_be_kept_does_not_fail_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A delta whose changes cannot be written where explanations read them
+    (a full disk) still publishes and commits, and says so; explanations
+    keep the last sync's, and the next delta, which no longer matches
+    them, builds from every indicator and writes them whole.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    pair.h.simulator.change(CC, "Host", 4, deleted=True)
+    pair.h.simulator.change(CC, "Host", 0, rating=5.0)
+
+    def full_disk(self: SeenWriter, keys: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SeenWriter, "add_gone", full_disk)
+    said: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        said.append(str(event.get("log_format")))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        delta, full = pair.sync()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert delta == full and any("Could not keep what this sync saw" in x for x in said)
+    assert not (tmp_path / "seen" / CHANGES_NAME).exists()
+    monkeypatch.undo()
+    read = _count_store_reads(monkeypatch)
+    pair.h.simulator.change(CC, "Host", 5, rating=5.0)
+    delta, full = pair.sync()
+    assert delta == full and read
+    _explained_as_stored(pair)
+
+
+def test_a_held_back_delta_keeps_what_the_last_sync_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A delta held back by the shrink guard while it was writing what it saw
+    whole again leaves the last sync's file and changes as they were (no
+    cut-short copy is put in their place).
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    pair.h.simulator.change(CC, "Host", 1, rating=5.0)
+    pair.sync()
+    seen = tmp_path / "seen"
+    before = {name: (seen / name).read_bytes() for name in (SEEN_FILE, CHANGES_NAME)}
+    monkeypatch.setattr(rebuild, "COMPACT_AT", 10**9)
+    real_run, clock = pair.store.run, pair.h.clock
+
+    async def answers_later(method: Any, *args: Any) -> Any:
+        if method is IndicatorDB.raw_page:  # as the store's thread does
+            later: defer.Deferred[None] = defer.Deferred()
+            clock.callLater(1, later.callback, None)
+            await later
+        return await real_run(method, *args)
+
+    monkeypatch.setattr(pair.incremental, "run", answers_later)
+    mine = pair.delta._publisher
+    real_guard = Publisher._shrink_guard
+    monkeypatch.setattr(
+        Publisher,
+        "_shrink_guard",
+        lambda self, iocs: "shrank too much" if self is mine else real_guard(self, iocs),
+    )
+    pair.h.simulator.change(CC, "Host", 2, rating=5.0)
+    clock.advance(3600)
+    failure = failure_of(pair.h.settle(defer.ensureDeferred(pair.delta.run())))
+    assert failure.check(FeedHeldBackError)
+    assert {name: (seen / name).read_bytes() for name in before} == before
 
 
 def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
