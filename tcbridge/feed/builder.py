@@ -86,6 +86,8 @@ class FeedBuilder:
         self.history: AnyHistory = history if history is not None else ReportHistory()
         self._record = record_history
         self._collector: Collector | None = Collector(self.settings, self.stats)
+        #: a grouped feed's reports worked out ahead (L{plan_ahead})
+        self._planned: tuple[ReportContext, list[Any]] | None = None
 
     @property
     def records_history(self) -> bool:
@@ -169,6 +171,22 @@ class FeedBuilder:
         """
         self._collector = None
 
+    def plan_ahead(self, *, fork: bool) -> None:
+        """
+        Work out a grouped feed's reports now, before a build starts
+        threads (with C{fork}, on two processes: see
+        L{tcbridge.feed.forked}); L{build_to} then renders them.  Nothing
+        to do for an Expanded feed.
+        """
+        from .grouped import plan_grouped
+
+        collector = self._collector
+        if collector is None:
+            raise RuntimeError("FeedBuilder.plan_ahead called after build")
+        if collector.expanded is None and self._planned is None:
+            context = ReportContext(self.settings, self.stats, collector.labels)
+            self._planned = (context, plan_grouped(context, fork=fork))
+
     def _reports(
         self, stamper: Stamper, fork: bool
     ) -> Iterable[tuple[str, bytes, Body, int] | Chunk]:
@@ -191,7 +209,10 @@ class FeedBuilder:
             reports = ExpandedReports(context, collector.expanded, collector.tag_sets, history)
             yield from reports.reports(stamper, fork=fork)
             return
-        plan = plan_grouped(context)
+        if self._planned is not None:
+            (context, plan), self._planned = self._planned, None
+        else:
+            plan = plan_grouped(context)
         for rid, id_json, body, newest in render_grouped(context, collector.tag_sets, plan):
             yield rid, id_json, body, stamper.stamp(rid, id_json, body, newest)
 

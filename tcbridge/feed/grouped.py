@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import orjson
 
-from .columns import FIXED_WIDTH, LabelStore
+from .columns import FIXED_WIDTH, LabelStore, PackedColumn
+from .forked import ordered_map
 from .grouping import KindGroup, condense
 from .iocs import IOC_KINDS
 from .lists import hex_list, ipv4_list, ipv6_list, names_list
@@ -33,6 +34,10 @@ Planned = tuple[str, int, int, tuple[tuple[str, ...], Members]]
 
 
 _CHUNK = 32768
+
+#: Condense on two processes only from this many values (a fork costs some
+#: milliseconds; a million values take about a third of a second).
+FORK_AT = 100_000
 
 
 def iocs_json(kind: str, group: KindGroup) -> list[bytes]:
@@ -64,25 +69,48 @@ def iocs_json(kind: str, group: KindGroup) -> list[bytes]:
     return pieces
 
 
+def _condensed(
+    work: tuple[str, list[tuple[int, PackedColumn]]],
+) -> tuple[list[KindGroup], int]:
+    """
+    L{condense} of one kind's columns (a pure function of them, for
+    L{ordered_map}).
+    """
+    kind, columns = work
+    return condense(kind, columns)
+
+
 def _groups(
-    labels: list[str], stores: dict[str, LabelStore]
+    labels: list[str], stores: dict[str, LabelStore], fork: bool
 ) -> tuple[dict[tuple[str, str, int], KindGroup], int]:
     """
     Condense every kind over every label (in label order), releasing the
-    columns kind by kind.
+    columns kind by kind; with C{fork}, a forked copy of this process
+    condenses some kinds (the biggest first) while this one does the
+    others (see L{tcbridge.feed.forked}).
     """
-    groups: dict[tuple[str, str, int], KindGroup] = {}
-    duplicates = 0
+    work: list[tuple[str, list[tuple[int, PackedColumn]]]] = []
     for kind in IOC_KINDS:
         columns = []
         for index, label in enumerate(labels):
             column = stores[label].columns.pop(kind, None)
             if column is not None and len(column):
                 columns.append((index, column))
-        if not columns:
-            continue
-        found, repeats = condense(kind, columns)
-        del columns
+        if columns:
+            work.append((kind, columns))
+    # Host names cost about three times what other values do.
+    cost = {kind: sum(map(len, (c for _, c in columns))) for kind, columns in work}
+    cost["dns"] = 3 * cost.get("dns", 0)
+    work.sort(key=lambda item: -cost[item[0]])
+    fork = fork and sum(cost.values()) >= FORK_AT
+    found_by_kind = dict(
+        zip((kind for kind, _ in work), ordered_map(_condensed, work, fork=fork), strict=True)
+    )
+    del work
+    groups: dict[tuple[str, str, int], KindGroup] = {}
+    duplicates = 0
+    for kind in IOC_KINDS:
+        found, repeats = found_by_kind.pop(kind, ([], 0))
         duplicates += repeats
         for group in found:
             name = " + ".join(labels[i] for i in group.labels)
@@ -90,13 +118,14 @@ def _groups(
     return groups, duplicates
 
 
-def plan_grouped(context: ReportContext) -> list[Planned]:
+def plan_grouped(context: ReportContext, *, fork: bool = False) -> list[Planned]:
     """
     Every report of the feed as (id, score, timestamp, (labels, members)),
-    after C{max_reports}, in id order.
+    after C{max_reports}, in id order; with C{fork}, on two processes
+    (only where this process may fork, see L{tcbridge.feed.forked}).
     """
     labels = sorted(context.labels)
-    groups, duplicates = _groups(labels, context.labels)
+    groups, duplicates = _groups(labels, context.labels, fork)
     if duplicates:
         skipped = context.stats.skipped
         skipped["duplicate"] = skipped.get("duplicate", 0) + duplicates

@@ -103,6 +103,7 @@ def build_feed_file(
     fork: bool = False,
     checksums: bool = True,
     state: StateJob | None = None,
+    fork_plan: bool = False,
 ) -> FeedFile:
     """
     Build the feed into a new temporary file in C{directory}, checking every
@@ -111,7 +112,9 @@ def build_feed_file(
     L{tcbridge.feed.forked.can_fork}).  Without C{checksums} (write mode,
     which keeps no meta file), the file's SHA-256 and CRC-32 are not worked
     out.  With C{state}, first lay the builder over a kept state and keep
-    its own (L{tcbridge.feed.state.apply_state}).
+    its own (L{tcbridge.feed.state.apply_state}).  With C{fork_plan} (and
+    C{fork}), a grouped feed's reports are worked out on two processes
+    before the writing thread starts.
 
     :raise FeedValidationError: if a report broke a rule (no file is left).
     :raise PatchError: if the state asked for cannot be used.
@@ -120,6 +123,8 @@ def build_feed_file(
         apply_state(builder, state)
     forks = fork and can_fork() and builder.settings.grouping == "Expanded"
     with reusing_buffers():
+        if fork_plan and fork and not forks:
+            builder.plan_ahead(fork=can_fork())
         build = partial(builder.build_to, fork=forks)
         # A build that does not fork writes, checks and compresses beside
         # the rendering, on the other core.
@@ -156,7 +161,13 @@ def run_job(job: BuildJob, *, fork: bool = False) -> BuildOutcome:
     notes = _usable_history(builder)
     try:
         feed = build_feed_file(
-            builder, job.directory, gzip=job.gzip, pretty=job.pretty, fork=fork, state=job.state
+            builder,
+            job.directory,
+            gzip=job.gzip,
+            pretty=job.pretty,
+            fork=fork,
+            state=job.state,
+            fork_plan=True,
         )
         if job.history_path is not None:
             history = builder.history

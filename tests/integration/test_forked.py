@@ -206,3 +206,40 @@ def test_the_copy_writes_nothing_to_the_log(tmp_path: Path) -> None:
     lines = re.findall(r"item (\d+) in (\d+)", path.read_text())
     assert {pid for _, pid in lines} == {str(os.getpid())}
     assert len(lines) < 40
+
+
+@pytest.mark.parametrize("grouping", ["Condensed", "MaxCondensed"])
+def test_a_grouped_feed_planned_on_two_cores_is_the_same_feed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grouping: str
+) -> None:
+    """
+    A grouped feed whose kinds a forked copy condenses in part (as the
+    service's build child does) is the feed one process builds, bytes and
+    figures; a copy was made.
+    """
+    from tcbridge.feed import grouped
+    from tcbridge.feed.job import build_feed_file
+    from tests.unit.test_feed_merge import _made
+
+    def builder() -> FeedBuilder:
+        made = FeedBuilder(FeedSettings(grouping=grouping))  # type: ignore[arg-type]
+        made.add(_made(17, 3000))
+        return made
+
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counted() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(grouped, "FORK_AT", 0)
+    monkeypatch.setattr(os, "fork", counted)
+    alone, shared = builder(), builder()
+    one = build_feed_file(alone, str(tmp_path), gzip=False, pretty=False)
+    two = build_feed_file(
+        shared, str(tmp_path), gzip=False, pretty=False, fork=True, fork_plan=True
+    )
+    assert forks == [1] if can_fork() else forks == []
+    assert Path(two.path).read_bytes() == Path(one.path).read_bytes()
+    assert shared.stats == alone.stats
