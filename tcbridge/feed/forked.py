@@ -14,8 +14,8 @@ travel, pickled through a second pipe, and this process holds at most
 L{AHEAD} of them before it needs them.  Forking is safe only while no
 other thread of this process is working (a busy thread may hold a lock the
 copy would never see released): callers ask for it only where that holds
-(the build child has one thread; write mode builds after its pull, when
-the reactor's pool threads sit idle).  Whatever goes wrong with the copy
+(the build child forks before its writing thread starts; write mode
+builds after its pull, when the reactor's pool threads sit idle).  Whatever goes wrong with the copy
 (it cannot be made, raises, is killed, or sends nothing for
 L{RESULT_TIMEOUT} seconds), this process computes the missing results
 itself: the outcome never depends on the copy.
