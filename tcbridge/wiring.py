@@ -297,6 +297,7 @@ def build_bridge(
     sync_log = SyncLog(config.sync.cache_folder) if use_cache else None
     if sync_log is not None:
         sync_log.load()
+    build = _builder(reactor, run_heavy, threads, store.cache_dir)
     cycle = SyncCycle(
         config,
         client,
@@ -307,7 +308,8 @@ def build_bridge(
         cb_sync=make_cb_sync(config, reactor, pool) if use_cache else None,
         history=history,
         pause=reactor_pause(reactor),
-        build=_builder(reactor, run_heavy, threads, store.cache_dir),
+        build=build,
+        warm_build=build.warm if isinstance(build, ChildBuild) else None,
         sync_log=sync_log,
         seen_folder=store.cache_dir if threads else None,
         incremental=make_incremental(config, reactor) if use_cache and threads else None,

@@ -167,7 +167,9 @@ def run_job(job: BuildJob, *, fork: bool = False) -> BuildOutcome:
             pretty=job.pretty,
             fork=fork,
             state=job.state,
-            fork_plan=True,
+            # A delta's build (from a kept state) has both cores to itself;
+            # a full sync's shares them with the service and its store.
+            fork_plan=job.state is not None and job.state.base is not None,
         )
         if job.history_path is not None:
             history = builder.history

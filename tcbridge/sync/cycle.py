@@ -52,6 +52,7 @@ from tcbridge.sync.work import (
     BuildFeed,
     RunHeavy,
     T,
+    WarmBuild,
     as_of,
     feed_settings,
     pull_options,
@@ -83,6 +84,8 @@ class SyncCycle:
         explanations (L{tcbridge.seen}); none without it.
     :param build: builds the feed file elsewhere (a child process, see
         L{tcbridge.childbuild}); by default C{run_heavy} runs the build.
+    :param warm_build: gets C{build} ready while a delta's pull runs (its
+        child process started ahead); none by default.
     :param pause: given to the pull so that big pages are handled in chunks
         with a pause on the reactor between them (C{None} in unit tests).
     :param share: how write mode reads a C{*} or owner source's listings on two
@@ -105,6 +108,7 @@ class SyncCycle:
     _cb_sync: CbServerSync | None = field(default=None, kw_only=True)
     _history: AnyHistory = field(factory=ReportHistory, kw_only=True)
     _build: BuildFeed | None = field(default=None, kw_only=True)
+    _warm_build: WarmBuild | None = field(default=None, kw_only=True)
     _sync_log: SyncLog | None = field(default=None, kw_only=True)
     _seen_folder: str | None = field(default=None, kw_only=True)
     _pause: Callable[[], Awaitable[None]] | None = field(default=None, kw_only=True)
@@ -457,8 +461,8 @@ class SyncCycle:
             keep = self._state_to_keep(book, seen, settings)
             # A delta's build child started now is ready when its short pull
             # ends (a full sync's pull is long enough to start one after it).
-            if self._build is not None and book is not None and not book.plan.full:
-                cool = self._build.warm()
+            if self._warm_build is not None and book is not None and not book.plan.full:
+                cool = self._warm_build()
             pulls = await self._pull_all(builder, seen, book)
             if book is not None and not book.plan.full:
                 result, builder = await build_delta(

@@ -8,7 +8,7 @@ settings made from a configuration.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from attrs import evolve
 from twisted.internet import defer
@@ -28,26 +28,13 @@ T = TypeVar("T")
 RunHeavy = Callable[..., "defer.Deferred[Any]"]
 
 
-class BuildFeed(Protocol):
-    """
-    Builds a feed into a temporary file (see
-    L{tcbridge.childbuild.ChildBuild}).
-    """
+#: Builds a feed into a temporary file: C{build(builder, directory, *,
+#: gzip, pretty, state=None)}; see L{tcbridge.childbuild.ChildBuild}.
+BuildFeed = Callable[..., Awaitable[FeedFile]]
 
-    def __call__(
-        self,
-        builder: FeedBuilder,
-        directory: str,
-        *,
-        gzip: bool,
-        pretty: bool,
-        state: StateJob | None = None,
-    ) -> Awaitable[FeedFile]: ...
-
-    def warm(self) -> Callable[[], None]:
-        """
-        Get ready for a build soon; return what to call if none follows.
-        """
+#: Gets ready for a build soon (L{tcbridge.childbuild.ChildBuild.warm});
+#: returns what to call if none follows.
+WarmBuild = Callable[[], Callable[[], None]]
 
 
 def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -58,42 +45,30 @@ def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:
     return defer.maybeDeferred(f, *args)
 
 
-class _BuildHere:
+def build_here(
+    builder: FeedBuilder,
+    directory: str,
+    *,
+    gzip: bool,
+    pretty: bool,
+    state: StateJob | None = None,
+) -> defer.Deferred[FeedFile]:
     """
     A L{BuildFeed} for write mode, which serves nothing while it builds:
     in this process, at once, using the second core when the process may
     fork (L{tcbridge.feed.forked}), without the checksums only a published
     feed's meta file needs.
     """
-
-    def __call__(
-        self,
-        builder: FeedBuilder,
-        directory: str,
-        *,
-        gzip: bool,
-        pretty: bool,
-        state: StateJob | None = None,
-    ) -> defer.Deferred[FeedFile]:
-        return defer.maybeDeferred(
-            build_feed_file,
-            builder,
-            directory,
-            gzip=gzip,
-            pretty=pretty,
-            fork=True,
-            checksums=False,
-            state=state,
-        )
-
-    def warm(self) -> Callable[[], None]:
-        """
-        Nothing to get ready in this process.
-        """
-        return lambda: None
-
-
-build_here: BuildFeed = _BuildHere()
+    return defer.maybeDeferred(
+        build_feed_file,
+        builder,
+        directory,
+        gzip=gzip,
+        pretty=pretty,
+        fork=True,
+        checksums=False,
+        state=state,
+    )
 
 
 def feed_settings(config: Config) -> tuple[FeedSettings, list[str]]:
