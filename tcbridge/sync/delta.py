@@ -102,8 +102,6 @@ class Plan:
     requests_seen: int = 0
     #: the full-sync marker file's time when the plan was made, if any
     marker_time: float | None = None
-    #: the store's row count when a delta was planned (C{None}: full)
-    rows: int | None = None
 
     def instance(self, source: str) -> str:
         """
@@ -333,8 +331,7 @@ class Incremental:
                 since[source.name] = None
             else:
                 since[source.name] = max(0, watermark - self.overlap)
-        rows = None if full else await self.run(IndicatorDB.count)
-        return Plan(since, states, instances, self._requests, marker_time, rows)
+        return Plan(since, states, instances, self._requests, marker_time)
 
     def committed(self, plan: Plan, now: float, changes: dict[str, int]) -> None:
         """
@@ -414,6 +411,10 @@ class CycleBook:
     committed_states: dict[tuple[str, str], SourceState] | None = field(init=False, default=None)
     #: how many store rows this delta replaces or takes out (L{replaced_rows})
     replaced: int = field(init=False, default=0)
+    #: the store's row count when this delta began (see L{counted})
+    rows_at_start: int | None = field(init=False, default=None)
+    _counting: Deferred[None] | None = field(init=False, default=None)
+    _count_failure: Any = field(init=False, default=None)
     _old: dict[tuple[Any, ...], tuple[Any, ...]] = field(factory=dict, init=False)
     _reading: list[Deferred[None]] = field(factory=list, init=False)
     _old_failure: Any = field(default=None, init=False)
@@ -422,6 +423,11 @@ class CycleBook:
         self.overlay = Overlay(
             replaced=frozenset(name for name, since in self.plan.since.items() if since is None)
         )
+        if not self.plan.full:
+            # Counted before the transaction begins (the store's thread
+            # takes calls in order), while the pull runs.
+            counting = ensureDeferred(_call(self.incremental.run, IndicatorDB.count))
+            self._counting = counting.addCallbacks(self._counted, self._not_counted)
         fill = self.incremental.take_fill() if self.plan.full else None
         if fill is not None and self.seen is not None:
             # The child reads the rows from the file of what the sync saw.
@@ -539,6 +545,23 @@ class CycleBook:
         """
         keys = {(self.plan.instance(name), name) for name in self.plan.since}
         return [row for row in rows if (row[0], row[1]) in keys]
+
+    def _counted(self, rows: int) -> None:
+        self.rows_at_start = rows
+
+    def _not_counted(self, failure: Any) -> None:
+        self._count_failure = failure
+
+    async def counted(self) -> int | None:
+        """
+        The store's row count when this delta began, as committed (what
+        the last sync's files must say it holds); C{None} for a full sync.
+        """
+        if self._counting is not None:
+            await self._counting
+        if self._count_failure is not None:
+            self._count_failure.raiseException()
+        return self.rows_at_start
 
     def _read_old(
         self,

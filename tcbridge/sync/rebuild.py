@@ -58,7 +58,7 @@ def _matches(found: dict[str, Any] | None, book: CycleBook) -> bool:
     return (
         found is not None
         and found.get("committed") == book.planned_from()
-        and found.get("rows") == book.plan.rows
+        and found.get("rows") == book.rows_at_start
     )
 
 
@@ -165,7 +165,7 @@ async def from_state(
     """
     if folder is None or not settings_patchable(builder.settings):
         return None
-    base = kept_state(folder, book.planned_from(), book.plan.rows)
+    base = kept_state(folder, book.planned_from(), book.rows_at_start)
     if base is None or _as_changed(folder, book) is None:
         return None
     try:
@@ -228,6 +228,7 @@ async def build_delta(
     every indicator (L{delta_feed}), also when the build finds the state
     unusable.  Return what C{build} returned and the builder built.
     """
+    await book.counted()
     mark = seen.mark() if seen is not None else None
     builder = new_builder()
     fresh = list(book.overlay.fresh_batches())
@@ -313,7 +314,7 @@ async def _write_journal(
             seen.add_gone(book.overlay.cleared)
             for origin, batch in fresh:
                 seen.add([batch], origin=origin)
-            rows = book.plan.rows or 0
+            rows = book.rows_at_start or 0
             seen.journal(base, rows - book.replaced + sum(len(batch) for _, batch in fresh))
             return
     if _last_sync_file(folder, book) is not None:
