@@ -94,14 +94,14 @@ def _as_changed(folder: str, book: CycleBook) -> tuple[dict[str, Any], str | Non
 async def from_last_sync(
     folder: str | None,
     book: CycleBook,
-    builder: FeedBuilder | None,
+    builder: FeedBuilder,
     seen: SeenWriter | None,
     pause: Pause,
 ) -> bool:
     """
-    Feed C{builder} (if any) and C{seen} the last sync's file in C{folder}
-    with this delta laid over it, if that file is the store's content;
-    C{False} (nothing done) if it is not.
+    Feed C{builder} (and C{seen}) the last sync's file in C{folder} with
+    this delta laid over it, if that file is the store's content; C{False}
+    (nothing done) if it is not.
 
     :raise DamagedFileError: if the file cannot be read back; C{builder}
         and C{seen} then hold part of it.
@@ -110,8 +110,7 @@ async def from_last_sync(
     if path is None:
         return False
     for origin, line, batch in base_pages(path, book.overlay):
-        if builder is not None:
-            builder.add(batch)
+        builder.add(batch)
         if seen is not None and line is not None:
             seen.add_lines([line], len(batch))
         elif seen is not None:
@@ -119,8 +118,7 @@ async def from_last_sync(
         if pause is not None:
             await pause()
     for origin, batch in book.overlay.fresh_batches():
-        if builder is not None:
-            builder.add(batch)
+        builder.add(batch)
         if seen is not None:
             seen.add([batch], origin=origin)
     return True
@@ -150,23 +148,20 @@ async def from_store(
 
 
 async def from_state(
-    folder: str | None,
-    book: CycleBook,
-    builder: FeedBuilder,
-    fresh: list[tuple[str, IndicatorBatch]],
+    folder: str, book: CycleBook, builder: FeedBuilder, fresh: list[tuple[str, IndicatorBatch]]
 ) -> StateJob | None:
     """
     Lay the delta over the last sync's feed state in C{folder}, if that
-    state and the last sync's file (as deltas since changed it) are the
-    store's content: C{builder} gets what the delta pulled as the store
-    keeps it (C{fresh}); return the job that has the build start from the
-    state less the store's old versions of the rows the delta replaces or
-    takes out.  C{None} (nothing done) if the state cannot serve.
+    state is the store's content: C{builder} gets what the delta pulled
+    as the store keeps it (C{fresh}); return the job that has the build
+    start from the state less the store's old versions of the rows the
+    delta replaces or takes out.  C{None} (nothing done) if the state
+    cannot serve.
     """
-    if folder is None or not settings_patchable(builder.settings):
+    if not settings_patchable(builder.settings):
         return None
     base = kept_state(folder, book.planned_from(), book.rows_at_start)
-    if base is None or _as_changed(folder, book) is None:
+    if base is None:
         return None
     try:
         old = await book.replaced_rows()
@@ -232,10 +227,15 @@ async def build_delta(
     mark = seen.mark() if seen is not None else None
     builder = new_builder()
     fresh = list(book.overlay.fresh_batches())
-    patch = await from_state(folder, book, builder, fresh)
+    # The state serves only beside what the last sync saw (with the
+    # deltas' changes since) as the store holds it.
+    changed = _as_changed(folder, book) if folder is not None else None
+    patch = None
+    if folder is not None and changed is not None:
+        patch = await from_state(folder, book, builder, fresh)
     if patch is not None:
-        assert folder is not None
-        copying = ensureDeferred(journal(folder, book, seen, fresh, pause))
+        assert folder is not None and changed is not None
+        copying = ensureDeferred(journal(folder, book, changed, seen, fresh, pause))
         try:
             result = await build(builder, evolve(patch, save_to=keep))
         except PatchError as e:
@@ -264,24 +264,25 @@ async def build_delta(
 async def journal(
     folder: str,
     book: CycleBook,
+    changed: tuple[dict[str, Any], str | None],
     seen: SeenWriter | None,
     fresh: list[tuple[str, IndicatorBatch]],
     pause: Pause,
 ) -> None:
     """
     Write what this delta saw (L{tcbridge.seen}): its changes, to be
-    appended to the last sync's changes file, while that stays under
+    appended to the changes file (C{changed}: the last sync's file's
+    trailer and its changes file, if any), while that stays under
     1/L{COMPACT_AT} of the last sync's file; else (and then while the
-    build runs elsewhere) the whole file again, from the last sync's (if
-    no delta changed it since) or from the store.  If that fails, the
-    sync stands (its feed may be published already): what it saw is
-    dropped, explanations keep the last sync's, and the next delta, no
-    longer matching them, builds from every indicator.
+    build runs elsewhere) the whole file again, from the store.  If that
+    fails, the sync stands (its feed may be published already): what it
+    saw is dropped, explanations keep the last sync's, and the next delta,
+    no longer matching them, builds from every indicator.
     """
     if seen is None:
         return
     try:
-        await _write_journal(folder, book, seen, fresh, pause)
+        await _write_journal(folder, book, changed, seen, fresh, pause)
     except CancelledError:
         raise
     except Exception as e:
@@ -295,6 +296,7 @@ async def journal(
 async def _write_journal(
     folder: str,
     book: CycleBook,
+    changed: tuple[dict[str, Any], str | None],
     seen: SeenWriter,
     fresh: list[tuple[str, IndicatorBatch]],
     pause: Pause,
@@ -302,45 +304,16 @@ async def _write_journal(
     """
     L{journal}'s work.
     """
-    found = _as_changed(folder, book)
-    if found is not None:
-        base, changes = found
-        small = changes is None or os.path.getsize(changes) * COMPACT_AT < os.path.getsize(
-            os.path.join(folder, SEEN_FILE)
-        )
-        if small:
-            if book.overlay.replaced:
-                seen.add_replaced(book.overlay.replaced)
-            seen.add_gone(book.overlay.cleared)
-            for origin, batch in fresh:
-                seen.add([batch], origin=origin)
-            rows = book.rows_at_start or 0
-            seen.journal(base, rows - book.replaced + sum(len(batch) for _, batch in fresh))
-            return
-    if _last_sync_file(folder, book) is not None:
-        await _copy_last_sync(folder, book, seen, pause)
-    else:
+    base, changes = changed
+    if changes is not None and os.path.getsize(changes) * COMPACT_AT >= os.path.getsize(
+        os.path.join(folder, SEEN_FILE)
+    ):
         await from_store(book, None, seen, pause)
-
-
-async def _copy_last_sync(
-    folder: str | None, book: CycleBook, seen: SeenWriter, pause: Pause
-) -> None:
-    """
-    Write the new file of what this sync saw from the last one with the
-    delta laid over it; if that cannot be done, drop the new file (the
-    last one stays, no longer matching the store: the next delta reads
-    the store) and say so.
-    """
-    try:
-        copied = await from_last_sync(folder, book, None, seen, pause)
-    except DamagedFileError as e:
-        copied, problem = False, str(e)
-    else:
-        problem = "it changed during the sync"
-    if not copied:
-        log.warn(
-            "The last sync's file could not be read back ({error}); explanations keep it",
-            error=problem,
-        )
-        seen.discard()
+        return
+    if book.overlay.replaced:
+        seen.add_replaced(book.overlay.replaced)
+    seen.add_gone(book.overlay.cleared)
+    for origin, batch in fresh:
+        seen.add([batch], origin=origin)
+    rows = book.rows_at_start or 0
+    seen.journal(base, rows - book.replaced + sum(len(batch) for _, batch in fresh))
