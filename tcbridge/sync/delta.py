@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState, note_newest, rows_of_batch, sort_rows
@@ -386,6 +387,40 @@ def new_states(
 
 
 @define
+class _Reads:
+    """
+    Store reads started now and awaited later: each result goes to its
+    C{then} as it comes; the first failure is kept (not reported as an
+    unhandled error if nobody waits) and raised by L{done}.
+    """
+
+    run: StoreRunner
+    _pending: list[Deferred[None]] = field(factory=list)
+    _failure: Failure | None = None
+
+    def start(self, then: Callable[[Any], None], method: Callable[..., Any], *args: Any) -> None:
+        """
+        Read C{method(db, *args)} on the store (after the calls sent before
+        it), then call C{then} with what it returns.
+        """
+        reading = ensureDeferred(_call(self.run, method, *args))
+        self._pending.append(reading.addCallbacks(then, self._failed))
+
+    def _failed(self, failure: Failure) -> None:
+        if self._failure is None:
+            self._failure = failure
+
+    async def done(self) -> None:
+        """
+        Wait for every read started; raise the first failure.
+        """
+        for reading in self._pending:
+            await reading
+        if self._failure is not None:
+            self._failure.raiseException()
+
+
+@define
 class CycleBook:
     """
     What one cycle does to the store: it is told each source's pulled and
@@ -413,21 +448,20 @@ class CycleBook:
     replaced: int = field(init=False, default=0)
     #: the store's row count when this delta began (see L{counted})
     rows_at_start: int | None = field(init=False, default=None)
-    _counting: Deferred[None] | None = field(init=False, default=None)
-    _count_failure: Any = field(init=False, default=None)
+    _counting: _Reads = field(init=False)
     _old: dict[tuple[Any, ...], tuple[Any, ...]] = field(factory=dict, init=False)
-    _reading: list[Deferred[None]] = field(factory=list, init=False)
-    _old_failure: Any = field(default=None, init=False)
+    _reading_old: _Reads = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.overlay = Overlay(
             replaced=frozenset(name for name, since in self.plan.since.items() if since is None)
         )
+        self._counting = _Reads(self.incremental.run)
+        self._reading_old = _Reads(self.incremental.run)
         if not self.plan.full:
             # Counted before the transaction begins (the store's thread
             # takes calls in order), while the pull runs.
-            counting = ensureDeferred(_call(self.incremental.run, IndicatorDB.count))
-            self._counting = counting.addCallbacks(self._counted, self._not_counted)
+            self._counting.start(self._counted, IndicatorDB.count)
         fill = self.incremental.take_fill() if self.plan.full else None
         if fill is not None and self.seen is not None:
             # The child reads the rows from the file of what the sync saw.
@@ -549,18 +583,12 @@ class CycleBook:
     def _counted(self, rows: int) -> None:
         self.rows_at_start = rows
 
-    def _not_counted(self, failure: Any) -> None:
-        self._count_failure = failure
-
     async def counted(self) -> int | None:
         """
         The store's row count when this delta began, as committed (what
         the last sync's files must say it holds); C{None} for a full sync.
         """
-        if self._counting is not None:
-            await self._counting
-        if self._count_failure is not None:
-            self._count_failure.raiseException()
+        await self._counting.done()
         return self.rows_at_start
 
     def _read_old(
@@ -576,20 +604,13 @@ class CycleBook:
         """
         if self.plan.full or not (full_keys or value_keys or sources):
             return
-        reading = ensureDeferred(
-            _call(self.incremental.run, IndicatorDB.committed_rows, full_keys, value_keys, sources)
+        self._reading_old.start(
+            self._note_old, IndicatorDB.committed_rows, full_keys, value_keys, sources
         )
-        reading.addCallback(self._note_old)
-        reading.addErrback(self._old_failed)
-        self._reading.append(reading)
 
     def _note_old(self, rows: list[tuple[Any, ...]]) -> None:
         for row in rows:
             self._old[row[:6]] = row
-
-    def _old_failed(self, failure: Any) -> None:
-        if self._old_failure is None:
-            self._old_failure = failure
 
     async def replaced_rows(self) -> list[tuple[Any, ...]]:
         """
@@ -597,10 +618,7 @@ class CycleBook:
         out (read while the pull ran); how many they are stays in
         C{replaced}.
         """
-        for reading in self._reading:
-            await reading
-        if self._old_failure is not None:
-            self._old_failure.raiseException()
+        await self._reading_old.done()
         rows = list(self._old.values())
         self.replaced = len(rows)
         return rows
