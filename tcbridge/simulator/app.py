@@ -30,7 +30,8 @@ Inactive indicators (about 2%, see L{tcbridge.simulator.data}) are hidden by
 default: from v2 unless C{filters=} names C{active=false} (C{filters=active%3D
 false} gives only inactive ones; C{filters=active%3Dtrue,active%3Dfalse&
 orParams=true} gives both; other filter terms are ignored), and from v3
-unless the TQL says C{indicatorActive EQ false}.
+unless the TQL says C{indicatorActive EQ false} (or, for both,
+C{(indicatorActive EQ true OR indicatorActive EQ false)}).
 
 v3 owner scope: C{owner=} names one owner; without it, a TQL with
 C{ownerName} conditions selects among all owners, and a TQL without them

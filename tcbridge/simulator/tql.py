@@ -5,16 +5,21 @@ C{/v3/indicators?tql=} understands it.
 
 Grammar (keywords and field names are case-insensitive)::
 
-    query  := clause (AND clause)*          (empty: no condition)
+    query  := term (AND term)*              (empty: no condition)
+            | term (OR term)+
+    term   := clause | "(" query ")"
     clause := field op value
             | field [NOT] IN "(" value ("," value)* ")"
     op     := EQ | NE | GT | GEQ | GE | LT | LEQ | LE | = | != | > | >= | < | <=
     value  := "double-quoted string" | number | true | false
 
 Strings are in double quotes; a backslash escapes the next character.
-C{OR} is refused (parentheses only group AND-ed clauses), as are unknown fields, operators
-a field does not take and values of the wrong kind: L{parse} raises
-L{TqlError} with a message naming the problem (the simulator answers 400).
+C{OR} joins only clauses on one field that take C{IN}, each with C{EQ} or
+C{IN}: C{(indicatorActive EQ true OR indicatorActive EQ false)} is read as
+one C{IN} condition.  Any other C{OR}, C{AND} and C{OR} mixed without
+parentheses, unknown fields, operators a field does not take and values of
+the wrong kind are refused: L{parse} raises L{TqlError} with a message
+naming the problem (the simulator answers 400).
 
 Fields:
 
@@ -22,7 +27,8 @@ Fields:
   - C{ownerName} (EQ, NE, IN, NOT IN): the owner name, exact.
   - C{rating}, C{confidence} (comparisons): items with no rating (or no
     confidence) never match a condition on it.
-  - C{indicatorActive} (EQ, NE; C{true} or C{false}).
+  - C{indicatorActive} (EQ, NE; C{true} or C{false}; both, joined by
+    C{OR}, for active and inactive items alike).
   - C{dateAdded}, C{lastModified} (comparisons) against
     C{"YYYY-MM-DD"}, C{"YYYY-MM-DD HH:MM:SS"} or ISO 8601 (zone-less: UTC).
   - C{tag} (EQ, NE, IN, NOT IN): the item has (EQ, IN) or has not (NE,
@@ -190,22 +196,25 @@ class _Parser:
 
     def _terms(self, closing: bool) -> list[Condition]:
         """
-        Terms joined by AND, up to the end (or, C{closing}, a C{)}).
+        Terms joined by AND, or by OR (see L{_either}), up to the end (or,
+        C{closing}, a C{)}).
         """
-        conditions = self._term()
+        terms = [self._term()]
+        joins: set[str] = set()
         while self._pos < len(self._tokens):
             kind, text = self._next("AND")
-            if kind == "word" and text.lower() == "and":
-                conditions += self._term()
-            elif kind == "word" and text.lower() == "or":
-                raise TqlError("Invalid TQL: OR is not supported, only AND")
+            if kind == "word" and text.lower() in ("and", "or"):
+                joins.add(text.lower())
+                if len(joins) > 1:
+                    raise TqlError("Invalid TQL: AND and OR mixed; group them with parentheses")
+                terms.append(self._term())
             elif closing and kind == "punct" and text == ")":
-                return conditions
+                return _either(terms) if "or" in joins else [c for t in terms for c in t]
             else:
                 raise TqlError(f"Invalid TQL: AND expected, found {text!r}")
         if closing:
             raise TqlError("Invalid TQL: ) expected at the end of the query")
-        return conditions
+        return _either(terms) if "or" in joins else [c for t in terms for c in t]
 
     def _term(self) -> list[Condition]:
         """
@@ -283,6 +292,23 @@ class _Parser:
         if kind == "word" and text.lower() in ("true", "false"):
             return text.lower() == "true"
         raise TqlError(f"Invalid TQL: {field} takes true or false, not {text!r}")
+
+
+def _either(terms: list[list[Condition]]) -> list[Condition]:
+    """
+    Terms joined by OR, as the one C{IN} condition they amount to.
+
+    :raises TqlError: unless every term is one C{EQ} or C{IN} clause on
+        the same field, a field that takes C{IN} (or C{indicatorActive}).
+    """
+    fields = {c.field for term in terms for c in term}
+    field = fields.pop() if len(fields) == 1 else None
+    if field not in (*_STRING_FIELDS, *_BOOL_FIELDS) or any(
+        len(term) != 1 or term[0].op not in ("EQ", "IN") for term in terms
+    ):
+        raise TqlError("Invalid TQL: OR only joins EQ or IN conditions on one field that takes IN")
+    values = tuple(dict.fromkeys(v for term in terms for v in term[0].values))
+    return [Condition(field, "IN", values)]
 
 
 def parse(text: str) -> tuple[Condition, ...]:
@@ -416,8 +442,8 @@ def plan(conditions: Sequence[Condition]) -> Plan:
             owners.append(c)
         elif c.field == "indicatorActive":
             seen_active = True
-            wanted = bool(c.values[0])
-            active &= {wanted} if c.op == "EQ" else {not wanted}
+            named = {bool(v) for v in c.values}
+            active &= named if c.op in ("EQ", "IN") else {True, False} - named
         elif c.field == "summary":
             items.append(c)
         else:

@@ -2,9 +2,9 @@
 """
 A v3 delta of many owners at once: rather than a query per owner, one TQL
 query asks for what changed in up to L{OWNERS_PER_QUERY} owners
-(C{ownerName IN (...)}), and a second one for what was deactivated; each
-page's items are split by their C{ownerName} and labelled as the owner's
-own listing would label them.  A delta of a C{*} source then costs a few
+(C{ownerName IN (...)}), active and inactive alike (so that what was
+deactivated leaves); each page's items are split by their C{ownerName}
+and labelled as the owner's own listing would label them.  A delta of a C{*} source then costs a few
 requests however many owners the API user sees (the deleted listings
 are still asked for owner by owner).
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .listing import JSONGetter, Listing, v3_listing
 from .parse import ParsedPage, parse_generic_page
-from .tql import build_tql, indicators_target, ordered_types, with_since
+from .tql import ANY_ACTIVE, build_tql, indicators_target, ordered_types, with_since
 
 if TYPE_CHECKING:
     from .pull import PullOptions
@@ -29,9 +29,9 @@ NAMES_PER_QUERY: Final = 2000
 
 def across_owners(client: JSONGetter, owners: Sequence[str], options: PullOptions) -> list[Listing]:
     """
-    The listings of a v3 delta of C{owners}: per group of owners, the
-    indicators modified since C{options.modified_since} and those
-    deactivated since.
+    The listings of a v3 delta of C{owners}: per group of owners, one of
+    the indicators modified since C{options.modified_since}, active or
+    not (the parser tells them apart).
     """
     types = ordered_types(options.types)
     if not types or not owners:
@@ -39,26 +39,16 @@ def across_owners(client: JSONGetter, owners: Sequence[str], options: PullOption
     since = options.modified_since
     listings = []
     for group in _groups(owners):
-        changed = with_since(build_tql(owners=group, types=types), since)
-        deactivated = with_since(
-            build_tql(owners=group, types=types, active_only=False)
-            + " AND indicatorActive EQ false",
-            since,
+        tql = with_since(
+            build_tql(owners=group, types=types, active_only=False) + " AND " + ANY_ACTIVE, since
         )
-        for tql in (changed, deactivated):
-            target = indicators_target(
-                tql,
-                start=0,
-                limit=options.page_size,
-                fields=options.fields,
-                sorting=options.sorting,
-            )
-            label = f"{len(group)} owners {'/'.join(types)}"
-            listings.append(
-                v3_listing(
-                    client, label, target, _by_owner(group, options), options.effective_overlap
-                )
-            )
+        target = indicators_target(
+            tql, start=0, limit=options.page_size, fields=options.fields, sorting=options.sorting
+        )
+        label = f"{len(group)} owners {'/'.join(types)}"
+        listings.append(
+            v3_listing(client, label, target, _by_owner(group, options), options.effective_overlap)
+        )
     return listings
 
 

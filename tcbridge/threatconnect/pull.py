@@ -39,6 +39,7 @@ from .owners import list_owners, not_visible_message, owners_and_pages
 from .parse import ParsedPage, parse_generic_page, parse_typed_page
 from .records import SourcePull
 from .tql import (
+    ANY_ACTIVE,
     build_tql,
     encode_param,
     indicators_target,
@@ -218,15 +219,14 @@ def _owner_listings(client: JSONGetter, owner: str, options: PullOptions) -> lis
             )
         ]
         if delta:
-            # ThreatConnect hides inactive indicators unless asked: a second
-            # query asks for those deactivated since, so that they can leave.
+            # ThreatConnect hides inactive indicators unless asked: the query
+            # asks for active and inactive ones, so that those deactivated
+            # since can leave.
             queries = [
-                with_since(build_tql(owner=owner, types=types), options.modified_since),
                 with_since(
-                    build_tql(owner=owner, types=types, active_only=False)
-                    + " AND indicatorActive EQ false",
+                    build_tql(owner=owner, types=types, active_only=False) + " AND " + ANY_ACTIVE,
                     options.modified_since,
-                ),
+                )
             ]
         return [
             v3_listing(

@@ -146,6 +146,11 @@ def iso_time(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: The clause that asks for active and inactive indicators alike (both are
+#: named: without C{indicatorActive}, inactive ones stay hidden).
+ANY_ACTIVE = "(indicatorActive EQ true OR indicatorActive EQ false)"
+
+
 def with_since(tql: str, modified_since: int | None) -> str:
     """
     C{tql}, with C{lastModified >= <time>} added for a delta (the query in

@@ -266,12 +266,35 @@ def test_inactive_items_hidden_unless_asked_v3() -> None:
     assert _ids(h, "indicatorActive EQ false and indicatorActive EQ true") == []
 
 
+def test_or_of_one_field_asks_for_both() -> None:
+    """
+    C{(indicatorActive EQ true OR indicatorActive EQ false)} gives active
+    and inactive items in one listing (each marked as it is), and ORs of
+    one field's values read as C{IN}.
+    """
+    h = harness(count=3000)
+    ds = h.sim.dataset
+    both = _ids(
+        h,
+        'ownerName EQ "Common Community" AND (indicatorActive EQ true OR indicatorActive EQ false)',
+    )
+    expected = _all_items(ds, CC, active=True) + _all_items(ds, CC, active=False)
+    assert sorted(i["id"] for i in both) == sorted(i["id"] for i in expected)
+    assert {i["active"] for i in both} == {True, False}
+    assert parse('typeName EQ "File" OR typeName IN ("Host")') == parse(
+        'typeName IN ("File", "Host")'
+    )
+
+
 @pytest.mark.parametrize(
     "query",
     [
         "bogus EQ 1",
         'typeName EQ "File" OR rating > 1',
         '(typeName EQ "File" OR rating > 1)',
+        'typeName EQ "File" OR typeName EQ "Host" AND rating > 1',
+        "(rating EQ 1 OR rating EQ 2)",
+        '(typeName NE "File" OR typeName EQ "Host")',
         '(typeName EQ "File"',
         'typeName EQ "File")',
         'typeName EQ "File" rating > 1',
@@ -289,7 +312,8 @@ def test_inactive_items_hidden_unless_asked_v3() -> None:
 )
 def test_bad_tql_is_400(query: str) -> None:
     """
-    Unknown fields, OR (grouped or not), unbalanced parentheses, wrong value
+    Unknown fields, OR but between EQ or IN of one field (grouped or not),
+    AND and OR mixed, unbalanced parentheses, wrong value
     kinds, operators a field does not take and syntax errors answer 400 in
     the v3 envelope with a message naming the problem.
     """

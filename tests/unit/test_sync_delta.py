@@ -24,6 +24,7 @@ from tcbridge.feed.collect import Collector
 from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.serialize import dumps
 from tcbridge.indicatordb import IndicatorDB
+from tcbridge.model import Source
 from tcbridge.indicatorrows import SourceState
 from tcbridge.seen import (
     CHANGES_NAME,
@@ -624,14 +625,14 @@ def test_deltas_rebuild_from_the_last_sync_file_only_when_it_is_the_store(
     assert delta == full and not read
 
 
-@pytest.mark.parametrize(("per_query", "queries"), [(50, 2), (2, 4)])
+@pytest.mark.parametrize(("per_query", "queries"), [(50, 1), (2, 2)])
 def test_a_v3_delta_asks_for_many_owners_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, per_query: int, queries: int
 ) -> None:
     """
     A v3 delta of a * source asks for the changes of many owners in one
-    query (and the deactivations in a second), not one pair per owner; the
-    feed is still the full sync's.
+    query, deactivations included (one of the five changes), not one per
+    owner; the feed is still the full sync's.
     """
     monkeypatch.setattr(across, "OWNERS_PER_QUERY", per_query)
     pair = Pair(tmp_path, api_version="v3")
@@ -645,6 +646,24 @@ def test_a_v3_delta_asks_for_many_owners_at_once(
     assert delta == full
     assert len(asked) == queries
     assert all("ownerName%20IN%20%28" in t for t in asked)
+    assert all("indicatorActive%20EQ%20false" in t for t in asked)
+
+
+def test_a_v3_delta_of_one_owner_asks_one_query(tmp_path: Path) -> None:
+    """
+    A v3 delta of a source naming one owner asks for that owner's changes,
+    active and inactive, in one query: the deactivated indicator leaves
+    and the feed is the full sync's.
+    """
+    pair = Pair(tmp_path, api_version="v3", sources=(Source(CC, "owner", CC),))
+    pair.sync()
+    _change_five(pair)
+    pair.h.simulator.requests.clear()
+    delta, full = pair.sync()
+    assert delta == full
+    asked = [t for t in pair.targets() if "/v3/indicators?" in t and "lastModified" in t]
+    assert len(asked) == 1
+    assert "indicatorActive%20EQ%20true%20OR%20indicatorActive%20EQ%20false" in asked[0]
 
 
 def test_a_full_sync_asked_for_during_one_still_runs(tmp_path: Path) -> None:
