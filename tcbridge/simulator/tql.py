@@ -442,8 +442,8 @@ def plan(conditions: Sequence[Condition]) -> Plan:
             owners.append(c)
         elif c.field == "indicatorActive":
             seen_active = True
-            named = {bool(v) for v in c.values}
-            active &= named if c.op in ("EQ", "IN") else {True, False} - named
+            flags = {bool(v) for v in c.values}
+            active &= flags if c.op in ("EQ", "IN") else {True, False} - flags
         elif c.field == "summary":
             items.append(c)
         else:
