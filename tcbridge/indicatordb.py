@@ -194,6 +194,10 @@ class IndicatorDB:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
+            # A commit does not copy its pages into the database file: the
+            # service does, after the cycle (L{checkpoint}), so that a
+            # delta does not wait for it.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
             if existed:
                 ok = connection.execute("PRAGMA quick_check").fetchone()
                 if ok is None or ok[0] != "ok":
@@ -317,6 +321,21 @@ class IndicatorDB:
             raise
         if self._replacing:
             self.needs_full_sync = False
+
+    def checkpoint(self) -> tuple[int, int]:
+        """
+        Copy committed changes from SQLite's write-ahead log into the
+        database file (as far as no reader still needs the old pages;
+        never waiting for one): what SQLite would otherwise do at the end
+        of a commit.  Nothing while a transaction is open on this
+        connection.
+
+        :return: the pages in the log and those now in the database file.
+        """
+        if self._db.in_transaction:
+            return (0, 0)
+        _, logged, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(logged), int(copied)
 
     def abort(self) -> None:
         """

@@ -292,6 +292,24 @@ class Incremental:
             return None
         return self.fill
 
+    def checkpoint_soon(self) -> None:
+        """
+        Have the store's thread copy what was just committed into the
+        database file (L{IndicatorDB.checkpoint}) without the cycle waiting
+        for it: a later call to the store waits instead, behind it.  A
+        failure is logged; SQLite keeps the changes in its log meanwhile.
+        """
+
+        async def checkpoint() -> None:
+            await self.run(IndicatorDB.checkpoint)
+
+        done: Deferred[None] = ensureDeferred(checkpoint())
+        done.addErrback(
+            lambda failure: log.failure(
+                "Copying the indicator store's log into its file failed", failure
+            )
+        )
+
     def request_full(self) -> None:
         """
         Make the next cycle a full sync (also when one is running now: it
@@ -653,6 +671,7 @@ class CycleBook:
             raise
         self.committed_states = states
         inc = self.incremental
+        inc.checkpoint_soon()
         inc.committed(self.plan, self.now, self._changes)
         return IncrementalState(
             kind="full" if self.plan.full else "delta",

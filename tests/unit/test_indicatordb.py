@@ -356,3 +356,42 @@ def test_committed_rows_are_read_as_last_committed(tmp_path: Path) -> None:
     assert db.committed_rows([], [], [("tc", "elsewhere")]) == []
     db.abort()
     db.close()
+
+
+def _file_alone(tmp_path: Path) -> list[str]:
+    """
+    The values the database file holds without its write-ahead log (a
+    copy, opened on its own; none while even the schema is in the log).
+    """
+    alone = tmp_path / "alone"
+    alone.mkdir(exist_ok=True)
+    (alone / FILE_NAME).write_bytes((tmp_path / FILE_NAME).read_bytes())
+    connection = sqlite3.connect(alone / FILE_NAME)
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        if "indicators" not in tables:
+            return []
+        return [row[0] for row in connection.execute("SELECT value FROM indicators ORDER BY value")]
+    finally:
+        connection.close()
+
+
+def test_a_commit_reaches_the_database_file_at_the_checkpoint(tmp_path: Path) -> None:
+    """
+    A commit leaves its pages in SQLite's log (durable there, and read by
+    every connection) and the database file gains them at L{checkpoint},
+    which the service runs after the cycle; a checkpoint asked for while
+    a transaction is open does nothing.
+    """
+    db = IndicatorDB.open(str(tmp_path))
+    _full(db, [_indicator(n) for n in range(3)], 1.0)
+    assert _file_alone(tmp_path) == []
+    other = IndicatorDB.open(str(tmp_path / "."))
+    assert len(list(other.indicators())) == 3
+    other.close()
+    db.begin()
+    assert db.checkpoint() == (0, 0)
+    db.abort()
+    logged, copied = db.checkpoint()
+    assert logged > 0 and copied == logged
+    assert _file_alone(tmp_path) == [f"host{n}.example" for n in range(3)]

@@ -9,6 +9,7 @@ failed one changes nothing, and full syncs catch what deltas cannot see.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -664,6 +665,36 @@ def test_a_v3_delta_of_one_owner_asks_one_query(tmp_path: Path) -> None:
     asked = [t for t in pair.targets() if "/v3/indicators?" in t and "lastModified" in t]
     assert len(asked) == 1
     assert "indicatorActive%20EQ%20true%20OR%20indicatorActive%20EQ%20false" in asked[0]
+
+
+def _rows_in_file_alone(folder: Path) -> int:
+    """
+    The rows the store's database file holds without its write-ahead log.
+    """
+    copy = folder / "copy.sqlite3"
+    copy.write_bytes((folder / "indicators.sqlite3").read_bytes())
+    connection = sqlite3.connect(copy)
+    try:
+        return int(connection.execute("SELECT count(*) FROM indicators").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def test_each_sync_reaches_the_database_file(tmp_path: Path) -> None:
+    """
+    After each sync (full or delta) the store's database file holds what
+    it committed (SQLite's log is checkpointed after the commit, not in
+    it): a copy of the file alone has every row.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    rows = pair.store.db.count()
+    assert rows and _rows_in_file_alone(tmp_path / "delta") == rows
+    _change_five(pair)
+    pair.sync()
+    assert pair.incremental.last_delta is not None
+    rows_now = pair.store.db.count()
+    assert rows_now < rows and _rows_in_file_alone(tmp_path / "delta") == rows_now
 
 
 def test_a_full_sync_asked_for_during_one_still_runs(tmp_path: Path) -> None:
