@@ -23,6 +23,7 @@ import hashlib
 import queue
 import threading
 import zlib
+from collections.abc import Callable
 from typing import IO, Any, Final
 
 import orjson
@@ -96,9 +97,10 @@ class FeedWriter:
     C{orjson.dumps} of the whole document (or, with C{pretty}, to
     C{orjson.dumps(doc, option=OPT_INDENT_2 | OPT_APPEND_NEWLINE)}).
 
-    With C{background}, the file writes, checksums and compression run in
-    a thread of their own (they let go of the interpreter lock), beside
-    the rendering: for a process that will not fork while it writes.
+    With C{background}, the file writes and checksums run in a thread of
+    their own, and the compression in another (they let go of the
+    interpreter lock), beside the rendering: for a process that will not
+    fork while it writes.
 
     :ivar size: bytes written so far.
     :ivar reports: reports written so far.
@@ -127,13 +129,18 @@ class FeedWriter:
         self._pretty = pretty
         self.size = 0
         self.reports = 0
-        self._blocks: queue.Queue[bytes | None] | None = None
-        self._worker: threading.Thread | None = None
+        #: each background thread's queue of blocks, and the thread
+        self._workers: list[tuple[queue.Queue[bytes | None], threading.Thread]] = []
         self._failed: BaseException | None = None
         if background:
-            self._blocks = queue.Queue(maxsize=_BLOCKS_AHEAD)
-            self._worker = threading.Thread(target=self._take, name="tcbridge-feedwriter")
-            self._worker.start()
+            steps = [("tcbridge-feedwriter", self._put)]
+            if self._compress is not None:
+                steps.append(("tcbridge-feedgzip", self._deflate))
+            for name, step in steps:
+                blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=_BLOCKS_AHEAD)
+                worker = threading.Thread(target=self._take, args=(blocks, step), name=name)
+                worker.start()
+                self._workers.append((blocks, worker))
 
     def _write(self, data: bytes) -> None:
         self._pending.append(data)
@@ -148,35 +155,41 @@ class FeedWriter:
         self._pending = []
         self._pending_size = 0
         self.size += len(data)
-        if self._blocks is None:
+        if not self._workers:
             self._put(data)
+            self._deflate(data)
             return
         if self._failed is not None:
             raise self._failed
-        self._blocks.put(data)
+        for blocks, _ in self._workers:
+            blocks.put(data)
 
-    def _take(self) -> None:
+    def _take(self, blocks: queue.Queue[bytes | None], step: Callable[[bytes], None]) -> None:
         """
-        The thread of a background writer: put out each block until told
+        A background thread: take each block through C{step} until told
         to stop (a failure is kept for L{end} to raise).
         """
-        assert self._blocks is not None
-        while (data := self._blocks.get()) is not None:
+        while (data := blocks.get()) is not None:
             if self._failed is None:
                 try:
-                    self._put(data)
+                    step(data)
                 except BaseException as e:
                     self._failed = e
 
     def _put(self, data: bytes) -> None:
         """
-        Write a block, and take it into the checksums and the gzip form.
+        Write a block, and take it into the checksums.
         """
         self._out.write(data)
         if self._sha is not None:
             self._sha.update(data)
         if self._crc:
             self.crc32 = zlib.crc32(data, self.crc32)
+
+    def _deflate(self, data: bytes) -> None:
+        """
+        Take a block into the gzip form, if one is made.
+        """
         if self._compress is not None:
             self._gzipped.append(self._compress.compress(data))
 
@@ -235,13 +248,14 @@ class FeedWriter:
 
     def close(self) -> None:
         """
-        Stop the background thread, if any, once it has put out what it
-        was given (L{end} does; call it when a build fails half-way).
+        Stop the background threads, if any, once they have put out what
+        they were given (L{end} does; call it when a build fails half-way).
         """
-        if self._worker is not None and self._blocks is not None:
-            self._blocks.put(None)
-            self._worker.join()
-            self._worker = None
+        workers, self._workers = self._workers, []
+        for blocks, _ in workers:
+            blocks.put(None)
+        for _, worker in workers:
+            worker.join()
 
     @property
     def sha256(self) -> str:
