@@ -495,11 +495,17 @@ class ThreadedIndicatorDB:
 
     def __init__(self, reactor: Any, folder: str) -> None:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="tcbridge-indicatordb")
+        self._reads = ThreadPool(minthreads=1, maxthreads=1, name="tcbridge-indicatordb-read")
         self._reactor = reactor
         self._folder = folder
         self._db: IndicatorDB | None = None
         self._pool.start()
-        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        self._reads.start()
+        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self._stop)
+
+    def _stop(self) -> None:
+        self._reads.stop()
+        self._pool.stop()
 
     def _in_thread(self, method: Callable[..., T], *args: Any) -> T:
         if self._db is None:
@@ -515,10 +521,24 @@ class ThreadedIndicatorDB:
         )
         return result
 
+    async def read(self, method: Callable[..., T], *args: Any) -> T:
+        """
+        Run C{method(db, *args)}, a call that reads only what is committed
+        on the store's second connection (L{IndicatorDB.committed_rows}),
+        in a thread of its own, beside the calls L{run} runs (in the
+        store's thread until the store is open).
+        """
+        db = self._db
+        if db is None:
+            return await self.run(method, *args)
+        result: T = await deferToThreadPool(self._reactor, self._reads, method, db, *args)
+        return result
+
     async def close(self) -> None:
         """
-        Close the database and stop the thread.
+        Close the database and stop the threads.
         """
+        self._reads.stop()
         await self.run(IndicatorDB.close)
         self._reactor.removeSystemEventTrigger(self._trigger)
         self._pool.stop()

@@ -345,7 +345,8 @@ def _builder(
 def make_incremental(config: Config, reactor: Any) -> Incremental | None:
     """
     Incremental syncs over an indicator store in the cache folder (its
-    calls in a thread of their own; a full sync's transaction in a child
+    calls in a thread of their own, reads of what is committed in a
+    second one; a full sync's transaction in a child
     process where the reactor can start one), if C{incremental_sync} is on.
     """
     folder = config.sync.cache_folder
@@ -355,6 +356,7 @@ def make_incremental(config: Config, reactor: Any) -> Incremental | None:
     fill = partial(ChildStore, reactor, folder) if IReactorProcess.providedBy(reactor) else None
     return Incremental(
         db.run,
+        read=db.read,
         full_every=config.sync.full_sync_hours * 3600,
         overlap=int(config.sync.delta_overlap_minutes * 60),
         marker=os.path.join(folder, FULL_SYNC_FILE),

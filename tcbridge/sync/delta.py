@@ -148,6 +148,10 @@ def rows_of(instance: str, source: str, batches: Iterable[IndicatorBatch]) -> li
 #: Store calls a cycle may have queued before its pull waits for the store
 #: (this bounds the rows held in memory to a few blocks).
 QUEUED_CALLS = 1
+#: The same for a delta: its few pages go on to the deleted listings and
+#: the build while the store writes them (still a bound, for a delta as
+#: big as a full sync, after a long outage).
+DELTA_QUEUED_CALLS = 16
 #: Rows added to the store in one call, in key order (SQLite inserts rows
 #: near each other much faster than rows scattered over the table).
 ROW_BLOCK = 10_000
@@ -259,6 +263,10 @@ class Incremental:
     full_every: float
     overlap: int
     marker: str | None = None
+    #: runs a call that reads only what is committed
+    #: (L{IndicatorDB.committed_rows}) beside those C{run} runs; without
+    #: it, C{run} runs them too
+    read: StoreRunner | None = None
     #: makes what runs a full sync's transaction elsewhere (a
     #: L{tcbridge.storechild.ChildStore}); without it, C{run} runs it
     fill: Callable[[], ChildRunner] | None = None
@@ -475,7 +483,7 @@ class CycleBook:
             replaced=frozenset(name for name, since in self.plan.since.items() if since is None)
         )
         self._counting = _Reads(self.incremental.run)
-        self._reading_old = _Reads(self.incremental.run)
+        self._reading_old = _Reads(self.incremental.read or self.incremental.run)
         if not self.plan.full:
             # Counted before the transaction begins (the store's thread
             # takes calls in order), while the pull runs.
@@ -484,7 +492,10 @@ class CycleBook:
         if fill is not None and self.seen is not None:
             # The child reads the rows from the file of what the sync saw.
             self._child = fill()
-        self._tx = Transaction(self.incremental.run if self._child is None else self._child.run)
+        self._tx = Transaction(
+            self.incremental.run if self._child is None else self._child.run,
+            limit=QUEUED_CALLS if self.plan.full else DELTA_QUEUED_CALLS,
+        )
         replaced = [
             (self.plan.instance(name), name)
             for name, since in self.plan.since.items()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest_twisted
+from twisted.internet import defer
 
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState, StoreChanges, StoredIndicator
@@ -103,4 +104,42 @@ async def test_threaded_store_runs_off_the_reactor(tmp_path: Path) -> None:
 
     thread, rows = await store.run(where)
     assert thread != main and rows == kept
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_of_what_is_committed_run_beside_the_store_thread(tmp_path: Path) -> None:
+    """
+    L{ThreadedIndicatorDB.read} answers from a thread of its own while the
+    store's thread is busy in an open transaction, with the rows as last
+    committed (what a delta reads while its changes are being written).
+    """
+    import threading
+
+    from tcbridge.indicatordb import ThreadedIndicatorDB
+
+    kept = _filled(tmp_path)
+    store = ThreadedIndicatorDB(real_reactor(), str(tmp_path))
+    release = threading.Event()
+
+    def busy(db: IndicatorDB) -> int:
+        db.begin(replace=(("tc", "*"),))  # every row gone, not committed
+        release.wait(10)
+        db.abort()
+        return threading.get_ident()
+
+    await store.run(IndicatorDB.count)
+    blocked = defer.ensureDeferred(store.run(busy))
+    key = kept[0]
+    rows = await store.read(
+        IndicatorDB.committed_rows,
+        [],
+        [(key.instance, key.source, key.owner, key.type, key.value)],
+        [],
+    )
+    assert not blocked.called  # answered while the store's thread was busy
+    release.set()
+    store_thread = await blocked
+    assert len(rows) == 1 and rows[0][4] == key.value
+    assert store_thread != threading.get_ident()
     await store.close()

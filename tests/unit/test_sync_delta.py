@@ -25,8 +25,8 @@ from tcbridge.feed.collect import Collector
 from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.serialize import dumps
 from tcbridge.indicatordb import IndicatorDB
-from tcbridge.model import Source
 from tcbridge.indicatorrows import SourceState
+from tcbridge.model import Source
 from tcbridge.seen import (
     CHANGES_NAME,
     SeenWriter,
@@ -695,6 +695,84 @@ def test_each_sync_reaches_the_database_file(tmp_path: Path) -> None:
     assert pair.incremental.last_delta is not None
     rows_now = pair.store.db.count()
     assert rows_now < rows and _rows_in_file_alone(tmp_path / "delta") == rows_now
+
+
+def test_a_delta_reads_what_it_replaces_beside_the_store(tmp_path: Path) -> None:
+    """
+    A delta reads the committed versions of what it replaces through the
+    store's reader (a thread beside the store's in the service), never
+    through the store's own queue behind its writes; a full sync reads
+    none.
+    """
+    pair = Pair(tmp_path)
+    reads: list[str] = []
+
+    async def read(method: Any, *args: Any) -> Any:
+        reads.append(method.__name__)
+        return method(pair.store.db, *args)
+
+    pair.incremental.read = read
+    pair.sync()
+    assert reads == []
+    _change_five(pair)
+    delta, full = pair.sync()
+    assert delta == full
+    assert reads and set(reads) == {"committed_rows"}
+
+
+def test_a_delta_goes_on_while_the_store_writes(tmp_path: Path) -> None:
+    """
+    A delta's pull does not wait for the store to write its few pages: it
+    asks for the deleted indicators while the writes are still queued
+    (a full sync's pull waits, to bound the rows held); the delta then
+    commits once they are written, and publishes the full sync's feed.
+    """
+    pair = Pair(tmp_path, count=3000)
+
+    async def no_wait() -> None:
+        pass
+
+    h = pair.h
+    pair.delta = SyncCycle(
+        h.config,
+        h.client,
+        FeedStore(empty_body=dumps(empty_document(FeedInfo()))),
+        pair.status,
+        h.clock,
+        incremental=pair.incremental,
+        seen_folder=pair.seen,
+        pause=no_wait,  # pages handed on in chunks, as the service does
+    )
+    pair.sync()
+    sim = pair.h.simulator
+    for type in ("Host", "Address", "File"):  # pages of more than one chunk
+        for index in range(sim.dataset.count(CC, type)):
+            sim.change(CC, type, index, rating=5.0 if index % 2 else 1.0)
+    held: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
+    db = pair.store.db
+
+    async def holding(method: Any, *args: Any) -> Any:
+        if method in (IndicatorDB.add_rows, IndicatorDB.remove):
+            done: defer.Deferred[Any] = defer.Deferred()
+            held.append((method, args, done))
+            return await done
+        return method(db, *args)
+
+    pair.incremental.run = holding
+    pair.h.simulator.requests.clear()
+    pair.h.clock.advance(3600)
+    cycle = defer.ensureDeferred(pair.delta.run())
+    for _ in range(200):  # no settle: its clock would run past the deadline
+        pair.h.stub.flush()
+        pair.h.clock.advance(0.01)
+    assert not cycle.called and len(held) > 1
+    assert any("/indicators/deleted" in t for t in pair.targets())
+    while held:
+        method, args, done = held.pop(0)
+        done.callback(method(db, *args))
+    delta = result_of(pair.h.settle(cycle)).body
+    full = result_of(pair.h.settle(defer.ensureDeferred(pair.full.run()))).body
+    assert delta == full and pair.incremental.last_delta is not None
 
 
 def test_a_full_sync_asked_for_during_one_still_runs(tmp_path: Path) -> None:
