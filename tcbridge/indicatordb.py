@@ -30,6 +30,7 @@ own (a connection is used by one thread only), off the reactor.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -114,6 +115,24 @@ _INSERT: Final = (
 )
 _SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM indicators"  # noqa: S608
 _KEY: Final = "instance, source, owner, type, value, id"
+
+
+#: keys looked up in one statement (6 variables each at most)
+_LOOKUPS: Final = 500
+
+
+@functools.lru_cache(maxsize=32)
+def _lookup(width: int, count: int) -> str:
+    """
+    A statement giving the rows of C{count} keys, each the first C{width}
+    columns of L{_KEY} (a join from their list, so that each is one
+    search of the primary key).
+    """
+    columns = _KEY.split(", ")[:width]
+    keys = ", ".join(["(" + ", ".join("?" * width) + ")"] * count)
+    match = " AND ".join(f"i.{c} = k.column{n}" for n, c in enumerate(columns, 1))
+    chosen = ", ".join(f"i.{c}" for c in _COLUMNS)
+    return f"SELECT {chosen} FROM (VALUES {keys}) AS k JOIN indicators AS i ON {match}"  # noqa: S608
 
 
 class NewerDatabaseError(Exception):
@@ -407,17 +426,17 @@ class IndicatorDB:
         """
         reader = self._reader()
         found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        queries = (
-            (f"{_SELECT} WHERE ({_KEY}) = (?, ?, ?, ?, ?, ?)", full_keys),
-            (
-                f"{_SELECT} WHERE (instance, source, owner, type, value) = (?, ?, ?, ?, ?)",
-                value_keys,
-            ),
-            (f"{_SELECT} WHERE (instance, source) = (?, ?)", sources),
+        lists: tuple[tuple[int, Iterable[tuple[str, ...]]], ...] = (
+            (6, full_keys),
+            (5, value_keys),
+            (2, sources),
         )
-        for query, keys in queries:
-            for key in keys:
-                for row in reader.execute(query, key):
+        for width, given in lists:
+            keys = list(given)
+            for at in range(0, len(keys), _LOOKUPS):
+                part = keys[at : at + _LOOKUPS]
+                flat = [field for key in part for field in key]
+                for row in reader.execute(_lookup(width, len(part)), flat):
                     found[row[:6]] = row
         return list(found.values())
 

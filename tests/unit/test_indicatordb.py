@@ -358,6 +358,23 @@ def test_committed_rows_are_read_as_last_committed(tmp_path: Path) -> None:
     db.close()
 
 
+def test_many_committed_rows_are_read_in_one_go(tmp_path: Path) -> None:
+    """
+    Thousands of keys (more than one statement takes), some repeated and
+    some unknown, read every matching row once.
+    """
+    db = IndicatorDB.open(str(tmp_path))
+    _full(db, [_indicator(n) for n in range(1500)], 1.0)
+    key = ("tc", "*", "Common Community", "Host")
+    full_keys = [(*key, f"host{n}.example", str(1000 + n)) for n in range(0, 3000, 2)]
+    value_keys = [(*key, f"host{n}.example") for n in range(1, 1500, 2)] * 2
+    rows = db.committed_rows(full_keys, value_keys, [])
+    assert sorted(StoredIndicator.of_row(row).value for row in rows) == sorted(
+        f"host{n}.example" for n in range(1500)
+    )
+    db.close()
+
+
 def _file_alone(tmp_path: Path) -> list[str]:
     """
     The values the database file holds without its write-ahead log (a
