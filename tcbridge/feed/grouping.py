@@ -14,7 +14,8 @@ names unsorted (their report sorts them).
 
 B{Memory.}  The values are split into buckets of about 32,768 by their
 leading bits (host names by a hash), and one bucket is sorted at a time
-(with numpy; host names with Python's sort), so the sorting never needs
+with numpy (fixed-width values by their first eight bytes as a number,
+host names as zero-padded fixed-width keys), so the sorting never needs
 more than a few megabytes; equal values always share a bucket, and for
 fixed-width values the buckets come in value order, so a group's values
 stay sorted as the buckets are appended.
@@ -84,7 +85,6 @@ class _Column:
         if kind == "dns":
             # Names end with a newline; a bucket from a few of their bytes
             # and their length, so that equal names share one.
-            self.blob = column.data
             self.ends = np.flatnonzero(self.data == 10)
             self.starts = np.concatenate((np.zeros(1, dtype=np.int64), self.ends[:-1] + 1))
             mix = (
@@ -117,24 +117,37 @@ class _Bucket:
         meta = np.concatenate([c.meta[rows] for c, rows in zip(columns, chosen, strict=True)])
         tags = np.concatenate([c.tags[rows] for c, rows in zip(columns, chosen, strict=True)])
         if kind == "dns":
-            self.names = [
-                bytes(c.blob[start:end])
-                for c, rows in zip(columns, chosen, strict=True)
-                for start, end in zip(c.starts[rows].tolist(), c.ends[rows].tolist(), strict=True)
-            ]
-            order = np.array(
-                sorted(range(len(self.names)), key=self.names.__getitem__), dtype=np.int64
+            # The names gathered into one block (each ended by a newline)
+            # and sorted as zero-padded fixed-width keys: no object per name.
+            self.blob = np.concatenate(
+                [
+                    _gather(c.data, c.starts[rows], c.ends[rows] + 1)
+                    for c, rows in zip(columns, chosen, strict=True)
+                ]
             )
-            ranked = [self.names[i] for i in order.tolist()]
-            new = np.ones(len(ranked), dtype=bool)
-            new[1:] = [ranked[k] != ranked[k - 1] for k in range(1, len(ranked))]
+            lengths = np.concatenate(
+                [c.ends[rows] - c.starts[rows] for c, rows in zip(columns, chosen, strict=True)]
+            )
+            self.ends = np.cumsum(lengths + 1) - 1
+            self.starts = self.ends - lengths
+            longest = max(1, int(lengths.max(initial=0)))
+            where = np.minimum(
+                self.starts[:, None] + np.arange(longest), max(len(self.blob) - 1, 0)
+            )
+            keys_2d = self.blob[where] if len(self.blob) else np.zeros(where.shape, np.uint8)
+            keys_2d[np.arange(longest) >= lengths[:, None]] = 0
+            keys = keys_2d.view(f"S{longest}").reshape(-1)
+            order = np.argsort(keys, kind="stable")
+            ranked_keys = keys[order]
+            new = np.ones(len(order), dtype=bool)
+            new[1:] = ranked_keys[1:] != ranked_keys[:-1]
         else:
             width = FIXED_WIDTH[kind]
             self.values = np.concatenate(
                 [c.values[rows] for c, rows in zip(columns, chosen, strict=True)]
             )
             keys = self.values.view(f"S{width}").reshape(-1)
-            order = np.argsort(keys, kind="stable")
+            order = _value_order(self.values, keys)
             ranked_keys = keys[order]
             new = np.ones(len(order), dtype=bool)
             new[1:] = ranked_keys[1:] != ranked_keys[:-1]
@@ -149,8 +162,40 @@ class _Bucket:
         The packed values of some records (by their place before sorting).
         """
         if self.kind == "dns":
-            return b"".join(self.names[i] + b"\n" for i in records.tolist())
+            return _gather(self.blob, self.starts[records], self.ends[records] + 1).tobytes()
         return self.values[records].tobytes()
+
+
+def _value_order(values: NDArray[np.uint8], keys: NDArray[np.bytes_]) -> NDArray[np.intp]:
+    """
+    The stable order that sorts fixed-width values (rows of C{values},
+    the same as C{keys}) by their bytes: by their first (up to) eight bytes
+    as a number, which decides unless two different values share them
+    (then by the whole values).
+    """
+    width = values.shape[1]
+    step = min(width, 8)
+    head = np.ascontiguousarray(values[:, :step]).view(f">u{step}").reshape(-1).astype(np.uint64)
+    order = np.argsort(head, kind="stable")
+    if width > step and len(order) > 1:
+        ranked, heads = keys[order], head[order]
+        if np.any((heads[1:] == heads[:-1]) & (ranked[1:] != ranked[:-1])):
+            order = np.argsort(keys, kind="stable")
+    return order
+
+
+def _gather(
+    data: NDArray[np.uint8], starts: NDArray[np.int64], stops: NDArray[np.int64]
+) -> NDArray[np.uint8]:
+    """
+    The bytes C{data[starts[i]:stops[i]]} of every C{i}, one after another.
+    """
+    lengths = stops - starts
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, dtype=np.uint8)
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return data[np.arange(total) + shift]
 
 
 def _bucket_count(total: int) -> int:
