@@ -155,18 +155,19 @@ class ChildBuild:
             if not keep_history:
                 unlink_quietly(history_path)
 
-    def warm(self) -> Callable[[], None]:
+    def warm(self, state: str | None = None) -> Callable[[], None]:
         """
         Start the next build's child now, so that it has loaded what a
-        build needs (numpy and the feed modules, a few tenths of a second)
-        by the time the pull ends; it waits for its job on stdin.  Return
-        what ends it if no build comes (a child nobody gives a job exits
-        when its stdin closes, as when the service dies).
+        build needs (numpy and the feed modules, a few tenths of a second;
+        and the C{state} file the build may start from, indexed) by the
+        time the pull ends; it waits for its job on stdin.  Return what
+        ends it if no build comes (a child nobody gives a job exits when
+        its stdin closes, as when the service dies).
         """
         child = self._take_warm()
         if child is None:
             child = _Child()
-            argv = [*self._argv, WAIT]
+            argv = [*self._argv, WAIT, *([state] if state is not None else [])]
             self._reactor.spawnProcess(child, argv[0], argv, env=dict(os.environ))
         self._warm = child
         return self._cool

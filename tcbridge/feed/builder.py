@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -45,6 +45,9 @@ from .settings import BuildStats, FeedSettings, SourceCounts
 from .stamp import Stamper
 from .text import cb_tags
 from .validator import validate_feedinfo
+
+if TYPE_CHECKING:
+    from .patch import CollectorIndex
 
 _REPORT_ID: Final = re.compile(rb'"[A-Za-z0-9_.-]+"').fullmatch
 
@@ -140,12 +143,15 @@ class FeedBuilder:
         kept.stats = self._collector.stats
         return kept
 
-    def rebase(self, base: FeedBuilder, minus: FeedBuilder) -> None:
+    def rebase(
+        self, base: FeedBuilder, minus: FeedBuilder, index: CollectorIndex | None = None
+    ) -> None:
         """
         Hold what C{base} took in, less what C{minus} took in, plus what
         this builder took in (all made with the same settings): a delta's
-        feed from the last sync's state (L{tcbridge.feed.patch}).  C{base}
-        and C{minus} can no longer build.
+        feed from the last sync's state (L{tcbridge.feed.patch}; C{index}
+        is C{base}'s columns' index if worked out ahead).  C{base} and
+        C{minus} can no longer build.
 
         :raise PatchError: if the settings differ or C{base} does not hold
             what C{minus} took in; this builder is then unchanged.
@@ -159,10 +165,24 @@ class FeedBuilder:
         if base.settings != self.settings or minus.settings != self.settings:
             raise PatchError("the last sync's state was built with other settings")
         base._collector = minus._collector = None
-        remove_collected(into, taken)
+        remove_collected(into, taken, index)
         merge_collectors(into, mine)
         self._collector = into
         self.stats = into.stats
+
+    def index(self) -> CollectorIndex:
+        """
+        The index of what this builder took in, for a later L{rebase} on
+        it to start from (see L{tcbridge.feed.patch.index_collected}).
+
+        :raise PatchError: if it could not be rebased on.
+        """
+        from .patch import PatchError, index_collected, patchable
+
+        collector = self._collector
+        if collector is None or not patchable(collector):
+            raise PatchError("only a grouped feed's state, not built yet, is indexed")
+        return index_collected(collector)
 
     def release(self) -> None:
         """

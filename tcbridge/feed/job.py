@@ -38,14 +38,15 @@ from .forked import can_fork
 from .history import ReportHistory, StoredHistory
 from .patch import PatchError
 from .settings import BuildStats
-from .state import StateJob, apply_state
+from .state import Preloaded, StateJob, apply_state, preload_state
 
 #: Exit status of a child whose job could not even be read.
 BAD_JOB: Final = 2
 
-#: The child's one argument when started ahead of its job: it loads what a
-#: build needs, then reads the job and outcome paths from stdin (each
-#: ended by a NUL byte; none: exit at once).
+#: The child's first argument when started ahead of its job: it loads what
+#: a build needs (and the state file named after it, if any, which a
+#: delta's job starts from), then reads the job and outcome paths from
+#: stdin (each ended by a NUL byte; none: exit at once).
 WAIT: Final = "--wait"
 
 
@@ -104,6 +105,7 @@ def build_feed_file(
     checksums: bool = True,
     state: StateJob | None = None,
     fork_plan: bool = False,
+    preloaded: Preloaded | None = None,
 ) -> FeedFile:
     """
     Build the feed into a new temporary file in C{directory}, checking every
@@ -120,7 +122,7 @@ def build_feed_file(
     :raise PatchError: if the state asked for cannot be used.
     """
     if state is not None:
-        apply_state(builder, state)
+        apply_state(builder, state, preloaded)
     forks = fork and can_fork() and builder.settings.grouping == "Expanded"
     with reusing_buffers():
         if fork_plan and fork and not forks:
@@ -152,10 +154,13 @@ def _usable_history(builder: FeedBuilder) -> tuple[str, ...]:
     return ()
 
 
-def run_job(job: BuildJob, *, fork: bool = False) -> BuildOutcome:
+def run_job(
+    job: BuildJob, *, fork: bool = False, preloaded: Preloaded | None = None
+) -> BuildOutcome:
     """
-    Run a build (on two cores with C{fork}, see L{build_feed_file}); every
-    failure becomes part of the outcome.
+    Run a build (on two cores with C{fork}, see L{build_feed_file}; from
+    the state C{preloaded} if the job names it); every failure becomes part
+    of the outcome.
     """
     builder = job.builder
     notes = _usable_history(builder)
@@ -170,6 +175,7 @@ def run_job(job: BuildJob, *, fork: bool = False) -> BuildOutcome:
             # A delta's build (from a kept state) has both cores to itself;
             # a full sync's shares them with the service and its store.
             fork_plan=job.state is not None and job.state.base is not None,
+            preloaded=preloaded,
         )
         if job.history_path is not None:
             history = builder.history
@@ -205,17 +211,19 @@ def read_outcome(path: str) -> BuildOutcome:
     return outcome
 
 
-def _wait_for_job() -> list[str]:
+def _wait_for_job(state: str | None) -> tuple[list[str], Preloaded | None]:
     """
-    Load what a build needs, then the job and outcome paths from stdin
-    (none if it closes first).
+    Load what a build needs (and the C{state} file its job may start
+    from), then the job and outcome paths from stdin (none if it closes
+    first).
     """
     import numpy  # noqa: F401 - loaded ahead, like the modules below
 
     from . import expanded_reports, grouped, patch  # noqa: F401
 
+    preloaded = preload_state(state) if state is not None else None
     parts = sys.stdin.buffer.read().split(b"\0")
-    return [os.fsdecode(part) for part in parts[:2]] if len(parts) > 2 else []
+    return [os.fsdecode(part) for part in parts[:2]] if len(parts) > 2 else [], preloaded
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,12 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     The child: run the job in C{argv[0]}, write the outcome to C{argv[1]}.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if args == [WAIT]:
-        args = _wait_for_job()
+    preloaded = None
+    if args[:1] == [WAIT] and len(args) <= 2:
+        args, preloaded = _wait_for_job(args[1] if len(args) == 2 else None)
         if not args:
             return 0
     if len(args) != 2:
-        print(f"usage: python -m tcbridge.feed.job JOB OUTCOME | {WAIT}", file=sys.stderr)
+        print(f"usage: python -m tcbridge.feed.job JOB OUTCOME | {WAIT} [STATE]", file=sys.stderr)
         return BAD_JOB
     return_freed_memory()
     try:
@@ -240,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(job, BuildJob):
         print(f"{args[0]} holds no build job", file=sys.stderr)
         return BAD_JOB
-    outcome = run_job(job, fork=True)
+    outcome = run_job(job, fork=True, preloaded=preloaded)
     with open(args[1], "wb") as f:
         pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0

@@ -45,6 +45,26 @@ _PREFIX_TYPES: Final = {4: "<u4", 8: "<u8"}
 _MIX: Final = 0x9E37_79B9_7F4A_7C15
 
 
+class ColumnIndex:
+    """
+    What finds entries in one packed column, worked out ahead
+    (L{index_collected}): each value's number (L{_prefix}) and, for host
+    names, where each starts and ends.  Good only for the column as it was
+    when made.
+    """
+
+    __slots__ = ("ends", "prefixes", "starts")
+
+    def __init__(self, prefixes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.prefixes = prefixes
+        self.starts = starts
+        self.ends = ends
+
+
+#: The index of each (label, IOC kind) column of a collector.
+CollectorIndex = dict[tuple[str, str], ColumnIndex]
+
+
 class PatchError(Exception):
     """
     A collector cannot be patched: it does not hold what is to be taken out
@@ -72,12 +92,28 @@ def patchable(collector: Collector) -> bool:
     return collector.expanded is None and settings_patchable(collector.settings)
 
 
-def remove_collected(into: Collector, other: Collector) -> None:
+def index_collected(collector: Collector) -> CollectorIndex:
+    """
+    The index of every column of C{collector}, for L{remove_collected} to
+    use later (a build child works it out while the sync's pull runs).
+    """
+    return {
+        (name, kind): _column_index(column, kind)
+        for name, store in collector.labels.items()
+        for kind, column in store.columns.items()
+    }
+
+
+def remove_collected(
+    into: Collector, other: Collector, index: CollectorIndex | None = None
+) -> None:
     """
     Take everything C{other} took in (made with the same settings) out of
     C{into}: its entries from C{into}'s columns and its counts from the
     figures.  Labels left with no indicator go, as if never seen.
 
+    :param index: C{into}'s L{index_collected}, if worked out ahead (each
+        column's is made here otherwise).
     :raise PatchError: if C{into} does not hold it all; C{into} is then
         part-changed and must not be built.
     """
@@ -94,7 +130,8 @@ def remove_collected(into: Collector, other: Collector) -> None:
             own = mine.columns.get(kind)
             if own is None:
                 raise PatchError(f"label {name!r} has no {kind} values")
-            _remove_entries(own, kind, _entries(column, kind, tag_codes))
+            found = index.get((name, kind)) if index is not None else None
+            _remove_entries(own, kind, _entries(column, kind, tag_codes), found)
             if not len(own):
                 del mine.columns[kind]
         mine.counts.indicators -= theirs.counts.indicators
@@ -129,11 +166,9 @@ def _values(column: PackedColumn, kind: str) -> list[bytes]:
     return [data[at : at + width] for at in range(0, len(data), width)]
 
 
-def _remove_entries(column: PackedColumn, kind: str, wanted: Counter[Entry]) -> None:
+def _column_index(column: PackedColumn, kind: str) -> ColumnIndex:
     """
-    Take one equal entry out of C{column} per entry of C{wanted}.
-
-    :raise PatchError: if one is not there.
+    A column's L{ColumnIndex}.
     """
     # Imported here: the service, which only names PatchError, never
     # imports numpy (the build child does).
@@ -142,34 +177,55 @@ def _remove_entries(column: PackedColumn, kind: str, wanted: Counter[Entry]) -> 
     count = len(column)
     width = FIXED_WIDTH.get(kind)
     data = np.frombuffer(column.data, np.uint8)
-    if width is None:
-        # Host names, each ended by a newline: found by a number made of
-        # their length and first and last eight bytes, then compared whole.
-        ends = np.flatnonzero(data == 10)
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        lengths = ends - starts
-        padded = np.concatenate((np.zeros(8, np.uint8), data, np.zeros(8, np.uint8)))
-        eight = np.arange(8)
-        heads = padded[starts[:, None] + 8 + eight]
-        heads[eight >= lengths[:, None]] = 0
-        tails = padded[ends[:, None] + eight]
-        tails[eight < (8 - lengths)[:, None]] = 0
-        prefixes = (
-            heads.view("<u8").ravel()
-            ^ (tails.view("<u8").ravel() * np.uint64(_MIX))
-            ^ (lengths.astype(np.uint64) << np.uint64(56))
-        )
-        del padded, heads, tails
-    else:
+    if width is not None:
         step = min(width, 8)
         rows = data.reshape(count, width)
-        prefixes = np.ascontiguousarray(rows[:, :step]).view(_PREFIX_TYPES[step]).ravel()
-        del rows
+        # A copy: a view would keep the column's data from growing later.
+        prefixes = rows[:, :step].copy().view(_PREFIX_TYPES[step]).ravel()
+        none = np.zeros(0, np.int64)
+        return ColumnIndex(prefixes, none, none)
+    # Host names, each ended by a newline: found by a number made of
+    # their length and first and last eight bytes, then compared whole.
+    ends = np.flatnonzero(data == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    padded = np.concatenate((np.zeros(8, np.uint8), data, np.zeros(8, np.uint8)))
+    eight = np.arange(8)
+    heads = padded[starts[:, None] + 8 + eight]
+    heads[eight >= lengths[:, None]] = 0
+    tails = padded[ends[:, None] + eight]
+    tails[eight < (8 - lengths)[:, None]] = 0
+    prefixes = (
+        heads.view("<u8").ravel()
+        ^ (tails.view("<u8").ravel() * np.uint64(_MIX))
+        ^ (lengths.astype(np.uint64) << np.uint64(56))
+    )
+    return ColumnIndex(prefixes, starts, ends)
+
+
+def _remove_entries(
+    column: PackedColumn, kind: str, wanted: Counter[Entry], index: ColumnIndex | None = None
+) -> None:
+    """
+    Take one equal entry out of C{column} per entry of C{wanted}.
+
+    :param index: the column's index, if worked out ahead.
+    :raise PatchError: if one is not there.
+    """
+    import numpy as np
+
+    if index is None:
+        index = _column_index(column, kind)
+    count = len(column)
+    if len(index.prefixes) != count:
+        raise PatchError(f"the {kind} index does not fit its column")
+    width = FIXED_WIDTH.get(kind)
+    data = np.frombuffer(column.data, np.uint8)
+    prefixes, starts, ends = index.prefixes, index.starts, index.ends
     looked_for = np.array(
         sorted({_prefix(value, width) for value, _, _ in wanted}), dtype=prefixes.dtype
     )
     candidates = np.flatnonzero(np.isin(prefixes, looked_for)).tolist()
-    del prefixes
     raw, meta, tags = column.data, column.meta, column.tags
     gone: list[int] = []
     for at in candidates:

@@ -26,7 +26,7 @@ from typing import Final
 from attrs import frozen
 
 from .builder import FeedBuilder
-from .patch import PatchError
+from .patch import CollectorIndex, PatchError
 
 #: The first item of every state file: a file of another layout is not read.
 FORMAT: Final = "tcbridge feed state 1"
@@ -80,19 +80,73 @@ def load_state(path: str) -> FeedBuilder:
     return found[1]
 
 
-def apply_state(builder: FeedBuilder, job: StateJob) -> None:
+@frozen
+class Preloaded:
     """
-    Do what C{job} asks before C{builder} builds: lay it over a state, keep
-    the result.  A state that cannot be written (a full disk) is not kept
-    (its file is removed), and the build goes on: the next delta then
-    builds from every indicator.
+    A state file read ahead of its job (L{preload_state}), with its
+    columns' index: used if the job names that file, unchanged since.
+
+    :ivar path: the file.
+    :ivar stamp: its identity when read (device, inode, size, mtime).
+    :ivar builder: what it holds.
+    :ivar index: its columns' index (L{tcbridge.feed.patch.index_collected}).
+    """
+
+    path: str
+    stamp: tuple[int, ...]
+    builder: FeedBuilder
+    index: CollectorIndex
+
+
+def _stamp(path: str) -> tuple[int, ...]:
+    found = os.stat(path)
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def preload_state(path: str) -> Preloaded | None:
+    """
+    Read the state in C{path} and index its columns ahead of a job that may
+    start from it (a build child does while the sync's pull runs); C{None}
+    if it cannot be (the job then reads what it names itself).
+    """
+    try:
+        stamp = _stamp(path)
+        builder = load_state(path)
+        return Preloaded(path, stamp, builder, builder.index())
+    except (OSError, PatchError):
+        return None
+
+
+def _base(job: StateJob, preloaded: Preloaded | None) -> tuple[FeedBuilder, CollectorIndex | None]:
+    """
+    The state C{job} starts from: the one read ahead if it is that file,
+    unchanged, else the file read now.
+    """
+    assert job.base is not None
+    if preloaded is not None and preloaded.path == job.base:
+        try:
+            if _stamp(job.base) == preloaded.stamp:
+                return preloaded.builder, preloaded.index
+        except OSError:
+            pass
+    return load_state(job.base), None
+
+
+def apply_state(builder: FeedBuilder, job: StateJob, preloaded: Preloaded | None = None) -> None:
+    """
+    Do what C{job} asks before C{builder} builds: lay it over a state (the
+    one C{preloaded}, if that is the file the job names), keep the result.
+    A state that cannot be written (a full disk) is not kept (its file is
+    removed), and the build goes on: the next delta then builds from every
+    indicator.
 
     :raise PatchError: if the state cannot be used (nothing is kept then).
     """
     if job.base is not None:
         if job.minus is None:
             raise PatchError("a state to start from needs what to take out of it")
-        builder.rebase(load_state(job.base), job.minus)
+        base, index = _base(job, preloaded)
+        builder.rebase(base, job.minus, index)
     if job.save_to is not None:
         try:
             save_state(job.save_to, builder)

@@ -32,9 +32,10 @@ RunHeavy = Callable[..., "defer.Deferred[Any]"]
 #: gzip, pretty, state=None)}; see L{tcbridge.childbuild.ChildBuild}.
 BuildFeed = Callable[..., Awaitable[FeedFile]]
 
-#: Gets ready for a build soon (L{tcbridge.childbuild.ChildBuild.warm});
-#: returns what to call if none follows.
-WarmBuild = Callable[[], Callable[[], None]]
+#: Gets ready for a build soon, which may start from the given state file
+#: (L{tcbridge.childbuild.ChildBuild.warm}); returns what to call if none
+#: follows.
+WarmBuild = Callable[[str | None], Callable[[], None]]
 
 
 def run_inline(f: Callable[..., T], *args: Any) -> defer.Deferred[T]:

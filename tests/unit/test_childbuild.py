@@ -66,7 +66,7 @@ class _Reactor:
         protocol.makeConnection(self.transport)
         if self.stderr:
             protocol.errReceived(self.stderr)
-        if argv[-1] == WAIT:
+        if WAIT in argv:
             self.transport.closed = self._given
             return
         self._play(*argv[-2:])
@@ -221,4 +221,7 @@ def test_a_child_started_ahead_builds_the_next_feed(tmp_path: Path) -> None:
     child.warm()
     reactor.end(1)
     result_of(ensureDeferred(child(_builder(), str(tmp_path), gzip=True, pretty=False)))
-    assert len(reactor.spawned) == 4 and reactor.spawned[-1][-1] != WAIT
+    assert len(reactor.spawned) == 4 and WAIT not in reactor.spawned[-1]
+    # Told the state file its build may start from, it is given it to read ahead.
+    child.warm("/cache/seen/last-sync-state.pickle")()
+    assert reactor.spawned[-1][-2:] == [WAIT, "/cache/seen/last-sync-state.pickle"]

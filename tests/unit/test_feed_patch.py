@@ -7,17 +7,22 @@ that does not hold what is to be taken out is refused, never half-used.
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tcbridge.feed import state as state_module
 from tcbridge.feed.builder import FeedBuilder, FeedSettings
 from tcbridge.feed.filters import Exclusions
-from tcbridge.feed.job import BuildJob, run_job
+from tcbridge.feed.job import WAIT, BuildJob, read_outcome, run_job, write_job
+from tcbridge.feed.job import main as job_main
 from tcbridge.feed.patch import PatchError, settings_patchable
-from tcbridge.feed.state import StateJob, apply_state, load_state, save_state
+from tcbridge.feed.state import StateJob, apply_state, load_state, preload_state, save_state
 from tcbridge.threatconnect.records import Indicator
 from tests.unit.test_feed_builder import address, file, host
 from tests.unit.test_feed_merge import _made
@@ -43,10 +48,15 @@ def _builder(indicators: list[Indicator], grouping: str = "Condensed") -> FeedBu
 
 
 def _patched(
-    base: list[Indicator], gone: list[Indicator], new: list[Indicator], grouping: str
+    base: list[Indicator],
+    gone: list[Indicator],
+    new: list[Indicator],
+    grouping: str,
+    indexed: bool = False,
 ) -> FeedBuilder:
     builder = _builder(new, grouping)
-    builder.rebase(_builder(base, grouping).state(), _builder(gone, grouping))
+    state = _builder(base, grouping).state()
+    builder.rebase(state, _builder(gone, grouping), state.index() if indexed else None)
     return builder
 
 
@@ -56,21 +66,23 @@ def _patched(
     seed=st.integers(0, 10_000),
     removed=st.lists(st.integers(0, 199), max_size=120),
     added=st.integers(0, 60),
+    indexed=st.booleans(),
 )
 def test_a_patched_builder_builds_the_same_feed(
-    grouping: str, seed: int, removed: list[int], added: int
+    grouping: str, seed: int, removed: list[int], added: int, indexed: bool
 ) -> None:
     """
     Any indicators taken out of a state (old versions of changed ones,
     deleted ones, every one of a label) and any added (new versions, new
     values, values other indicators hold) give the bytes and figures a
-    builder given the remaining and new indicators gives.
+    builder given the remaining and new indicators gives, whether the
+    state's columns were indexed ahead or not.
     """
     base = _made(seed, 200)
     gone = sorted(set(removed))
     new = _made(seed + 1, added)
     kept = [one for at, one in enumerate(base) if at not in set(gone)]
-    patched = _patched(base, [base[at] for at in gone], new, grouping)
+    patched = _patched(base, [base[at] for at in gone], new, grouping, indexed)
     whole = _builder(kept + new, grouping)
     assert patched.build_bytes() == whole.build_bytes()
     assert patched.stats == whole.stats
@@ -172,6 +184,66 @@ def test_a_build_job_keeps_and_uses_state(tmp_path: Path) -> None:
     third = run_job(BuildJob(_builder(changed), str(tmp_path), False, False, None, bad))
     assert third.feed is None and third.unpatched is not None
     assert "cannot be read" in third.unpatched
+
+
+def test_a_state_read_ahead_is_used_only_if_it_is_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A state read and indexed ahead (as a build child does while the pull
+    runs) is what the job starts from when the job names that file,
+    unchanged: it is not read again.  A file replaced since, or another
+    file, is read anew, and the build is the one its content gives.
+    """
+    base, changed = _made(21, 150), _made(22, 20)
+    path = str(tmp_path / "state")
+    save_state(path, _builder(base))
+    preloaded = preload_state(path)
+    assert preloaded is not None
+    reads: list[str] = []
+    monkeypatch.setattr(state_module, "load_state", lambda p: reads.append(p) or load_state(p))
+    builder = _builder(changed)
+    apply_state(builder, StateJob(base=path, minus=_builder(base[:30])), preloaded)
+    assert reads == []
+    assert builder.build_bytes() == _builder(base[30:] + changed).build_bytes()
+    # The file replaced since it was read ahead: read again.
+    save_state(path, _builder(base[:100]))
+    preloaded = preload_state(path)
+    reads.clear()
+    save_state(path + ".new", _builder(base[50:]))
+    os.replace(path + ".new", path)
+    builder = _builder(changed)
+    apply_state(builder, StateJob(base=path, minus=_builder(base[50:60])), preloaded)
+    assert reads == [path]
+    assert builder.build_bytes() == _builder(base[60:] + changed).build_bytes()
+    assert preload_state(str(tmp_path / "missing")) is None
+
+
+def test_a_child_started_ahead_builds_from_the_state_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A build child started ahead with a state file to read (C{--wait
+    STATE}) builds its job from it without reading it again.
+    """
+    base, changed = _made(31, 120), _made(32, 10)
+    path = str(tmp_path / "state")
+    save_state(path, _builder(base))
+    state = StateJob(base=path, minus=_builder(base[:10]))
+    write_job(
+        str(tmp_path / "job"), BuildJob(_builder(changed), str(tmp_path), False, False, None, state)
+    )
+    given = f"{tmp_path / 'job'}\0{tmp_path / 'outcome'}\0".encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(given)))
+    reads: list[str] = []
+    real = state_module.load_state
+    monkeypatch.setattr(state_module, "load_state", lambda p: reads.append(p) or real(p))
+    assert job_main([WAIT, path]) == 0
+    assert reads == [path]  # once, ahead
+    outcome = read_outcome(str(tmp_path / "outcome"))
+    assert outcome.feed is not None
+    with open(outcome.feed.path, "rb") as f:
+        assert f.read() == _builder(base[10:] + changed).build_bytes()
 
 
 def test_apply_state_needs_what_to_take_out() -> None:
