@@ -25,7 +25,10 @@ Guarantees:
     it again.
 
 Every method blocks; L{ThreadedIndicatorDB} runs them in a thread of their
-own (a connection is used by one thread only), off the reactor.
+own, off the reactor, and reads of what is committed (on a second
+connection) in another: each connection is used by one thread at a time.
+A commit leaves its pages in SQLite's log; L{IndicatorDB.checkpoint}, which
+the service runs after each cycle, copies them into the database file.
 """
 
 from __future__ import annotations
