@@ -15,8 +15,10 @@ names unsorted (their report sorts them).
 B{Memory.}  The values are split into buckets of about 32,768 by their
 leading bits (host names by a hash), and one bucket is sorted at a time
 with numpy (fixed-width values by their first eight bytes as a number,
-host names as zero-padded fixed-width keys), so the sorting never needs
-more than a few megabytes; equal values always share a bucket, and for
+host names as zero-padded fixed-width keys, their count times the
+longest's length), so the sorting never needs more than a few megabytes
+(some more for a bucket with a name of hundreds of characters); equal
+values always share a bucket, and for
 fixed-width values the buckets come in value order, so a group's values
 stay sorted as the buckets are appended.
 """
@@ -24,6 +26,7 @@ stay sorted as the buckets are appended.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -130,13 +133,7 @@ class _Bucket:
             )
             self.ends = np.cumsum(lengths + 1) - 1
             self.starts = self.ends - lengths
-            longest = max(1, int(lengths.max(initial=0)))
-            where = np.minimum(
-                self.starts[:, None] + np.arange(longest), max(len(self.blob) - 1, 0)
-            )
-            keys_2d = self.blob[where] if len(self.blob) else np.zeros(where.shape, np.uint8)
-            keys_2d[np.arange(longest) >= lengths[:, None]] = 0
-            keys = keys_2d.view(f"S{longest}").reshape(-1)
+            keys = _padded(self.blob, self.starts, lengths)
             order = np.argsort(keys, kind="stable")
             ranked_keys = keys[order]
             new = np.ones(len(order), dtype=bool)
@@ -182,6 +179,31 @@ def _value_order(values: NDArray[np.uint8], keys: NDArray[np.bytes_]) -> NDArray
         if np.any((heads[1:] == heads[:-1]) & (ranked[1:] != ranked[:-1])):
             order = np.argsort(keys, kind="stable")
     return order
+
+
+#: Bytes of names turned into keys at once (bounds the index arrays).
+_PAD_AT_ONCE: Final = 1 << 18
+
+
+def _padded(
+    blob: NDArray[np.uint8], starts: NDArray[np.int64], lengths: NDArray[np.int64]
+) -> NDArray[np.bytes_]:
+    """
+    The names (C{lengths[i]} bytes of C{blob} from C{starts[i]}) as
+    fixed-width keys as long as the longest, padded with zeros (which no
+    host name holds, so the keys sort as the names do): their count times
+    the longest's length in bytes, made a slice of names at a time.
+    """
+    longest = max(1, int(lengths.max(initial=0)))
+    keys = np.zeros((len(lengths), longest), dtype=np.uint8)
+    offsets = np.arange(longest)
+    last = max(len(blob) - 1, 0)
+    step = max(1, _PAD_AT_ONCE // longest)
+    for at in range(0, len(lengths) if len(blob) else 0, step):
+        part = blob[np.minimum(starts[at : at + step, None] + offsets, last)]
+        part[offsets >= lengths[at : at + step, None]] = 0
+        keys[at : at + step] = part
+    return keys.view(f"S{longest}").reshape(-1)
 
 
 def _gather(

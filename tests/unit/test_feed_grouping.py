@@ -126,3 +126,16 @@ def test_many_host_names_over_many_buckets() -> None:
     names = [f"h{n % 70000}.example{n % 7}".encode() for n in range(150000)]
     records = [(n % 3, n % 4, n, 0) for n in range(150000)]
     _check("dns", names, records)
+
+
+def test_a_name_of_hundreds_of_characters_among_short_ones() -> None:
+    """
+    A host name of 253 characters (the longest valid) among thousands of
+    short ones, some of which begin it, groups as the model says.
+    """
+    long = (b"a" * 62 + b".") * 4 + b"b"
+    names = [long, long[:63], long[:100], b"a", long] + [
+        f"n{n}.example".encode() for n in range(5000)
+    ]
+    records = [(n % 3, n % 4, n, n % 2) for n in range(len(names))]
+    _check("dns", names, records)
