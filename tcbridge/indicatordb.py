@@ -120,7 +120,8 @@ _SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM indicators"  # noqa: S608
 _KEY: Final = "instance, source, owner, type, value, id"
 
 
-#: keys looked up in one statement (6 variables each at most)
+#: keys looked up in one statement (6 variables each at most; fewer where
+#: SQLite takes fewer variables)
 _LOOKUPS: Final = 500
 
 
@@ -434,10 +435,13 @@ class IndicatorDB:
             (5, value_keys),
             (2, sources),
         )
+        # An older SQLite takes no more than 999 variables in one statement.
+        most = reader.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         for width, given in lists:
             keys = list(given)
-            for at in range(0, len(keys), _LOOKUPS):
-                part = keys[at : at + _LOOKUPS]
+            step = max(1, min(_LOOKUPS, most // width))
+            for at in range(0, len(keys), step):
+                part = keys[at : at + step]
                 flat = [field for key in part for field in key]
                 for row in reader.execute(_lookup(width, len(part)), flat):
                     found[row[:6]] = row
