@@ -149,9 +149,11 @@ def rows_of(instance: str, source: str, batches: Iterable[IndicatorBatch]) -> li
 #: (this bounds the rows held in memory to a few blocks).
 QUEUED_CALLS = 1
 #: The same for a delta: its few pages go on to the deleted listings and
-#: the build while the store writes them (still a bound, for a delta as
-#: big as a full sync, after a long outage).
+#: the build while the store writes them...
 DELTA_QUEUED_CALLS = 16
+#: ...as long as they hold at most this many rows and keys (a delta as big
+#: as a full sync, after a long outage, holds no more than it would).
+DELTA_QUEUED_ROWS = 20_000
 #: Rows added to the store in one call, in key order (SQLite inserts rows
 #: near each other much faster than rows scattered over the table).
 ROW_BLOCK = 10_000
@@ -169,8 +171,12 @@ class Transaction:
     run: StoreRunner
     limit: int = QUEUED_CALLS
     block: int = ROW_BLOCK
+    #: rows and keys the queued calls may hold before L{room} waits (no
+    #: bound but C{limit} without it)
+    row_limit: int | None = None
     _pending: list[Deferred[Any]] = field(factory=list)
     _queued: int = 0
+    _queued_rows: int = 0
     _waiting: list[Deferred[None]] = field(factory=list)
     _rows: list[tuple[Any, ...]] = field(factory=list)
 
@@ -187,7 +193,7 @@ class Transaction:
     def _flush(self) -> None:
         rows, self._rows = self._rows, []
         if rows:
-            self._queue(IndicatorDB.add_rows, sort_rows(rows))
+            self._queue(len(rows), IndicatorDB.add_rows, sort_rows(rows))
 
     def drop_rows(self) -> None:
         """
@@ -195,23 +201,26 @@ class Transaction:
         """
         self._rows = []
 
-    def send(self, method: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    def send(self, method: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
         """
         Queue a call on the store without waiting for it (after the rows
-        queued before it); what it returns, when it has run.
+        queued before it), holding C{size} rows or keys; what it returns,
+        when it has run.
         """
         self._flush()
-        return self._queue(method, *args)
+        return self._queue(size, method, *args)
 
-    def _queue(self, method: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    def _queue(self, size: int, method: Callable[..., Any], *args: Any) -> Deferred[Any]:
         call = ensureDeferred(_call(self.run, method, *args))
         self._queued += 1
-        call.addBoth(self._done)
+        self._queued_rows += size
+        call.addBoth(self._done, size)
         self._pending.append(call)
         return call
 
-    def _done(self, result: object) -> object:
+    def _done(self, result: object, size: int) -> object:
         self._queued -= 1
+        self._queued_rows -= size
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
             waiter.callback(None)
@@ -219,9 +228,12 @@ class Transaction:
 
     async def room(self) -> None:
         """
-        Wait until at most C{limit} calls are queued.
+        Wait until at most C{limit} calls (holding at most C{row_limit}
+        rows and keys) are queued.
         """
-        while self._queued > self.limit:
+        while self._queued > self.limit or (
+            self.row_limit is not None and self._queued_rows > self.row_limit
+        ):
             waiter: Deferred[None] = Deferred()
             self._waiting.append(waiter)
             await waiter
@@ -495,6 +507,7 @@ class CycleBook:
         self._tx = Transaction(
             self.incremental.run if self._child is None else self._child.run,
             limit=QUEUED_CALLS if self.plan.full else DELTA_QUEUED_CALLS,
+            row_limit=None if self.plan.full else DELTA_QUEUED_ROWS,
         )
         replaced = [
             (self.plan.instance(name), name)
@@ -565,7 +578,7 @@ class CycleBook:
         self.overlay.taken_out(keys)
         self._read_old([], keys)
         self._changes["removed"] += len(keys)
-        self._tx.send(IndicatorDB.remove, keys)
+        self._tx.send(IndicatorDB.remove, keys, size=len(keys))
 
     def deleted(self, source: str, gone: Sequence[Deleted]) -> None:
         """
@@ -576,7 +589,7 @@ class CycleBook:
         keys = [deleted_key(instance, source, g) for g in gone]
         self.overlay.taken_out(keys)
         self._read_old([], keys)
-        self._tx.send(IndicatorDB.remove, keys)
+        self._tx.send(IndicatorDB.remove, keys, size=len(keys))
 
     async def pull_deleted(
         self, client: JSONGetter, api_version: ApiVersion, source: str, owners: Sequence[str]

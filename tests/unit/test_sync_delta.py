@@ -920,6 +920,25 @@ class _SlowStore:
         return done
 
 
+def test_a_delta_waits_for_the_store_only_once_it_holds_many_rows() -> None:
+    """
+    A delta's pull goes on with several calls queued, but waits while the
+    queued calls hold more rows and keys than allowed, so that a delta as
+    big as a full sync holds no more than a full sync would.
+    """
+    store = _SlowStore()
+    tx = Transaction(store.run, limit=16, block=3, row_limit=4)
+    tx.add_rows([("i", "s", "o", "t", v, "1", "x") for v in "abc"])
+    assert defer.ensureDeferred(tx.room()).called
+    tx.send(IndicatorDB.remove, [("i", "s", "o", "t", "z")], size=1)
+    assert defer.ensureDeferred(tx.room()).called  # 4 held: not more than allowed
+    tx.send(IndicatorDB.remove, [("i", "s", "o", "t", "y")], size=1)
+    waited = defer.ensureDeferred(tx.room())
+    assert not waited.called
+    store.calls[0][2].callback(None)  # the 3 rows written
+    assert waited.called
+
+
 def test_a_full_sync_waits_for_a_store_that_is_behind() -> None:
     """
     A cycle's pull never runs far ahead of the store: rows go in blocks
