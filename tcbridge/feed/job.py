@@ -123,6 +123,8 @@ def build_feed_file(
     """
     if state is not None:
         apply_state(builder, state, preloaded)
+    elif preloaded is not None:
+        preloaded.take(None)  # no state to start from: the build does not hold it
     forks = fork and can_fork() and builder.settings.grouping == "Expanded"
     with reusing_buffers():
         if fork_plan and fork and not forks:

@@ -23,7 +23,7 @@ import os
 import pickle
 from typing import Final
 
-from attrs import frozen
+from attrs import define, frozen
 
 from .builder import FeedBuilder
 from .patch import CollectorIndex, PatchError
@@ -80,22 +80,34 @@ def load_state(path: str) -> FeedBuilder:
     return found[1]
 
 
-@frozen
+@define
 class Preloaded:
     """
     A state file read ahead of its job (L{preload_state}), with its
     columns' index: used if the job names that file, unchanged since.
+    Given up after its job has looked at it (L{take}), used or not, so
+    that the build does not hold it.
 
     :ivar path: the file.
     :ivar stamp: its identity when read (device, inode, size, mtime).
-    :ivar builder: what it holds.
-    :ivar index: its columns' index (L{tcbridge.feed.patch.index_collected}).
     """
 
     path: str
     stamp: tuple[int, ...]
-    builder: FeedBuilder
-    index: CollectorIndex
+    _held: tuple[FeedBuilder, CollectorIndex] | None
+
+    def take(self, path: str | None) -> tuple[FeedBuilder, CollectorIndex] | None:
+        """
+        What was read, if C{path} is that file, unchanged; nothing is held
+        afterwards either way (C{None}: just let it go).
+        """
+        held, self._held = self._held, None
+        if held is None or path is None or path != self.path:
+            return None
+        try:
+            return held if _stamp(path) == self.stamp else None
+        except OSError:
+            return None
 
 
 def _stamp(path: str) -> tuple[int, ...]:
@@ -107,29 +119,15 @@ def preload_state(path: str) -> Preloaded | None:
     """
     Read the state in C{path} and index its columns ahead of a job that may
     start from it (a build child does while the sync's pull runs); C{None}
-    if it cannot be (the job then reads what it names itself).
+    if it cannot be, for any reason (the job then reads what it names
+    itself, and says what is wrong with it).
     """
     try:
         stamp = _stamp(path)
         builder = load_state(path)
-        return Preloaded(path, stamp, builder, builder.index())
-    except (OSError, PatchError):
+        return Preloaded(path, stamp, (builder, builder.index()))
+    except Exception:
         return None
-
-
-def _base(job: StateJob, preloaded: Preloaded | None) -> tuple[FeedBuilder, CollectorIndex | None]:
-    """
-    The state C{job} starts from: the one read ahead if it is that file,
-    unchanged, else the file read now.
-    """
-    assert job.base is not None
-    if preloaded is not None and preloaded.path == job.base:
-        try:
-            if _stamp(job.base) == preloaded.stamp:
-                return preloaded.builder, preloaded.index
-        except OSError:
-            pass
-    return load_state(job.base), None
 
 
 def apply_state(builder: FeedBuilder, job: StateJob, preloaded: Preloaded | None = None) -> None:
@@ -142,11 +140,14 @@ def apply_state(builder: FeedBuilder, job: StateJob, preloaded: Preloaded | None
 
     :raise PatchError: if the state cannot be used (nothing is kept then).
     """
+    ahead = preloaded.take(job.base) if preloaded is not None else None
     if job.base is not None:
         if job.minus is None:
             raise PatchError("a state to start from needs what to take out of it")
-        base, index = _base(job, preloaded)
+        base, index = ahead if ahead is not None else (load_state(job.base), None)
+        del ahead
         builder.rebase(base, job.minus, index)
+        del base, index
     if job.save_to is not None:
         try:
             save_state(job.save_to, builder)

@@ -205,6 +205,7 @@ def test_a_state_read_ahead_is_used_only_if_it_is_the_same_file(
     builder = _builder(changed)
     apply_state(builder, StateJob(base=path, minus=_builder(base[:30])), preloaded)
     assert reads == []
+    assert preloaded.take(path) is None  # the build does not hold it
     assert builder.build_bytes() == _builder(base[30:] + changed).build_bytes()
     # The file replaced since it was read ahead: read again.
     save_state(path, _builder(base[:100]))
@@ -217,6 +218,14 @@ def test_a_state_read_ahead_is_used_only_if_it_is_the_same_file(
     assert reads == [path]
     assert builder.build_bytes() == _builder(base[60:] + changed).build_bytes()
     assert preload_state(str(tmp_path / "missing")) is None
+    # A job that starts from no state lets what was read go, unused.
+    preloaded = preload_state(path)
+    assert preloaded is not None
+    apply_state(_builder(changed), StateJob(save_to=str(tmp_path / "kept")), preloaded)
+    assert preloaded.take(path) is None
+    # Whatever goes wrong reading ahead, the job is left to read the file.
+    monkeypatch.setattr(FeedBuilder, "index", lambda self: 1 / 0)
+    assert preload_state(path) is None
 
 
 def test_a_child_started_ahead_builds_from_the_state_it_read(
