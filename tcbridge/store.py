@@ -41,8 +41,8 @@ import orjson
 from attrs import define, field, frozen
 from twisted.logger import Logger
 
+from tcbridge.feed.deflate import gzip_feed
 from tcbridge.feed.history import AnyHistory, ReportHistory, StoredHistory, resolve
-from tcbridge.feed.render import gzip_feed
 from tcbridge.feedfile import META_VERSION, FeedFile
 from tcbridge.files import (
     TEMP_PREFIX,

@@ -18,7 +18,6 @@ pieces.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import queue
 import threading
@@ -28,14 +27,13 @@ from typing import IO, Any, Final
 
 import orjson
 
+from .deflate import Deflater, gzip_member
+
 _FLUSH_AT: Final = 1 << 20
-#: How hard the gzip form of a feed is compressed.  Level 1 takes a quarter
-#: of level 6's time (0.2 s against 0.9 s for a million indicators,
-#: Condensed) for a form 4% (Condensed) to 20% (Expanded) larger: the gzip
-#: form is made at every publish, and was the longest part of a build.
-GZIP_LEVEL: Final = 1
 #: blocks a background writer may hold before the renderer waits for it
 _BLOCKS_AHEAD: Final = 2
+#: threads that compress the gzip form beside a background writer
+_GZIP_THREADS: Final = 2
 
 Body = list[bytes]
 
@@ -76,14 +74,6 @@ def digest_of(report: dict[str, Any]) -> bytes:
     return hashlib.blake2b(orjson.dumps(content), digest_size=8).digest()
 
 
-def gzip_feed(body: bytes) -> bytes:
-    """
-    A feed's gzip form, as it is served: L{GZIP_LEVEL}, no file name and
-    mtime 0 (equal feeds compress to equal bytes on every instance).
-    """
-    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-
-
 def _indent(data: bytes, spaces: int) -> bytes:
     return data.replace(b"\n", b"\n" + b" " * spaces)
 
@@ -98,9 +88,9 @@ class FeedWriter:
     C{orjson.dumps(doc, option=OPT_INDENT_2 | OPT_APPEND_NEWLINE)}).
 
     With C{background}, the file writes and checksums run in a thread of
-    their own, and the compression in another (they let go of the
-    interpreter lock), beside the rendering: for a process that will not
-    fork while it writes.
+    their own, and the compression in two others (they let go of the
+    interpreter lock; see L{tcbridge.feed.deflate}), beside the rendering:
+    for a process that will not fork while it writes.
 
     :ivar size: bytes written so far.
     :ivar reports: reports written so far.
@@ -119,11 +109,9 @@ class FeedWriter:
         self._out = out
         self._sha = hashlib.sha256() if checksums else None
         self._crc = checksums or gzip
-        self._compress = (
-            zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS) if gzip else None
-        )
+        self._deflater = Deflater(threads=_GZIP_THREADS if background else 0) if gzip else None
         self.crc32 = 0
-        self._gzipped: list[bytes] = []
+        self._gzipped = b""
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._pretty = pretty
@@ -133,14 +121,12 @@ class FeedWriter:
         self._workers: list[tuple[queue.Queue[bytes | None], threading.Thread]] = []
         self._failed: BaseException | None = None
         if background:
-            steps = [("tcbridge-feedwriter", self._put)]
-            if self._compress is not None:
-                steps.append(("tcbridge-feedgzip", self._deflate))
-            for name, step in steps:
-                blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=_BLOCKS_AHEAD)
-                worker = threading.Thread(target=self._take, args=(blocks, step), name=name)
-                worker.start()
-                self._workers.append((blocks, worker))
+            blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=_BLOCKS_AHEAD)
+            worker = threading.Thread(
+                target=self._take, args=(blocks, self._put), name="tcbridge-feedwriter"
+            )
+            worker.start()
+            self._workers.append((blocks, worker))
 
     def _write(self, data: bytes) -> None:
         self._pending.append(data)
@@ -155,9 +141,10 @@ class FeedWriter:
         self._pending = []
         self._pending_size = 0
         self.size += len(data)
+        if self._deflater is not None:
+            self._deflater.feed(data)
         if not self._workers:
             self._put(data)
-            self._deflate(data)
             return
         if self._failed is not None:
             raise self._failed
@@ -185,13 +172,6 @@ class FeedWriter:
             self._sha.update(data)
         if self._crc:
             self.crc32 = zlib.crc32(data, self.crc32)
-
-    def _deflate(self, data: bytes) -> None:
-        """
-        Take a block into the gzip form, if one is made.
-        """
-        if self._compress is not None:
-            self._gzipped.append(self._compress.compress(data))
 
     def begin(self, feedinfo: dict[str, Any]) -> None:
         """
@@ -241,6 +221,11 @@ class FeedWriter:
         else:
             self._write(b"]}")
         self._flush()
+        if self._deflater is not None:
+            try:
+                self._gzipped = self._deflater.finish()
+            finally:
+                self.close()
         self.close()
         if self._failed is not None:
             raise self._failed
@@ -256,6 +241,8 @@ class FeedWriter:
             blocks.put(None)
         for _, worker in workers:
             worker.join()
+        if self._deflater is not None:
+            self._deflater.close()
 
     @property
     def sha256(self) -> str:
@@ -267,12 +254,8 @@ class FeedWriter:
 
     def gzip_bytes(self) -> bytes:
         """
-        The document gzip-compressed (L{GZIP_LEVEL}, no file name, mtime
-        0), as L{gzip_feed} gives it; only when made
-        with C{gzip=True}, after L{end}.
+        The document gzip-compressed, as L{tcbridge.feed.deflate.gzip_feed}
+        gives it; only when made with C{gzip=True}, after L{end}.
         """
-        assert self._compress is not None
-        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
-        tail = self._compress.flush()
-        trailer = self.crc32.to_bytes(4, "little") + (self.size & 0xFFFFFFFF).to_bytes(4, "little")
-        return b"".join([header, *self._gzipped, tail, trailer])
+        assert self._deflater is not None
+        return gzip_member(self._gzipped, self.crc32, self.size)

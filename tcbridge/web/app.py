@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
 
 from tcbridge.explain import Explanation
-from tcbridge.feed.render import gzip_feed
+from tcbridge.feed.deflate import gzip_feed
 from tcbridge.logs import bridge_observer
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
