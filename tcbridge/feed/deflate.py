@@ -98,7 +98,10 @@ class Deflater:
             raise self._failed
         index = len(self._pieces)
         self._pieces.append(b"")
-        before, self._before = self._before, (self._before + segment)[-_WINDOW:]
+        before = self._before
+        self._before = (
+            segment[-_WINDOW:] if len(segment) >= _WINDOW else (before + segment)[-_WINDOW:]
+        )
         if not self._workers:
             self._pieces[index] = _compressed(segment, before, last)
             return
@@ -123,9 +126,11 @@ class Deflater:
         """
         The deflate data of the whole document (after its last block).
         """
-        self._segment(bytes(self._pending), last=True)
-        self._pending = bytearray()
-        self.close()
+        try:
+            self._segment(bytes(self._pending), last=True)
+            self._pending = bytearray()
+        finally:
+            self.close()
         if self._failed is not None:
             raise self._failed
         pieces, self._pieces = self._pieces, []

@@ -86,15 +86,25 @@ def test_segments_cost_almost_nothing_in_size(monkeypatch: pytest.MonkeyPatch) -
 def test_a_failing_compression_fails_the_finish(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     A segment that cannot be compressed in a thread fails L{Deflater.finish},
-    and the threads end.
+    and the threads end, whether the failure comes before the finish or
+    during it.
     """
+    failed = threading.Event()
 
     def broken(segment: bytes, before: bytes, last: bool) -> bytes:
+        failed.set()
         raise MemoryError("no room")
 
     monkeypatch.setattr(deflate, "_compressed", broken)
-    deflater = Deflater(threads=2)
-    deflater.feed(_document(20_000))
-    with pytest.raises(MemoryError):
-        deflater.finish()
-    assert not [t for t in threading.enumerate() if t.name.startswith("tcbridge-feedgzip")]
+    for first in ("the failure", "the finish"):
+        deflater = Deflater(threads=2)
+        deflater.feed(_document(20_000))
+        if first == "the failure":
+            assert failed.wait(10)
+        try:
+            with pytest.raises(MemoryError):
+                deflater.finish()
+            alive = [t for t in threading.enumerate() if t.name.startswith("tcbridge-feedgzip")]
+        finally:
+            deflater.close()  # so that a failing test does not hang the run
+        assert not alive, first
