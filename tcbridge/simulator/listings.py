@@ -241,11 +241,12 @@ class Listings:
     def _v3_deleted(self, params: dict[str, list[str]]) -> bytes:
         """
         Serve one page of C{/v3/indicators/deleted}: the deleted items of
-        C{owner} (every owner without it), of C{type} if given, deleted at
-        or after C{deletedSince} if given.
+        C{owner} (without it, of the default owner only, as ThreatConnect
+        lists only the API user's organization's), of C{type} if given,
+        deleted at or after C{deletedSince} if given.
         """
         start, limit = paging(params)
-        owners = [self._owner(params)] if "owner" in params else list(self._dataset.owners)
+        owners = [self._owner(params)]
         items = [
             {
                 "ownerName": owner,

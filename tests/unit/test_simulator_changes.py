@@ -117,6 +117,14 @@ def test_deactivated_and_deleted_items() -> None:
     assert [r["summary"] for r in v3_deleted] == [record["summary"]]
     later = quote(iso(NOW + 120))
     assert h.get(f"/api/v3/indicators/deleted?deletedSince={later}").json()["data"] == []
+    # Without owner=, only the default owner's deletions (ThreatConnect's
+    # default organization); another owner's are listed when it is named.
+    other = next(name for name in h.sim.dataset.owners if name != CC)
+    h.sim.change(other, "Host", 0, deleted=True)
+    unnamed = h.get(f"/api/v3/indicators/deleted?deletedSince={since}").json()["data"]
+    assert {r["ownerName"] for r in unnamed} == {CC}
+    named = h.get(f"/api/v3/indicators/deleted?owner={quote(other)}").json()["data"]
+    assert [r["ownerName"] for r in named] == [other]
 
 
 def test_changes_since_a_time() -> None:
