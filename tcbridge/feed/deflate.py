@@ -64,9 +64,7 @@ class Deflater:
         self._before = b""
         self._pieces: list[bytes] = []
         self._failed: BaseException | None = None
-        self._workers: list[
-            tuple[queue.Queue[tuple[int, bytes, bytes, bool] | None], threading.Thread]
-        ] = []
+        self._workers: list[tuple[queue.Queue[_Work | None], threading.Thread]] = []
         for number in range(threads):
             segments: queue.Queue[_Work | None] = queue.Queue(maxsize=_AHEAD)
             worker = threading.Thread(
@@ -107,9 +105,7 @@ class Deflater:
             return
         self._workers[index % len(self._workers)][0].put((index, segment, before, last))
 
-    def _compress_in_turn(
-        self, segments: queue.Queue[tuple[int, bytes, bytes, bool] | None]
-    ) -> None:
+    def _compress_in_turn(self, segments: queue.Queue[_Work | None]) -> None:
         """
         A compressing thread: each segment it is given, until told to stop
         (a failure is kept for L{finish} to raise).

@@ -22,7 +22,6 @@ import hashlib
 import queue
 import threading
 import zlib
-from collections.abc import Callable
 from typing import IO, Any, Final
 
 import orjson
@@ -117,16 +116,13 @@ class FeedWriter:
         self._pretty = pretty
         self.size = 0
         self.reports = 0
-        #: each background thread's queue of blocks, and the thread
-        self._workers: list[tuple[queue.Queue[bytes | None], threading.Thread]] = []
+        self._blocks: queue.Queue[bytes | None] | None = None
+        self._worker: threading.Thread | None = None
         self._failed: BaseException | None = None
         if background:
-            blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=_BLOCKS_AHEAD)
-            worker = threading.Thread(
-                target=self._take, args=(blocks, self._put), name="tcbridge-feedwriter"
-            )
-            worker.start()
-            self._workers.append((blocks, worker))
+            self._blocks = queue.Queue(maxsize=_BLOCKS_AHEAD)
+            self._worker = threading.Thread(target=self._take, name="tcbridge-feedwriter")
+            self._worker.start()
 
     def _write(self, data: bytes) -> None:
         self._pending.append(data)
@@ -143,23 +139,23 @@ class FeedWriter:
         self.size += len(data)
         if self._deflater is not None:
             self._deflater.feed(data)
-        if not self._workers:
+        if self._blocks is None:
             self._put(data)
             return
         if self._failed is not None:
             raise self._failed
-        for blocks, _ in self._workers:
-            blocks.put(data)
+        self._blocks.put(data)
 
-    def _take(self, blocks: queue.Queue[bytes | None], step: Callable[[bytes], None]) -> None:
+    def _take(self) -> None:
         """
-        A background thread: take each block through C{step} until told
+        The thread of a background writer: put out each block until told
         to stop (a failure is kept for L{end} to raise).
         """
-        while (data := blocks.get()) is not None:
+        assert self._blocks is not None
+        while (data := self._blocks.get()) is not None:
             if self._failed is None:
                 try:
-                    step(data)
+                    self._put(data)
                 except BaseException as e:
                     self._failed = e
 
@@ -221,12 +217,11 @@ class FeedWriter:
         else:
             self._write(b"]}")
         self._flush()
-        if self._deflater is not None:
-            try:
+        try:
+            if self._deflater is not None:
                 self._gzipped = self._deflater.finish()
-            finally:
-                self.close()
-        self.close()
+        finally:
+            self.close()
         if self._failed is not None:
             raise self._failed
         self._out.flush()
@@ -236,11 +231,10 @@ class FeedWriter:
         Stop the background threads, if any, once they have put out what
         they were given (L{end} does; call it when a build fails half-way).
         """
-        workers, self._workers = self._workers, []
-        for blocks, _ in workers:
-            blocks.put(None)
-        for _, worker in workers:
-            worker.join()
+        if self._worker is not None and self._blocks is not None:
+            self._blocks.put(None)
+            self._worker.join()
+            self._worker = None
         if self._deflater is not None:
             self._deflater.close()
 
