@@ -121,10 +121,8 @@ def build_feed_file(
     :raise FeedValidationError: if a report broke a rule (no file is left).
     :raise PatchError: if the state asked for cannot be used.
     """
-    if state is not None:
-        apply_state(builder, state, preloaded)
-    elif preloaded is not None:
-        preloaded.take(None)  # no state to start from: the build does not hold it
+    if state is not None or preloaded is not None:
+        apply_state(builder, state or StateJob(), preloaded)
     forks = fork and can_fork() and builder.settings.grouping == "Expanded"
     with reusing_buffers():
         if fork_plan and fork and not forks:
