@@ -69,6 +69,13 @@ class DamagedFileError(Exception):
     """
 
 
+def state_file(folder: str) -> str:
+    """
+    Where the last sync's feed state is kept in C{folder}.
+    """
+    return os.path.join(folder, STATE_FILE)
+
+
 def keep_state(folder: str, pending: str, found: dict[str, Any]) -> None:
     """
     Make the state file C{pending} (in C{folder}) the last sync's, with
@@ -80,7 +87,7 @@ def keep_state(folder: str, pending: str, found: dict[str, Any]) -> None:
     token = os.path.join(folder, STATE_RECORD)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(token)
-    path = os.path.join(folder, STATE_FILE)
+    path = state_file(folder)
     os.replace(pending, path)
     write_atomic(token, orjson.dumps({**found, "size": os.stat(path).st_size}))
 
@@ -91,7 +98,7 @@ def kept_state(folder: str, committed: list[list[Any]], rows: int | None) -> str
     with the states C{committed} and C{rows} rows (what a delta planned
     from), else C{None}.
     """
-    path = os.path.join(folder, STATE_FILE)
+    path = state_file(folder)
     try:
         with open(os.path.join(folder, STATE_RECORD), "rb") as f:
             token = orjson.loads(f.read())

@@ -37,7 +37,7 @@ from tcbridge.secrets import redact
 from tcbridge.seen import SeenWriter
 from tcbridge.status import SyncStatus
 from tcbridge.store import FeedStore, Snapshot
-from tcbridge.sync.base import STATE_FILE, committed_token, keep_state
+from tcbridge.sync.base import committed_token, keep_state, state_file
 from tcbridge.sync.delta import CycleBook, Incremental
 from tcbridge.sync.errors import (
     FeedHeldBackError,
@@ -462,7 +462,7 @@ class SyncCycle:
             # A delta's build child started now is ready when its short pull
             # ends (a full sync's pull is long enough to start one after it).
             if self._warm_build is not None and book is not None and not book.plan.full:
-                base = os.path.join(seen.folder, STATE_FILE) if keep and seen else None
+                base = state_file(seen.folder) if keep and seen else None
                 cool = self._warm_build(base)
             pulls = await self._pull_all(builder, seen, book)
             if book is not None and not book.plan.full:
