@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_daemon.py --count 1000000
 	$(BIN)/python bench/bench_delta.py --count 1000000 --churn 0.005 --runs 3
 	$(BIN)/python bench/bench_minutely.py --count 1000000 --cycles 10
+	$(BIN)/python bench/bench_compaction.py --count 1000000 --runs 3
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -92,6 +92,39 @@ def _search_keys(column: list[Any]) -> list[str | None]:
     ]
 
 
+def page_lines(
+    batches: Iterable[IndicatorBatch], inactive: bool = False, origin: str = ""
+) -> tuple[list[bytes], int]:
+    """
+    The lines of this file's form for the indicators of one page of the
+    configured source C{origin}, and how many rows of them the indicator
+    store keeps: one line per batch, its columns dumped as they are (one
+    C call; a row per indicator would cost several times more).  Touches
+    nothing but its arguments, so that any thread may make them.
+    """
+    lines: list[bytes] = []
+    stored = 0
+    for batch in batches:
+        if not len(batch):
+            continue
+        names = VALUE_COLUMNS.get(batch.type, ())
+        values = {name: batch.values[name] for name in names}
+        page: dict[str, Any] = {
+            "type": batch.type,
+            "source": batch.source,
+            "keys": {name: _search_keys(column) for name, column in values.items()},
+            "values": values,
+            "origin": origin,
+            **{name: batch.column(name) for name in (*_COLUMNS, *_MORE_COLUMNS)},
+        }
+        if inactive:
+            page["inactive"] = True
+        elif names:
+            stored += stored_count([values[name] for name in names])
+        lines.append(orjson.dumps(page, default=str) + b"\n")
+    return lines, stored
+
+
 class SeenWriter:
     """
     Writes one sync's indicators into a new file in C{folder}.
@@ -183,31 +216,10 @@ class SeenWriter:
     ) -> None:
         """
         Append the indicators of one page of the configured source
-        C{origin}: one line per batch, its columns dumped as they are (one
-        C call; a row per indicator would cost the reactor several times
-        more).
+        C{origin} (see L{page_lines}).
         """
-        out = self._file
-        if out is None:
-            return
-        for batch in batches:
-            if not len(batch):
-                continue
-            names = VALUE_COLUMNS.get(batch.type, ())
-            values = {name: batch.values[name] for name in names}
-            page: dict[str, Any] = {
-                "type": batch.type,
-                "source": batch.source,
-                "keys": {name: _search_keys(column) for name, column in values.items()},
-                "values": values,
-                "origin": origin,
-                **{name: batch.column(name) for name in (*_COLUMNS, *_MORE_COLUMNS)},
-            }
-            if inactive:
-                page["inactive"] = True
-            elif names:
-                self.stored_rows += stored_count([values[name] for name in names])
-            out.write(orjson.dumps(page, default=str) + b"\n")
+        if self._file is not None:
+            self.add_lines(*page_lines(batches, inactive=inactive, origin=origin))
 
     def finish(self, committed: Any = None) -> None:
         """

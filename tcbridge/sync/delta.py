@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from attrs import Factory, define, field, frozen
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -76,6 +76,7 @@ class ChildRunner(Protocol):
 
 
 log = Logger(observer=bridge_observer)
+T = TypeVar("T")
 
 #: The store's instance name for the one ThreatConnect of a configuration.
 INSTANCE = "default"
@@ -613,13 +614,20 @@ class CycleBook:
             {(self.plan.instance(name), name): self.plan.states[name] for name in self.plan.since}
         )
 
-    def planned(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def planned_sources(self) -> frozenset[tuple[str, str]]:
         """
-        The store rows (tuples) of the sources this cycle planned: rows of
-        a source no longer configured stay out of the feed even before a
+        The (instance, source) keys of the sources this cycle planned: rows
+        of a source no longer configured stay out of the feed even before a
         full sync forgets them.
         """
-        keys = {(self.plan.instance(name), name) for name in self.plan.since}
+        return frozenset((self.plan.instance(name), name) for name in self.plan.since)
+
+    def planned(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """
+        The store rows (tuples) of the sources this cycle planned (see
+        L{planned_sources}).
+        """
+        keys = self.planned_sources()
         return [row for row in rows if (row[0], row[1]) in keys]
 
     def _counted(self, rows: int) -> None:
@@ -665,14 +673,16 @@ class CycleBook:
         self.replaced = len(rows)
         return rows
 
-    async def rows(self, after: tuple[str, ...] | None, limit: int) -> list[tuple[Any, ...]]:
+    async def in_store(self, method: Callable[..., T], *args: Any) -> T:
         """
-        The store's rows as the cycle leaves them, as tuples (see
-        L{IndicatorDB.raw_page}).
+        C{method(db, *args)}, run in the store's thread once the cycle's
+        writes are done: it reads the store as the cycle leaves it (for
+        example L{IndicatorDB.raw_page}), and does its work off the
+        reactor.
         """
         await self._tx.settled()
-        rows: list[tuple[Any, ...]] = await self.incremental.run(IndicatorDB.raw_page, after, limit)
-        return rows
+        result: T = await self.incremental.run(method, *args)
+        return result
 
     async def commit(self) -> IncrementalState:
         """

@@ -15,7 +15,8 @@ What this sync saw is written as the changes to the last sync's file
 (L{tcbridge.seen}) when the feed comes from the state and those changes
 are still small (L{journal}); else the new file gets every indicator
 (from the last sync's file, or from the store), a page at a time, with a
-pause on the reactor between pages.
+pause on the reactor between pages; a page of the store is read and
+made ready in the store's thread (L{store_page}).
 """
 
 from __future__ import annotations
@@ -25,17 +26,18 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
-from attrs import evolve
+from attrs import evolve, frozen
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.logger import Logger
 
 from tcbridge.feed.builder import FeedBuilder
 from tcbridge.feed.patch import PatchError, settings_patchable
 from tcbridge.feed.state import StateJob
+from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import batches_of_rows
 from tcbridge.logs import bridge_observer
 from tcbridge.seen import FILE_NAME as SEEN_FILE
-from tcbridge.seen import SeenWriter, changes_file, trailer
+from tcbridge.seen import SeenWriter, changes_file, page_lines, trailer
 from tcbridge.sync.base import DamagedFileError, base_pages, kept_state
 from tcbridge.sync.delta import CycleBook
 from tcbridge.threatconnect.records import IndicatorBatch
@@ -43,6 +45,10 @@ from tcbridge.threatconnect.records import IndicatorBatch
 Pause = Callable[[], Awaitable[None]] | None
 T = TypeVar("T")
 
+#: Store rows read (and made ready in the store's thread) at a time: a
+#: small page holds the interpreter lock only briefly at each step, so
+#: that the reactor goes on serving (bench/bench_compaction.py).
+STORE_PAGE: Final = 1000
 #: A delta writes the last sync's file whole again once the changes
 #: appended to it reach this fraction (1/N) of its size.
 COMPACT_AT: Final = 4
@@ -124,25 +130,75 @@ async def from_last_sync(
     return True
 
 
+@frozen
+class StorePage:
+    """
+    One page of the store's rows of the planned sources, made ready in the
+    store's thread (L{store_page}).
+
+    :ivar batches: the rows as batches, with the configured source of each
+        (empty unless asked for).
+    :ivar lines: the rows as lines of the file of what a sync saw, and how
+        many of them the store keeps (empty unless asked for).
+    :ivar after: the key of the page's last row, where the next page
+        starts; C{None} once no row is left.
+    """
+
+    batches: list[tuple[str, IndicatorBatch]]
+    lines: tuple[list[bytes], int]
+    after: tuple[str, ...] | None
+
+
+def store_page(
+    db: IndicatorDB,
+    after: tuple[str, ...] | None,
+    limit: int,
+    sources: frozenset[tuple[str, str]],
+    batches: bool,
+    lines: bool,
+) -> StorePage:
+    """
+    Up to C{limit} of C{db}'s rows after the key C{after}, those of
+    C{sources} made into batches and (or) lines: the work of a page, done
+    in the store's thread so that the reactor only hands them on.
+    """
+    rows = db.raw_page(after, limit)
+    if not rows:
+        return StorePage([], ([], 0), None)
+    made = batches_of_rows([row for row in rows if (row[0], row[1]) in sources])
+    written: list[bytes] = []
+    kept = 0
+    for source, batch in made if lines else ():
+        more, stored = page_lines([batch], origin=source)
+        written += more
+        kept += stored
+    return StorePage(made if batches else [], (written, kept), rows[-1][:6])
+
+
 async def from_store(
     book: CycleBook, builder: FeedBuilder | None, seen: SeenWriter | None, pause: Pause
 ) -> None:
     """
     Feed C{builder} (if any) and C{seen} the store's rows of the planned
-    sources, as the cycle leaves them, a page at a time.
+    sources, as the cycle leaves them, a page at a time; each page is read
+    and made ready in the store's thread (L{store_page}), which keeps the
+    reactor free when a delta writes the file of what it saw whole again
+    (a million rows).
     """
     after: tuple[str, ...] | None = None
+    sources = book.planned_sources()
     while True:
-        rows = await book.rows(after, 10000)
-        if not rows:
+        page = await book.in_store(
+            store_page, after, STORE_PAGE, sources, builder is not None, seen is not None
+        )
+        if page.after is None:
             return
-        after = rows[-1][:6]
-        for source, batch in batches_of_rows(book.planned(rows)):
-            if seen is not None:
-                seen.add([batch], origin=source)
-            if builder is not None:
+        after = page.after
+        if seen is not None:
+            seen.add_lines(*page.lines)
+        if builder is not None:
+            for _, batch in page.batches:
                 builder.add(batch)
-        after = rows[-1][:6]
         if pause is not None:
             await pause()
 

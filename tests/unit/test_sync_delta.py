@@ -25,7 +25,7 @@ from tcbridge.feed.collect import Collector
 from tcbridge.feed.document import FeedInfo, empty_document
 from tcbridge.feed.serialize import dumps
 from tcbridge.indicatordb import IndicatorDB
-from tcbridge.indicatorrows import SourceState
+from tcbridge.indicatorrows import SourceState, StoreChanges, batches_of_rows
 from tcbridge.model import Source
 from tcbridge.seen import (
     CHANGES_NAME,
@@ -50,6 +50,7 @@ from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from tcbridge.web.health import assess, health_document
 from tcbridge.web.index import _incremental_text
 from tests.helpers import failure_of, result_of
+from tests.unit.test_indicatordb import _indicator
 from tests.unit.test_sync import START, Harness
 
 CC = "Common Community"
@@ -576,7 +577,7 @@ def test_a_held_back_delta_keeps_what_the_last_sync_saw(
     real_run, clock = pair.store.run, pair.h.clock
 
     async def answers_later(method: Any, *args: Any) -> Any:
-        if method is IndicatorDB.raw_page:  # as the store's thread does
+        if method is rebuild.store_page:  # as the store's thread does
             later: defer.Deferred[None] = defer.Deferred()
             clock.callLater(1, later.callback, None)
             await later
@@ -969,3 +970,61 @@ def test_a_full_sync_waits_for_a_store_that_is_behind() -> None:
     tx.drop_rows()
     assert defer.ensureDeferred(tx.settled()).called
     assert len(store.calls) == 3
+
+
+def test_a_store_page_is_made_ready_whole_in_the_store_thread(tmp_path: Path) -> None:
+    """
+    A page of the store for a delta that reads it all (to write what it
+    saw whole again, or to build from every row) comes ready from the
+    store's thread: the rows of the planned sources only, as batches and
+    (or) as the very lines the writer of what a sync saw would write, with
+    the count of rows the store keeps, page after page until no row is
+    left.
+    """
+    db = IndicatorDB.open(str(tmp_path))
+    kept = [_indicator(n) for n in range(5)] + [_indicator(n, source="gone") for n in range(3)]
+    db.apply(
+        StoreChanges(
+            replace=(("tc", "*"), ("tc", "gone")),
+            upsert=tuple(kept),
+            states={("tc", "*"): SourceState(last_full=1.0), ("tc", "gone"): SourceState()},
+        )
+    )
+    planned = frozenset({("tc", "*")})
+    after: tuple[str, ...] | None = None
+    lines: list[bytes] = []
+    stored, values = 0, []
+    for _ in range(10):
+        page = rebuild.store_page(db, after, 3, planned, True, True)
+        if page.after is None:
+            break
+        rows = db.raw_page(after, 3)
+        assert page.after == rows[-1][:6]
+        expected = batches_of_rows([row for row in rows if row[1] == "*"])
+        assert [(s, b.values) for s, b in page.batches] == [(s, b.values) for s, b in expected]
+        assert page.lines == page_lines_of(expected)
+        lines += page.lines[0]
+        stored += page.lines[1]
+        values += [v for _, b in page.batches for v in b.values["host"]]
+        after = page.after
+    assert sorted(values) == [f"host{n}.example" for n in range(5)] and stored == 5
+    assert [orjson.loads(line)["origin"] for line in lines] == ["*"] * len(lines)
+    only_lines = rebuild.store_page(db, None, 100, planned, False, True)
+    only_batches = rebuild.store_page(db, None, 100, planned, True, False)
+    assert only_lines.batches == [] and only_lines.lines[1] == 5
+    assert only_batches.lines == ([], 0) and len(only_batches.batches) == 1
+
+
+def page_lines_of(batches: list[tuple[str, IndicatorBatch]]) -> tuple[list[bytes], int]:
+    """
+    What L{SeenWriter.add} writes for C{batches}, and the rows it counts.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        writer = SeenWriter(folder)
+        for source, batch in batches:
+            writer.add([batch], origin=source)
+        path, _ = writer.written()
+        written = Path(path).read_bytes().splitlines(keepends=True)
+        rows = writer.stored_rows
+        writer.discard()
+    return written, rows
