@@ -35,12 +35,10 @@ from twisted.internet import defer, task
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_delta import churn, config_file
+from bench_delta import bench_bridge, churn
 
 import tcbridge.sync.rebuild as rebuild
-from tcbridge.config import load_config
 from tcbridge.simulator.process import simulator_process
-from tcbridge.wiring import build_bridge
 
 TICK = 0.01
 
@@ -92,12 +90,7 @@ async def delta(reactor: Any, bridge: Any, meter: LagMeter) -> tuple[float, floa
 
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     with simulator_process(args.count) as facts, tempfile.TemporaryDirectory() as tmp:
-        bridge = build_bridge(
-            load_config(config_file(facts, Path(tmp) / "a", True, args.api_version)),
-            reactor,
-            use_cache=True,
-            threads=True,
-        )
+        bridge = bench_bridge(reactor, facts, Path(tmp) / "a", True, args.api_version)
         meter = LagMeter(reactor)
         await bridge.cycle.run()
         print(f"{args.count:,} indicators, {args.api_version}: the full sync is done", flush=True)

@@ -65,6 +65,17 @@ def config_file(facts: dict[str, str], folder: Path, incremental: bool, version:
     return str(path)
 
 
+def bench_bridge(
+    reactor: Any, facts: dict[str, str], folder: Path, incremental: bool, version: str
+) -> Any:
+    """
+    The service's objects (store thread, child build) for a bridge of the
+    simulator C{facts} keeping its files in C{folder}.
+    """
+    config = load_config(config_file(facts, folder, incremental, version))
+    return build_bridge(config, reactor, use_cache=True, threads=True)
+
+
 async def timed_sync(bridge: Any) -> tuple[float, int, int, int, bytes]:
     """
     One sync: seconds, requests, bytes received, indicators transferred,
@@ -81,18 +92,8 @@ async def timed_sync(bridge: Any) -> tuple[float, int, int, int, bytes]:
 
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     with simulator_process(args.count) as facts, tempfile.TemporaryDirectory() as tmp:
-        incremental = build_bridge(
-            load_config(config_file(facts, Path(tmp) / "a", True, args.api_version)),
-            reactor,
-            use_cache=True,
-            threads=True,
-        )
-        full_bridge = build_bridge(
-            load_config(config_file(facts, Path(tmp) / "b", False, args.api_version)),
-            reactor,
-            use_cache=True,
-            threads=True,
-        )
+        incremental = bench_bridge(reactor, facts, Path(tmp) / "a", True, args.api_version)
+        full_bridge = bench_bridge(reactor, facts, Path(tmp) / "b", False, args.api_version)
         fulls, deltas, same = [], [], []
         changed = 0
         for run in range(args.runs):
