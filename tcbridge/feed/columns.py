@@ -20,9 +20,13 @@ import re
 import socket
 from array import array
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .settings import SourceCounts
+
+if TYPE_CHECKING:  # numpy is imported when a build needs it, not before the pull
+    import numpy as np
+    from numpy.typing import NDArray
 
 #: Timestamps are capped here: far in the future, and exact in every JSON
 #: reader.
@@ -33,6 +37,25 @@ FIXED_WIDTH: Final[dict[str, int]] = {"md5": 16, "sha256": 32, "ipv4": 4, "ipv6"
 
 #: the next wider type of an array of unsigned numbers
 _WIDER: Final = {"B": "H", "H": "I", "I": "Q"}
+
+
+def name_bounds(data: NDArray[np.uint8], dtype: Any = "int64") -> NDArray[Any]:
+    """
+    Where each host name of a packed C{dns} column's C{data} starts, and
+    then where the last one's newline ends (one more bound than names):
+    name C{i} is C{data[bounds[i] : bounds[i + 1] - 1]}, its newline at
+    C{bounds[i + 1] - 1}.  The one place that finds them, for every
+    build step that reads host names without an object per name.
+    """
+    import numpy as np
+
+    ends = np.flatnonzero(data == 10)
+    bounds: NDArray[Any] = np.zeros(len(ends) + 1, dtype=dtype)
+    after = bounds[1:]
+    after[:] = ends
+    del ends
+    np.add(after, 1, out=after)
+    return bounds
 
 
 def extended(target: array[int], values: Iterable[int]) -> array[int]:

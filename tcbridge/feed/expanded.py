@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from tcbridge.threatconnect.records import IndicatorBatch
 
-from .columns import FIXED_WIDTH, KindValues, LabelStore, extended
+from .columns import FIXED_WIDTH, KindValues, LabelStore, extended, name_bounds
 from .text import http_link, valid_text
 
 TC_TYPES: Final = ("File", "Address", "Host")
@@ -160,14 +160,9 @@ class ValueColumn:
             import numpy as np
 
             data = np.frombuffer(self.data, dtype=np.uint8)
-            ends = np.flatnonzero(data == 10)
             kind = np.uint32 if len(data) < 2**32 else np.uint64
-            starts: NDArray[np.unsignedinteger[Any]] = np.zeros(len(ends) + 1, dtype=kind)
-            after = starts[1:]
-            after[:] = ends
-            np.add(after, 1, out=after)
+            found = self._starts = name_bounds(data, kind)
             del data
-            found = self._starts = starts
         return found
 
 

@@ -31,7 +31,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from .columns import FIXED_WIDTH, PackedColumn
+from .columns import FIXED_WIDTH, PackedColumn, name_bounds
 
 _BUCKET = 32768
 _MAX_BUCKETS = 256
@@ -88,8 +88,8 @@ class _Column:
         if kind == "dns":
             # Names end with a newline; a bucket from a few of their bytes
             # and their length, so that equal names share one.
-            self.ends = np.flatnonzero(self.data == 10)
-            self.starts = np.concatenate((np.zeros(1, dtype=np.int64), self.ends[:-1] + 1))
+            bounds = name_bounds(self.data)
+            self.starts, self.ends = bounds[:-1], bounds[1:] - 1
             mix = (
                 self.data[self.starts].astype(np.uint32) * 131
                 + self.data[self.starts + 1].astype(np.uint32) * 31

@@ -30,7 +30,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Final
 
 from .collect import Collector
-from .columns import FIXED_WIDTH, PackedColumn
+from .columns import FIXED_WIDTH, PackedColumn, name_bounds
 from .settings import FeedSettings
 
 if TYPE_CHECKING:
@@ -186,8 +186,8 @@ def _column_index(column: PackedColumn, kind: str) -> ColumnIndex:
         return ColumnIndex(prefixes, none, none)
     # Host names, each ended by a newline: found by a number made of
     # their length and first and last eight bytes, then compared whole.
-    ends = np.flatnonzero(data == 10)
-    starts = np.concatenate(([0], ends[:-1] + 1))
+    bounds = name_bounds(data)
+    starts, ends = bounds[:-1], bounds[1:] - 1
     lengths = ends - starts
     padded = np.concatenate((np.zeros(8, np.uint8), data, np.zeros(8, np.uint8)))
     eight = np.arange(8)
