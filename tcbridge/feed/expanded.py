@@ -302,12 +302,15 @@ class ExpandedStore:
     ) -> None:
         """
         The link template of each row just added (a row whose link has the
-        same shape as the one before it costs one comparison).
+        same shape as the one before it costs a comparison or two: links
+        made of the value, as v2 gives them, or of the id, as v3's
+        C{webLink} is).
         """
         links = batch.links
         templates = self.templates
         codes = []
-        # The template last made for each way the value can appear.
+        # The template last made for each way the value (or the id: "#")
+        # can appear.
         recent: dict[str, tuple[int, str, str]] = {}
         raws = _raw_values(batch, chosen, firsts)
         for offset, row in enumerate(chosen):
@@ -320,10 +323,25 @@ class ExpandedStore:
                 if known is not None and link == known[1] + raw + known[2]:
                     codes.append(known[0])
                     continue
-            code = templates.encode(http_link(link), raw, kind, text, idents[offset])
+            ident = idents[offset]
+            known = recent.get("#")
+            if (
+                known is not None
+                and ident.isascii()
+                and ident.isalnum()
+                and link == known[1] + ident + known[2]
+                and link.find(ident) == len(known[1])
+                and not (raw and raw in link)
+            ):
+                # What encode would make of it: the value is not in the
+                # link, the id first is where the template has it, and the
+                # link is as valid as the one the template came from.
+                codes.append(known[0])
+                continue
+            code = templates.encode(http_link(link), raw, kind, text, ident)
             codes.append(code)
             before, middle, after = templates.parts[code]
-            if middle and middle != "#":
+            if middle:
                 recent[middle] = (code, before, after)
         self.link = extended(self.link, codes)
 

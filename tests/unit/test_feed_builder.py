@@ -556,6 +556,56 @@ def test_expanded_link_must_be_http() -> None:
     assert doc["reports"][0]["link"] == "https://tc/"
 
 
+_LINK_HEADS = (
+    "https://app.threatconnect.com/#/details/indicators/",
+    "https://tc7.example/#/details/indicators/",
+    "https://tc.example/auth/host.xhtml?host=",
+    "javascript:",
+)
+_LINK_IDS = ("7", "71", "1000", "1 2", "\u00e91", "", "77")
+_LINK_TAILS = ("/overview", "", "&owner=Common%20Community", " x")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_LINK_HEADS),
+            st.sampled_from(_LINK_IDS),
+            st.sampled_from(_LINK_TAILS),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_expanded_links_of_a_page_are_those_of_one_indicator_at_a_time(
+    rows: list[tuple[str, str, str, bool]],
+) -> None:
+    """
+    An Expanded feed's links are the same whether its indicators come in
+    one page (where a link shaped like the one before it, by id as v3's
+    webLink or by value as v2's links, is taken as that shape) or one page
+    each: ids found in the text before them, ids a URL cannot hold, values
+    in the link, links that are not http(s) included.
+    """
+    indicators = [
+        host(
+            f"h{n}.example",
+            id=ident,
+            web_link=head + (f"h{n}.example" if by_value else ident) + tail,
+        )
+        for n, (head, ident, tail, by_value) in enumerate(rows)
+    ]
+    settings_ = FeedSettings(grouping="Expanded", web_url="https://tc/")
+    one_page = FeedBuilder(settings_)
+    one_page.add(indicators)
+    one_each = FeedBuilder(settings_)
+    for indicator in indicators:
+        one_each.add([indicator])
+    assert one_page.build() == one_each.build()
+
+
 def test_score_sources_and_min_rating() -> None:
     """
     The score can come from threatAssessScore or the max of all sources;
