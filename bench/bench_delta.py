@@ -9,10 +9,11 @@ time.  With C{--runs N} the full sync and the churn-then-delta step
 repeat N times (each delta after a full sync), and medians are printed.
 Prints, for each sync, the wall time, the requests to ThreatConnect, the
 bytes of their answers and the indicators transferred, the ratios delta /
-full, and whether the delta's feed is the full sync's.  Prints figures;
-asserts nothing.
+full, and whether the delta's feed is the full sync's.  With C{--latency},
+the simulator answers each request that many seconds late, as a remote
+ThreatConnect does.  Prints figures; asserts nothing.
 .venv/bin/python bench/bench_delta.py [--count 200000] [--churn 0.005]
-    [--api-version v2|v3] [--runs 1]
+    [--api-version v2|v3] [--runs 1] [--latency 0.1]
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ async def timed_sync(bridge: Any) -> tuple[float, int, int, int, bytes]:
 
 
 async def run(reactor: Any, args: argparse.Namespace) -> None:
-    with simulator_process(args.count) as facts, tempfile.TemporaryDirectory() as tmp:
+    with (
+        simulator_process(args.count, latency=args.latency) as facts,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         incremental = bench_bridge(reactor, facts, Path(tmp) / "a", True, args.api_version)
         full_bridge = bench_bridge(reactor, facts, Path(tmp) / "b", False, args.api_version)
         fulls, deltas, same = [], [], []
@@ -139,6 +143,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--churn", type=float, default=0.005)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the simulator answers each request late (a remote ThreatConnect's)",
+    )
     parser.add_argument("--api-version", choices=["v2", "v3"], default="v2")
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()

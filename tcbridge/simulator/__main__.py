@@ -5,7 +5,9 @@ Run the ThreatConnect API simulator on its own::
     python -m tcbridge.simulator --port 8443 --count 100000 --seed 1 [--prefix /api]
 
 It prints C{base_url=...}, C{api_key=...} and C{secret_key=...}, one per line,
-then serves until interrupted.  C{--fault KIND[:N]} (repeatable) queues N
+then serves until interrupted.  C{--latency SECONDS} answers every
+request that much later, as a remote ThreatConnect's round trip.
+C{--fault KIND[:N]} (repeatable) queues N
 (default 1) faults of that kind with default options (see
 L{tcbridge.simulator.faults}) before serving.  With C{--prefetch} it builds the next page of
 a listing in a thread ahead of the request, which hides the simulator's own
@@ -45,6 +47,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="build the next page of a listing in a thread ahead of the request",
     )
     parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer every request that many seconds late, as a remote ThreatConnect would",
+    )
+    parser.add_argument(
         "--fault",
         type=_fault,
         action="append",
@@ -55,6 +64,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.count < 0:
         parser.error("--count must not be negative")
+    if args.latency < 0:
+        parser.error("--latency must not be negative")
     return args
 
 
@@ -77,6 +88,7 @@ async def _serve(reactor: IReactorTCP, args: argparse.Namespace) -> None:
 
     options = ("count", "port", "seed", "prefix", "interface", "prefetch")
     demo = start_simulator(reactor, **{name: getattr(args, name) for name in options})
+    demo.simulator.latency = args.latency
     for kind, times in args.fault:
         demo.simulator.fault_next(kind, times)
     sys.stdout.write(

@@ -197,6 +197,10 @@ class Simulator(Listings):
         self._faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self.clock_skew: float = 0.0
+        #: Seconds every served answer waits on the clock before it is
+        #: sent, as a remote ThreatConnect's round trip does (the answers
+        #: to requests sent together wait side by side).
+        self.latency: float = 0.0
 
     def resource(self) -> IResource:
         """
@@ -293,7 +297,7 @@ class Simulator(Listings):
         request.setResponseCode(status)
         self._record(method, target, timestamp, authorization, status, fault)
         if fault is None:
-            return body
+            return self._delayed(body, self.latency) if self.latency > 0 else body
         if fault.kind == "changing":
             owner = fault.options.get("owner")
             type = fault.options.get("type")

@@ -12,17 +12,21 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def simulator_process(count: int, seed: int | None = None) -> Iterator[dict[str, str]]:
+def simulator_process(
+    count: int, seed: int | None = None, latency: float = 0.0
+) -> Iterator[dict[str, str]]:
     """
     Run C{python -m tcbridge.simulator} with C{count} indicators on a free
-    loopback port; yield its C{base_url}, C{api_key} and C{secret_key}, and
-    stop it afterwards.
+    loopback port (answering C{latency} seconds late); yield its
+    C{base_url}, C{api_key} and C{secret_key}, and stop it afterwards.
 
     :raise RuntimeError: if it stops before saying where it listens.
     """
     argv = [sys.executable, "-m", "tcbridge.simulator", "--port", "0", "--count", str(count)]
     if seed is not None:
         argv += ["--seed", str(seed)]
+    if latency:
+        argv += ["--latency", str(latency)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # noqa: S603
     facts: dict[str, str] = {}
     try:

@@ -134,6 +134,32 @@ def test_slow_answers_only_after_clock_advance() -> None:
     assert h.sim.requests[-1].fault == "slow"
 
 
+def test_latency_delays_every_answer_side_by_side() -> None:
+    """
+    With a latency, every answer comes that many seconds (on the clock)
+    after its request; answers to requests sent together wait side by
+    side, not one after another; the command line sets it, never below 0.
+    """
+    h = harness()
+    expected = h.get(OWNERS).body
+    h.sim.latency = 0.2
+    got: list[bytes] = []
+    for _ in range(3):
+        d = h.stub.get("http://127.0.0.1" + OWNERS, headers=sign(OWNERS))
+        d.addCallback(lambda r: r.content()).addCallback(got.append)
+    h.stub.flush()
+    h.clock.advance(0.19)
+    h.stub.flush()
+    assert got == []
+    h.clock.advance(0.01)
+    h.stub.flush()
+    assert got == [expected] * 3
+    assert parse_args(["--latency", "0.15"]).latency == 0.15
+    assert parse_args([]).latency == 0.0
+    with pytest.raises(SystemExit):
+        parse_args(["--latency", "-1"])
+
+
 def test_truncated_body_shorter_than_content_length() -> None:
     """
     C{truncated} declares the whole body's C{Content-Length}, sends only
