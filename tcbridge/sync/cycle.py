@@ -60,7 +60,9 @@ from tcbridge.sync.work import (
 )
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.deleted import Deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
+from tcbridge.threatconnect.listing import OnPage
 from tcbridge.threatconnect.parse import forget_dates
 from tcbridge.threatconnect.pull import PullOptions, ShareListings, pull_source
 from tcbridge.threatconnect.records import SourcePull
@@ -548,9 +550,7 @@ class SyncCycle:
                 share = self._share(builder, client, instance, self._count_progress)
                 options = evolve(options, share=share)
             try:
-                pull = await pull_source(client, source, options, on_page)
-                if book is not None and since is not None:
-                    await book.pull_deleted(client, options.api_version, source.name, pull.owners)
+                pull = await self._pull_source(client, source, options, on_page, book)
             except ThreatConnectError as e:
                 e.in_instance(instance)
                 raise
@@ -562,6 +562,41 @@ class SyncCycle:
             )
             pulls.append(pull)
         return pulls
+
+    async def _pull_source(
+        self,
+        client: ThreatConnectClient,
+        source: Source,
+        options: PullOptions,
+        on_page: OnPage,
+        book: CycleBook | None,
+    ) -> SourcePull:
+        """
+        Pull one source.  In a delta, the deleted indicators of its owners
+        are asked for as soon as the owners are known and the pull has
+        sent its first request (the query of what changed, which the
+        delta waits on most, goes first), beside the pull, and taken out
+        once the pull has handed on its pages (in the order a pull then a
+        listing would give); if either fails, the other is cancelled.
+        """
+        if book is None or options.modified_since is None:
+            return await pull_source(client, source, options, on_page)
+        asked: list[defer.Deferred[list[list[Deleted]]]] = []
+
+        def on_owners(owners: tuple[str, ...]) -> None:
+            asked.append(book.ask_deleted(client, options.api_version, source.name, owners))
+
+        try:
+            pull = await pull_source(client, source, evolve(options, on_owners=on_owners), on_page)
+            if not asked:  # owners known only from what was pulled
+                on_owners(pull.owners)
+            book.deleted_lists(source.name, await asked[0])
+        except BaseException:
+            for asking in asked:
+                asking.cancel()
+                asking.addErrback(lambda _: None)  # the pull's own failure says why
+            raise
+        return pull
 
     def _count_progress(self, pages: int, indicators: int) -> None:
         """

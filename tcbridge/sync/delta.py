@@ -48,7 +48,7 @@ from tcbridge.seen import SeenWriter
 from tcbridge.status import IncrementalState
 from tcbridge.sync.base import Overlay, committed_token
 from tcbridge.sync.fill import fill_from_seen
-from tcbridge.threatconnect.deleted import Deleted, list_deleted
+from tcbridge.threatconnect.deleted import Deleted, deleted_of_owners
 from tcbridge.threatconnect.listing import JSONGetter
 from tcbridge.threatconnect.records import IndicatorBatch
 from tcbridge.threatconnect.tql import iso_time
@@ -592,17 +592,25 @@ class CycleBook:
         self._read_old([], keys)
         self._tx.send(IndicatorDB.remove, keys, size=len(keys))
 
-    async def pull_deleted(
+    def ask_deleted(
         self, client: JSONGetter, api_version: ApiVersion, source: str, owners: Sequence[str]
-    ) -> None:
+    ) -> Deferred[list[list[Deleted]]]:
         """
-        Ask ThreatConnect what was deleted from a source's C{owners} since
-        its delta's time, and take those indicators out.
+        Start asking ThreatConnect what was deleted from a source's
+        C{owners} since its delta's time, several owners at once (while
+        the source's pull goes on); L{deleted_lists} takes them out once
+        the pull has handed on its pages.
         """
         since = self.plan.since[source]
         assert since is not None
-        for owner in owners:
-            gone = await list_deleted(client, owner, since=iso_time(since), api_version=api_version)
+        return deleted_of_owners(client, owners, since=iso_time(since), api_version=api_version)
+
+    def deleted_lists(self, source: str, lists: Sequence[Sequence[Deleted]]) -> None:
+        """
+        Take out a source's indicators deleted in ThreatConnect, owner by
+        owner as L{ask_deleted} was given them.
+        """
+        for gone in lists:
             self.deleted(source, gone)
 
     def planned_from(self) -> list[list[Any]]:

@@ -4,21 +4,34 @@ Indicators deleted in ThreatConnect, for a delta sync to take out of the
 store: C{GET /v2/indicators/deleted?owner=} (ThreatConnect 5.4 and later;
 everything still within the retention) or C{GET /v3/indicators/deleted?
 owner=&deletedSince=}.  Deleted indicators carry no id: they are known by
-owner, type and summary.
+owner, type and summary.  A delta asks for several owners' deletions at
+once (L{deleted_of_owners}), beside the pull of what changed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final
 from urllib.parse import quote
 
 from attrs import frozen
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    FirstError,
+    ensureDeferred,
+    gatherResults,
+)
 
 from tcbridge.model import ApiVersion
 
 from .listing import JSONGetter
 from .v2 import v2_pages
 from .v3 import page_data
+
+#: Owners whose deleted listings are asked for at the same time.
+OWNERS_AT_ONCE: Final = 4
 
 
 @frozen
@@ -89,3 +102,42 @@ async def list_deleted(
         if len(items) < page_size:
             return found
         start += len(items)
+
+
+def deleted_of_owners(
+    client: JSONGetter,
+    owners: Sequence[str],
+    *,
+    since: str | None = None,
+    api_version: ApiVersion = "v2",
+    at_once: int = OWNERS_AT_ONCE,
+) -> Deferred[list[list[Deleted]]]:
+    """
+    L{list_deleted} of every one of C{owners}, up to C{at_once} of them
+    asked for at the same time: fires with their lists, in C{owners}'
+    order, whatever order the answers come in.  If one fails, the others
+    are cancelled and it fails with that one's error; cancelling it
+    cancels them all.
+
+    :raise ThreatConnectError: as for any request.
+    """
+    semaphore = DeferredSemaphore(at_once)
+    calls = [
+        semaphore.run(list_deleted, client, owner, since=since, api_version=api_version)
+        for owner in owners
+    ]
+
+    async def gathered() -> list[list[Deleted]]:
+        try:
+            found: list[list[Deleted]] = await gatherResults(calls, consumeErrors=True)
+        except FirstError as e:
+            for call in calls:
+                call.cancel()
+            e.subFailure.raiseException()
+        except CancelledError:
+            for call in calls:
+                call.cancel()
+            raise
+        return found
+
+    return ensureDeferred(gathered())

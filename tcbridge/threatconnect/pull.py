@@ -12,12 +12,13 @@ Errors propagate: the caller makes a cycle all-or-nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from attrs import field, frozen
 from attrs.validators import in_
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from tcbridge.logs import bridge_observer
@@ -135,6 +136,9 @@ class PullOptions:
         ThreatConnect instance's C{<name>/}, so its reports name it).
     :ivar share: if set, how a full pull of a C{*} or owner source reads
         its listings (see L{ShareListings}).
+    :ivar on_owners: if set, told the owners an owner or C{*} source
+        covers as soon as they are known, before its listings are read (a
+        delta asks for their deleted indicators meanwhile).
     """
 
     api_version: ApiVersion = field(default="v2", validator=in_(("v2", "v3")))
@@ -151,6 +155,7 @@ class PullOptions:
     modified_since: int | None = None
     label_prefix: str = ""
     share: ShareListings | None = field(default=None, eq=False)
+    on_owners: Callable[[tuple[str, ...]], None] | None = field(default=None, eq=False)
 
     @property
     def effective_overlap(self) -> int:
@@ -412,15 +417,16 @@ async def pull_source(
     owners: tuple[str, ...]
     if source.kind == "owner":
         owners = (source.value.strip(),)
-        await _pull_owner(client, owners[0], options, tally, on_page)
+        await _told(owners, _pull_owner(client, owners[0], options, tally, on_page), options)
     elif source.kind == "all":
         names, owner_pages = await owners_and_pages(client, options.page_size, options.api_version)
         owners = tuple(names)
         tally.pages += owner_pages
         if options.api_version == "v3" and options.modified_since is not None:
-            await _read(client, across_owners(client, owners, options), tally, on_page, options)
+            listings = across_owners(client, owners, options)
+            await _told(owners, _read(client, listings, tally, on_page, options), options)
         else:
-            await _read_owners(client, owners, options, tally, on_page)
+            await _told(owners, _read_owners(client, owners, options, tally, on_page), options)
     elif source.kind == "path":
         owner = _path_owner(_legacy_path(source))
         owners = (owner,) if owner else ()
@@ -431,6 +437,20 @@ async def pull_source(
     else:
         raise ValueError(f"unknown source kind {source.kind!r}")
     return _finish(source, owners, tally)
+
+
+async def _told(
+    owners: tuple[str, ...], reading: Coroutine[Any, Any, None], options: PullOptions
+) -> None:
+    """
+    Run C{reading} (a source's listings) and, once it has sent its first
+    request, tell C{options.on_owners} the source's C{owners}: what it
+    starts then goes out after that request.
+    """
+    started = ensureDeferred(reading)
+    if options.on_owners is not None:
+        options.on_owners(owners)
+    await started
 
 
 #: The counts a pull reports, as named in L{Tally} and L{SourcePull}.

@@ -46,6 +46,8 @@ from tcbridge.sync.delta import FULL_SYNC_FILE, INSTANCE, Incremental, Transacti
 from tcbridge.sync.errors import FeedHeldBackError
 from tcbridge.sync.publish import Publisher
 from tcbridge.threatconnect import across
+from tcbridge.threatconnect.client import ThreatConnectClient
+from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.records import Indicator, IndicatorBatch
 from tcbridge.web.health import assess, health_document
 from tcbridge.web.index import _incremental_text
@@ -188,6 +190,79 @@ def test_a_failed_delta_changes_nothing(tmp_path: Path) -> None:
     assert (list(db.indicators()), db.state(INSTANCE, "*")) == before
     delta, full = pair.sync()
     assert delta == full
+
+
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_a_delta_asks_for_deletions_beside_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    """
+    A delta asks for every owner's deleted indicators once it knows the
+    owners and has sent its first query of what changed, while it waits
+    for that answer (not one request after another), and still publishes
+    what a full sync does.
+    """
+    pair = Pair(tmp_path, api_version=version)
+    pair.sync()
+    _change_five(pair)
+    real = ThreatConnectClient.get_json
+    sent: list[str] = []
+    answer: defer.Deferred[None] = defer.Deferred()
+
+    async def holding(self: ThreatConnectClient, target: str, items: str | None = None) -> Any:
+        sent.append(target)
+        if "odified" in target:
+            await answer  # ThreatConnect is slow to answer what changed
+        return await real(self, target, items)
+
+    monkeypatch.setattr(ThreatConnectClient, "get_json", holding)
+    pair.h.clock.advance(3600)
+    running = defer.ensureDeferred(pair.delta.run())
+    for _ in range(5):
+        pair.h.stub.flush()
+    assert not running.called
+    assert "odified" in sent[1] and sum("/deleted" in t for t in sent) == 3
+    answer.callback(None)
+    delta = result_of(pair.h.settle(running)).body
+    full = result_of(pair.h.settle(defer.ensureDeferred(pair.full.run()))).body
+    assert delta == full
+
+
+@pytest.mark.parametrize("failing", ["/deleted?owner=Example", "modifiedSince"])
+def test_a_delta_whose_deleted_listing_or_pull_fails_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """
+    A delta whose deleted listing of one owner fails, or whose query of
+    what changed fails while the deleted listings wait, publishes nothing
+    and leaves the store as it was, with no deleted listing left waiting;
+    the error names the request.
+    """
+    pair = Pair(tmp_path)
+    pair.sync()
+    db = pair.store.db
+    before = (list(db.indicators()), db.state(INSTANCE, "*"))
+    published = pair.delta._store.current
+    _change_five(pair)
+    real = ThreatConnectClient.get_json
+    waiting: list[defer.Deferred[Any]] = []
+
+    async def refusing(self: ThreatConnectClient, target: str, items: str | None = None) -> Any:
+        if failing in target:
+            raise ThreatConnectError("ThreatConnect refused the request", status=403, target=target)
+        if "/deleted" in target:
+            held: defer.Deferred[Any] = defer.Deferred()
+            waiting.append(held)
+            await held
+        return await real(self, target, items)
+
+    monkeypatch.setattr(ThreatConnectClient, "get_json", refusing)
+    pair.h.clock.advance(3600)
+    failure = failure_of(pair.h.settle(defer.ensureDeferred(pair.delta.run())))
+    assert failure.check(ThreatConnectError) and failing in str(failure.value.target)
+    assert waiting and all(held.called for held in waiting)  # cancelled, not left asking
+    assert (list(db.indicators()), db.state(INSTANCE, "*")) == before
+    assert pair.delta._store.current is published
 
 
 @settings(

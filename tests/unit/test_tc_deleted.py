@@ -15,10 +15,11 @@ from attrs import evolve
 from twisted.internet import defer
 
 from tcbridge.model import Source
-from tcbridge.threatconnect.deleted import Deleted, list_deleted
+from tcbridge.threatconnect.deleted import Deleted, deleted_of_owners, list_deleted
+from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.pull import PullOptions, iso_time, pull_source
 from tcbridge.threatconnect.records import IndicatorBatch
-from tests.helpers import result_of
+from tests.helpers import failure_of, result_of
 from tests.unit.test_sync import Harness
 
 #: Later than every generated date, so that what changes now is the newest.
@@ -114,3 +115,75 @@ def test_deleted_listing(version: str) -> None:
             list_deleted(h.client, CC, since=iso_time(NOW + 7200), api_version="v3")
         )
         assert result_of(h.settle(later)) == []
+
+
+class _HeldClient:
+    """
+    A client whose answers the test gives, request by request: what was
+    asked, the Deferreds it waits on, and which were cancelled.
+    """
+
+    base_url = "https://tc.example/api"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.waiting: dict[str, defer.Deferred[Any]] = {}
+        self.cancelled: list[str] = []
+
+    def request_target(self, target: str) -> str:
+        return "/api" + target
+
+    async def get_json(self, target: str, items: str | None = None) -> Any:
+        owner = target.split("owner=")[1].split("&")[0]
+        self.asked.append(owner)
+        waiting: defer.Deferred[Any] = defer.Deferred(
+            lambda _, owner=owner: self.cancelled.append(owner)
+        )
+        self.waiting[owner] = waiting
+        return await waiting
+
+    def answer(self, owner: str, summary: str) -> None:
+        self.waiting.pop(owner).callback(
+            {"status": "Success", "data": [{"type": "Host", "summary": summary}]}
+        )
+
+
+def test_deleted_of_several_owners_are_asked_for_at_once_and_kept_in_order() -> None:
+    """
+    The deleted listings of several owners are asked for at the same time,
+    up to the limit (the next starts as one ends), and come back in the
+    owners' order whatever order the answers come in.
+    """
+    client = _HeldClient()
+    owners = ["A", "B", "C"]
+    d = deleted_of_owners(client, owners, since=iso_time(NOW), api_version="v3", at_once=2)
+    assert client.asked == ["A", "B"]
+    client.answer("B", "b.example")
+    assert client.asked == ["A", "B", "C"]
+    client.answer("C", "c.example")
+    assert not d.called
+    client.answer("A", "a.example")
+    assert result_of(d) == [
+        [Deleted("A", "Host", "a.example")],
+        [Deleted("B", "Host", "b.example")],
+        [Deleted("C", "Host", "c.example")],
+    ]
+
+
+def test_one_failed_deleted_listing_cancels_the_others() -> None:
+    """
+    When one owner's deleted listing fails, the listings still waiting are
+    cancelled (nothing is left asking) and the whole fails with that
+    error; cancelling the whole cancels every listing.
+    """
+    client = _HeldClient()
+    d = deleted_of_owners(client, ["A", "B", "C"], api_version="v3")
+    refused = ThreatConnectError("ThreatConnect refused the request", status=403)
+    client.waiting.pop("B").errback(refused)
+    assert failure_of(d).value is refused
+    assert sorted(client.cancelled) == ["A", "C"]
+    again = _HeldClient()
+    d = deleted_of_owners(again, ["A", "B"], api_version="v3")
+    d.cancel()
+    assert sorted(again.cancelled) == ["A", "B"]
+    assert failure_of(d).check(defer.CancelledError)
