@@ -59,6 +59,20 @@ Entry = tuple[int, int, str, str, str, tuple[Value, ...], tuple[str, ...]]
 # (score, timestamp, type, link, description, ((kind, value), ...), tags)
 
 
+#: The length of C{"https://"}: text before a value or id at least this
+#: long holds a link's whole scheme.
+_SCHEME: Final = 8
+
+
+def _kept_as_given(ident: str) -> bool:
+    """
+    Whether a report keeps a ThreatConnect id as it was sent (digits,
+    20 at most), so that a link template may put it back in; any other id
+    is replaced by a hash (see L{hashed_ident}).
+    """
+    return ident.isascii() and ident.isdigit() and len(ident) <= 20
+
+
 def hashed_ident(kind: str, first: Value) -> str:
     """
     The id of an indicator with no usable ThreatConnect id: C{h} and 16 hex
@@ -120,7 +134,7 @@ class _Templates:
                 middle = ""
             if middle:
                 return self.code((link[:at], middle, link[at + len(raw) :]))
-        if ident and (at := link.find(ident)) >= 0:
+        if _kept_as_given(ident) and (at := link.find(ident)) >= 0:
             return self.code((link[:at], "#", link[at + len(ident) :]))
         return self.code((link, "", ""))
 
@@ -284,7 +298,7 @@ class ExpandedStore:
             return
         numbers = [0] * len(idents)
         for offset, ident in enumerate(idents):
-            if ident.isascii() and ident.isdigit() and len(ident) <= 20:
+            if _kept_as_given(ident):
                 if len(ident) <= _MAX_NUMBER_DIGITS and (ident[0] != "0" or ident == "0"):
                     numbers[offset] = int(ident)
                     continue
@@ -320,22 +334,27 @@ class ExpandedStore:
             if raw:
                 middle = kind if raw == text else kind + "^" if raw == text.upper() else ""
                 known = recent.get(middle)
-                if known is not None and link == known[1] + raw + known[2]:
+                if (
+                    known is not None
+                    and len(known[1]) >= _SCHEME
+                    and link == known[1] + raw + known[2]
+                ):
                     codes.append(known[0])
                     continue
             ident = idents[offset]
             known = recent.get("#")
             if (
                 known is not None
-                and ident.isascii()
-                and ident.isalnum()
+                and len(known[1]) >= _SCHEME
+                and _kept_as_given(ident)
                 and link == known[1] + ident + known[2]
                 and link.find(ident) == len(known[1])
                 and not (raw and raw in link)
             ):
                 # What encode would make of it: the value is not in the
                 # link, the id first is where the template has it, and the
-                # link is as valid as the one the template came from.
+                # link is as valid as the one the template came from (its
+                # scheme whole in the text before).
                 codes.append(known[0])
                 continue
             code = templates.encode(http_link(link), raw, kind, text, ident)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tcbridge.feed.builder import FeedBuilder, FeedSettings
@@ -561,12 +561,16 @@ _LINK_HEADS = (
     "https://tc7.example/#/details/indicators/",
     "https://tc.example/auth/host.xhtml?host=",
     "javascript:",
+    "http://",
+    "https://x.example/",
 )
-_LINK_IDS = ("7", "71", "1000", "1 2", "\u00e91", "", "77")
+_LINK_IDS = ("7", "71", "1000", "1 2", "\u00e91", "", "77", "s", "x", "007", "9" * 21)
 _LINK_TAILS = ("/overview", "", "&owner=Common%20Community", " x")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example([("http://", "1000", "", False), ("http://", "7", "", False)])  # too short a link
+@example([("https://x.example/", "1000", "", True), ("http://", "7", "", True)])
 @given(
     st.lists(
         st.tuples(
@@ -604,6 +608,20 @@ def test_expanded_links_of_a_page_are_those_of_one_indicator_at_a_time(
     for indicator in indicators:
         one_each.add([indicator])
     assert one_page.build() == one_each.build()
+
+
+def test_expanded_link_keeps_an_id_that_is_not_a_number() -> None:
+    """
+    An Expanded report whose indicator's id is not a plain number (its
+    report id then takes a hash) still links to its web link as written.
+    """
+    link = "https://tc.example/#/details/indicators/abc/overview"
+    doc, _ = build([host("a.example", id="abc", web_link=link)], grouping="Expanded")
+    assert doc["reports"][0]["link"] == link
+    doc, _ = build(
+        [host("a.example", id="12", web_link=link.replace("abc", "12"))], grouping="Expanded"
+    )
+    assert doc["reports"][0]["link"] == link.replace("abc", "12")
 
 
 def test_score_sources_and_min_rating() -> None:
