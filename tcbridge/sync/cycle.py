@@ -60,7 +60,6 @@ from tcbridge.sync.work import (
 )
 from tcbridge.synclog import SyncLog
 from tcbridge.threatconnect.client import ThreatConnectClient
-from tcbridge.threatconnect.deleted import Deleted
 from tcbridge.threatconnect.errors import ThreatConnectError
 from tcbridge.threatconnect.listing import OnPage
 from tcbridge.threatconnect.parse import forget_dates
@@ -572,31 +571,12 @@ class SyncCycle:
         book: CycleBook | None,
     ) -> SourcePull:
         """
-        Pull one source.  In a delta, the deleted indicators of its owners
-        are asked for as soon as the owners are known and the pull has
-        sent its first request (the query of what changed, which the
-        delta waits on most, goes first), beside the pull, and taken out
-        once the pull has handed on its pages (in the order a pull then a
-        listing would give); if either fails, the other is cancelled.
+        Pull one source: in a delta, with the deleted listings of its
+        owners beside it (L{CycleBook.pull_with_deletions}).
         """
         if book is None or options.modified_since is None:
             return await pull_source(client, source, options, on_page)
-        asked: list[defer.Deferred[list[list[Deleted]]]] = []
-
-        def on_owners(owners: tuple[str, ...]) -> None:
-            asked.append(book.ask_deleted(client, options.api_version, source.name, owners))
-
-        try:
-            pull = await pull_source(client, source, evolve(options, on_owners=on_owners), on_page)
-            if not asked:  # owners known only from what was pulled
-                on_owners(pull.owners)
-            book.deleted_lists(source.name, await asked[0])
-        except BaseException:
-            for asking in asked:
-                asking.cancel()
-                asking.addErrback(lambda _: None)  # the pull's own failure says why
-            raise
-        return pull
+        return await book.pull_with_deletions(client, source, options, on_page)
 
     def _count_progress(self, pages: int, indicators: int) -> None:
         """

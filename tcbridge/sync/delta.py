@@ -35,22 +35,23 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from attrs import Factory, define, field, frozen
-from twisted.internet.defer import Deferred, ensureDeferred
+from attrs import Factory, define, evolve, field, frozen
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcbridge.indicatordb import IndicatorDB
 from tcbridge.indicatorrows import SourceState, note_newest, rows_of_batch, sort_rows
 from tcbridge.logs import bridge_observer
-from tcbridge.model import ApiVersion, Source
+from tcbridge.model import Source
 from tcbridge.seen import SeenWriter
 from tcbridge.status import IncrementalState
 from tcbridge.sync.base import Overlay, committed_token
 from tcbridge.sync.fill import fill_from_seen
 from tcbridge.threatconnect.deleted import Deleted, deleted_of_owners
-from tcbridge.threatconnect.listing import JSONGetter
-from tcbridge.threatconnect.records import IndicatorBatch
+from tcbridge.threatconnect.listing import JSONGetter, OnPage
+from tcbridge.threatconnect.pull import PullOptions, pull_source
+from tcbridge.threatconnect.records import IndicatorBatch, SourcePull
 from tcbridge.threatconnect.tql import iso_time
 
 #: Runs C{method(db, *args)} on the store (in its thread in the service).
@@ -592,26 +593,65 @@ class CycleBook:
         self._read_old([], keys)
         self._tx.send(IndicatorDB.remove, keys, size=len(keys))
 
-    def ask_deleted(
-        self, client: JSONGetter, api_version: ApiVersion, source: str, owners: Sequence[str]
-    ) -> Deferred[list[list[Deleted]]]:
+    async def pull_with_deletions(
+        self, client: JSONGetter, source: Source, options: PullOptions, on_page: OnPage
+    ) -> SourcePull:
         """
-        Start asking ThreatConnect what was deleted from a source's
-        C{owners} since its delta's time, several owners at once (while
-        the source's pull goes on); L{deleted_lists} takes them out once
-        the pull has handed on its pages.
+        Pull what changed in one source since its delta's time and take out
+        what was deleted from its owners: their deleted listings are asked
+        for as soon as the owners are known and the pull has sent its
+        first request (the query of what changed, which the delta waits on
+        most, goes first), several owners at once, beside the pull; they
+        are taken out once the pull has handed on its pages (in the order a
+        pull then the listings would give).  If either fails, the other is
+        cancelled and the failure is raised.
         """
-        since = self.plan.since[source]
+        since = self.plan.since[source.name]
         assert since is not None
-        return deleted_of_owners(client, owners, since=iso_time(since), api_version=api_version)
+        asked: list[Deferred[list[list[Deleted]]]] = []
+        pulling: list[Deferred[SourcePull]] = []
+        telling: list[bool] = []
+        stopped_by: list[Failure] = []
 
-    def deleted_lists(self, source: str, lists: Sequence[Sequence[Deleted]]) -> None:
-        """
-        Take out a source's indicators deleted in ThreatConnect, owner by
-        owner as L{ask_deleted} was given them.
-        """
-        for gone in lists:
-            self.deleted(source, gone)
+        def stop_pull(failure: Failure) -> Failure:
+            # (Not while the pull itself is telling the owners: on_owners
+            # then raises the failure into the pull.)
+            if pulling and not pulling[0].called and not telling:
+                stopped_by.append(failure)
+                pulling[0].cancel()
+            return failure
+
+        def on_owners(owners: tuple[str, ...]) -> None:
+            telling.append(True)
+            try:
+                listed = deleted_of_owners(
+                    client, owners, since=iso_time(since), api_version=options.api_version
+                )
+                asked.append(listed.addErrback(stop_pull))
+            finally:
+                telling.clear()
+            if listed.called and isinstance(listed.result, Failure):
+                listed.result.raiseException()  # failed at once: the pull stops here
+
+        told = evolve(options, on_owners=on_owners)
+        pulling.append(ensureDeferred(pull_source(client, source, told, on_page)))
+        try:
+            try:
+                pull = await pulling[0]
+            except CancelledError:
+                if stopped_by:  # a listing's failure stopped the pull: raise it
+                    stopped_by[0].raiseException()
+                raise
+            if not asked:  # owners known only from what was pulled
+                on_owners(pull.owners)
+            for gone in await asked[0]:
+                self.deleted(source.name, gone)
+        except BaseException:
+            for asking in asked:
+                asking.cancel()
+                asking.addErrback(lambda _: None)  # the pull's own failure says why
+            raise
+        return pull
 
     def planned_from(self) -> list[list[Any]]:
         """

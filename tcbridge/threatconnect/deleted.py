@@ -122,22 +122,31 @@ def deleted_of_owners(
     :raise ThreatConnectError: as for any request.
     """
     semaphore = DeferredSemaphore(at_once)
-    calls = [
-        semaphore.run(list_deleted, client, owner, since=since, api_version=api_version)
-        for owner in owners
-    ]
+    #: the first failure; once there is one, listings still waiting for
+    #: their turn are not sent
+    failed: list[BaseException] = []
+
+    async def one(owner: str) -> list[Deleted]:
+        if failed:
+            raise CancelledError()
+        try:
+            return await list_deleted(client, owner, since=since, api_version=api_version)
+        except BaseException as e:
+            if not failed:
+                failed.append(e)
+            raise
+
+    calls = [semaphore.run(one, owner) for owner in owners]
 
     async def gathered() -> list[list[Deleted]]:
         try:
             found: list[list[Deleted]] = await gatherResults(calls, consumeErrors=True)
         except FirstError as e:
-            for call in calls:
+            for call in reversed(calls):
                 call.cancel()
+            if failed:
+                raise failed[0] from None
             e.subFailure.raiseException()
-        except CancelledError:
-            for call in calls:
-                call.cancel()
-            raise
         return found
 
     return ensureDeferred(gathered())

@@ -444,12 +444,20 @@ async def _told(
 ) -> None:
     """
     Run C{reading} (a source's listings) and, once it has sent its first
-    request, tell C{options.on_owners} the source's C{owners}: what it
-    starts then goes out after that request.
+    request and while it waits for the answer, tell C{options.on_owners}
+    the source's C{owners}: what it starts then goes out after that
+    request.
     """
     started = ensureDeferred(reading)
-    if options.on_owners is not None:
-        options.on_owners(owners)
+    try:
+        # Told only while the listings still run (once they have ended,
+        # there is nothing left to go beside).
+        if options.on_owners is not None and not started.called:
+            options.on_owners(owners)
+    except BaseException:
+        started.cancel()
+        started.addErrback(lambda _: None)  # the error raised says why
+        raise
     await started
 
 

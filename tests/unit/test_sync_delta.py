@@ -18,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 
 from tcbridge.feed.collect import Collector
@@ -228,15 +228,18 @@ def test_a_delta_asks_for_deletions_beside_what_changed(
     assert delta == full
 
 
-@pytest.mark.parametrize("failing", ["/deleted?owner=Example", "modifiedSince"])
+@pytest.mark.parametrize(
+    "failing", ["/deleted?owner=Example", "late/deleted?owner=Example", "modifiedSince"]
+)
 def test_a_delta_whose_deleted_listing_or_pull_fails_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     """
-    A delta whose deleted listing of one owner fails, or whose query of
-    what changed fails while the deleted listings wait, publishes nothing
-    and leaves the store as it was, with no deleted listing left waiting;
-    the error names the request.
+    A delta whose deleted listing of one owner fails while its query of
+    what changed waits for an answer, or whose query of what changed
+    fails, publishes nothing and leaves the store as it was; whatever
+    still waited is cancelled (nothing is left asking ThreatConnect), and
+    the error names the request that failed.
     """
     pair = Pair(tmp_path)
     pair.sync()
@@ -245,22 +248,32 @@ def test_a_delta_whose_deleted_listing_or_pull_fails_changes_nothing(
     published = pair.delta._store.current
     _change_five(pair)
     real = ThreatConnectClient.get_json
-    waiting: list[defer.Deferred[Any]] = []
+    held: dict[str, list[defer.Deferred[Any]]] = {"odified": [], "/deleted": []}
 
     async def refusing(self: ThreatConnectClient, target: str, items: str | None = None) -> Any:
-        if failing in target:
+        if failing.removeprefix("late") in target:
+            if failing.startswith("late"):  # an answer that comes a second later
+                await task.deferLater(pair.h.clock, 1, lambda: None)
             raise ThreatConnectError("ThreatConnect refused the request", status=403, target=target)
-        if "/deleted" in target:
-            held: defer.Deferred[Any] = defer.Deferred()
-            waiting.append(held)
-            await held
+        for kind, waiting in held.items():
+            if kind in target:
+                waiting.append(defer.Deferred())
+                await waiting[-1]
         return await real(self, target, items)
 
     monkeypatch.setattr(ThreatConnectClient, "get_json", refusing)
     pair.h.clock.advance(3600)
+    started = pair.h.clock.seconds()
     failure = failure_of(pair.h.settle(defer.ensureDeferred(pair.delta.run())))
-    assert failure.check(ThreatConnectError) and failing in str(failure.value.target)
-    assert waiting and all(held.called for held in waiting)  # cancelled, not left asking
+    assert pair.h.clock.seconds() - started < 60, "failed at once, not at the sync's deadline"
+    assert failure.check(ThreatConnectError), failure.getTraceback()
+    assert failing.removeprefix("late") in str(failure.value.target)
+    if "/deleted" in failing:
+        # Refused at once, the owner after it is not asked; refused late,
+        # both other owners were asked meanwhile.
+        asked = 2 if failing.startswith("late") else 1
+        assert len(held["odified"]) == 1 and len(held["/deleted"]) == asked
+    assert all(waiting.called for kind in held for waiting in held[kind])  # cancelled
     assert (list(db.indicators()), db.state(INSTANCE, "*")) == before
     assert pair.delta._store.current is published
 

@@ -172,18 +172,19 @@ def test_deleted_of_several_owners_are_asked_for_at_once_and_kept_in_order() -> 
 
 def test_one_failed_deleted_listing_cancels_the_others() -> None:
     """
-    When one owner's deleted listing fails, the listings still waiting are
-    cancelled (nothing is left asking) and the whole fails with that
-    error; cancelling the whole cancels every listing.
+    When one owner's deleted listing fails, the listings still waiting for
+    an answer are cancelled, those still waiting for their turn are never
+    sent, and the whole fails with that error; cancelling the whole does
+    the same.
     """
     client = _HeldClient()
-    d = deleted_of_owners(client, ["A", "B", "C"], api_version="v3")
+    d = deleted_of_owners(client, ["A", "B", "C", "D"], api_version="v3", at_once=2)
     refused = ThreatConnectError("ThreatConnect refused the request", status=403)
     client.waiting.pop("B").errback(refused)
     assert failure_of(d).value is refused
-    assert sorted(client.cancelled) == ["A", "C"]
+    assert client.asked == ["A", "B"] and client.cancelled == ["A"]
     again = _HeldClient()
-    d = deleted_of_owners(again, ["A", "B"], api_version="v3")
+    d = deleted_of_owners(again, ["A", "B", "C", "D"], api_version="v3", at_once=2)
     d.cancel()
-    assert sorted(again.cancelled) == ["A", "B"]
+    assert again.asked == ["A", "B"] and sorted(again.cancelled) == ["A", "B"]
     assert failure_of(d).check(defer.CancelledError)
