@@ -112,6 +112,24 @@ def test_html_login_page() -> None:
     assert b"<form" in reply.body
 
 
+def _answered_after(h: Harness, count: int, delay: float) -> list[bytes]:
+    """
+    Send C{count} owner-list requests together: nothing has come back just
+    before C{delay} seconds pass on the clock; what has come back then.
+    """
+    got: list[bytes] = []
+    for _ in range(count):
+        d = h.stub.get("http://127.0.0.1" + OWNERS, headers=sign(OWNERS))
+        d.addCallback(lambda r: r.content()).addCallback(got.append)
+    h.stub.flush()
+    h.clock.advance(delay - 0.01)
+    h.stub.flush()
+    assert got == []
+    h.clock.advance(0.01)
+    h.stub.flush()
+    return got
+
+
 def test_slow_answers_only_after_clock_advance() -> None:
     """
     C{slow} holds the real answer until C{delay} seconds pass on the
@@ -120,16 +138,7 @@ def test_slow_answers_only_after_clock_advance() -> None:
     h = harness()
     expected = h.get(OWNERS).body
     h.sim.fault_next("slow", delay=45)
-    got: list[bytes] = []
-    d = h.stub.get("http://127.0.0.1" + OWNERS, headers=sign(OWNERS))
-    d.addCallback(lambda r: r.content()).addCallback(got.append)
-    h.stub.flush()
-    h.clock.advance(44.9)
-    h.stub.flush()
-    assert got == []
-    h.clock.advance(0.1)
-    h.stub.flush()
-    assert got == [expected]
+    assert _answered_after(h, 1, 45) == [expected]
     assert h.clock.getDelayedCalls() == []
     assert h.sim.requests[-1].fault == "slow"
 
@@ -143,17 +152,7 @@ def test_latency_delays_every_answer_side_by_side() -> None:
     h = harness()
     expected = h.get(OWNERS).body
     h.sim.latency = 0.2
-    got: list[bytes] = []
-    for _ in range(3):
-        d = h.stub.get("http://127.0.0.1" + OWNERS, headers=sign(OWNERS))
-        d.addCallback(lambda r: r.content()).addCallback(got.append)
-    h.stub.flush()
-    h.clock.advance(0.19)
-    h.stub.flush()
-    assert got == []
-    h.clock.advance(0.01)
-    h.stub.flush()
-    assert got == [expected] * 3
+    assert _answered_after(h, 3, 0.2) == [expected] * 3
     assert parse_args(["--latency", "0.15"]).latency == 0.15
     assert parse_args([]).latency == 0.0
     with pytest.raises(SystemExit):
