@@ -138,6 +138,15 @@ def deleted_key(instance: str, source: str, gone: Deleted) -> tuple[str, str, st
     return (instance, source, gone.owner, gone.type, value)
 
 
+def rows_of_sources(
+    rows: Sequence[tuple[Any, ...]], sources: frozenset[tuple[str, str]]
+) -> list[tuple[Any, ...]]:
+    """
+    The store rows (tuples) of C{sources}, (instance, source) keys.
+    """
+    return [row for row in rows if (row[0], row[1]) in sources]
+
+
 def rows_of(instance: str, source: str, batches: Iterable[IndicatorBatch]) -> list[Any]:
     """
     The store rows (tuples, see L{rows_of_batch}) of batches pulled for the
@@ -675,8 +684,7 @@ class CycleBook:
         The store rows (tuples) of the sources this cycle planned (see
         L{planned_sources}).
         """
-        keys = self.planned_sources()
-        return [row for row in rows if (row[0], row[1]) in keys]
+        return rows_of_sources(rows, self.planned_sources())
 
     def _counted(self, rows: int) -> None:
         self.rows_at_start = rows

@@ -39,7 +39,7 @@ from tcbridge.logs import bridge_observer
 from tcbridge.seen import FILE_NAME as SEEN_FILE
 from tcbridge.seen import SeenWriter, changes_file, page_lines, trailer
 from tcbridge.sync.base import DamagedFileError, base_pages, kept_state
-from tcbridge.sync.delta import CycleBook
+from tcbridge.sync.delta import CycleBook, rows_of_sources
 from tcbridge.threatconnect.records import IndicatorBatch
 
 Pause = Callable[[], Awaitable[None]] | None
@@ -165,7 +165,7 @@ def store_page(
     rows = db.raw_page(after, limit)
     if not rows:
         return StorePage([], ([], 0), None)
-    made = batches_of_rows([row for row in rows if (row[0], row[1]) in sources])
+    made = batches_of_rows(rows_of_sources(rows, sources))
     written: list[bytes] = []
     kept = 0
     for source, batch in made if lines else ():
