@@ -334,18 +334,13 @@ class ExpandedStore:
             if raw:
                 middle = kind if raw == text else kind + "^" if raw == text.upper() else ""
                 known = recent.get(middle)
-                if (
-                    known is not None
-                    and len(known[1]) >= _SCHEME
-                    and link == known[1] + raw + known[2]
-                ):
+                if known is not None and link == known[1] + raw + known[2]:
                     codes.append(known[0])
                     continue
             ident = idents[offset]
             known = recent.get("#")
             if (
                 known is not None
-                and len(known[1]) >= _SCHEME
                 and _kept_as_given(ident)
                 and link == known[1] + ident + known[2]
                 and link.find(ident) == len(known[1])
@@ -353,14 +348,15 @@ class ExpandedStore:
             ):
                 # What encode would make of it: the value is not in the
                 # link, the id first is where the template has it, and the
-                # link is as valid as the one the template came from (its
-                # scheme whole in the text before).
+                # link is as valid as the one the template came from.
                 codes.append(known[0])
                 continue
             code = templates.encode(http_link(link), raw, kind, text, ident)
             codes.append(code)
             before, middle, after = templates.parts[code]
-            if middle:
+            if middle and len(before) >= _SCHEME:
+                # Only a template whose text before holds the whole scheme:
+                # a link made from it is then as valid as this one.
                 recent[middle] = (code, before, after)
         self.link = extended(self.link, codes)
 
