@@ -618,38 +618,35 @@ class CycleBook:
         since = self.plan.since[source.name]
         assert since is not None
         asked: list[Deferred[list[list[Deleted]]]] = []
-        pulling: list[Deferred[SourcePull]] = []
-        telling: list[bool] = []
-        stopped_by: list[Failure] = []
+        pulling: Deferred[SourcePull] | None = None
+        stopped_by: Failure | None = None
 
         def stop_pull(failure: Failure) -> Failure:
-            # (Not while the pull itself is telling the owners: on_owners
-            # then raises the failure into the pull.)
-            if pulling and not pulling[0].called and not telling:
-                stopped_by.append(failure)
-                pulling[0].cancel()
+            nonlocal stopped_by
+            if pulling is not None and not pulling.called:
+                stopped_by = failure
+                pulling.cancel()
             return failure
 
         def on_owners(owners: tuple[str, ...]) -> None:
-            telling.append(True)
-            try:
-                listed = deleted_of_owners(
-                    client, owners, since=iso_time(since), api_version=options.api_version
-                )
-                asked.append(listed.addErrback(stop_pull))
-            finally:
-                telling.clear()
+            listed = deleted_of_owners(
+                client, owners, since=iso_time(since), api_version=options.api_version
+            )
+            asked.append(listed)
             if listed.called and isinstance(listed.result, Failure):
                 listed.result.raiseException()  # failed at once: the pull stops here
+            # Only a later failure stops the pull from outside (the pull is
+            # not running then).
+            listed.addErrback(stop_pull)
 
         told = evolve(options, on_owners=on_owners)
-        pulling.append(ensureDeferred(pull_source(client, source, told, on_page)))
+        pulling = ensureDeferred(pull_source(client, source, told, on_page))
         try:
             try:
-                pull = await pulling[0]
+                pull = await pulling
             except CancelledError:
-                if stopped_by:  # a listing's failure stopped the pull: raise it
-                    stopped_by[0].raiseException()
+                if stopped_by is not None:  # a listing's failure stopped the pull: raise it
+                    stopped_by.raiseException()
                 raise
             if not asked:  # owners known only from what was pulled
                 on_owners(pull.owners)
